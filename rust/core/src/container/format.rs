@@ -1,0 +1,334 @@
+//! The on-disk layout: a fixed prefix, a checksummed header (the index of every tensor and
+//! the checkpoint's structure), then the compressed chunks back to back.
+//!
+//! ```text
+//! magic "\x89FCKPT\r\n" | u16 major | u16 minor | u32 flags | u64 header_len
+//! header (header_len bytes) | u64 xxh3-64 of the header | data (header.data_len bytes)
+//! ```
+//! The header is validated completely (counts against remaining bytes, shapes against
+//! overflow, chunk counts against shapes, offsets against the data length) before the
+//! caller allocates anything for a tensor.
+
+use super::bytes::{Reader, Writer};
+use super::value::Value;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::hash;
+
+/// First eight bytes of every fastckpt file (PNG-style: catches text-mode mangling).
+pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
+/// Format major version this build writes and reads.
+pub const MAJOR: u16 = 1;
+/// Format minor version this build writes.
+pub const MINOR: u16 = 0;
+/// Bytes before the header.
+pub const PREFIX_LEN: usize = 24;
+/// Largest chunk a reader accepts, in raw bytes.
+pub const MAX_CHUNK_BYTES: u64 = 64 << 20;
+/// Most dimensions a tensor may have.
+pub const MAX_NDIM: usize = 64;
+
+/// How a tensor's chunks are coded. The discriminant is the on-disk code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    /// Byte planes, each raw, constant or rANS coded ([`crate::codec`]).
+    Planes = 1,
+}
+
+/// Where a tensor was predicted from. Reserved for prediction and dedup: this version
+/// writes none and refuses files that need one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Identifier of the checkpoint that holds the reference tensor.
+    pub checkpoint: String,
+    /// Name of the reference tensor in that checkpoint.
+    pub tensor: String,
+    /// xxh3-128 of the reference tensor's raw bytes.
+    pub raw_hash: u128,
+}
+
+/// One compressed chunk of a tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// Offset of the chunk in the data section.
+    pub offset: u64,
+    /// Compressed length in bytes.
+    pub len: u64,
+    /// xxh3-64 of the compressed bytes: corruption is caught before decoding.
+    pub comp_hash: u64,
+    /// xxh3-64 of the raw bytes: the decoder's output is verified against it.
+    pub raw_hash: u64,
+}
+
+/// Everything the index says about one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEntry {
+    /// Path-like name, unique in the checkpoint.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions (empty for a 0-d tensor).
+    pub shape: Vec<u64>,
+    /// Host hint (e.g. "torch" or "numpy"): the core stores it and ignores it.
+    pub tag: String,
+    /// Chunk codec.
+    pub codec: Codec,
+    /// Words per chunk (the last chunk may be shorter).
+    pub chunk_words: u64,
+    /// xxh3-128 of the whole raw tensor: its identity for dedup and prediction.
+    pub raw_hash: u128,
+    /// Reference tensor, if predicted (reserved).
+    pub reference: Option<Reference>,
+    /// Codec parameters (reserved for near-lossless modes; `Value::None` when lossless).
+    pub params: Value,
+    /// The compressed chunks, in order.
+    pub chunks: Vec<ChunkEntry>,
+}
+
+impl TensorEntry {
+    /// Number of elements (checked: the header was validated on parse).
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+    /// Raw size in bytes.
+    pub fn raw_bytes(&self) -> u64 {
+        self.numel() * self.dtype.size() as u64
+    }
+    /// Compressed size in bytes.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len).sum()
+    }
+    /// Raw bytes per full chunk.
+    pub fn chunk_raw_bytes(&self) -> usize {
+        (self.chunk_words as usize) * self.dtype.word_size()
+    }
+}
+
+/// The parsed index of a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Every tensor, in storage order.
+    pub tensors: Vec<TensorEntry>,
+    /// The checkpoint's structure with [`Value::Tensor`] placeholders.
+    pub structure: Value,
+    /// Length of the data section.
+    pub data_len: u64,
+}
+
+impl Header {
+    /// Serializes the header body (without prefix and checksum).
+    pub fn write(&self, w: &mut Writer) {
+        w.u64(self.data_len);
+        w.varint(self.tensors.len() as u64);
+        for t in &self.tensors {
+            write_tensor(t, w);
+        }
+        self.structure.write(w);
+    }
+
+    /// Serializes prefix, header and header checksum: everything before the data.
+    pub fn to_prefix_bytes(&self) -> Vec<u8> {
+        let mut body = Writer::default();
+        self.write(&mut body);
+        let body = body.into_inner();
+        let mut w = Writer::with_capacity(PREFIX_LEN + body.len() + 8);
+        w.bytes(MAGIC);
+        w.u16(MAJOR);
+        w.u16(MINOR);
+        w.u32(0);
+        w.u64(body.len() as u64);
+        w.bytes(&body);
+        w.u64(hash::h64(&body));
+        w.into_inner()
+    }
+
+    /// Parses and validates a whole file; returns the header and the data section.
+    pub fn parse(file: &[u8]) -> Result<(Header, &[u8])> {
+        let mut r = Reader::new(file);
+        let magic = r
+            .take(8)
+            .map_err(|_| Error::NotFastckpt("file too short".into()))?;
+        if magic != MAGIC {
+            return Err(Error::NotFastckpt("bad magic bytes".into()));
+        }
+        let (major, minor) = (r.u16()?, r.u16()?);
+        if major != MAJOR {
+            return Err(Error::Version {
+                major,
+                minor,
+                supported: MAJOR,
+            });
+        }
+        let flags = r.u32()?;
+        if flags != 0 {
+            return Err(Error::Format(format!("unknown flags {flags:#x}")));
+        }
+        let header_len = r.u64()?;
+        if header_len > r.remaining() as u64 {
+            return Err(Error::Truncated(format!(
+                "header of {header_len} bytes, only {} left",
+                r.remaining()
+            )));
+        }
+        let body = r.take(header_len as usize)?;
+        if r.u64()? != hash::h64(body) {
+            return Err(Error::Checksum("header".into()));
+        }
+        let header = Header::read(&mut Reader::new(body))?;
+        let data = &file[r.position()..];
+        if (data.len() as u64) < header.data_len {
+            return Err(Error::Truncated(format!(
+                "data section has {} of {} bytes",
+                data.len(),
+                header.data_len
+            )));
+        }
+        if data.len() as u64 > header.data_len {
+            return Err(Error::Format(format!(
+                "{} trailing bytes after the data section",
+                data.len() as u64 - header.data_len
+            )));
+        }
+        Ok((header, data))
+    }
+
+    fn read(r: &mut Reader) -> Result<Header> {
+        let data_len = r.u64()?;
+        let n = r.count(8)?;
+        let mut tensors = Vec::with_capacity(n);
+        let mut offset = 0u64;
+        for _ in 0..n {
+            let t = read_tensor(r, &mut offset)?;
+            tensors.push(t);
+        }
+        if offset != data_len {
+            return Err(Error::Format(format!(
+                "chunks cover {offset} bytes, data section is {data_len}"
+            )));
+        }
+        let structure = Value::read(r)?;
+        if r.remaining() != 0 {
+            return Err(Error::Format("stray bytes at the end of the header".into()));
+        }
+        let mut bad = None;
+        structure.visit_tensors(&mut |i| {
+            if i >= n as u64 {
+                bad = Some(i);
+            }
+        });
+        if let Some(i) = bad {
+            return Err(Error::Format(format!(
+                "structure refers to missing tensor {i}"
+            )));
+        }
+        Ok(Header {
+            tensors,
+            structure,
+            data_len,
+        })
+    }
+}
+
+fn write_tensor(t: &TensorEntry, w: &mut Writer) {
+    w.str(&t.name);
+    w.u8(t.dtype as u8);
+    w.varint(t.shape.len() as u64);
+    t.shape.iter().for_each(|&d| w.varint(d));
+    w.str(&t.tag);
+    w.u8(t.codec as u8);
+    w.varint(t.chunk_words);
+    w.bytes(&t.raw_hash.to_le_bytes());
+    match &t.reference {
+        None => w.u8(0),
+        Some(rf) => {
+            w.u8(1);
+            w.str(&rf.checkpoint);
+            w.str(&rf.tensor);
+            w.bytes(&rf.raw_hash.to_le_bytes());
+        }
+    }
+    t.params.write(w);
+    w.varint(t.chunks.len() as u64);
+    for c in &t.chunks {
+        w.varint(c.len);
+        w.u64(c.comp_hash);
+        w.u64(c.raw_hash);
+    }
+}
+
+fn read_u128(r: &mut Reader) -> Result<u128> {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(r.take(16)?);
+    Ok(u128::from_le_bytes(b))
+}
+
+fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
+    let name = r.str()?.to_owned();
+    let ctx = |m: String| Error::Format(format!("tensor {name:?}: {m}"));
+    let dtype = DType::from_code(r.u8()?)?;
+    let ndim = r.count(1)?;
+    if ndim > MAX_NDIM {
+        return Err(ctx(format!("{ndim} dimensions")));
+    }
+    let shape = (0..ndim)
+        .map(|_| r.varint())
+        .collect::<Result<Vec<u64>>>()?;
+    let raw_bytes = shape
+        .iter()
+        .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d))
+        .filter(|&b| b <= isize::MAX as u64)
+        .ok_or_else(|| ctx(format!("shape {shape:?} is too large")))?;
+    let tag = r.str()?.to_owned();
+    let codec = match r.u8()? {
+        1 => Codec::Planes,
+        c => return Err(Error::Unsupported(format!("tensor {name:?}: codec {c}"))),
+    };
+    let chunk_words = r.varint()?;
+    let word = dtype.word_size() as u64;
+    if chunk_words == 0 || chunk_words > MAX_CHUNK_BYTES / word {
+        return Err(ctx(format!("chunk of {chunk_words} words")));
+    }
+    let raw_hash = read_u128(r)?;
+    let reference = match r.u8()? {
+        0 => None,
+        1 => Some(Reference {
+            checkpoint: r.str()?.to_owned(),
+            tensor: r.str()?.to_owned(),
+            raw_hash: read_u128(r)?,
+        }),
+        x => return Err(ctx(format!("reference tag {x}"))),
+    };
+    let params = Value::read(r)?;
+    let n_chunks = r.count(17)?;
+    let expect = (raw_bytes / word).div_ceil(chunk_words);
+    if n_chunks as u64 != expect {
+        return Err(ctx(format!("{n_chunks} chunks, shape needs {expect}")));
+    }
+    let mut chunks = Vec::with_capacity(n_chunks);
+    for _ in 0..n_chunks {
+        let len = r.varint()?;
+        let (comp_hash, raw_hash) = (r.u64()?, r.u64()?);
+        chunks.push(ChunkEntry {
+            offset: *offset,
+            len,
+            comp_hash,
+            raw_hash,
+        });
+        *offset = offset
+            .checked_add(len)
+            .ok_or_else(|| ctx("chunk offsets overflow".into()))?;
+    }
+    Ok(TensorEntry {
+        name,
+        dtype,
+        shape,
+        tag,
+        codec,
+        chunk_words,
+        raw_hash,
+        reference,
+        params,
+        chunks,
+    })
+}

@@ -1,0 +1,185 @@
+//! Symbol statistics: histograms, normalized tables, their compact serialization and the
+//! estimated coded size used to choose between coding a plane and storing it raw.
+
+use super::SCALE_BITS;
+use crate::container::bytes::{Reader, Writer};
+use crate::error::{Error, Result};
+
+/// Total of a normalized table.
+pub const TOTAL: u32 = 1 << SCALE_BITS;
+
+/// Counts byte values; four sub-histograms hide the store-to-load latency of repeats.
+pub fn histogram(data: &[u8]) -> [u32; 256] {
+    let mut h = [[0u32; 256]; 4];
+    let mut it = data.chunks_exact(4);
+    for c in &mut it {
+        h[0][c[0] as usize] += 1;
+        h[1][c[1] as usize] += 1;
+        h[2][c[2] as usize] += 1;
+        h[3][c[3] as usize] += 1;
+    }
+    for &b in it.remainder() {
+        h[0][b as usize] += 1;
+    }
+    let mut out = [0u32; 256];
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = h[0][s] + h[1][s] + h[2][s] + h[3][s];
+    }
+    out
+}
+
+/// Index of the largest entry (lowest index on ties).
+fn argmax(f: &[u32; 256]) -> usize {
+    let mut best = 0;
+    for s in 1..256 {
+        if f[s] > f[best] {
+            best = s;
+        }
+    }
+    best
+}
+
+/// A frequency table over bytes that sums to [`TOTAL`], with at least two symbols present
+/// (a single-symbol plane is stored as a constant instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreqTable {
+    /// Frequency of each byte value; zero for absent symbols.
+    pub freq: [u16; 256],
+}
+
+impl FreqTable {
+    /// Scales `counts` to sum to [`TOTAL`], keeping every present symbol at least 1.
+    /// Pure integer arithmetic, so every encoder (CPU or GPU) can reproduce it exactly.
+    /// Returns `None` when fewer than two symbols are present.
+    pub fn normalize(counts: &[u32; 256]) -> Option<FreqTable> {
+        let n: u64 = counts.iter().map(|&c| c as u64).sum();
+        if counts.iter().filter(|&&c| c > 0).count() < 2 {
+            return None;
+        }
+        let mut f = [0u32; 256];
+        let mut sum = 0u32;
+        for s in 0..256 {
+            if counts[s] > 0 {
+                let scaled = ((counts[s] as u64 * TOTAL as u64 + n / 2) / n) as u32;
+                f[s] = scaled.max(1);
+                sum += f[s];
+            }
+        }
+        // Fix the rounding drift on the largest entries, a slice at a time: their relative
+        // change costs the fewest bits.
+        while sum > TOTAL {
+            let big = argmax(&f);
+            let take = (sum - TOTAL).min((f[big] / 16).max(1));
+            f[big] -= take;
+            sum -= take;
+        }
+        if sum < TOTAL {
+            let big = argmax(&f);
+            f[big] += TOTAL - sum;
+        }
+        let mut freq = [0u16; 256];
+        for s in 0..256 {
+            freq[s] = f[s] as u16;
+        }
+        Some(FreqTable { freq })
+    }
+
+    /// Estimated size in bytes of `counts` coded under this table (payload only).
+    pub fn coded_bytes(&self, counts: &[u32; 256]) -> f64 {
+        let mut bits = 0.0f64;
+        for s in 0..256 {
+            if counts[s] > 0 {
+                bits += counts[s] as f64 * (SCALE_BITS as f64 - (self.freq[s] as f64).log2());
+            }
+        }
+        bits / 8.0
+    }
+
+    /// Cumulative frequencies (`cum[s]` = sum of `freq[..s]`).
+    pub fn cumulative(&self) -> [u32; 257] {
+        let mut cum = [0u32; 257];
+        for s in 0..256 {
+            cum[s + 1] = cum[s] + self.freq[s] as u32;
+        }
+        cum
+    }
+
+    /// Serializes as a 32-byte presence bitmap followed by each present frequency as a
+    /// LEB128 varint (most are below 128, so about one byte per symbol).
+    pub fn write(&self, w: &mut Writer) {
+        let mut bitmap = [0u8; 32];
+        for s in 0..256 {
+            if self.freq[s] > 0 {
+                bitmap[s / 8] |= 1 << (s % 8);
+            }
+        }
+        w.bytes(&bitmap);
+        for s in 0..256 {
+            if self.freq[s] > 0 {
+                w.varint(self.freq[s] as u64);
+            }
+        }
+    }
+
+    /// Reads and validates a table written by [`FreqTable::write`].
+    pub fn read(r: &mut Reader) -> Result<FreqTable> {
+        let bitmap = r.take(32)?;
+        let mut freq = [0u16; 256];
+        let mut sum = 0u64;
+        let mut present = 0;
+        for s in 0..256 {
+            if bitmap[s / 8] & (1 << (s % 8)) != 0 {
+                let f = r.varint()?;
+                if f == 0 || f >= TOTAL as u64 {
+                    return Err(Error::Corrupt(format!("frequency {f} out of range")));
+                }
+                freq[s] = f as u16;
+                sum += f;
+                present += 1;
+            }
+        }
+        if sum != TOTAL as u64 || present < 2 {
+            return Err(Error::Corrupt(format!(
+                "frequency table sums to {sum} over {present} symbols (want {TOTAL}, >= 2)"
+            )));
+        }
+        Ok(FreqTable { freq })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn normalize_sums_to_total(counts in proptest::collection::vec(0u32..1_000_000, 256)) {
+            let mut c = [0u32; 256];
+            c.copy_from_slice(&counts);
+            if let Some(t) = FreqTable::normalize(&c) {
+                let sum: u32 = t.freq.iter().map(|&f| f as u32).sum();
+                prop_assert_eq!(sum, TOTAL);
+                for s in 0..256 {
+                    prop_assert_eq!(c[s] > 0, t.freq[s] > 0);
+                }
+                let mut w = Writer::default();
+                t.write(&mut w);
+                let buf = w.into_inner();
+                let mut r = Reader::new(&buf);
+                prop_assert_eq!(FreqTable::read(&mut r).unwrap(), t);
+            } else {
+                prop_assert!(c.iter().filter(|&&x| x > 0).count() < 2);
+            }
+        }
+    }
+
+    #[test]
+    fn many_rare_symbols_keep_floor() {
+        let mut c = [1u32; 256];
+        c[0] = 1_000_000_000;
+        let t = FreqTable::normalize(&c).unwrap();
+        assert!(t.freq.iter().all(|&f| f >= 1));
+        assert_eq!(t.freq.iter().map(|&f| f as u32).sum::<u32>(), TOTAL);
+    }
+}

@@ -1,0 +1,23 @@
+//! fastckpt-core: small, fast, bit-exact compression of neural-network checkpoints.
+//!
+//! Pipeline: [`fields`] splits float words into byte planes, [`entropy`] models and codes
+//! each plane with a 32-lane rANS coder, [`codec`] stores a chunk of planes, [`container`]
+//! lays chunks, checksums and the checkpoint's structure into one file. Chunks are
+//! independent, so [`parallel`] spreads them over Rayon workers. No Python in here: the
+//! bindings crate converts buffers and maps [`Error`] to exceptions.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod container;
+pub mod dtype;
+pub mod entropy;
+pub mod error;
+pub mod fields;
+pub mod hash;
+pub mod parallel;
+
+pub use container::format::{Header, TensorEntry};
+pub use container::value::Value;
+pub use container::{encode, Checkpoint, EncodeOptions, Encoded, TensorIn};
+pub use dtype::DType;
+pub use error::{Error, Result};
