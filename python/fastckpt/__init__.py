@@ -1,0 +1,184 @@
+"""fastckpt: small, fast, bit-exact compression of neural-network checkpoints.
+
+    import fastckpt
+    data = fastckpt.encode({"model": model.state_dict(), "optim": opt.state_dict()})
+    state = fastckpt.decode(data)
+    fastckpt.save(state, "step_1000.fckpt"); state = fastckpt.load("step_1000.fckpt")
+
+Tensors (torch or numpy) are split into float fields and entropy coded by a Rust core
+(32-lane rANS, Rayon-parallel, GIL released); the structure around them (dicts, lists,
+scalars, optimizer param_groups) is stored without pickle. Every chunk is checksummed:
+a corrupt or truncated file raises, it never decodes into wrong data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Union
+
+import numpy as np
+
+from . import _core, _tensors, _tree
+from .errors import CorruptCheckpoint, FastckptError, FormatError, UnsupportedError
+
+__version__ = "0.1.0"
+__all__ = [
+    "encode", "decode", "save", "load", "inspect", "read_tensor",
+    "FastckptError", "FormatError", "CorruptCheckpoint", "UnsupportedError",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Source = Union[bytes, bytearray, memoryview, np.ndarray, PathLike]
+
+
+def _prepare(obj: Any):
+    packer = _tree.Packer()
+    structure = packer.pack(obj)
+    specs, owners = [], []
+    for name, leaf in packer.tensors:
+        dtype, shape, tag, raw, owner = _tensors.to_raw(leaf)
+        specs.append((name, dtype, list(shape), tag, raw))
+        owners.append(owner)
+    return specs, structure, owners
+
+
+def encode(obj: Any, *, threads: int | None = None, chunk_bytes: int | None = None) -> bytes:
+    """Compresses `obj` (a tensor, array or nested dict/list/tuple of them) losslessly.
+
+    `threads` caps the worker threads (default: all cores); `chunk_bytes` sets the raw
+    size of the independently coded chunks (default 1 MiB). The caller's data is never
+    modified. Returns the checkpoint file's bytes.
+    """
+    specs, structure, _owners = _prepare(obj)
+    return _core.encode(specs, structure, threads, chunk_bytes)
+
+
+def _as_array(data: Any) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise TypeError("a checkpoint array must be one-dimensional uint8")
+        return np.ascontiguousarray(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, dtype=np.uint8)
+    raise TypeError(f"expected bytes-like checkpoint data, got {type(data).__name__}")
+
+
+def _open(source: Source) -> _core.Reader:
+    if isinstance(source, (str, os.PathLike)):
+        return _core.Reader(_map_file(source))
+    return _core.Reader(_as_array(source))
+
+
+def _map_file(path: PathLike) -> np.ndarray:
+    """Memory-maps a file read-only, so reading one tensor touches only its chunks."""
+    if os.path.getsize(path) == 0:
+        raise FormatError(f"not a fastckpt file: {os.fspath(path)!r} is empty")
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+def _read_file(path: PathLike) -> np.ndarray:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = np.empty(size, dtype=np.uint8)
+        got = f.readinto(memoryview(buf))
+    if got != size:
+        raise CorruptCheckpoint(f"{path}: read {got} of {size} bytes")
+    return buf
+
+
+def _decode_tensors(reader: _core.Reader, indices: list[int], device: str, threads):
+    infos = reader.tensors()
+    outs, bufs = [], []
+    for i in indices:
+        t = infos[i]
+        obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
+        outs.append(obj)
+        bufs.append(buf)
+    reader.decode_into(indices, bufs, threads)
+    return [_tensors.finish(o, infos[i]["tag"], device) for o, i in zip(outs, indices)]
+
+
+def decode(data: Any, *, device: str = "cpu", threads: int | None = None) -> Any:
+    """Decompresses checkpoint bytes into the structure that was encoded, bit-exactly.
+
+    Torch tensors come back as torch tensors on `device`, numpy arrays as numpy arrays.
+    Raises `CorruptCheckpoint` or `FormatError` on damaged input, never returns bad data.
+    """
+    reader = _core.Reader(_as_array(data))
+    return _materialize(reader, device, threads)
+
+
+def _materialize(reader: _core.Reader, device: str, threads) -> Any:
+    n = len(reader.tensors())
+    tensors = _decode_tensors(reader, list(range(n)), device, threads)
+    return _tree.unpack(reader.structure(), tensors)
+
+
+def save(obj: Any, path: PathLike, *, threads: int | None = None,
+         chunk_bytes: int | None = None) -> None:
+    """Encodes `obj` into `path` atomically (temp file, fsync, rename): a crash leaves
+    either the old file or the new one, never a partial file."""
+    specs, structure, _owners = _prepare(obj)
+    _atomic_encode(specs, structure, path, threads, chunk_bytes)
+
+
+def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastckpt-", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        _core.encode(specs, structure, threads, chunk_bytes, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(path: PathLike, *, device: str = "cpu", threads: int | None = None) -> Any:
+    """Reads a checkpoint file written by `save` (see `decode`)."""
+    return _materialize(_core.Reader(_read_file(path)), device, threads)
+
+
+def inspect(source: Source) -> dict:
+    """The checkpoint's index without decoding any tensor: format version, and per tensor
+    its name, dtype, shape, raw and compressed sizes, chunk count and codec."""
+    reader = _open(source)
+    tensors = reader.tensors()
+    raw = sum(t["raw_bytes"] for t in tensors)
+    comp = sum(t["compressed_bytes"] for t in tensors)
+    return {
+        "version": _core.FORMAT_VERSION,
+        "tensors": tensors,
+        "raw_bytes": raw,
+        "compressed_bytes": comp,
+    }
+
+
+def read_tensor(source: Source, name: str, *, device: str = "cpu",
+                threads: int | None = None) -> Any:
+    """Decodes the one tensor called `name` (see `inspect` for names) and nothing else."""
+    reader = _open(source)
+    names = [t["name"] for t in reader.tensors()]
+    try:
+        i = names.index(name)
+    except ValueError:
+        raise KeyError(f"no tensor named {name!r} in this checkpoint") from None
+    return _decode_tensors(reader, [i], device, threads)[0]
+
+
+from . import safetensors  # noqa: E402  (module uses the API above)

@@ -1,0 +1,106 @@
+"""Tensor <-> raw byte conversions for torch and numpy, zero-copy where the layout allows.
+
+Inputs are never modified: non-contiguous or non-CPU tensors are copied first; the bytes
+handed to the core are a read-only view. Outputs are allocated here and filled in place.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from .errors import UnsupportedError
+
+_NUMPY_NAMES = {
+    "bool": "bool", "uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16",
+    "uint32": "uint32", "int32": "int32", "uint64": "uint64", "int64": "int64",
+    "float16": "float16", "float32": "float32", "float64": "float64",
+    "complex64": "complex64", "complex128": "complex128",
+    # ml_dtypes extension types, if the caller uses them
+    "bfloat16": "bfloat16", "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2",
+}
+
+
+def _torch():
+    """The torch module if the caller has imported it (we never import it ourselves first)."""
+    return sys.modules.get("torch")
+
+
+def is_tensor(obj: Any) -> bool:
+    """Whether `obj` is a torch tensor or a numpy array."""
+    if isinstance(obj, np.ndarray):
+        return True
+    torch = _torch()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def to_raw(obj: Any) -> tuple[str, tuple[int, ...], str, np.ndarray, Any]:
+    """Returns (dtype name, shape, tag, read-only uint8 view, owner keeping it alive)."""
+    if isinstance(obj, np.ndarray):
+        return _numpy_raw(obj)
+    return _torch_raw(obj)
+
+
+def _numpy_raw(a: np.ndarray):
+    name = _NUMPY_NAMES.get(a.dtype.name)
+    if name is None or a.dtype.hasobject:
+        raise UnsupportedError(f"numpy dtype {a.dtype} is not supported")
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    a = np.ascontiguousarray(a)
+    raw = a.reshape(-1).view(np.uint8)
+    raw.flags.writeable = False
+    return name, tuple(a.shape), "numpy", raw, a
+
+
+def _torch_raw(t):
+    if t.layout != _torch().strided or t.is_quantized or t.device.type == "meta":
+        raise UnsupportedError(f"tensor with layout {t.layout} on {t.device} is not supported")
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in _NUMPY_NAMES:
+        raise UnsupportedError(f"torch dtype {t.dtype} is not supported")
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous()
+    raw = t.reshape(-1).view(_torch().uint8).numpy()
+    raw.flags.writeable = False
+    return name, tuple(t.shape), "torch", raw, t
+
+
+def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
+    """Allocates an output tensor of the saved kind and returns (tensor, uint8 buffer view)."""
+    if tag == "torch":
+        torch = _torch() or _import_torch()
+        t = torch.empty(shape, dtype=getattr(torch, dtype))
+        return t, t.reshape(-1).view(torch.uint8).numpy()
+    np_dtype = _numpy_dtype(dtype)
+    a = np.empty(shape, dtype=np_dtype)
+    return a, a.reshape(-1).view(np.uint8)
+
+
+def finish(obj: Any, tag: str, device: str):
+    """Moves a decoded CPU tensor to `device` (torch only)."""
+    if tag == "torch" and device not in ("cpu", None):
+        return obj.to(device)
+    return obj
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise UnsupportedError("this checkpoint holds torch tensors: install torch") from e
+    return torch
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        try:
+            import ml_dtypes
+        except ImportError as e:
+            raise UnsupportedError(f"numpy has no {name}: install ml_dtypes") from e
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)

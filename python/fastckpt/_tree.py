@@ -1,0 +1,128 @@
+"""Checkpoint structure <-> the core's value tree, without pickle.
+
+`pack` walks a nested object (dicts, lists, tuples, scalars, tensors), replaces each tensor
+by a `TensorRef` and each host-specific value (torch.dtype, OrderedDict, set, ...) by an
+`Ext`; `unpack` reverses it. Tensor names are the '/'-joined key paths.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _core
+from ._tensors import _torch, is_tensor
+from .errors import UnsupportedError
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+class Packer:
+    """Collects tensors (with unique names) while converting a structure."""
+
+    def __init__(self) -> None:
+        self.tensors: list[tuple[str, Any]] = []
+        self._names: set[str] = set()
+
+    def pack(self, obj: Any, path: tuple = ()) -> Any:
+        """Converts `obj` (found at `path`) into the core's representation."""
+        if is_tensor(obj):
+            return self._tensor(obj, path)
+        if isinstance(obj, dict):
+            items = {self._key(k, path): self.pack(v, (*path, k)) for k, v in obj.items()}
+            if isinstance(obj, OrderedDict):
+                meta = getattr(obj, "_metadata", None)
+                return _core.Ext("OrderedDict", (items, self.pack(meta, (*path, "_metadata"))))
+            return items
+        if isinstance(obj, list):
+            return [self.pack(v, (*path, i)) for i, v in enumerate(obj)]
+        ext = _ext(obj, lambda v, p=path: self.pack(v, p))
+        if ext is not None:
+            return ext
+        if isinstance(obj, tuple):
+            return tuple(self.pack(v, (*path, i)) for i, v in enumerate(obj))
+        if isinstance(obj, _PLAIN):
+            return obj
+        where = "/".join(map(str, path)) or "<root>"
+        raise UnsupportedError(f"{where}: cannot store a value of type {type(obj).__name__}")
+
+    def _key(self, key: Any, path: tuple) -> Any:
+        if is_tensor(key):
+            raise UnsupportedError(f"{'/'.join(map(str, path))}: tensors cannot be dict keys")
+        return self.pack(key, path)
+
+    def _tensor(self, obj: Any, path: tuple) -> Any:
+        name = "/".join(map(str, path)) or "tensor"
+        unique, k = name, 1
+        while unique in self._names:
+            k += 1
+            unique = f"{name}~{k}"
+        self._names.add(unique)
+        self.tensors.append((unique, obj))
+        return _core.TensorRef(len(self.tensors) - 1)
+
+
+def _ext(obj: Any, pack: Callable[[Any], Any]) -> Any:
+    """Host-specific leaves and containers as `Ext`, or None if `obj` is not one."""
+    torch = _torch()
+    if torch is not None:
+        if isinstance(obj, torch.dtype):
+            return _core.Ext("torch.dtype", str(obj).removeprefix("torch."))
+        if isinstance(obj, torch.device):
+            return _core.Ext("torch.device", str(obj))
+        if isinstance(obj, torch.Size):
+            return _core.Ext("torch.Size", tuple(obj))
+    if isinstance(obj, (set, frozenset)):
+        return _core.Ext(type(obj).__name__, [pack(v) for v in obj])
+    if isinstance(obj, np.generic):
+        return _core.Ext("numpy.scalar", (obj.dtype.str, obj.tobytes()))
+    if isinstance(obj, np.dtype):
+        return _core.Ext("numpy.dtype", obj.str)
+    return None
+
+
+def unpack(obj: Any, tensors: list[Any]) -> Any:
+    """Rebuilds the Python structure, substituting decoded `tensors` for placeholders."""
+    if isinstance(obj, _core.TensorRef):
+        return tensors[obj.index]
+    if isinstance(obj, dict):
+        return {unpack(k, tensors): unpack(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unpack(v, tensors) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(unpack(v, tensors) for v in obj)
+    if isinstance(obj, _core.Ext):
+        return _rebuild(obj.kind, obj.value, tensors)
+    return obj
+
+
+def _rebuild(kind: str, value: Any, tensors: list[Any]) -> Any:
+    if kind == "OrderedDict":
+        items, meta = value
+        out = OrderedDict((unpack(k, tensors), unpack(v, tensors)) for k, v in items.items())
+        if meta is not None:
+            out._metadata = unpack(meta, tensors)  # type: ignore[attr-defined]
+        return out
+    if kind in ("set", "frozenset"):
+        items = [unpack(v, tensors) for v in value]
+        return set(items) if kind == "set" else frozenset(items)
+    if kind == "safetensors":  # made by fastckpt.safetensors: the tensors, header dropped
+        return unpack(value[0], tensors)
+    if kind == "numpy.scalar":
+        dtype, raw = value
+        return np.frombuffer(raw, dtype=np.dtype(dtype))[0]
+    if kind == "numpy.dtype":
+        return np.dtype(value)
+    if kind.startswith("torch."):
+        from ._tensors import _import_torch
+
+        torch = _import_torch()
+        if kind == "torch.dtype":
+            return getattr(torch, value)
+        if kind == "torch.device":
+            return torch.device(value)
+        if kind == "torch.Size":
+            return torch.Size(value)
+    raise UnsupportedError(f"unknown stored value kind {kind!r} (newer fastckpt?)")

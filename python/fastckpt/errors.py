@@ -1,0 +1,20 @@
+"""Exceptions raised by fastckpt. The Rust core's one error enum maps onto these."""
+
+
+class FastckptError(ValueError):
+    """Base class of every fastckpt error."""
+
+
+class FormatError(FastckptError):
+    """Not a fastckpt file, an unknown format version, or a malformed header."""
+
+
+class CorruptCheckpoint(FastckptError):
+    """Checksum mismatch, truncated data, or an inconsistent coded stream."""
+
+
+class UnsupportedError(FastckptError, TypeError):
+    """A dtype, tensor kind or Python value type that fastckpt cannot store."""
+
+
+__all__ = ["FastckptError", "FormatError", "CorruptCheckpoint", "UnsupportedError"]
