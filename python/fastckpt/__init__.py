@@ -24,7 +24,7 @@ from .errors import CorruptCheckpoint, FastckptError, FormatError, UnsupportedEr
 
 __version__ = "0.1.0"
 __all__ = [
-    "encode", "decode", "save", "load", "inspect", "read_tensor",
+    "safetensors", "encode", "decode", "save", "load", "inspect", "read_tensor",
     "FastckptError", "FormatError", "CorruptCheckpoint", "UnsupportedError",
 ]
 
@@ -58,7 +58,7 @@ def _as_array(data: Any) -> np.ndarray:
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8 or data.ndim != 1:
             raise TypeError("a checkpoint array must be one-dimensional uint8")
-        return np.ascontiguousarray(data)
+        return np.require(data, requirements="C")
     if isinstance(data, (bytes, bytearray, memoryview)):
         return np.frombuffer(data, dtype=np.uint8)
     raise TypeError(f"expected bytes-like checkpoint data, got {type(data).__name__}")

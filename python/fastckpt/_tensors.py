@@ -49,7 +49,7 @@ def _numpy_raw(a: np.ndarray):
         raise UnsupportedError(f"numpy dtype {a.dtype} is not supported")
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
-    a = np.ascontiguousarray(a)
+    a = np.require(a, requirements="C")  # keeps 0-d shapes, copies only if needed
     raw = a.reshape(-1).view(np.uint8)
     raw.flags.writeable = False
     return name, tuple(a.shape), "numpy", raw, a

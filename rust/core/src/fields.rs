@@ -16,9 +16,9 @@ pub fn split(raw: &[u8], width: usize, float: bool, planes: &mut [&mut [u8]]) {
     debug_assert_eq!(planes.len(), width);
     match (width, float) {
         (1, _) => planes[0].copy_from_slice(raw),
-        (2, f) => split_n::<2>(raw, f, planes),
-        (4, f) => split_n::<4>(raw, f, planes),
-        (8, f) => split_n::<8>(raw, f, planes),
+        (2, f) => split_2(raw, f, planes),
+        (4, f) => split_4(raw, f, planes),
+        (8, f) => split_8(raw, f, planes),
         _ => unreachable!("word width {width}"),
     }
 }
@@ -28,72 +28,58 @@ pub fn merge(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) {
     debug_assert_eq!(planes.len(), width);
     match (width, float) {
         (1, _) => raw.copy_from_slice(planes[0]),
-        (2, f) => merge_n::<2>(planes, f, raw),
-        (4, f) => merge_n::<4>(planes, f, raw),
-        (8, f) => merge_n::<8>(planes, f, raw),
+        (2, f) => merge_2(planes, f, raw),
+        (4, f) => merge_4(planes, f, raw),
+        (8, f) => merge_8(planes, f, raw),
         _ => unreachable!("word width {width}"),
     }
 }
 
-#[inline(always)]
-fn rotl1<const W: usize>(w: u64) -> u64 {
-    let bits = 8 * W as u32;
-    let mask = if W == 8 { u64::MAX } else { (1u64 << bits) - 1 };
-    ((w << 1) | (w >> (bits - 1))) & mask
-}
-
-#[inline(always)]
-fn rotr1<const W: usize>(w: u64) -> u64 {
-    let bits = 8 * W as u32;
-    let mask = if W == 8 { u64::MAX } else { (1u64 << bits) - 1 };
-    ((w >> 1) | (w << (bits - 1))) & mask
-}
-
-fn split_n<const W: usize>(raw: &[u8], float: bool, planes: &mut [&mut [u8]]) {
-    if float {
-        split_words::<W, true>(raw, planes)
-    } else {
-        split_words::<W, false>(raw, planes)
-    }
-}
-
-fn merge_n<const W: usize>(planes: &[&[u8]], float: bool, raw: &mut [u8]) {
-    if float {
-        merge_words::<W, true>(planes, raw)
-    } else {
-        merge_words::<W, false>(planes, raw)
-    }
-}
-
-/// Splits in blocks so the inner loops stay simple enough for the compiler to vectorize.
-fn split_words<const W: usize, const F: bool>(raw: &[u8], planes: &mut [&mut [u8]]) {
-    let n = raw.len() / W;
-    let (p, _) = planes.split_at_mut(W);
-    for i in 0..n {
-        let mut b = [0u8; 8];
-        b[..W].copy_from_slice(&raw[i * W..i * W + W]);
-        let mut w = u64::from_le_bytes(b);
-        if F {
-            w = rotl1::<W>(w);
+/// Generates split/merge for one word width. Plain indexed loops over pre-sliced planes
+/// let the compiler drop bounds checks and vectorize (these run at memory speed).
+macro_rules! width_impl {
+    ($split:ident, $merge:ident, $t:ty, $w:literal) => {
+        fn $split(raw: &[u8], float: bool, planes: &mut [&mut [u8]]) {
+            let n = raw.len() / $w;
+            let outs: [&mut [u8]; $w] = planes_array(planes, n);
+            for (i, c) in raw.chunks_exact($w).enumerate() {
+                let mut w = <$t>::from_le_bytes(c.try_into().unwrap());
+                if float {
+                    w = w.rotate_left(1);
+                }
+                let b = w.to_be_bytes();
+                for k in 0..$w {
+                    outs[k][i] = b[k];
+                }
+            }
         }
-        for (k, plane) in p.iter_mut().enumerate() {
-            plane[i] = (w >> (8 * (W - 1 - k))) as u8;
+
+        fn $merge(planes: &[&[u8]], float: bool, raw: &mut [u8]) {
+            let n = raw.len() / $w;
+            let ins: [&[u8]; $w] = std::array::from_fn(|k| &planes[k][..n]);
+            for (i, c) in raw.chunks_exact_mut($w).enumerate() {
+                let mut b = [0u8; $w];
+                for k in 0..$w {
+                    b[k] = ins[k][i];
+                }
+                let mut w = <$t>::from_be_bytes(b);
+                if float {
+                    w = w.rotate_right(1);
+                }
+                c.copy_from_slice(&w.to_le_bytes());
+            }
         }
-    }
+    };
 }
 
-fn merge_words<const W: usize, const F: bool>(planes: &[&[u8]], raw: &mut [u8]) {
-    let n = raw.len() / W;
-    for i in 0..n {
-        let mut w = 0u64;
-        for (k, plane) in planes.iter().enumerate().take(W) {
-            w |= (plane[i] as u64) << (8 * (W - 1 - k));
-        }
-        if F {
-            w = rotr1::<W>(w);
-        }
-        raw[i * W..i * W + W].copy_from_slice(&w.to_le_bytes()[..W]);
-    }
+width_impl!(split_2, merge_2, u16, 2);
+width_impl!(split_4, merge_4, u32, 4);
+width_impl!(split_8, merge_8, u64, 8);
+
+/// The first `W` planes, each cut to exactly `n` bytes.
+fn planes_array<'a, const W: usize>(planes: &'a mut [&mut [u8]], n: usize) -> [&'a mut [u8]; W] {
+    let mut it = planes.iter_mut().map(|p| &mut p[..n]);
+    std::array::from_fn(|_| it.next().expect("one plane per word byte"))
 }
 
 #[cfg(test)]

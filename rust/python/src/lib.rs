@@ -1,13 +1,341 @@
-use numpy::PyReadonlyArray1;
-use pyo3::prelude::*;
+//! Python bindings for fastckpt-core. This crate converts buffers, structures and errors;
+//! all logic lives in the core. The GIL is released around every coding call.
 
+use std::io::Write;
+
+use fastckpt_core::{
+    container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, TensorIn,
+    Value,
+};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+/// Placeholder for tensor `index` inside a checkpoint structure.
+#[pyclass(module = "fastckpt._core", frozen, eq)]
+#[derive(PartialEq)]
+struct TensorRef {
+    #[pyo3(get)]
+    index: u64,
+}
+
+#[pymethods]
+impl TensorRef {
+    #[new]
+    fn new(index: u64) -> Self {
+        TensorRef { index }
+    }
+    fn __repr__(&self) -> String {
+        format!("TensorRef({})", self.index)
+    }
+}
+
+/// A host-specific value (e.g. kind "torch.dtype", value "float32") the Python layer rebuilds.
+#[pyclass(module = "fastckpt._core", frozen)]
+struct Ext {
+    #[pyo3(get)]
+    kind: String,
+    #[pyo3(get)]
+    value: Py<PyAny>,
+}
+
+#[pymethods]
+impl Ext {
+    #[new]
+    fn new(kind: String, value: Py<PyAny>) -> Self {
+        Ext { kind, value }
+    }
+    fn __repr__(&self) -> String {
+        format!("Ext({:?}, ...)", self.kind)
+    }
+}
+
+static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// The one mapping from core errors to the Python exceptions of `fastckpt.errors`.
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let class = match &e {
+        Error::NotFastckpt(_) | Error::Version { .. } | Error::Format(_) => "FormatError",
+        Error::Truncated(_) | Error::Checksum(_) | Error::Corrupt(_) => "CorruptCheckpoint",
+        Error::Unsupported(_) => "UnsupportedError",
+        Error::InvalidArgument(_) => return PyValueError::new_err(e.to_string()),
+        Error::NotFound(_) => return PyKeyError::new_err(e.to_string()),
+    };
+    let module =
+        ERRORS.get_or_try_init(py, || PyResult::Ok(py.import("fastckpt.errors")?.unbind()));
+    match module.and_then(|m| m.bind(py).getattr(class)) {
+        Ok(cls) => PyErr::from_value(
+            cls.call1((e.to_string(),))
+                .unwrap_or_else(|err| err.into_value(py).into_bound(py).into_any()),
+        ),
+        Err(err) => err,
+    }
+}
+
+fn unsupported(py: Python<'_>, what: String) -> PyErr {
+    to_py(py, Error::Unsupported(what))
+}
+
+/// Converts a Python structure (plain values, TensorRef, Ext) into a core [`Value`].
+fn to_value(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    let py = obj.py();
+    if depth > fastckpt_core::container::value::MAX_DEPTH {
+        return Err(unsupported(py, "structure nested too deeply".into()));
+    }
+    if obj.is_none() {
+        return Ok(Value::None);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return Ok(match obj.extract::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::BigInt(obj.str()?.to_string()),
+        });
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        let text = s
+            .to_cow()
+            .map_err(|e| unsupported(py, format!("string is not valid UTF-8: {e}")))?;
+        return Ok(Value::Str(text.into_owned()));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Value::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        return Ok(Value::List(
+            l.iter()
+                .map(|x| to_value(&x, depth + 1))
+                .collect::<PyResult<_>>()?,
+        ));
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return Ok(Value::Tuple(
+            t.iter()
+                .map(|x| to_value(&x, depth + 1))
+                .collect::<PyResult<_>>()?,
+        ));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut items = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            items.push((to_value(&k, depth + 1)?, to_value(&v, depth + 1)?));
+        }
+        return Ok(Value::Map(items));
+    }
+    if let Ok(r) = obj.cast::<TensorRef>() {
+        return Ok(Value::Tensor(r.get().index));
+    }
+    if let Ok(e) = obj.cast::<Ext>() {
+        let e = e.get();
+        return Ok(Value::Ext(
+            e.kind.clone(),
+            Box::new(to_value(e.value.bind(py), depth + 1)?),
+        ));
+    }
+    let ty = obj.get_type().name()?.to_string();
+    Err(unsupported(
+        py,
+        format!("cannot store a value of type {ty}"),
+    ))
+}
+
+/// Converts a core [`Value`] back into Python objects (TensorRef and Ext left for Python).
+fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
+    Ok(match v {
+        Value::None => py.None(),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Value::BigInt(s) => py.get_type::<PyInt>().call1((s.as_str(),))?.unbind(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any().unbind(),
+        Value::Str(s) => PyString::new(py, s).into_any().unbind(),
+        Value::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
+        Value::List(items) => {
+            let l = PyList::empty(py);
+            for x in items {
+                l.append(from_value(py, x)?)?;
+            }
+            l.into_any().unbind()
+        }
+        Value::Tuple(items) => {
+            let xs = items
+                .iter()
+                .map(|x| from_value(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, xs)?.into_any().unbind()
+        }
+        Value::Map(items) => {
+            let d = PyDict::new(py);
+            for (k, x) in items {
+                d.set_item(from_value(py, k)?, from_value(py, x)?)?;
+            }
+            d.into_any().unbind()
+        }
+        Value::Tensor(i) => Py::new(py, TensorRef { index: *i })?.into_any(),
+        Value::Ext(kind, x) => Py::new(
+            py,
+            Ext {
+                kind: kind.clone(),
+                value: from_value(py, x)?,
+            },
+        )?
+        .into_any(),
+    })
+}
+
+type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
+
+/// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure. Returns the file
+/// as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
-fn total(a: PyReadonlyArray1<u8>) -> PyResult<u64> {
-    Ok(a.as_slice()?.iter().map(|&x| x as u64).sum())
+#[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None))]
+fn encode(
+    py: Python<'_>,
+    tensors: Vec<TensorArg<'_>>,
+    structure: &Bound<'_, PyAny>,
+    threads: Option<usize>,
+    chunk_bytes: Option<usize>,
+    path: Option<std::path::PathBuf>,
+) -> PyResult<Option<Py<PyBytes>>> {
+    let structure = to_value(structure, 0)?;
+    let mut inputs = Vec::with_capacity(tensors.len());
+    for (name, dtype, shape, tag, arr) in &tensors {
+        let dtype = DType::from_name(dtype).map_err(|e| to_py(py, e))?;
+        let data = arr.as_slice()?;
+        inputs.push(TensorIn {
+            name: name.clone(),
+            dtype,
+            shape: shape.clone(),
+            tag: tag.clone(),
+            data,
+        });
+    }
+    let opts = EncodeOptions {
+        threads,
+        chunk_bytes: chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES),
+    };
+    let encoded = py
+        .detach(|| fastckpt_core::encode(&inputs, &structure, &opts))
+        .map_err(|e| to_py(py, e))?;
+    match path {
+        Some(p) => {
+            py.detach(|| -> std::io::Result<()> {
+                let mut f = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&p)?);
+                encoded.write_io(&mut f)?;
+                f.flush()?;
+                f.get_ref().sync_all()
+            })
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+            Ok(None)
+        }
+        None => Ok(Some(
+            PyBytes::new_with(py, encoded.len(), |buf| {
+                encoded.write_to(buf);
+                Ok(())
+            })?
+            .unbind(),
+        )),
+    }
+}
+
+/// A parsed checkpoint over a uint8 array: the index and structure, and decoding into
+/// caller-allocated buffers.
+#[pyclass(module = "fastckpt._core")]
+struct Reader {
+    data: Py<PyArray1<u8>>,
+    header: Header,
+}
+
+#[pymethods]
+impl Reader {
+    #[new]
+    fn new(py: Python<'_>, data: PyReadonlyArray1<'_, u8>) -> PyResult<Self> {
+        let header = {
+            let bytes = data.as_slice()?;
+            py.detach(|| Checkpoint::parse(bytes).map(|c| header_of(&c)))
+                .map_err(|e| to_py(py, e))?
+        };
+        Ok(Reader {
+            data: data.as_unbound().clone_ref(py),
+            header,
+        })
+    }
+
+    /// The checkpoint's structure with TensorRef / Ext placeholders.
+    fn structure(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        from_value(py, &self.header.structure)
+    }
+
+    /// One dict per tensor: name, dtype, shape, tag, codec, raw/compressed bytes, chunks.
+    fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.header
+            .tensors
+            .iter()
+            .map(|t| {
+                let d = PyDict::new(py);
+                d.set_item("name", &t.name)?;
+                d.set_item("dtype", t.dtype.name())?;
+                d.set_item("shape", PyTuple::new(py, &t.shape)?)?;
+                d.set_item("tag", &t.tag)?;
+                d.set_item("codec", "planes-rans")?;
+                d.set_item("raw_bytes", t.raw_bytes())?;
+                d.set_item("compressed_bytes", t.compressed_bytes())?;
+                d.set_item("chunks", t.chunks.len())?;
+                d.set_item("raw_hash", format!("{:032x}", t.raw_hash))?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Decodes tensors `indices[k]` into the uint8 arrays `outputs[k]` (exact raw sizes).
+    #[pyo3(signature = (indices, outputs, threads=None))]
+    fn decode_into(
+        &self,
+        py: Python<'_>,
+        indices: Vec<usize>,
+        mut outputs: Vec<PyReadwriteArray1<'_, u8>>,
+        threads: Option<usize>,
+    ) -> PyResult<()> {
+        if indices.len() != outputs.len() {
+            return Err(PyValueError::new_err(
+                "indices and outputs differ in length",
+            ));
+        }
+        let data = self.data.bind(py).readonly();
+        let bytes = data.as_slice()?;
+        let mut slices = Vec::with_capacity(outputs.len());
+        for (i, out) in indices.into_iter().zip(outputs.iter_mut()) {
+            slices.push((i, out.as_slice_mut()?));
+        }
+        py.detach(|| Checkpoint::parse(bytes)?.decode_into(slices, threads))
+            .map_err(|e| to_py(py, e))
+    }
+}
+
+fn header_of(c: &Checkpoint) -> Header {
+    Header {
+        tensors: c.tensors().to_vec(),
+        structure: c.structure().clone(),
+        data_len: c.tensors().iter().map(|t| t.compressed_bytes()).sum(),
+    }
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(total, m)?)?;
+    m.add_class::<TensorRef>()?;
+    m.add_class::<Ext>()?;
+    m.add_class::<Reader>()?;
+    m.add_function(wrap_pyfunction!(encode, m)?)?;
+    m.add("FORMAT_VERSION", fastckpt_core::container::format::MAJOR)?;
+    m.add(
+        "DTYPES",
+        DType::all().iter().map(|d| d.name()).collect::<Vec<_>>(),
+    )?;
     Ok(())
 }

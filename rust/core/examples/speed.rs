@@ -1,0 +1,77 @@
+//! Quick single-thread speed probe (min of N runs, robust on a busy machine):
+//! `cargo run --release --example speed -- <file.safetensors>`.
+use std::time::Instant;
+
+use fastckpt_core::container::bytes::{Reader, Writer};
+use fastckpt_core::entropy::freq::{histogram, FreqTable};
+use fastckpt_core::entropy::rans;
+use fastckpt_core::{codec, DType};
+
+fn min_time(runs: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+fn main() {
+    let path = std::env::args()
+        .nth(1)
+        .expect("path to a .safetensors file");
+    let buf = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(buf[..8].try_into().unwrap()) as usize;
+    let fp32: Vec<u8> = buf[8 + n..].iter().copied().take(16 << 20).collect();
+    let bf16: Vec<u8> = fp32.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect();
+    for (label, dtype, raw) in [("fp32", DType::F32, &fp32), ("bf16", DType::BF16, &bf16)] {
+        let w = dtype.size();
+        let plane: Vec<u8> = raw
+            .chunks_exact(w)
+            .map(|x| (u16::from_le_bytes([x[w - 2], x[w - 1]]).rotate_left(1) >> 8) as u8)
+            .collect();
+        let table = FreqTable::normalize(&histogram(&plane)).unwrap();
+        let mut wr = Writer::default();
+        rans::encode(&plane, &table, &mut wr);
+        let coded = wr.into_inner();
+        let te = min_time(10, || {
+            let mut wr = Writer::with_capacity(coded.len());
+            rans::encode(&plane, &table, &mut wr);
+        });
+        let mut out = vec![0u8; plane.len()];
+        let td = min_time(10, || {
+            rans::decode(&mut Reader::new(&coded), &table, &mut out).unwrap()
+        });
+        let m = plane.len() as f64 / 1e6;
+        println!(
+            "{label} rans: {:.2} bits/sym, encode {:.0} Msym/s, decode {:.0} Msym/s",
+            coded.len() as f64 * 8.0 / plane.len() as f64,
+            m / te,
+            m / td
+        );
+        let chunks: Vec<Vec<u8>> = raw
+            .chunks(1 << 20)
+            .map(|c| codec::encode_chunk(c, dtype))
+            .collect();
+        let te = min_time(5, || {
+            for c in raw.chunks(1 << 20) {
+                codec::encode_chunk(c, dtype);
+            }
+        });
+        let mut out = vec![0u8; raw.len()];
+        let td = min_time(5, || {
+            for (c, o) in chunks.iter().zip(out.chunks_mut(1 << 20)) {
+                codec::decode_chunk(c, dtype, o).unwrap();
+            }
+        });
+        let mb = raw.len() as f64 / 1e6;
+        let comp: usize = chunks.iter().map(Vec::len).sum();
+        println!(
+            "{label} chunks: ratio {:.4}, encode {:.0} MB/s, decode {:.0} MB/s",
+            comp as f64 / raw.len() as f64,
+            mb / te,
+            mb / td
+        );
+    }
+}
