@@ -77,13 +77,16 @@ fn to_bf16(fp32: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-fn datasets() -> Vec<(&'static str, DType, Vec<(String, Vec<u8>)>)> {
+/// (label, dtype, named tensors).
+type Set = (&'static str, DType, Vec<(String, Vec<u8>)>);
+
+fn datasets() -> Vec<Set> {
     let fp32 = load_weights();
     let bf16 = fp32.iter().map(|(n, v)| (n.clone(), to_bf16(v))).collect();
     vec![("fp32", DType::F32, fp32), ("bf16", DType::BF16, bf16)]
 }
 
-fn bench_rans(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]) {
+fn bench_rans(c: &mut Criterion, sets: &[Set]) {
     let mut g = c.benchmark_group("rans_exponent_plane");
     for (label, dtype, tensors) in sets {
         let w = dtype.size();
@@ -118,7 +121,7 @@ fn bench_rans(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)])
     }
 }
 
-fn bench_chunk(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]) {
+fn bench_chunk(c: &mut Criterion, sets: &[Set]) {
     let mut g = c.benchmark_group("chunk_1MiB");
     for (label, dtype, tensors) in sets {
         let raw: Vec<u8> = tensors
@@ -138,7 +141,7 @@ fn bench_chunk(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]
     }
 }
 
-fn bench_checkpoint(c: &mut Criterion, sets: &[(&str, DType, Vec<(String, Vec<u8>)>)]) {
+fn bench_checkpoint(c: &mut Criterion, sets: &[Set]) {
     let mut g = c.benchmark_group("checkpoint");
     g.sample_size(10);
     let cores = std::thread::available_parallelism()

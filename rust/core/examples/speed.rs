@@ -25,6 +25,7 @@ fn main() {
     let n = u64::from_le_bytes(buf[..8].try_into().unwrap()) as usize;
     let fp32: Vec<u8> = buf[8 + n..].iter().copied().take(16 << 20).collect();
     let bf16: Vec<u8> = fp32.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect();
+    hash_speed(&fp32);
     for (label, dtype, raw) in [("fp32", DType::F32, &fp32), ("bf16", DType::BF16, &bf16)] {
         let w = dtype.size();
         let plane: Vec<u8> = raw
@@ -66,6 +67,26 @@ fn main() {
             }
         });
         let mb = raw.len() as f64 / 1e6;
+        let n = raw.len() / w;
+        let mut bufs = vec![vec![0u8; n]; w];
+        let ts = min_time(5, || {
+            let mut planes: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            fastckpt_core::fields::split(raw, w, true, &mut planes);
+        });
+        let mut back = vec![0u8; raw.len()];
+        let tm = min_time(5, || {
+            let planes: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
+            fastckpt_core::fields::merge(&planes, w, true, &mut back);
+        });
+        let th = min_time(5, || {
+            std::hint::black_box(fastckpt_core::entropy::freq::histogram(&bufs[0]));
+        });
+        println!(
+            "{label} fields: split {:.0} MB/s, merge {:.0} MB/s, histogram(plane0) {:.0} MB/s",
+            mb / ts,
+            mb / tm,
+            mb / th
+        );
         let comp: usize = chunks.iter().map(Vec::len).sum();
         println!(
             "{label} chunks: ratio {:.4}, encode {:.0} MB/s, decode {:.0} MB/s",
@@ -74,4 +95,20 @@ fn main() {
             mb / td
         );
     }
+}
+
+#[allow(dead_code)]
+fn hash_speed(raw: &[u8]) {
+    let t64 = min_time(5, || {
+        std::hint::black_box(fastckpt_core::hash::h64(raw));
+    });
+    let t128 = min_time(5, || {
+        std::hint::black_box(fastckpt_core::hash::h128(raw));
+    });
+    let mb = raw.len() as f64 / 1e6;
+    println!(
+        "xxh3-64 {:.0} MB/s, xxh3-128 {:.0} MB/s",
+        mb / t64,
+        mb / t128
+    );
 }

@@ -6,6 +6,9 @@
 //! independent, so [`parallel`] spreads them over Rayon workers. No Python in here: the
 //! bindings crate converts buffers and maps [`Error`] to exceptions.
 #![warn(missing_docs)]
+// Coders index several parallel arrays (lanes, states, tables) by one counter; index loops
+// read clearer there than zipped iterators.
+#![allow(clippy::needless_range_loop)]
 
 pub mod codec;
 pub mod container;

@@ -51,9 +51,10 @@ impl Writer {
     }
     /// A slice of u16 words, little-endian.
     pub fn u16s(&mut self, words: &[u16]) {
-        self.buf.reserve(words.len() * 2);
-        for w in words {
-            self.buf.extend_from_slice(&w.to_le_bytes());
+        let start = self.buf.len();
+        self.buf.resize(start + words.len() * 2, 0);
+        for (d, w) in self.buf[start..].chunks_exact_mut(2).zip(words) {
+            d.copy_from_slice(&w.to_le_bytes());
         }
     }
     /// Raw bytes.

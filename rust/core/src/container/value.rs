@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_rejected() {
-        let buf = vec![LIST, 1].repeat(MAX_DEPTH + 5);
+        let buf = [LIST, 1].repeat(MAX_DEPTH + 5);
         assert!(matches!(
             Value::read(&mut Reader::new(&buf)),
             Err(Error::Format(_))

@@ -50,7 +50,7 @@ impl EncSym {
             while freq > (1u32 << shift) {
                 shift += 1;
             }
-            let rcp_freq = (((1u64 << (shift + 31)) + freq as u64 - 1) / freq as u64) as u32;
+            let rcp_freq = (1u64 << (shift + 31)).div_ceil(freq as u64) as u32;
             EncSym {
                 x_max,
                 rcp_freq,
@@ -169,24 +169,20 @@ pub fn decode(r: &mut Reader, table: &FreqTable, out: &mut [u8]) -> Result<()> {
         }
     }
     let count = r.u32()? as usize;
-    let bytes = r.take(count * 2)?;
-    let words: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .collect();
+    let words = Words(r.take(count * 2)?);
     let dt = decode_table(table);
     let full = out.len() / LANES * LANES;
     // Fast blocks while a whole block's worth of words (32) is certainly there.
     let mut p = 0;
     let mut b = 0;
     if full > 0 {
-        let (done, at) = fast_blocks(&mut x, &dt, &words, &mut out[..full]);
+        let (done, at) = fast_blocks(&mut x, &dt, words, &mut out[..full]);
         b = done;
         p = at;
     }
     for i in b..out.len() {
         let l = i % LANES;
-        out[i] = step_checked(&mut x[l], &dt, &words, &mut p)?;
+        out[i] = step_checked(&mut x[l], &dt, words, &mut p)?;
     }
     if x.iter().any(|&s| s != L) || p != words.len() {
         return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
@@ -194,11 +190,31 @@ pub fn decode(r: &mut Reader, table: &FreqTable, out: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// The coded words, viewed in place as little-endian u16s.
+#[derive(Clone, Copy)]
+struct Words<'a>(&'a [u8]);
+
+impl Words<'_> {
+    fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<u16> {
+        self.0
+            .get(2 * i..2 * i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    #[inline(always)]
+    fn at(&self, i: usize) -> u16 {
+        u16::from_le_bytes([self.0[2 * i], self.0[2 * i + 1]])
+    }
+}
+
 /// Decodes whole blocks while at least 32 words remain; returns (symbols done, word pos).
 fn fast_blocks(
     x: &mut [u32; LANES],
     dt: &DecodeTable,
-    words: &[u16],
+    words: Words,
     out: &mut [u8],
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
@@ -213,7 +229,7 @@ fn fast_blocks(
 fn scalar_fast_blocks(
     x: &mut [u32; LANES],
     dt: &DecodeTable,
-    words: &[u16],
+    words: Words,
     out: &mut [u8],
 ) -> (usize, usize) {
     let mut p = 0;
@@ -226,7 +242,7 @@ fn scalar_fast_blocks(
             let e = dt[(x[l] & MASK) as usize];
             let v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
             let need = v < L;
-            let w = words[p] as u32;
+            let w = words.at(p) as u32;
             x[l] = if need { (v << 16) | w } else { v };
             p += need as usize;
             blk[l] = e as u8;
@@ -237,11 +253,11 @@ fn scalar_fast_blocks(
 }
 
 /// One decode step that checks the stream's bounds (tails and corrupt input).
-fn step_checked(x: &mut u32, dt: &DecodeTable, words: &[u16], p: &mut usize) -> Result<u8> {
+fn step_checked(x: &mut u32, dt: &DecodeTable, words: Words, p: &mut usize) -> Result<u8> {
     let e = dt[(*x & MASK) as usize];
     let mut v = (e >> 8 & 0xfff) * (*x >> SCALE_BITS) + (e >> 20);
     if v < L {
-        let w = *words
+        let w = words
             .get(*p)
             .ok_or_else(|| Error::Corrupt("rANS stream read past its end".into()))?;
         v = (v << 16) | w as u32;
@@ -255,7 +271,7 @@ fn step_checked(x: &mut u32, dt: &DecodeTable, words: &[u16], p: &mut usize) -> 
 mod simd {
     //! AVX2 decoding of 8 lanes at a time: table gather, multiply-add, and a shuffle that
     //! hands the next words of the shared stream to the lanes that need them, in lane order.
-    use super::{DecodeTable, EncSym, L, LANES, MASK, SCALE_BITS, TOTAL};
+    use super::{DecodeTable, EncSym, Words, L, LANES, MASK, SCALE_BITS, TOTAL};
     use std::arch::x86_64::*;
 
     /// For each 8-bit "needs a word" mask: lane j takes word index rank(j) (its position
@@ -367,7 +383,7 @@ mod simd {
     pub unsafe fn fast_blocks(
         x: &mut [u32; LANES],
         dt: &DecodeTable,
-        words: &[u16],
+        words: Words,
         out: &mut [u8],
     ) -> (usize, usize) {
         let mut p = 0usize;
@@ -398,7 +414,7 @@ mod simd {
                 let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
                 // 8 words starting at p (16 bytes; at least 32 words remain), widened to u32
                 // and permuted so each needing lane sees its own word.
-                let raw = _mm_loadu_si128(words.as_ptr().add(p) as *const __m128i);
+                let raw = _mm_loadu_si128(words.0.as_ptr().add(2 * p) as *const __m128i);
                 let wv = _mm256_cvtepu16_epi32(raw);
                 let idx = _mm256_loadu_si256(LUT[m].as_ptr() as *const __m256i);
                 let w = _mm256_permutevar8x32_epi32(wv, idx);
@@ -488,18 +504,13 @@ mod tests {
             *s = r.u32().unwrap();
         }
         let count = r.u32().unwrap() as usize;
-        let words: Vec<u16> = r
-            .take(count * 2)
-            .unwrap()
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect();
+        let words = Words(r.take(count * 2).unwrap());
         let dt = decode_table(&t);
         let full = data.len() / LANES * LANES;
         let (mut xa, mut xb) = (x, x);
         let (mut oa, mut ob) = (vec![0u8; full], vec![0u8; full]);
-        let ra = fast_blocks(&mut xa, &dt, &words, &mut oa);
-        let rb = scalar_fast_blocks(&mut xb, &dt, &words, &mut ob);
+        let ra = fast_blocks(&mut xa, &dt, words, &mut oa);
+        let rb = scalar_fast_blocks(&mut xb, &dt, words, &mut ob);
         assert_eq!(ra, rb);
         assert_eq!(xa, xb);
         assert_eq!(oa, ob);

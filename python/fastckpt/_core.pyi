@@ -1,0 +1,52 @@
+"""Type stubs for the Rust extension `fastckpt._core` (bindings to fastckpt-core)."""
+
+from os import PathLike
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+FORMAT_VERSION: int
+DTYPES: list[str]
+
+class TensorRef:
+    """Placeholder for tensor `index` inside a checkpoint structure."""
+
+    index: int
+    def __init__(self, index: int) -> None: ...
+
+class Ext:
+    """A host-specific value (kind, value) that the Python layer rebuilds."""
+
+    kind: str
+    value: Any
+    def __init__(self, kind: str, value: Any) -> None: ...
+
+TensorSpec = Tuple[str, str, Sequence[int], str, npt.NDArray[np.uint8]]
+
+def encode(
+    tensors: Sequence[TensorSpec],
+    structure: Any,
+    threads: Optional[int] = None,
+    chunk_bytes: Optional[int] = None,
+    path: Optional[str | PathLike[str]] = None,
+) -> Optional[bytes]:
+    """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
+    file bytes, or writes and fsyncs `path` and returns None."""
+
+class Reader:
+    """A parsed checkpoint over a uint8 array."""
+
+    def __init__(self, data: npt.NDArray[np.uint8]) -> None: ...
+    def structure(self) -> Any:
+        """The structure with TensorRef / Ext placeholders."""
+    def tensors(self) -> list[dict[str, Any]]:
+        """Per tensor: name, dtype, shape, tag, codec, raw_bytes, compressed_bytes, chunks,
+        raw_hash."""
+    def decode_into(
+        self,
+        indices: Sequence[int],
+        outputs: Sequence[npt.NDArray[np.uint8]],
+        threads: Optional[int] = None,
+    ) -> None:
+        """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`."""

@@ -1,0 +1,345 @@
+//! Writes the seed corpora of the fuzz targets: small but valid inputs that reach deep into
+//! the decoders, so mutation starts from real files instead of from nothing.
+//!
+//! ```text
+//! cd rust/core/fuzz && cargo run --example seeds            # writes ./corpus/<target>/
+//! cargo run --example seeds -- /some/dir                    # writes /some/dir/<target>/
+//! ```
+//! Deterministic (fixed PRNG seeds): running it twice writes the same files. Every seed is
+//! checked before it is written (files decode to their tensors, chunks and streams round
+//! trip), so a broken encoder cannot silently produce a useless corpus.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use fastckpt_core::codec::{decode_chunk, encode_chunk};
+use fastckpt_core::container::bytes::{Reader, Writer};
+use fastckpt_core::entropy::freq::{histogram, FreqTable};
+use fastckpt_core::entropy::rans;
+use fastckpt_core::{encode, Checkpoint, DType, EncodeOptions, TensorIn, Value};
+
+/// xorshift64* with a Box-Muller normal: realistic weights without external crates.
+struct Rng(u64);
+
+impl Rng {
+    fn u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        ((self.u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit(), self.unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.u64() as u8).collect()
+    }
+}
+
+/// An owned tensor; [`TensorIn`] borrows from it.
+struct T {
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    data: Vec<u8>,
+}
+
+impl T {
+    fn new(name: &str, dtype: DType, shape: &[u64], data: Vec<u8>) -> T {
+        let want = shape.iter().product::<u64>() as usize * dtype.size();
+        assert_eq!(data.len(), want, "{name}: data does not match shape");
+        T {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+}
+
+fn numel(shape: &[u64]) -> usize {
+    shape.iter().product::<u64>() as usize
+}
+
+/// Normally distributed f32 weights with standard deviation `std`.
+fn f32_normal(rng: &mut Rng, shape: &[u64], std: f64) -> Vec<u8> {
+    (0..numel(shape))
+        .flat_map(|_| ((rng.normal() * std) as f32).to_le_bytes())
+        .collect()
+}
+
+/// bf16 = top half of an f32 (truncation is what matters here, not rounding).
+fn bf16_normal(rng: &mut Rng, shape: &[u64], std: f64) -> Vec<u8> {
+    f32_normal(rng, shape, std)
+        .chunks_exact(4)
+        .flat_map(|c| [c[2], c[3]])
+        .collect()
+}
+
+/// IEEE half precision from f32 (round toward zero; subnormals flushed).
+fn f16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    if exp <= 0 {
+        sign
+    } else if exp >= 31 {
+        sign | 0x7c00
+    } else {
+        sign | ((exp as u16) << 10) | ((b >> 13) & 0x3ff) as u16
+    }
+}
+
+fn f16_normal(rng: &mut Rng, shape: &[u64], std: f64) -> Vec<u8> {
+    (0..numel(shape))
+        .flat_map(|_| f16_bits((rng.normal() * std) as f32).to_le_bytes())
+        .collect()
+}
+
+fn f64_normal(rng: &mut Rng, shape: &[u64], std: f64) -> Vec<u8> {
+    (0..numel(shape))
+        .flat_map(|_| (rng.normal() * std).to_le_bytes())
+        .collect()
+}
+
+fn i64s(vals: impl IntoIterator<Item = i64>) -> Vec<u8> {
+    vals.into_iter().flat_map(i64::to_le_bytes).collect()
+}
+
+fn s(x: &str) -> Value {
+    Value::Str(x.into())
+}
+
+/// A torch-like state dict: `{name: tensor}` for every tensor, in order.
+fn state_dict(ts: &[T]) -> Value {
+    Value::Map(
+        ts.iter()
+            .enumerate()
+            .map(|(i, t)| (s(&t.name), Value::Tensor(i as u64)))
+            .collect(),
+    )
+}
+
+/// Encodes `ts` with `structure`, checks that the file decodes back, and returns it.
+fn file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
+    let ins: Vec<TensorIn> = ts
+        .iter()
+        .map(|t| TensorIn {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            tag: "torch".into(),
+            data: &t.data,
+        })
+        .collect();
+    let opts = EncodeOptions {
+        threads: Some(1),
+        chunk_bytes,
+    };
+    let bytes = encode(&ins, structure, &opts)
+        .expect("seed checkpoint must encode")
+        .to_vec();
+    let ck = Checkpoint::parse(&bytes).expect("seed checkpoint must parse");
+    assert_eq!(ck.tensors().len(), ts.len());
+    for (i, t) in ts.iter().enumerate() {
+        let out = ck.decode_tensor(i, Some(1)).expect("seed tensor must decode");
+        assert!(out == t.data, "seed tensor {} does not round-trip", t.name);
+    }
+    bytes
+}
+
+/// The decode_file seeds: (file name, file bytes).
+fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut rng = Rng(0x5eed_f11e);
+    let mut out = Vec::new();
+
+    // A tiny MLP in f32: several chunks per weight (chunk_bytes 1 KiB), realistic values.
+    let mlp = vec![
+        T::new("fc1.weight", DType::F32, &[32, 24], f32_normal(&mut rng, &[32, 24], 0.05)),
+        T::new("fc1.bias", DType::F32, &[32], f32_normal(&mut rng, &[32], 0.01)),
+        T::new("fc2.weight", DType::F32, &[10, 32], f32_normal(&mut rng, &[10, 32], 0.1)),
+        T::new("fc2.bias", DType::F32, &[10], vec![0u8; 40]),
+    ];
+    out.push(("mlp_f32.fckpt", file(&mlp, &state_dict(&mlp), 1024)));
+
+    // bf16 weights + an i64 step counter + a bool mask + an empty and a 0-d tensor, in a
+    // nested training-state structure (dicts, lists, tuples, every scalar kind).
+    let train = vec![
+        T::new("emb", DType::BF16, &[40, 16], bf16_normal(&mut rng, &[40, 16], 0.02)),
+        T::new("step", DType::I64, &[], i64s([12345])),
+        T::new("positions", DType::I64, &[64], i64s(0..64)),
+        T::new(
+            "mask",
+            DType::Bool,
+            &[7, 9],
+            (0..63).map(|i| (i % 3 == 0) as u8).collect(),
+        ),
+        T::new("empty", DType::F32, &[0, 5], vec![]),
+        T::new("scale", DType::F32, &[], 0.125f32.to_le_bytes().to_vec()),
+    ];
+    let structure = Value::Map(vec![
+        (
+            s("model"),
+            Value::Map(vec![
+                (s("emb"), Value::Tensor(0)),
+                (s("scale"), Value::Tensor(5)),
+            ]),
+        ),
+        (
+            s("optimizer"),
+            Value::Map(vec![
+                (s("step"), Value::Tensor(1)),
+                (
+                    s("param_groups"),
+                    Value::List(vec![Value::Map(vec![
+                        (s("lr"), Value::Float(3e-4)),
+                        (s("betas"), Value::Tuple(vec![Value::Float(0.9), Value::Float(0.999)])),
+                        (s("weight_decay"), Value::Float(0.0)),
+                        (s("amsgrad"), Value::Bool(false)),
+                        (s("params"), Value::List(vec![Value::Int(0), Value::Int(1)])),
+                    ])]),
+                ),
+            ]),
+        ),
+        (s("positions"), Value::Tensor(2)),
+        (s("mask"), Value::Tensor(3)),
+        (s("empty"), Value::Tensor(4)),
+        (Value::Int(-7), Value::None),
+        (s("big"), Value::BigInt("-123456789012345678901234567890".into())),
+        (s("nan"), Value::Float(f64::NAN)),
+        (s("blob"), Value::Bytes(vec![0, 1, 2, 255])),
+        (
+            s("dtype"),
+            Value::Ext("torch.dtype".into(), Box::new(s("bfloat16"))),
+        ),
+        (Value::Tuple(vec![Value::Int(1), s("k")]), Value::List(vec![])),
+    ]);
+    out.push(("train_state.fckpt", file(&train, &structure, 256)));
+
+    // Every dtype once, a few hundred bytes each, structure a list of placeholders.
+    let mut every = Vec::new();
+    for (i, &d) in DType::all().iter().enumerate() {
+        let shape = [3u64, 11];
+        let data = match d {
+            DType::F32 => f32_normal(&mut rng, &shape, 1.0),
+            DType::BF16 => bf16_normal(&mut rng, &shape, 1.0),
+            DType::F16 => f16_normal(&mut rng, &shape, 1.0),
+            DType::F64 => f64_normal(&mut rng, &shape, 1.0),
+            DType::C64 => f32_normal(&mut rng, &[3, 22], 1.0),
+            DType::C128 => f64_normal(&mut rng, &[3, 22], 1.0),
+            DType::Bool => (0..33).map(|i| (i % 2) as u8).collect(),
+            _ => (0..33 * d.size())
+                .map(|_| (rng.normal() * 3.0) as i8 as u8)
+                .collect(),
+        };
+        every.push(T::new(&format!("t{i}.{}", d.name()), d, &shape, data));
+    }
+    let list = Value::List((0..every.len() as u64).map(Value::Tensor).collect());
+    out.push(("every_dtype.fckpt", file(&every, &list, 128)));
+
+    // Plane modes side by side: constant, uniform (raw planes) and skewed (rANS) data,
+    // with tensors long enough for the 32-lane fast path.
+    let modes = vec![
+        T::new("const", DType::F32, &[256], 1.0f32.to_le_bytes().repeat(256)),
+        T::new("uniform", DType::U32, &[256], rng.bytes(1024)),
+        T::new(
+            "skewed",
+            DType::U8,
+            &[2048],
+            (0..2048).map(|_| (rng.u64().trailing_zeros() as u8).min(9)).collect(),
+        ),
+        T::new("f64", DType::F64, &[100], f64_normal(&mut rng, &[100], 1e-3)),
+    ];
+    out.push(("plane_modes.fckpt", file(&modes, &state_dict(&modes), 1 << 20)));
+
+    // Degenerate files: no tensors; only empty and 0-d tensors; one element per chunk.
+    out.push(("no_tensors.fckpt", file(&[], &Value::None, 1 << 20)));
+    let tiny = vec![
+        T::new("a", DType::I8, &[0], vec![]),
+        T::new("b", DType::U16, &[1, 0, 3], vec![]),
+        T::new("c", DType::C64, &[], f32_normal(&mut rng, &[2], 1.0)),
+        T::new("d", DType::U8, &[5], vec![9, 8, 7, 6, 5]),
+    ];
+    out.push(("tiny.fckpt", file(&tiny, &state_dict(&tiny), 1)));
+    out
+}
+
+/// The decode_chunk seeds: `[dtype index] [count u16 LE] [encode_chunk output]`.
+fn chunk_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng(0xc4a2_c0de);
+    let mut out = Vec::new();
+    for (i, &d) in DType::all().iter().enumerate() {
+        for (k, count) in [0usize, 1, 40, 700].into_iter().enumerate() {
+            let shape = [count as u64];
+            let raw = match (d, k % 2) {
+                (DType::F32 | DType::C64, _) => f32_normal(&mut rng, &[count as u64 * d.size() as u64 / 4], 0.1),
+                (DType::F64 | DType::C128, _) => f64_normal(&mut rng, &[count as u64 * d.size() as u64 / 8], 0.1),
+                (DType::BF16, _) => bf16_normal(&mut rng, &shape, 0.1),
+                (DType::F16, _) => f16_normal(&mut rng, &shape, 0.1),
+                (_, 0) => vec![3u8; count * d.size()],
+                _ => (0..count * d.size())
+                    .map(|_| (rng.u64().trailing_zeros() as u8).min(12))
+                    .collect(),
+            };
+            let comp = encode_chunk(&raw, d);
+            let mut back = vec![0u8; raw.len()];
+            decode_chunk(&comp, d, &mut back).expect("seed chunk must decode");
+            assert!(back == raw, "seed chunk does not round-trip");
+            let mut seed = vec![i as u8];
+            seed.extend_from_slice(&(count as u16).to_le_bytes());
+            seed.extend_from_slice(&comp);
+            out.push((format!("{}_{count}.chunk", d.name()), seed));
+        }
+    }
+    out
+}
+
+/// The rans_roundtrip seeds: plain symbol strings, and `[table] [count u16 LE] [stream]`.
+fn rans_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng(0x7a45_5eed);
+    let mut out = Vec::new();
+    for n in [2usize, 31, 33, 100, 1000] {
+        let syms: Vec<u8> = (0..n)
+            .map(|_| 100 + (rng.u64().trailing_zeros() as u8).min(20))
+            .collect();
+        out.push((format!("symbols_{n}"), syms.clone()));
+        let table = FreqTable::normalize(&histogram(&syms)).expect("two symbols at least");
+        let mut w = Writer::default();
+        table.write(&mut w);
+        w.u16(n as u16);
+        let at = w.len();
+        rans::encode(&syms, &table, &mut w);
+        let seed = w.into_inner();
+        let mut back = vec![0u8; n];
+        rans::decode(&mut Reader::new(&seed[at..]), &table, &mut back)
+            .expect("seed stream must decode");
+        assert!(back == syms, "seed stream does not round-trip");
+        out.push((format!("stream_{n}"), seed));
+    }
+    out
+}
+
+fn write_all(dir: &Path, seeds: impl IntoIterator<Item = (impl AsRef<str>, Vec<u8>)>) {
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let mut n = 0;
+    for (name, bytes) in seeds {
+        let path = dir.join(name.as_ref());
+        fs::write(&path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        n += 1;
+    }
+    println!("{n} seeds in {}", dir.display());
+}
+
+fn main() {
+    let root: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
+    write_all(&root.join("decode_file"), checkpoint_seeds());
+    write_all(&root.join("decode_chunk"), chunk_seeds());
+    write_all(&root.join("rans_roundtrip"), rans_seeds());
+}
