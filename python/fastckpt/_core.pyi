@@ -1,7 +1,8 @@
 """Type stubs for the Rust extension `fastckpt._core` (bindings to fastckpt-core)."""
 
+from collections.abc import Sequence
 from os import PathLike
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,15 +23,15 @@ class Ext:
     value: Any
     def __init__(self, kind: str, value: Any) -> None: ...
 
-TensorSpec = Tuple[str, str, Sequence[int], str, npt.NDArray[np.uint8]]
+TensorSpec = tuple[str, str, Sequence[int], str, npt.NDArray[np.uint8]]
 
 def encode(
     tensors: Sequence[TensorSpec],
     structure: Any,
-    threads: Optional[int] = None,
-    chunk_bytes: Optional[int] = None,
-    path: Optional[str | PathLike[str]] = None,
-) -> Optional[bytes]:
+    threads: int | None = None,
+    chunk_bytes: int | None = None,
+    path: str | PathLike[str] | None = None,
+) -> bytes | None:
     """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
     file bytes, or writes and fsyncs `path` and returns None."""
 
@@ -47,6 +48,6 @@ class Reader:
         self,
         indices: Sequence[int],
         outputs: Sequence[npt.NDArray[np.uint8]],
-        threads: Optional[int] = None,
+        threads: int | None = None,
     ) -> None:
         """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`."""
