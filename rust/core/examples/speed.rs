@@ -26,6 +26,7 @@ fn main() {
     let fp32: Vec<u8> = buf[8 + n..].iter().copied().take(16 << 20).collect();
     let bf16: Vec<u8> = fp32.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect();
     hash_speed(&fp32);
+    whole(&buf[8 + n..]);
     for (label, dtype, raw) in [("fp32", DType::F32, &fp32), ("bf16", DType::BF16, &bf16)] {
         let w = dtype.size();
         let plane: Vec<u8> = raw
@@ -111,4 +112,30 @@ fn hash_speed(raw: &[u8]) {
         mb / t64,
         mb / t128
     );
+}
+
+/// Whole-checkpoint encode/decode through the container, one thread.
+fn whole(data: &[u8]) {
+    use fastckpt_core::{encode, Checkpoint, EncodeOptions, TensorIn, Value};
+    let inputs: Vec<TensorIn> = data
+        .chunks(4 << 20)
+        .enumerate()
+        .map(|(i, c)| TensorIn { name: format!("t{i}"), dtype: DType::F32, shape: vec![(c.len() / 4) as u64], tag: String::new(), data: &c[..c.len() / 4 * 4] })
+        .collect();
+    let opts = EncodeOptions { threads: Some(1), ..Default::default() };
+    let file = encode(&inputs, &Value::None, &opts).unwrap().to_vec();
+    let te = min_time(5, || {
+        encode(&inputs, &Value::None, &opts).unwrap();
+    });
+    let tv = min_time(5, || {
+        encode(&inputs, &Value::None, &opts).unwrap().to_vec();
+    });
+    let mut bufs: Vec<Vec<u8>> = inputs.iter().map(|t| vec![0u8; t.data.len()]).collect();
+    let td = min_time(5, || {
+        let ck = Checkpoint::parse(&file).unwrap();
+        let jobs = bufs.iter_mut().enumerate().map(|(i, b)| (i, b.as_mut_slice())).collect();
+        ck.decode_into(jobs, Some(1)).unwrap();
+    });
+    let mb = data.len() as f64 / 1e6;
+    println!("whole fp32 (1 thread): encode {:.0} MB/s (+to_vec {:.0}), decode {:.0} MB/s", mb / te, mb / tv, mb / td);
 }

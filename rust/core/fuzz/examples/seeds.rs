@@ -303,8 +303,9 @@ fn rans_seeds() -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng(0x7a45_5eed);
     let mut out = Vec::new();
     for n in [2usize, 31, 33, 100, 1000] {
-        let syms: Vec<u8> = (0..n)
-            .map(|_| 100 + (rng.u64().trailing_zeros() as u8).min(20))
+        // Symbol 99 first, then a geometric run from 100 up: always two symbols at least.
+        let syms: Vec<u8> = std::iter::once(99)
+            .chain((1..n).map(|_| 100 + (rng.u64().trailing_zeros() as u8).min(20)))
             .collect();
         out.push((format!("symbols_{n}"), syms.clone()));
         let table = FreqTable::normalize(&histogram(&syms)).expect("two symbols at least");

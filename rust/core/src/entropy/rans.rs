@@ -318,6 +318,17 @@ mod simd {
     }
     static ENC_LUT: [[u8; 16]; 256] = build_enc_lut();
 
+    /// Eight table lookups by scalar loads. For the encoder's two tables this measured ~15%
+    /// faster than two `vpgatherdd` on our AMD cores; the decoder's single gather is kept
+    /// (there the gather measured ~8% faster). Indices are symbols, below the table size.
+    #[inline(always)]
+    unsafe fn lookup8(t: &[u32], idx: __m256i) -> __m256i {
+        let mut i = [0u32; 8];
+        _mm256_storeu_si256(i.as_mut_ptr() as *mut __m256i, idx);
+        let g = |k: usize| *t.get_unchecked(i[k] as usize) as i32;
+        _mm256_setr_epi32(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7))
+    }
+
     /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
     #[target_feature(enable = "avx2")]
     pub unsafe fn encode_blocks(
@@ -346,8 +357,8 @@ mod simd {
             for g in (0..4).rev() {
                 let s8 = _mm_loadl_epi64(block.as_ptr().add(8 * g) as *const __m128i);
                 let sv = _mm256_cvtepu8_epi32(s8);
-                let info = _mm256_i32gather_epi32::<4>(info_t.as_ptr() as *const i32, sv);
-                let rcp = _mm256_i32gather_epi32::<4>(rcp_t.as_ptr() as *const i32, sv);
+                let info = lookup8(&info_t, sv);
+                let rcp = lookup8(&rcp_t, sv);
                 let freq = _mm256_and_si256(info, low12);
                 let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
                 let bias = _mm256_srli_epi32::<16>(info);
