@@ -120,9 +120,18 @@ fn whole(data: &[u8]) {
     let inputs: Vec<TensorIn> = data
         .chunks(4 << 20)
         .enumerate()
-        .map(|(i, c)| TensorIn { name: format!("t{i}"), dtype: DType::F32, shape: vec![(c.len() / 4) as u64], tag: String::new(), data: &c[..c.len() / 4 * 4] })
+        .map(|(i, c)| TensorIn {
+            name: format!("t{i}"),
+            dtype: DType::F32,
+            shape: vec![(c.len() / 4) as u64],
+            tag: String::new(),
+            data: &c[..c.len() / 4 * 4],
+        })
         .collect();
-    let opts = EncodeOptions { threads: Some(1), ..Default::default() };
+    let opts = EncodeOptions {
+        threads: Some(1),
+        ..Default::default()
+    };
     let file = encode(&inputs, &Value::None, &opts).unwrap().to_vec();
     let te = min_time(5, || {
         encode(&inputs, &Value::None, &opts).unwrap();
@@ -133,9 +142,18 @@ fn whole(data: &[u8]) {
     let mut bufs: Vec<Vec<u8>> = inputs.iter().map(|t| vec![0u8; t.data.len()]).collect();
     let td = min_time(5, || {
         let ck = Checkpoint::parse(&file).unwrap();
-        let jobs = bufs.iter_mut().enumerate().map(|(i, b)| (i, b.as_mut_slice())).collect();
+        let jobs = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (i, b.as_mut_slice()))
+            .collect();
         ck.decode_into(jobs, Some(1)).unwrap();
     });
     let mb = data.len() as f64 / 1e6;
-    println!("whole fp32 (1 thread): encode {:.0} MB/s (+to_vec {:.0}), decode {:.0} MB/s", mb / te, mb / tv, mb / td);
+    println!(
+        "whole fp32 (1 thread): encode {:.0} MB/s (+to_vec {:.0}), decode {:.0} MB/s",
+        mb / te,
+        mb / tv,
+        mb / td
+    );
 }

@@ -55,10 +55,10 @@ pub struct ChunkEntry {
     pub offset: u64,
     /// Compressed length in bytes.
     pub len: u64,
-    /// xxh3-64 of the raw bytes: every decoded chunk is verified against it, so damage
+    /// xxh3-128 of the raw bytes: every decoded chunk is verified against it, so damage
     /// anywhere in the coded bytes is caught (the decoders themselves are fuzzed to fail
     /// cleanly on any input; hashing the coded bytes as well would only cost time).
-    pub raw_hash: u64,
+    pub raw_hash: u128,
 }
 
 /// Everything the index says about one tensor.
@@ -76,7 +76,8 @@ pub struct TensorEntry {
     pub codec: Codec,
     /// Words per chunk (the last chunk may be shorter).
     pub chunk_words: u64,
-    /// xxh3-128 of the whole raw tensor: its identity for dedup and prediction.
+    /// The tensor's content identity for dedup and prediction: [`tensor_hash`] of its
+    /// chunk hashes (one pass over the data serves both, in parallel).
     pub raw_hash: u128,
     /// Reference tensor, if predicted (reserved).
     pub reference: Option<Reference>,
@@ -231,6 +232,17 @@ impl Header {
     }
 }
 
+/// A tensor's identity: xxh3-128 over its chunk size and its chunks' raw xxh3-128 hashes.
+/// Equal for equal contents encoded with the same chunk size.
+pub fn tensor_hash(chunk_words: u64, chunks: &[ChunkEntry]) -> u128 {
+    let mut buf = Vec::with_capacity(8 + 16 * chunks.len());
+    buf.extend_from_slice(&chunk_words.to_le_bytes());
+    for c in chunks {
+        buf.extend_from_slice(&c.raw_hash.to_le_bytes());
+    }
+    hash::h128(&buf)
+}
+
 fn write_tensor(t: &TensorEntry, w: &mut Writer) {
     w.str(&t.name);
     w.u8(t.dtype as u8);
@@ -253,7 +265,7 @@ fn write_tensor(t: &TensorEntry, w: &mut Writer) {
     w.varint(t.chunks.len() as u64);
     for c in &t.chunks {
         w.varint(c.len);
-        w.u64(c.raw_hash);
+        w.bytes(&c.raw_hash.to_le_bytes());
     }
 }
 
@@ -300,7 +312,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
         x => return Err(ctx(format!("reference tag {x}"))),
     };
     let params = Value::read(r)?;
-    let n_chunks = r.count(9)?;
+    let n_chunks = r.count(17)?;
     let expect = (raw_bytes / word).div_ceil(chunk_words);
     if n_chunks as u64 != expect {
         return Err(ctx(format!("{n_chunks} chunks, shape needs {expect}")));
@@ -308,7 +320,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
     let mut chunks = Vec::with_capacity(n_chunks);
     for _ in 0..n_chunks {
         let len = r.varint()?;
-        let raw_hash = r.u64()?;
+        let raw_hash = read_u128(r)?;
         chunks.push(ChunkEntry {
             offset: *offset,
             len,

@@ -113,19 +113,16 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
         .enumerate()
         .flat_map(|(i, (t, &(chunk, _)))| t.data.chunks(chunk).map(move |c| (i, c)))
         .collect();
-    let (coded, hashes) = parallel::install(opts.threads, || {
-        let coded: Vec<(Vec<u8>, u64)> = jobs
-            .par_iter()
-            .map(|&(i, raw)| (codec::encode_chunk(raw, tensors[i].dtype), hash::h64(raw)))
-            .collect();
-        let hashes: Vec<u128> = tensors.par_iter().map(|t| hash::h128(t.data)).collect();
-        (coded, hashes)
+    let coded: Vec<(Vec<u8>, u128)> = parallel::install(opts.threads, || {
+        jobs.par_iter()
+            .map(|&(i, raw)| (codec::encode_chunk(raw, tensors[i].dtype), hash::h128(raw)))
+            .collect()
     })?;
     let mut entries = Vec::with_capacity(tensors.len());
     let mut chunks = Vec::with_capacity(coded.len());
     let mut offset = 0u64;
     let mut it = coded.into_iter();
-    for ((t, &(chunk, n)), raw_hash) in tensors.iter().zip(&plans).zip(hashes) {
+    for (t, &(chunk, n)) in tensors.iter().zip(&plans) {
         let mut list = Vec::with_capacity(n);
         for (comp, rh) in it.by_ref().take(n) {
             let len = comp.len() as u64;
@@ -137,13 +134,15 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
             offset += len;
             chunks.push(comp);
         }
+        let chunk_words = (chunk / t.dtype.word_size()) as u64;
+        let raw_hash = format::tensor_hash(chunk_words, &list);
         entries.push(TensorEntry {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
             tag: t.tag.clone(),
             codec: Codec::Planes,
-            chunk_words: (chunk / t.dtype.word_size()) as u64,
+            chunk_words,
             raw_hash,
             reference: None,
             params: Value::None,
@@ -286,7 +285,7 @@ impl<'a> Checkpoint<'a> {
             Error::Corrupt(m) | Error::Truncated(m) => Error::Corrupt(at(&m)),
             other => other,
         })?;
-        if hash::h64(dst) != c.raw_hash {
+        if hash::h128(dst) != c.raw_hash {
             return Err(Error::Checksum(at(
                 "decoded bytes differ from the stored hash",
             )));
