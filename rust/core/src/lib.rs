@@ -18,6 +18,7 @@ pub mod error;
 pub mod fields;
 pub mod hash;
 pub mod parallel;
+pub mod predict;
 
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;

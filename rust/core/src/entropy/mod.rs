@@ -4,6 +4,7 @@
 //! turns counts into a table summing to `1 << SCALE_BITS`, [`rans::encode`] codes the
 //! plane under that table and [`rans::decode`] inverts it.
 
+pub mod context;
 pub mod freq;
 pub mod rans;
 

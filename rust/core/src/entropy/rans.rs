@@ -16,7 +16,7 @@ use crate::container::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
 
 /// Lower bound of the normalized state interval.
-const L: u32 = 1 << 15;
+pub(crate) const L: u32 = 1 << 15;
 const MASK: u32 = TOTAL - 1;
 
 /// A decode table: entry = symbol (8 bits) | freq (12 bits) | slot - cum (12 bits).
@@ -25,7 +25,7 @@ type DecodeTable = [u32; TOTAL as usize];
 /// Per-symbol encoder constants: division by `freq` as a multiply and shift (Alverson's
 /// method, as in ryg_rans), exact for states below 2^31.
 #[derive(Clone, Copy, Default)]
-struct EncSym {
+pub(crate) struct EncSym {
     x_max: u32,
     rcp_freq: u32,
     bias: u32,
@@ -90,14 +90,32 @@ pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
 }
 
 fn enc_table(table: &FreqTable) -> [EncSym; 256] {
-    let cum = table.cumulative();
-    let mut syms = [EncSym::default(); 256];
-    for s in 0..256 {
-        if table.freq[s] > 0 {
-            syms[s] = EncSym::new(cum[s], table.freq[s] as u32);
+    EncSym::table(table)
+}
+
+impl EncSym {
+    /// Encoder constants for every symbol of `table`.
+    pub(crate) fn table(table: &FreqTable) -> [EncSym; 256] {
+        let cum = table.cumulative();
+        let mut syms = [EncSym::default(); 256];
+        for s in 0..256 {
+            if table.freq[s] > 0 {
+                syms[s] = EncSym::new(cum[s], table.freq[s] as u32);
+            }
         }
+        syms
     }
-    syms
+
+    /// Encodes one symbol into state `x`, pushing a word below `pos` if it overflows.
+    #[inline(always)]
+    pub(crate) fn put(&self, x: &mut u32, words: &mut [u16], pos: &mut usize) {
+        put(x, self, words, pos)
+    }
+}
+
+/// A decode table as a plain vector (for multi-context coders).
+pub(crate) fn dec_entry(table: &FreqTable) -> Vec<u32> {
+    decode_table(table).to_vec()
 }
 
 /// Encodes whole blocks of 32 symbols, last block first.

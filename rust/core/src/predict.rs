@@ -1,0 +1,383 @@
+//! Prediction from a reference tensor (the same tensor in the previous checkpoint).
+//!
+//! Each word x is coded against its reference word r as the zigzagged difference `z` of
+//! their order-preserving integer images (floats: sign-magnitude mapped to unsigned order),
+//! split into its bit length `n` (an rANS symbol) and the `n - 1` bits below the leading 1
+//! (stored raw). `n` is modelled with the reference itself as context: the reference's
+//! exponent relative to the chunk's largest, since a step of similar absolute size spans
+//! more units in the last place on small values than on large ones.
+//!
+//! Chunk layout: `u8 kind` — 0: a standalone chunk ([`crate::codec`]) follows (chosen when
+//! the estimate says prediction does not pay); 1: residual chunk:
+//! `u8 e_max | u16 context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table)
+//! | context rANS stream over the symbols of table contexts | u32 raw-bit byte count | bits`.
+
+use crate::codec;
+use crate::container::bytes::{Reader, Writer};
+use crate::dtype::DType;
+use crate::entropy::context;
+use crate::entropy::freq::FreqTable;
+use crate::error::{Error, Result};
+
+/// Contexts per chunk: reference exponent distance from the chunk maximum, capped.
+pub const CONTEXTS: usize = 16;
+
+const KIND_STANDALONE: u8 = 0;
+const KIND_RESIDUAL: u8 = 1;
+
+/// Bit width and float-ness of one word of `dtype`.
+fn word_kind(dtype: DType) -> (u32, bool) {
+    (8 * dtype.word_size() as u32, dtype.is_float())
+}
+
+fn mask(bits: u32) -> u64 {
+    if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+/// Order-preserving unsigned image of a float word (identity for integers).
+#[inline]
+fn ord(w: u64, bits: u32, float: bool) -> u64 {
+    if !float {
+        return w;
+    }
+    let sign = 1u64 << (bits - 1);
+    if w & sign != 0 {
+        !w & mask(bits)
+    } else {
+        w | sign
+    }
+}
+
+#[inline]
+fn unord(o: u64, bits: u32, float: bool) -> u64 {
+    if !float {
+        return o;
+    }
+    let sign = 1u64 << (bits - 1);
+    if o & sign != 0 {
+        o ^ sign
+    } else {
+        !o & mask(bits)
+    }
+}
+
+/// Zigzagged residual of `x` against `r`.
+#[inline]
+fn residual(x: u64, r: u64, bits: u32, float: bool) -> u64 {
+    let m = mask(bits);
+    let d = ord(x, bits, float).wrapping_sub(ord(r, bits, float)) & m;
+    let neg = (d >> (bits - 1)) & 1 == 1;
+    ((d << 1) & m) ^ if neg { m } else { 0 }
+}
+
+#[inline]
+fn unresidual(z: u64, r: u64, bits: u32, float: bool) -> u64 {
+    let m = mask(bits);
+    let d = (z >> 1) ^ if z & 1 == 1 { m } else { 0 };
+    unord(ord(r, bits, float).wrapping_add(d) & m, bits, float)
+}
+
+fn load(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(a)
+}
+
+/// Context of each reference word and the chunk's base exponent.
+fn contexts(reference: &[u8], width: usize, float: bool) -> (Vec<u8>, u8) {
+    if !float {
+        return (vec![0; reference.len() / width], 0);
+    }
+    let bits = 8 * width as u32;
+    // Top byte after rotating the sign to bit 0: the exponent (or its top bits).
+    let top = |w: &[u8]| -> u8 {
+        let v = load(w);
+        (((v << 1 | v >> (bits - 1)) & mask(bits)) >> (bits - 8)) as u8
+    };
+    let e_max = reference.chunks_exact(width).map(top).max().unwrap_or(0);
+    let ctx = reference
+        .chunks_exact(width)
+        .map(|w| (e_max - top(w)).min(CONTEXTS as u8 - 1))
+        .collect();
+    (ctx, e_max)
+}
+
+/// Encodes one chunk of `raw` against the same-sized `reference` chunk, falling back to
+/// the standalone codec when the estimate says prediction costs more.
+pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
+    let width = dtype.word_size();
+    let (bits, float) = word_kind(dtype);
+    let (ctx, e_max) = contexts(reference, width, float);
+    let z: Vec<u64> = raw
+        .chunks_exact(width)
+        .zip(reference.chunks_exact(width))
+        .map(|(x, r)| residual(load(x), load(r), bits, float))
+        .collect();
+    let sym: Vec<u8> = z.iter().map(|&v| (64 - v.leading_zeros()) as u8).collect();
+    let mut hists = vec![[0u32; 256]; CONTEXTS];
+    for (&s, &c) in sym.iter().zip(&ctx) {
+        hists[c as usize][s as usize] += 1;
+    }
+    let raw_bits: u64 = sym.iter().map(|&n| n.saturating_sub(1) as u64).sum();
+    let tables: Vec<Option<FreqTable>> = hists.iter().map(FreqTable::normalize).collect();
+    let est = raw_bits as f64 / 8.0
+        + tables
+            .iter()
+            .zip(&hists)
+            .map(|(t, h)| t.as_ref().map_or(2.0, |t| t.coded_bytes(h) + 40.0))
+            .sum::<f64>();
+    let standalone = codec::encode_chunk(raw, dtype);
+    if est >= standalone.len() as f64 {
+        let mut out = Vec::with_capacity(standalone.len() + 1);
+        out.push(KIND_STANDALONE);
+        out.extend_from_slice(&standalone);
+        return out;
+    }
+    let mut w = Writer::with_capacity(est as usize + 512);
+    w.u8(KIND_RESIDUAL);
+    w.u8(e_max);
+    let used: u16 = (0..CONTEXTS)
+        .filter(|&c| hists[c].iter().any(|&v| v > 0))
+        .fold(0, |m, c| m | 1 << c);
+    w.u16(used);
+    for c in (0..CONTEXTS).filter(|&c| used >> c & 1 == 1) {
+        match &tables[c] {
+            Some(t) => {
+                w.u8(2);
+                t.write(&mut w);
+            }
+            None => {
+                w.u8(1);
+                w.u8(hists[c].iter().position(|&v| v > 0).unwrap_or(0) as u8);
+            }
+        }
+    }
+    let (coded_sym, coded_ctx): (Vec<u8>, Vec<u8>) = sym
+        .iter()
+        .zip(&ctx)
+        .filter(|(_, &c)| tables[c as usize].is_some())
+        .map(|(&s, &c)| (s, c))
+        .unzip();
+    context::encode(&coded_sym, &coded_ctx, &tables, &mut w);
+    let mut bw = BitWriter::default();
+    for (&v, &n) in z.iter().zip(&sym) {
+        if n >= 2 {
+            bw.put(v & mask(n as u32 - 1), n as u32 - 1);
+        }
+    }
+    let bytes = bw.finish();
+    w.u32(bytes.len() as u32);
+    w.bytes(&bytes);
+    w.into_inner()
+}
+
+/// Decodes a chunk written by [`encode_chunk`] into `out`, given the same reference chunk.
+pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
+    let mut r = Reader::new(comp);
+    match r.u8()? {
+        KIND_STANDALONE => return codec::decode_chunk(&comp[1..], dtype, out),
+        KIND_RESIDUAL => {}
+        k => return Err(Error::Corrupt(format!("unknown predicted chunk kind {k}"))),
+    }
+    let width = dtype.word_size();
+    let (bits, float) = word_kind(dtype);
+    let (ctx, e_max) = contexts(reference, width, float);
+    if r.u8()? != e_max {
+        return Err(Error::Corrupt(
+            "reference context differs from the encoder's".into(),
+        ));
+    }
+    let used = r.u16()?;
+    let mut tables: Vec<Option<FreqTable>> = vec![None; CONTEXTS];
+    let mut consts: Vec<Option<u8>> = vec![None; CONTEXTS];
+    for c in (0..CONTEXTS).filter(|&c| used >> c & 1 == 1) {
+        match r.u8()? {
+            1 => consts[c] = Some(r.u8()?),
+            2 => tables[c] = Some(FreqTable::read(&mut r)?),
+            m => return Err(Error::Corrupt(format!("unknown context mode {m}"))),
+        }
+    }
+    let coded_ctx: Vec<u8> = ctx
+        .iter()
+        .copied()
+        .filter(|&c| tables[c as usize].is_some())
+        .collect();
+    let mut coded = vec![0u8; coded_ctx.len()];
+    context::decode(&mut r, &coded_ctx, &tables, &mut coded)?;
+    let nbytes = r.u32()? as usize;
+    let mut br = BitReader::new(r.take(nbytes)?);
+    if r.remaining() != 0 {
+        return Err(Error::Corrupt(format!(
+            "{} stray bytes after chunk",
+            r.remaining()
+        )));
+    }
+    let mut next = coded.iter();
+    for ((o, rw), &c) in out
+        .chunks_exact_mut(width)
+        .zip(reference.chunks_exact(width))
+        .zip(&ctx)
+    {
+        let n = match consts[c as usize] {
+            Some(s) => s,
+            None => *next
+                .next()
+                .ok_or_else(|| Error::Corrupt("context stream too short".into()))?,
+        } as u32;
+        if n > bits {
+            return Err(Error::Corrupt(format!(
+                "residual of {n} bits in a {bits}-bit word"
+            )));
+        }
+        let z = match n {
+            0 => 0,
+            n => (1u64 << (n - 1)) | br.get(n - 1)?,
+        };
+        let x = unresidual(z, load(rw), bits, float);
+        o.copy_from_slice(&x.to_le_bytes()[..width]);
+    }
+    Ok(())
+}
+
+/// Packs values LSB-first into little-endian bytes.
+#[derive(Default)]
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    fill: u32,
+}
+
+impl BitWriter {
+    fn put(&mut self, v: u64, n: u32) {
+        if n > 32 {
+            self.put(v & 0xffff_ffff, 32);
+            self.put(v >> 32, n - 32);
+            return;
+        }
+        self.acc |= v << self.fill;
+        self.fill += n;
+        while self.fill >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.fill -= 8;
+        }
+    }
+    fn finish(mut self) -> Vec<u8> {
+        if self.fill > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+/// Reads what [`BitWriter`] wrote; running past the end is an error.
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    fill: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        BitReader {
+            data,
+            pos: 0,
+            acc: 0,
+            fill: 0,
+        }
+    }
+    fn get(&mut self, n: u32) -> Result<u64> {
+        if n > 32 {
+            let lo = self.get(32)?;
+            return Ok(lo | self.get(n - 32)? << 32);
+        }
+        while self.fill < n {
+            let b = *self
+                .data
+                .get(self.pos)
+                .ok_or_else(|| Error::Corrupt("raw bits run out".into()))?;
+            self.acc |= (b as u64) << self.fill;
+            self.pos += 1;
+            self.fill += 8;
+        }
+        let v = if n == 0 { 0 } else { self.acc & mask(n) };
+        self.acc >>= n;
+        self.fill -= n;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn residual_inverts(x in any::<u64>(), r in any::<u64>(), wi in 0usize..4, float in any::<bool>()) {
+            let bits = [8u32, 16, 32, 64][wi];
+            let (x, r) = (x & mask(bits), r & mask(bits));
+            prop_assert_eq!(unresidual(residual(x, r, bits, float), r, bits, float), x);
+        }
+
+        #[test]
+        fn chunk_roundtrip_random_reference(raw in proptest::collection::vec(any::<u8>(), 0..4096),
+                                            noise in proptest::collection::vec(any::<u8>(), 0..4096),
+                                            d in 0usize..17) {
+            let dtype = DType::all()[d];
+            let n = raw.len().min(noise.len()) / dtype.size() * dtype.size();
+            let (raw, reference) = (&raw[..n], &noise[..n]);
+            let comp = encode_chunk(raw, reference, dtype);
+            let mut out = vec![0u8; n];
+            decode_chunk(&comp, reference, dtype, &mut out).unwrap();
+            prop_assert_eq!(out, raw.to_vec());
+        }
+
+        #[test]
+        fn chunk_roundtrip_close_floats(vals in proptest::collection::vec(-1.0f32..1.0, 1..3000),
+                                        step in -1e-4f32..1e-4) {
+            let reference: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let raw: Vec<u8> = vals.iter().map(|v| v + step * v.abs().max(1e-3))
+                .flat_map(|v| v.to_le_bytes()).collect();
+            let comp = encode_chunk(&raw, &reference, DType::F32);
+            let mut out = vec![0u8; raw.len()];
+            decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
+            prop_assert_eq!(out, raw);
+        }
+    }
+
+    #[test]
+    fn close_weights_compress_well() {
+        let mut s = 3u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let base: Vec<f32> = (0..100_000).map(|_| next() * 0.1).collect();
+        let reference: Vec<u8> = base.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let raw: Vec<u8> = base
+            .iter()
+            .map(|v| v + next() * 1e-5)
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let comp = encode_chunk(&raw, &reference, DType::F32);
+        let standalone = codec::encode_chunk(&raw, DType::F32);
+        assert_eq!(comp[0], KIND_RESIDUAL);
+        assert!(
+            comp.len() * 10 < standalone.len() * 8,
+            "{} vs {}",
+            comp.len(),
+            standalone.len()
+        );
+        let mut out = vec![0u8; raw.len()];
+        decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
+        assert_eq!(out, raw);
+    }
+}
