@@ -20,12 +20,18 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core, _tensors, _tree
-from .errors import CorruptCheckpoint, FastckptError, FormatError, UnsupportedError
+from .errors import (
+    CorruptCheckpoint,
+    FastckptError,
+    FormatError,
+    ReferenceMismatch,
+    UnsupportedError,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "safetensors", "encode", "decode", "save", "load", "inspect", "read_tensor",
-    "FastckptError", "FormatError", "CorruptCheckpoint", "UnsupportedError",
+    "FastckptError", "FormatError", "CorruptCheckpoint", "ReferenceMismatch", "UnsupportedError",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -43,15 +49,48 @@ def _prepare(obj: Any):
     return specs, structure, owners
 
 
-def encode(obj: Any, *, threads: int | None = None, chunk_bytes: int | None = None) -> bytes:
+def _raw_by_name(reference: Any) -> dict[str, tuple[str, tuple[int, ...], np.ndarray, Any]]:
+    """Flattens a reference object into {tensor name: (dtype, shape, raw bytes, owner)},
+    with the same names `encode` gives the tensors of an object of the same structure."""
+    if reference is None:
+        return {}
+    packer = _tree.Packer()
+    packer.pack(reference)
+    out = {}
+    for name, leaf in packer.tensors:
+        dtype, shape, _tag, raw, owner = _tensors.to_raw(leaf)
+        out[name] = (dtype, shape, raw, owner)
+    return out
+
+
+def _references(specs, reference: Any, reference_id: str):
+    """Pairs each tensor with the same-named tensor of `reference` (same dtype and shape)."""
+    refs = _raw_by_name(reference)
+    if not refs:
+        return None
+    paired = []
+    for name, dtype, shape, _tag, _raw in specs:
+        r = refs.get(name)
+        ok = r is not None and r[0] == dtype and tuple(r[1]) == tuple(shape)
+        paired.append((reference_id, name, r[2]) if ok else None)
+    return paired, refs
+
+
+def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
+           threads: int | None = None, chunk_bytes: int | None = None) -> bytes:
     """Compresses `obj` (a tensor, array or nested dict/list/tuple of them) losslessly.
 
-    `threads` caps the worker threads (default: all cores); `chunk_bytes` sets the raw
-    size of the independently coded chunks (default 1 MiB). The caller's data is never
-    modified. Returns the checkpoint file's bytes.
+    With `reference` (e.g. the previous checkpoint of the same run), each tensor that has a
+    same-named tensor of the same dtype and shape there is coded as a residual against it,
+    where that is smaller; decoding then needs the same reference. `reference_id` is
+    stored to say which checkpoint that was. `threads` caps the worker threads (default:
+    all cores); `chunk_bytes` sets the raw size of the independently coded chunks
+    (default 1 MiB). The caller's data is never modified. Returns the file's bytes.
     """
     specs, structure, _owners = _prepare(obj)
-    return _core.encode(specs, structure, threads, chunk_bytes)
+    paired = _references(specs, reference, reference_id)
+    refs = paired[0] if paired else None
+    return _core.encode(specs, structure, threads, chunk_bytes, None, refs)
 
 
 def _as_array(data: Any) -> np.ndarray:
@@ -87,49 +126,57 @@ def _read_file(path: PathLike) -> np.ndarray:
     return buf
 
 
-def _decode_tensors(reader: _core.Reader, indices: list[int], device: str, threads):
+def _decode_tensors(reader: _core.Reader, indices: list[int], device: str, threads,
+                    reference: Any = None):
     infos = reader.tensors()
-    outs, bufs = [], []
+    refs = _raw_by_name(reference)
+    outs, bufs, ref_bufs = [], [], []
     for i in indices:
         t = infos[i]
         obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
         outs.append(obj)
         bufs.append(buf)
-    reader.decode_into(indices, bufs, threads)
+        ref = t["reference"] and refs.get(t["reference"]["tensor"])
+        ref_bufs.append(ref[2] if ref else None)
+    reader.decode_into(indices, bufs, threads, ref_bufs)
     return [_tensors.finish(o, infos[i]["tag"], device) for o, i in zip(outs, indices)]
 
 
-def decode(data: Any, *, device: str = "cpu", threads: int | None = None) -> Any:
+def decode(data: Any, *, reference: Any = None, device: str = "cpu",
+           threads: int | None = None) -> Any:
     """Decompresses checkpoint bytes into the structure that was encoded, bit-exactly.
 
     Torch tensors come back as torch tensors on `device`, numpy arrays as numpy arrays.
-    Raises `CorruptCheckpoint` or `FormatError` on damaged input, never returns bad data.
+    A checkpoint encoded with a `reference` needs that same reference here (checked by
+    hash: `ReferenceMismatch` otherwise). Raises `CorruptCheckpoint` or `FormatError` on
+    damaged input; never returns bad data.
     """
     reader = _core.Reader(_as_array(data))
-    return _materialize(reader, device, threads)
+    return _materialize(reader, device, threads, reference)
 
 
-def _materialize(reader: _core.Reader, device: str, threads) -> Any:
+def _materialize(reader: _core.Reader, device: str, threads, reference: Any = None) -> Any:
     n = len(reader.tensors())
-    tensors = _decode_tensors(reader, list(range(n)), device, threads)
+    tensors = _decode_tensors(reader, list(range(n)), device, threads, reference)
     return _tree.unpack(reader.structure(), tensors)
 
 
-def save(obj: Any, path: PathLike, *, threads: int | None = None,
-         chunk_bytes: int | None = None) -> None:
+def save(obj: Any, path: PathLike, *, reference: Any = None, reference_id: str = "reference",
+         threads: int | None = None, chunk_bytes: int | None = None) -> None:
     """Encodes `obj` into `path` atomically (temp file, fsync, rename): a crash leaves
-    either the old file or the new one, never a partial file."""
+    either the old file or the new one, never a partial file. See `encode`."""
     specs, structure, _owners = _prepare(obj)
-    _atomic_encode(specs, structure, path, threads, chunk_bytes)
+    paired = _references(specs, reference, reference_id)
+    _atomic_encode(specs, structure, path, threads, chunk_bytes, paired[0] if paired else None)
 
 
-def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes) -> None:
+def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=None) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastckpt-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        _core.encode(specs, structure, threads, chunk_bytes, tmp)
+        _core.encode(specs, structure, threads, chunk_bytes, tmp, refs)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -149,9 +196,10 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def load(path: PathLike, *, device: str = "cpu", threads: int | None = None) -> Any:
+def load(path: PathLike, *, reference: Any = None, device: str = "cpu",
+         threads: int | None = None) -> Any:
     """Reads a checkpoint file written by `save` (see `decode`)."""
-    return _materialize(_core.Reader(_read_file(path)), device, threads)
+    return _materialize(_core.Reader(_read_file(path)), device, threads, reference)
 
 
 def inspect(source: Source) -> dict:
@@ -169,7 +217,7 @@ def inspect(source: Source) -> dict:
     }
 
 
-def read_tensor(source: Source, name: str, *, device: str = "cpu",
+def read_tensor(source: Source, name: str, *, reference: Any = None, device: str = "cpu",
                 threads: int | None = None) -> Any:
     """Decodes the one tensor called `name` (see `inspect` for names) and nothing else."""
     reader = _open(source)
@@ -178,7 +226,7 @@ def read_tensor(source: Source, name: str, *, device: str = "cpu",
         i = names.index(name)
     except ValueError:
         raise KeyError(f"no tensor named {name!r} in this checkpoint") from None
-    return _decode_tensors(reader, [i], device, threads)[0]
+    return _decode_tensors(reader, [i], device, threads, reference)[0]
 
 
 from . import safetensors  # noqa: E402  (module uses the API above)

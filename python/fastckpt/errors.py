@@ -13,8 +13,14 @@ class CorruptCheckpoint(FastckptError):
     """Checksum mismatch, truncated data, or an inconsistent coded stream."""
 
 
+class ReferenceMismatch(FastckptError):
+    """A predicted checkpoint was decoded without its reference, or with another one."""
+
+
 class UnsupportedError(FastckptError, TypeError):
     """A dtype, tensor kind or Python value type that fastckpt cannot store."""
 
 
-__all__ = ["FastckptError", "FormatError", "CorruptCheckpoint", "UnsupportedError"]
+__all__ = [
+    "FastckptError", "FormatError", "CorruptCheckpoint", "ReferenceMismatch", "UnsupportedError",
+]

@@ -156,6 +156,7 @@ fn bench_checkpoint(c: &mut Criterion, sets: &[Set]) {
                 shape: vec![(v.len() / dtype.size()) as u64],
                 tag: String::new(),
                 data: v,
+                reference: None,
             })
             .collect();
         let structure = Value::List((0..inputs.len() as u64).map(Value::Tensor).collect());

@@ -126,6 +126,7 @@ fn whole(data: &[u8]) {
             shape: vec![(c.len() / 4) as u64],
             tag: String::new(),
             data: &c[..c.len() / 4 * 4],
+            reference: None,
         })
         .collect();
     let opts = EncodeOptions {

@@ -35,6 +35,9 @@ pub enum Error {
     /// The caller passed inconsistent arguments (e.g. a buffer of the wrong length).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A predicted tensor's reference is missing or is not the one it was encoded against.
+    #[error("reference: {0}")]
+    Reference(String),
     /// A tensor name that is not in the checkpoint.
     #[error("no tensor named {0:?} in this checkpoint")]
     NotFound(String),

@@ -22,6 +22,6 @@ pub mod predict;
 
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;
-pub use container::{encode, Checkpoint, EncodeOptions, Encoded, TensorIn};
+pub use container::{encode, Checkpoint, DecodeJob, EncodeOptions, Encoded, RefIn, TensorIn};
 pub use dtype::DType;
 pub use error::{Error, Result};

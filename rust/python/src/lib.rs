@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use fastckpt_core::{
-    container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, TensorIn,
-    Value,
+    container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, RefIn,
+    TensorIn, Value,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
@@ -61,6 +61,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Truncated(_) | Error::Checksum(_) | Error::Corrupt(_) => "CorruptCheckpoint",
         Error::Unsupported(_) => "UnsupportedError",
         Error::InvalidArgument(_) => return PyValueError::new_err(e.to_string()),
+        Error::Reference(_) => "ReferenceMismatch",
         Error::NotFound(_) => return PyKeyError::new_err(e.to_string()),
     };
     let module =
@@ -190,11 +191,14 @@ fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 }
 
 type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
+/// (checkpoint id, tensor name, raw bytes) of a reference tensor.
+type RefArg<'py> = (String, String, PyReadonlyArray1<'py, u8>);
 
-/// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure. Returns the file
-/// as bytes, or writes it to `path` (fsynced) and returns None.
+/// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure; `references`
+/// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from.
+/// Returns the file as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
-#[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None))]
+#[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None))]
 fn encode(
     py: Python<'_>,
     tensors: Vec<TensorArg<'_>>,
@@ -202,18 +206,34 @@ fn encode(
     threads: Option<usize>,
     chunk_bytes: Option<usize>,
     path: Option<std::path::PathBuf>,
+    references: Option<Vec<Option<RefArg<'_>>>>,
 ) -> PyResult<Option<Py<PyBytes>>> {
     let structure = to_value(structure, 0)?;
+    let references = references.unwrap_or_default();
+    if !references.is_empty() && references.len() != tensors.len() {
+        return Err(PyValueError::new_err(
+            "references must pair one-to-one with tensors",
+        ));
+    }
     let mut inputs = Vec::with_capacity(tensors.len());
-    for (name, dtype, shape, tag, arr) in &tensors {
+    for (k, (name, dtype, shape, tag, arr)) in tensors.iter().enumerate() {
         let dtype = DType::from_name(dtype).map_err(|e| to_py(py, e))?;
         let data = arr.as_slice()?;
+        let reference = match references.get(k) {
+            Some(Some((checkpoint, tensor, r))) => Some(RefIn {
+                checkpoint: checkpoint.clone(),
+                tensor: tensor.clone(),
+                data: r.as_slice()?,
+            }),
+            _ => None,
+        };
         inputs.push(TensorIn {
             name: name.clone(),
             dtype,
             shape: shape.clone(),
             tag: tag.clone(),
             data,
+            reference,
         });
     }
     let opts = EncodeOptions {
@@ -283,7 +303,23 @@ impl Reader {
                 d.set_item("dtype", t.dtype.name())?;
                 d.set_item("shape", PyTuple::new(py, &t.shape)?)?;
                 d.set_item("tag", &t.tag)?;
-                d.set_item("codec", "planes-rans")?;
+                d.set_item(
+                    "codec",
+                    if t.reference.is_some() {
+                        "predicted"
+                    } else {
+                        "planes"
+                    },
+                )?;
+                match &t.reference {
+                    Some(r) => {
+                        let rd = PyDict::new(py);
+                        rd.set_item("checkpoint", &r.checkpoint)?;
+                        rd.set_item("tensor", &r.tensor)?;
+                        d.set_item("reference", rd)?;
+                    }
+                    None => d.set_item("reference", py.None())?,
+                }
                 d.set_item("raw_bytes", t.raw_bytes())?;
                 d.set_item("compressed_bytes", t.compressed_bytes())?;
                 d.set_item("chunks", t.chunks.len())?;
@@ -293,27 +329,36 @@ impl Reader {
             .collect()
     }
 
-    /// Decodes tensors `indices[k]` into the uint8 arrays `outputs[k]` (exact raw sizes).
-    #[pyo3(signature = (indices, outputs, threads=None))]
+    /// Decodes tensors `indices[k]` into the uint8 arrays `outputs[k]` (exact raw sizes);
+    /// `references[k]`, when given, is the raw reference of a predicted tensor.
+    #[pyo3(signature = (indices, outputs, threads=None, references=None))]
     fn decode_into(
         &self,
         py: Python<'_>,
         indices: Vec<usize>,
         mut outputs: Vec<PyReadwriteArray1<'_, u8>>,
         threads: Option<usize>,
+        references: Option<Vec<Option<PyReadonlyArray1<'_, u8>>>>,
     ) -> PyResult<()> {
-        if indices.len() != outputs.len() {
+        let references = references.unwrap_or_default();
+        if indices.len() != outputs.len()
+            || (!references.is_empty() && references.len() != indices.len())
+        {
             return Err(PyValueError::new_err(
-                "indices and outputs differ in length",
+                "indices, outputs and references differ in length",
             ));
         }
         let data = self.data.bind(py).readonly();
         let bytes = data.as_slice()?;
-        let mut slices = Vec::with_capacity(outputs.len());
-        for (i, out) in indices.into_iter().zip(outputs.iter_mut()) {
-            slices.push((i, out.as_slice_mut()?));
+        let mut jobs = Vec::with_capacity(outputs.len());
+        for (k, (i, out)) in indices.into_iter().zip(outputs.iter_mut()).enumerate() {
+            let reference = match references.get(k) {
+                Some(Some(r)) => Some(r.as_slice()?),
+                _ => None,
+            };
+            jobs.push((i, out.as_slice_mut()?, reference));
         }
-        py.detach(|| Checkpoint::parse(bytes)?.decode_into(slices, threads))
+        py.detach(|| Checkpoint::parse(bytes)?.decode_with(jobs, threads))
             .map_err(|e| to_py(py, e))
     }
 }

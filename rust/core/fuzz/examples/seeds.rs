@@ -134,6 +134,7 @@ fn file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
             shape: t.shape.clone(),
             tag: "torch".into(),
             data: &t.data,
+            reference: None,
         })
         .collect();
     let opts = EncodeOptions {

@@ -127,6 +127,7 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
             shape: t.shape.clone(),
             tag: t.tag.clone(),
             data: d.as_deref().unwrap(),
+            reference: None,
         })
         .collect();
     let opts = EncodeOptions {

@@ -34,10 +34,11 @@ pub const MAX_NDIM: usize = 64;
 pub enum Codec {
     /// Byte planes, each raw, constant or rANS coded ([`crate::codec`]).
     Planes = 1,
+    /// Residuals against a reference tensor ([`crate::predict`]).
+    Predicted = 2,
 }
 
-/// Where a tensor was predicted from. Reserved for prediction and dedup: this version
-/// writes none and refuses files that need one.
+/// Where a tensor was predicted from: decoding needs that tensor, checked by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     /// Identifier of the checkpoint that holds the reference tensor.
@@ -294,6 +295,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
     let tag = r.str()?.to_owned();
     let codec = match r.u8()? {
         1 => Codec::Planes,
+        2 => Codec::Predicted,
         c => return Err(Error::Unsupported(format!("tensor {name:?}: codec {c}"))),
     };
     let chunk_words = r.varint()?;
@@ -311,6 +313,11 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
         }),
         x => return Err(ctx(format!("reference tag {x}"))),
     };
+    if (codec == Codec::Predicted) != reference.is_some() {
+        return Err(ctx(
+            "a predicted tensor needs a reference, and only it".into()
+        ));
+    }
     let params = Value::read(r)?;
     let n_chunks = r.count(17)?;
     let expect = (raw_bytes / word).div_ceil(chunk_words);

@@ -12,6 +12,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hash;
 use crate::parallel;
+use crate::predict;
 use format::{ChunkEntry, Codec, Header, TensorEntry};
 use value::Value;
 
@@ -31,6 +32,19 @@ pub struct TensorIn<'a> {
     /// Host hint stored as is (e.g. "torch").
     pub tag: String,
     /// Raw little-endian bytes, C order; length must match shape and dtype.
+    pub data: &'a [u8],
+    /// The same tensor in an earlier checkpoint, to predict from (same dtype and length).
+    pub reference: Option<RefIn<'a>>,
+}
+
+/// A reference tensor offered to the encoder.
+#[derive(Debug, Clone)]
+pub struct RefIn<'a> {
+    /// Identifier of the checkpoint holding it (stored, shown by `inspect`).
+    pub checkpoint: String,
+    /// Its name in that checkpoint.
+    pub tensor: String,
+    /// Its raw bytes (same length as the tensor's).
     pub data: &'a [u8],
 }
 
@@ -107,15 +121,14 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
             (chunk, t.data.len().div_ceil(chunk))
         })
         .collect();
-    let jobs: Vec<(usize, &[u8])> = tensors
+    let jobs: Vec<(usize, usize)> = plans
         .iter()
-        .zip(&plans)
         .enumerate()
-        .flat_map(|(i, (t, &(chunk, _)))| t.data.chunks(chunk).map(move |c| (i, c)))
+        .flat_map(|(i, &(_, n))| (0..n).map(move |k| (i, k)))
         .collect();
-    let coded: Vec<(Vec<u8>, u128)> = parallel::install(opts.threads, || {
+    let coded: Vec<CodedChunk> = parallel::install(opts.threads, || {
         jobs.par_iter()
-            .map(|&(i, raw)| (codec::encode_chunk(raw, tensors[i].dtype), hash::h128(raw)))
+            .map(|&(i, k)| encode_one(&tensors[i], plans[i].0, k))
             .collect()
     })?;
     let mut entries = Vec::with_capacity(tensors.len());
@@ -123,28 +136,55 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
     let mut offset = 0u64;
     let mut it = coded.into_iter();
     for (t, &(chunk, n)) in tensors.iter().zip(&plans) {
+        let mut parts: Vec<CodedChunk> = it.by_ref().take(n).collect();
+        let chunk_words = (chunk / t.dtype.word_size()) as u64;
+        // A tensor none of whose chunks used its reference is stored standalone, so it
+        // decodes without the reference.
+        let predicted = parts.iter().any(|c| c.predicted);
+        if !predicted {
+            for c in parts.iter_mut().filter(|c| c.ref_hash.is_some()) {
+                c.bytes.remove(0);
+            }
+        }
         let mut list = Vec::with_capacity(n);
-        for (comp, rh) in it.by_ref().take(n) {
-            let len = comp.len() as u64;
+        let mut ref_chunks = Vec::with_capacity(n);
+        for c in parts {
+            let len = c.bytes.len() as u64;
             list.push(ChunkEntry {
                 offset,
                 len,
-                raw_hash: rh,
+                raw_hash: c.raw_hash,
+            });
+            ref_chunks.push(ChunkEntry {
+                offset: 0,
+                len: 0,
+                raw_hash: c.ref_hash.unwrap_or(0),
             });
             offset += len;
-            chunks.push(comp);
+            chunks.push(c.bytes);
         }
-        let chunk_words = (chunk / t.dtype.word_size()) as u64;
+        let reference = match (&t.reference, predicted) {
+            (Some(r), true) => Some(format::Reference {
+                checkpoint: r.checkpoint.clone(),
+                tensor: r.tensor.clone(),
+                raw_hash: format::tensor_hash(chunk_words, &ref_chunks),
+            }),
+            _ => None,
+        };
         let raw_hash = format::tensor_hash(chunk_words, &list);
         entries.push(TensorEntry {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
             tag: t.tag.clone(),
-            codec: Codec::Planes,
+            codec: if reference.is_some() {
+                Codec::Predicted
+            } else {
+                Codec::Planes
+            },
             chunk_words,
             raw_hash,
-            reference: None,
+            reference,
             params: Value::None,
             chunks: list,
         });
@@ -158,6 +198,41 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
         prefix: header.to_prefix_bytes(),
         chunks,
     })
+}
+
+/// One encoded chunk and its hashes.
+struct CodedChunk {
+    bytes: Vec<u8>,
+    raw_hash: u128,
+    /// Hash of the reference chunk, when the tensor had a reference.
+    ref_hash: Option<u128>,
+    /// Whether the chunk really used the reference.
+    predicted: bool,
+}
+
+fn encode_one(t: &TensorIn, chunk: usize, k: usize) -> CodedChunk {
+    let range = k * chunk..((k + 1) * chunk).min(t.data.len());
+    let raw = &t.data[range.clone()];
+    let raw_hash = hash::h128(raw);
+    match &t.reference {
+        None => CodedChunk {
+            bytes: codec::encode_chunk(raw, t.dtype),
+            raw_hash,
+            ref_hash: None,
+            predicted: false,
+        },
+        Some(r) => {
+            let rc = &r.data[range];
+            let bytes = predict::encode_chunk(raw, rc, t.dtype);
+            let predicted = bytes.first() != Some(&0);
+            CodedChunk {
+                bytes,
+                raw_hash,
+                ref_hash: Some(hash::h128(rc)),
+                predicted,
+            }
+        }
+    }
 }
 
 fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
@@ -183,6 +258,16 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
                 t.name
             )));
         }
+        if let Some(r) = &t.reference {
+            if r.data.len() != t.data.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "{:?}: reference of {} bytes for {} bytes",
+                    t.name,
+                    r.data.len(),
+                    t.data.len()
+                )));
+            }
+        }
         if !names.insert(t.name.as_str()) {
             return Err(Error::InvalidArgument(format!(
                 "duplicate tensor name {:?}",
@@ -202,6 +287,28 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// One decode request: tensor index, output buffer, and the reference's raw bytes if any.
+pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>);
+
+/// Checks that `data` is the reference the tensor was encoded against.
+fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Result<()> {
+    let chunks: Vec<ChunkEntry> = data
+        .par_chunks(t.chunk_raw_bytes())
+        .map(|c| ChunkEntry {
+            offset: 0,
+            len: 0,
+            raw_hash: hash::h128(c),
+        })
+        .collect();
+    if format::tensor_hash(t.chunk_words, &chunks) != r.raw_hash {
+        return Err(Error::Reference(format!(
+            "tensor {:?}: the reference given is not {:?} of checkpoint {:?} it was encoded against",
+            t.name, r.tensor, r.checkpoint
+        )));
+    }
+    Ok(())
 }
 
 /// A parsed checkpoint over borrowed file bytes. Parsing checks the header only; tensor
@@ -241,13 +348,19 @@ impl<'a> Checkpoint<'a> {
     /// Decodes tensors into caller buffers: `jobs` pairs a tensor index with a buffer of
     /// exactly its raw size. All chunks of all jobs are decoded in parallel and verified.
     pub fn decode_into(&self, jobs: Vec<(usize, &mut [u8])>, threads: Option<usize>) -> Result<()> {
-        let mut work: Vec<(&TensorEntry, &ChunkEntry, &mut [u8])> = Vec::new();
-        for (i, out) in jobs {
-            let t = self
-                .header
-                .tensors
-                .get(i)
-                .ok_or_else(|| Error::InvalidArgument(format!("no tensor index {i}")))?;
+        self.decode_with(
+            jobs.into_iter().map(|(i, o)| (i, o, None)).collect(),
+            threads,
+        )
+    }
+
+    /// Like [`Checkpoint::decode_into`], each job also offering the reference tensor's raw
+    /// bytes (required for predicted tensors; checked against the stored reference hash).
+    pub fn decode_with(&self, jobs: Vec<DecodeJob<'_>>, threads: Option<usize>) -> Result<()> {
+        let mut work: Vec<(&TensorEntry, &ChunkEntry, &mut [u8], Option<&[u8]>)> = Vec::new();
+        let mut refs = Vec::new();
+        for (i, out, reference) in jobs {
+            let t = self.entry(i)?;
             if out.len() as u64 != t.raw_bytes() {
                 return Err(Error::InvalidArgument(format!(
                     "{:?}: buffer of {} bytes for {} raw bytes",
@@ -256,14 +369,38 @@ impl<'a> Checkpoint<'a> {
                     t.raw_bytes()
                 )));
             }
-            for (c, dst) in t.chunks.iter().zip(out.chunks_mut(t.chunk_raw_bytes())) {
-                work.push((t, c, dst));
+            let reference = match (&t.reference, reference) {
+                (None, _) => None,
+                (Some(r), Some(data)) if data.len() == out.len() => {
+                    refs.push((t, r, data));
+                    Some(data)
+                }
+                (Some(r), _) => {
+                    return Err(Error::Reference(format!(
+                        "tensor {:?} is predicted from {:?} of checkpoint {:?}: pass that tensor as its reference",
+                        t.name, r.tensor, r.checkpoint
+                    )))
+                }
+            };
+            let step = t.chunk_raw_bytes();
+            for (k, (c, dst)) in t.chunks.iter().zip(out.chunks_mut(step)).enumerate() {
+                let rc = reference.map(|d| &d[k * step..k * step + dst.len()]);
+                work.push((t, c, dst, rc));
             }
         }
         parallel::install(threads, || {
+            refs.par_iter()
+                .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
             work.into_par_iter()
-                .try_for_each(|(t, c, dst)| self.decode_chunk(t, c, dst))
+                .try_for_each(|(t, c, dst, rc)| self.decode_chunk(t, c, dst, rc))
         })?
+    }
+
+    fn entry(&self, i: usize) -> Result<&TensorEntry> {
+        self.header
+            .tensors
+            .get(i)
+            .ok_or_else(|| Error::InvalidArgument(format!("no tensor index {i}")))
     }
 
     /// Decodes one tensor into a new buffer.
@@ -278,10 +415,20 @@ impl<'a> Checkpoint<'a> {
         Ok(out)
     }
 
-    fn decode_chunk(&self, t: &TensorEntry, c: &ChunkEntry, dst: &mut [u8]) -> Result<()> {
+    fn decode_chunk(
+        &self,
+        t: &TensorEntry,
+        c: &ChunkEntry,
+        dst: &mut [u8],
+        reference: Option<&[u8]>,
+    ) -> Result<()> {
         let at = |what: &str| format!("tensor {:?} chunk at offset {}: {what}", t.name, c.offset);
         let comp = &self.data[c.offset as usize..(c.offset + c.len) as usize];
-        codec::decode_chunk(comp, t.dtype, dst).map_err(|e| match e {
+        let decoded = match reference {
+            Some(rc) => predict::decode_chunk(comp, rc, t.dtype, dst),
+            None => codec::decode_chunk(comp, t.dtype, dst),
+        };
+        decoded.map_err(|e| match e {
             Error::Corrupt(m) | Error::Truncated(m) => Error::Corrupt(at(&m)),
             other => other,
         })?;

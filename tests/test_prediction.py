@@ -1,0 +1,109 @@
+"""Prediction from a reference checkpoint: exact round trips, smaller files on real
+trajectories, and a clear error for a missing or wrong reference."""
+
+import fastckpt
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+DTYPES = ["float32", "float64", "float16", "int64", "int32", "uint8", "bool"]
+
+
+def _perturb(a: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    if a.dtype.kind == "f":
+        noise = rng.standard_normal(a.shape).astype(a.dtype) * scale
+        return (a + noise * np.abs(a)).astype(a.dtype)
+    if a.dtype == np.bool_:
+        return a ^ (rng.random(a.shape) < 0.01)
+    return (a + rng.integers(-2, 3, a.shape)).astype(a.dtype)
+
+
+@settings(max_examples=30, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), n=st.integers(0, 5000), seed=st.integers(0, 2**31),
+       scale=st.sampled_from([0.0, 1e-6, 1e-3, 1.0]))
+def test_roundtrip_against_random_reference(dtype, n, seed, scale):
+    rng = np.random.default_rng(seed)
+    prev = (rng.standard_normal(n) * 3).astype(dtype)
+    cur = _perturb(prev, rng, scale)
+    data = fastckpt.encode({"x": cur}, reference={"x": prev})
+    back = fastckpt.decode(data, reference={"x": prev})["x"]
+    assert back.dtype == cur.dtype and back.shape == cur.shape
+    assert back.tobytes() == cur.tobytes()
+
+
+def test_special_values_roundtrip_against_reference():
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38, -3.4e38],
+                        dtype=np.float32)
+    nan_payload = np.array([0x7FC00001, 0xFFBFFFFF], dtype=np.uint32).view(np.float32)
+    cur = np.concatenate([specials, nan_payload, specials[::-1]])
+    prev = np.roll(cur, 3)
+    data = fastckpt.encode(cur, reference=prev)
+    assert fastckpt.decode(data, reference=prev).tobytes() == cur.tobytes()
+
+
+def test_close_checkpoint_is_smaller_and_marked_predicted():
+    rng = np.random.default_rng(0)
+    prev = (rng.standard_normal(200_000) * 0.02).astype(np.float32)
+    cur = prev + (rng.standard_normal(prev.shape) * 1e-5).astype(np.float32)
+    alone = fastckpt.encode({"w": cur})
+    pred = fastckpt.encode({"w": cur}, reference={"w": prev}, reference_id="step 9")
+    assert len(pred) < 0.8 * len(alone)
+    (entry,) = fastckpt.inspect(pred)["tensors"]
+    assert entry["codec"] == "predicted"
+    assert entry["reference"] == {"checkpoint": "step 9", "tensor": "w"}
+
+
+def test_unrelated_reference_falls_back_to_standalone():
+    rng = np.random.default_rng(1)
+    cur = rng.standard_normal(50_000).astype(np.float32)
+    other = rng.standard_normal(50_000).astype(np.float32)
+    data = fastckpt.encode({"w": cur}, reference={"w": other})
+    (entry,) = fastckpt.inspect(data)["tensors"]
+    assert entry["codec"] == "planes" and entry["reference"] is None
+    assert fastckpt.decode(data)["w"].tobytes() == cur.tobytes()  # no reference needed
+
+
+def test_missing_or_wrong_reference_raises():
+    rng = np.random.default_rng(2)
+    prev = rng.standard_normal(10_000).astype(np.float32)
+    cur = prev + np.float32(1e-6) * prev
+    data = fastckpt.encode({"w": cur}, reference={"w": prev})
+    with pytest.raises(fastckpt.ReferenceMismatch):
+        fastckpt.decode(data)
+    with pytest.raises(fastckpt.ReferenceMismatch):
+        fastckpt.decode(data, reference={"w": cur})
+    with pytest.raises(fastckpt.ReferenceMismatch):
+        fastckpt.decode(data, reference={"w": prev[:-1]})
+
+
+def test_mismatched_shapes_and_dtypes_are_coded_standalone():
+    prev = {"a": np.ones(10, np.float32), "b": np.ones(10, np.float64)}
+    cur = {"a": np.ones(11, np.float32), "b": np.ones(10, np.float32), "c": np.zeros(3)}
+    data = fastckpt.encode(cur, reference=prev)
+    assert all(t["reference"] is None for t in fastckpt.inspect(data)["tensors"])
+    back = fastckpt.decode(data)
+    assert all(back[k].tobytes() == cur[k].tobytes() for k in cur)
+
+
+def test_torch_optimizer_state_against_previous_step(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 8))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    states = []
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(16, 64)).pow(2).mean().backward()
+        opt.step()
+        states.append({"model": {k: v.clone() for k, v in model.state_dict().items()},
+                       "optim": __import__("copy").deepcopy(opt.state_dict())})
+    path = tmp_path / "step2.fckpt"
+    fastckpt.save(states[2], path, reference=states[1], reference_id="step1")
+    back = fastckpt.load(path, reference=states[1])
+    for k, v in states[2]["model"].items():
+        assert torch.equal(back["model"][k], v)
+    for i, s in states[2]["optim"]["state"].items():
+        for k, v in s.items():
+            assert torch.equal(back["optim"]["state"][i][k], v)
+    assert back["optim"]["param_groups"] == states[2]["optim"]["param_groups"]
