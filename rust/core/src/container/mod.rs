@@ -292,6 +292,14 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
 /// One decode request: tensor index, output buffer, and the reference's raw bytes if any.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>);
 
+/// One chunk to decode: its tensor, its index entry, its output and its reference slice.
+type ChunkJob<'a, 'b> = (
+    &'a TensorEntry,
+    &'a ChunkEntry,
+    &'b mut [u8],
+    Option<&'b [u8]>,
+);
+
 /// Checks that `data` is the reference the tensor was encoded against.
 fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Result<()> {
     let chunks: Vec<ChunkEntry> = data
@@ -357,7 +365,7 @@ impl<'a> Checkpoint<'a> {
     /// Like [`Checkpoint::decode_into`], each job also offering the reference tensor's raw
     /// bytes (required for predicted tensors; checked against the stored reference hash).
     pub fn decode_with(&self, jobs: Vec<DecodeJob<'_>>, threads: Option<usize>) -> Result<()> {
-        let mut work: Vec<(&TensorEntry, &ChunkEntry, &mut [u8], Option<&[u8]>)> = Vec::new();
+        let mut work: Vec<ChunkJob> = Vec::new();
         let mut refs = Vec::new();
         for (i, out, reference) in jobs {
             let t = self.entry(i)?;
