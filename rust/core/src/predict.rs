@@ -30,6 +30,7 @@ fn word_kind(dtype: DType) -> (u32, bool) {
     (8 * dtype.word_size() as u32, dtype.is_float())
 }
 
+#[inline(always)]
 fn mask(bits: u32) -> u64 {
     if bits == 64 {
         u64::MAX
@@ -38,53 +39,62 @@ fn mask(bits: u32) -> u64 {
     }
 }
 
-/// Order-preserving unsigned image of a float word (identity for integers).
-#[inline]
+/// Order-preserving unsigned image of a float word (identity for integers): negative
+/// floats have every bit flipped, positive ones only the sign bit. Branch-free.
+#[inline(always)]
 fn ord(w: u64, bits: u32, float: bool) -> u64 {
     if !float {
         return w;
     }
-    let sign = 1u64 << (bits - 1);
-    if w & sign != 0 {
-        !w & mask(bits)
-    } else {
-        w | sign
-    }
+    let m = mask(bits);
+    let sign = (w >> (bits - 1)) & 1;
+    w ^ ((0u64.wrapping_sub(sign) & m) | (1u64 << (bits - 1)))
 }
 
-#[inline]
+#[inline(always)]
 fn unord(o: u64, bits: u32, float: bool) -> u64 {
     if !float {
         return o;
     }
-    let sign = 1u64 << (bits - 1);
-    if o & sign != 0 {
-        o ^ sign
-    } else {
-        !o & mask(bits)
-    }
+    let m = mask(bits);
+    let positive = (o >> (bits - 1)) & 1;
+    o ^ ((0u64.wrapping_sub(positive ^ 1) & m) | (positive << (bits - 1)))
 }
 
 /// Zigzagged residual of `x` against `r`.
-#[inline]
+#[inline(always)]
 fn residual(x: u64, r: u64, bits: u32, float: bool) -> u64 {
     let m = mask(bits);
     let d = ord(x, bits, float).wrapping_sub(ord(r, bits, float)) & m;
-    let neg = (d >> (bits - 1)) & 1 == 1;
-    ((d << 1) & m) ^ if neg { m } else { 0 }
+    let neg = (d >> (bits - 1)) & 1;
+    ((d << 1) & m) ^ (0u64.wrapping_sub(neg) & m)
 }
 
-#[inline]
+#[inline(always)]
 fn unresidual(z: u64, r: u64, bits: u32, float: bool) -> u64 {
     let m = mask(bits);
-    let d = (z >> 1) ^ if z & 1 == 1 { m } else { 0 };
+    let d = (z >> 1) ^ (0u64.wrapping_sub(z & 1) & m);
     unord(ord(r, bits, float).wrapping_add(d) & m, bits, float)
 }
 
-fn load(b: &[u8]) -> u64 {
+/// A little-endian word of `W` bytes (a fixed-size copy the compiler turns into one load).
+#[inline(always)]
+fn load<const W: usize>(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
-    a[..b.len()].copy_from_slice(b);
+    a[..W].copy_from_slice(&b[..W]);
     u64::from_le_bytes(a)
+}
+
+/// Calls `$f::<W>(args)` for the word size `$w` of the data.
+macro_rules! by_width {
+    ($w:expr, $f:ident ( $($a:expr),* )) => {
+        match $w {
+            1 => $f::<1>($($a),*),
+            2 => $f::<2>($($a),*),
+            4 => $f::<4>($($a),*),
+            _ => $f::<8>($($a),*),
+        }
+    };
 }
 
 /// Context of each reference word and the chunk's base exponent.
@@ -92,32 +102,59 @@ fn contexts(reference: &[u8], width: usize, float: bool) -> (Vec<u8>, u8) {
     if !float {
         return (vec![0; reference.len() / width], 0);
     }
-    let bits = 8 * width as u32;
+    by_width!(width, float_contexts(reference))
+}
+
+fn float_contexts<const W: usize>(reference: &[u8]) -> (Vec<u8>, u8) {
+    let bits = 8 * W as u32;
     // Top byte after rotating the sign to bit 0: the exponent (or its top bits).
     let top = |w: &[u8]| -> u8 {
-        let v = load(w);
+        let v = load::<W>(w);
         (((v << 1 | v >> (bits - 1)) & mask(bits)) >> (bits - 8)) as u8
     };
-    let e_max = reference.chunks_exact(width).map(top).max().unwrap_or(0);
-    let ctx = reference
-        .chunks_exact(width)
-        .map(|w| (e_max - top(w)).min(CONTEXTS as u8 - 1))
+    let tops: Vec<u8> = reference.chunks_exact(W).map(top).collect();
+    let e_max = tops.iter().copied().max().unwrap_or(0);
+    let ctx = tops
+        .iter()
+        .map(|&t| (e_max - t).min(CONTEXTS as u8 - 1))
         .collect();
     (ctx, e_max)
+}
+
+/// Residuals `z` and their bit lengths for a chunk.
+fn residuals(raw: &[u8], reference: &[u8], dtype: DType) -> (Vec<u64>, Vec<u8>) {
+    let (bits, float) = word_kind(dtype);
+    by_width!(dtype.word_size(), residuals_w(raw, reference, bits, float))
+}
+
+fn residuals_w<const W: usize>(
+    raw: &[u8],
+    rf: &[u8],
+    bits: u32,
+    float: bool,
+) -> (Vec<u64>, Vec<u8>) {
+    let n = raw.len() / W;
+    let (mut z, mut sym) = (vec![0u64; n], vec![0u8; n]);
+    let words = raw.chunks_exact(W).zip(rf.chunks_exact(W));
+    for ((zo, so), (x, r)) in z.iter_mut().zip(sym.iter_mut()).zip(words) {
+        let v = if float {
+            residual(load::<W>(x), load::<W>(r), bits, true)
+        } else {
+            residual(load::<W>(x), load::<W>(r), bits, false)
+        };
+        *zo = v;
+        *so = (64 - v.leading_zeros()) as u8;
+    }
+    (z, sym)
 }
 
 /// Encodes one chunk of `raw` against the same-sized `reference` chunk, falling back to
 /// the standalone codec when the estimate says prediction costs more.
 pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let width = dtype.word_size();
-    let (bits, float) = word_kind(dtype);
+    let (_, float) = word_kind(dtype);
     let (ctx, e_max) = contexts(reference, width, float);
-    let z: Vec<u64> = raw
-        .chunks_exact(width)
-        .zip(reference.chunks_exact(width))
-        .map(|(x, r)| residual(load(x), load(r), bits, float))
-        .collect();
-    let sym: Vec<u8> = z.iter().map(|&v| (64 - v.leading_zeros()) as u8).collect();
+    let (z, sym) = residuals(raw, reference, dtype);
     let mut hists = vec![[0u32; 256]; CONTEXTS];
     for (&s, &c) in sym.iter().zip(&ctx) {
         hists[c as usize][s as usize] += 1;
@@ -130,14 +167,18 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
             .zip(&hists)
             .map(|(t, h)| t.as_ref().map_or(2.0, |t| t.coded_bytes(h) + 40.0))
             .sum::<f64>();
-    let standalone = codec::encode_chunk(raw, dtype);
-    if est >= standalone.len() as f64 {
-        let mut out = Vec::with_capacity(standalone.len() + 1);
-        out.push(KIND_STANDALONE);
-        out.extend_from_slice(&standalone);
-        return out;
+    // Floats never code below ~0.55 of raw standalone (mantissa noise), so a residual
+    // estimate under half the raw size needs no standalone trial encode.
+    if !(float && est < 0.5 * raw.len() as f64) {
+        let standalone = codec::encode_chunk(raw, dtype);
+        if est >= standalone.len() as f64 {
+            let mut out = Vec::with_capacity(standalone.len() + 1);
+            out.push(KIND_STANDALONE);
+            out.extend_from_slice(&standalone);
+            return out;
+        }
     }
-    let mut w = Writer::with_capacity(est as usize + 512);
+    let mut w = Writer::with_capacity(est as usize + 1024);
     w.u8(KIND_RESIDUAL);
     w.u8(e_max);
     let used: u16 = (0..CONTEXTS)
@@ -163,7 +204,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
         .map(|(&s, &c)| (s, c))
         .unzip();
     context::encode(&coded_sym, &coded_ctx, &tables, &mut w);
-    let mut bw = BitWriter::default();
+    let mut bw = BitWriter::with_capacity(raw_bits as usize / 8 + 16);
     for (&v, &n) in z.iter().zip(&sym) {
         if n >= 2 {
             bw.put(v & mask(n as u32 - 1), n as u32 - 1);
@@ -209,76 +250,113 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
     let mut coded = vec![0u8; coded_ctx.len()];
     context::decode(&mut r, &coded_ctx, &tables, &mut coded)?;
     let nbytes = r.u32()? as usize;
-    let mut br = BitReader::new(r.take(nbytes)?);
+    let bits_data = r.take(nbytes)?;
     if r.remaining() != 0 {
         return Err(Error::Corrupt(format!(
             "{} stray bytes after chunk",
             r.remaining()
         )));
     }
+    let lengths = expand(&coded, &consts, &ctx, bits)?;
+    let needed: u64 = lengths.iter().map(|&n| n.saturating_sub(1) as u64).sum();
+    if needed.div_ceil(8) != nbytes as u64 {
+        return Err(Error::Corrupt(
+            "raw bits do not match the residual lengths".into(),
+        ));
+    }
+    let mut br = BitReader::new(bits_data);
+    by_width!(
+        width,
+        rebuild(&lengths, &mut br, reference, out, bits, float)
+    );
+    Ok(())
+}
+
+/// Every word's bit length: its context's constant, or the next coded symbol.
+fn expand(coded: &[u8], consts: &[Option<u8>], ctx: &[u8], bits: u32) -> Result<Vec<u8>> {
     let mut next = coded.iter();
-    for ((o, rw), &c) in out
-        .chunks_exact_mut(width)
-        .zip(reference.chunks_exact(width))
-        .zip(&ctx)
-    {
+    let mut out = Vec::with_capacity(ctx.len());
+    for &c in ctx {
         let n = match consts[c as usize] {
-            Some(s) => s,
+            Some(k) => k,
             None => *next
                 .next()
                 .ok_or_else(|| Error::Corrupt("context stream too short".into()))?,
-        } as u32;
-        if n > bits {
+        };
+        if n as u32 > bits {
             return Err(Error::Corrupt(format!(
                 "residual of {n} bits in a {bits}-bit word"
             )));
         }
-        let z = match n {
-            0 => 0,
-            n => (1u64 << (n - 1)) | br.get(n - 1)?,
-        };
-        let x = unresidual(z, load(rw), bits, float);
-        o.copy_from_slice(&x.to_le_bytes()[..width]);
+        out.push(n);
     }
-    Ok(())
+    Ok(out)
 }
 
-/// Packs values LSB-first into little-endian bytes.
-#[derive(Default)]
+/// Rebuilds the words from bit lengths, raw bits and the reference. The caller checked
+/// that the raw bits are exactly as many as the lengths need.
+fn rebuild<const W: usize>(
+    lengths: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    bits: u32,
+    float: bool,
+) {
+    let words = out.chunks_exact_mut(W).zip(reference.chunks_exact(W));
+    for ((o, rw), &n) in words.zip(lengths) {
+        let n = n as u32;
+        let low = br.get(n.saturating_sub(1));
+        let z = if n == 0 { 0 } else { (1u64 << (n - 1)) | low };
+        let x = if float {
+            unresidual(z, load::<W>(rw), bits, true)
+        } else {
+            unresidual(z, load::<W>(rw), bits, false)
+        };
+        o.copy_from_slice(&x.to_le_bytes()[..W]);
+    }
+}
+
+/// Packs values LSB-first into little-endian bytes, eight bytes at a time.
 struct BitWriter {
     out: Vec<u8>,
-    acc: u64,
+    acc: u128,
     fill: u32,
 }
 
 impl BitWriter {
-    fn put(&mut self, v: u64, n: u32) {
-        if n > 32 {
-            self.put(v & 0xffff_ffff, 32);
-            self.put(v >> 32, n - 32);
-            return;
+    fn with_capacity(n: usize) -> Self {
+        BitWriter {
+            out: Vec::with_capacity(n),
+            acc: 0,
+            fill: 0,
         }
-        self.acc |= v << self.fill;
+    }
+    /// Appends the low `n` (<= 64) bits of `v` (higher bits must be zero).
+    #[inline]
+    fn put(&mut self, v: u64, n: u32) {
+        self.acc |= (v as u128) << self.fill;
         self.fill += n;
-        while self.fill >= 8 {
-            self.out.push(self.acc as u8);
-            self.acc >>= 8;
-            self.fill -= 8;
+        if self.fill >= 64 {
+            self.out.extend_from_slice(&(self.acc as u64).to_le_bytes());
+            self.acc >>= 64;
+            self.fill -= 64;
         }
     }
     fn finish(mut self) -> Vec<u8> {
-        if self.fill > 0 {
-            self.out.push(self.acc as u8);
-        }
+        let tail = self.fill.div_ceil(8) as usize;
+        self.out
+            .extend_from_slice(&(self.acc as u64).to_le_bytes()[..tail]);
         self.out
     }
 }
 
-/// Reads what [`BitWriter`] wrote; running past the end is an error.
+/// Reads what [`BitWriter`] wrote. The caller checks the total length first; past the end
+/// it reads zeros (never out of bounds), which the chunk hash would then catch.
 struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
-    acc: u64,
+    acc: u128,
     fill: u32,
 }
 
@@ -291,24 +369,25 @@ impl<'a> BitReader<'a> {
             fill: 0,
         }
     }
-    fn get(&mut self, n: u32) -> Result<u64> {
-        if n > 32 {
-            let lo = self.get(32)?;
-            return Ok(lo | self.get(n - 32)? << 32);
+    /// The next `n` (<= 63) bits.
+    #[inline(always)]
+    fn get(&mut self, n: u32) -> u64 {
+        if self.fill < n {
+            let mut b = [0u8; 8];
+            if let Some(src) = self.data.get(self.pos..self.pos + 8) {
+                b.copy_from_slice(src);
+            } else {
+                let rest = &self.data[self.pos.min(self.data.len())..];
+                b[..rest.len()].copy_from_slice(rest);
+            }
+            self.acc |= (u64::from_le_bytes(b) as u128) << self.fill;
+            self.pos += 8;
+            self.fill += 64;
         }
-        while self.fill < n {
-            let b = *self
-                .data
-                .get(self.pos)
-                .ok_or_else(|| Error::Corrupt("raw bits run out".into()))?;
-            self.acc |= (b as u64) << self.fill;
-            self.pos += 1;
-            self.fill += 8;
-        }
-        let v = if n == 0 { 0 } else { self.acc & mask(n) };
+        let v = (self.acc as u64) & mask(n.max(1)) & 0u64.wrapping_sub((n != 0) as u64);
         self.acc >>= n;
         self.fill -= n;
-        Ok(v)
+        v
     }
 }
 

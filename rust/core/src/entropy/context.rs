@@ -40,7 +40,22 @@ pub fn decode(
     tables: &[Option<FreqTable>],
     out: &mut [u8],
 ) -> Result<()> {
-    let dts: Vec<Option<Vec<u32>>> = tables.iter().map(|t| t.as_ref().map(dec_entry)).collect();
+    if tables.len() > 16 {
+        return Err(Error::Corrupt("too many contexts".into()));
+    }
+    // One flat table: entry (ctx << 12 | slot); contexts are validated before the loop.
+    let mut dt = vec![0u32; 16 << SCALE_BITS];
+    for (c, t) in tables.iter().enumerate() {
+        if let Some(t) = t {
+            dt[c << SCALE_BITS..(c + 1) << SCALE_BITS].copy_from_slice(&dec_entry(t));
+        }
+    }
+    if let Some(&c) = ctx
+        .iter()
+        .find(|&&c| tables.get(c as usize).is_none_or(|t| t.is_none()))
+    {
+        return Err(Error::Corrupt(format!("no table for context {c}")));
+    }
     let mut x = [0u32; LANES];
     for s in x.iter_mut() {
         *s = r.u32()?;
@@ -51,13 +66,9 @@ pub fn decode(
     let count = r.u32()? as usize;
     let words = r.take(count * 2)?;
     let mut p = 0;
-    for i in 0..out.len() {
-        let dt = dts
-            .get(ctx[i] as usize)
-            .and_then(|t| t.as_ref())
-            .ok_or_else(|| Error::Corrupt(format!("no table for context {}", ctx[i])))?;
+    for (i, (o, &c)) in out.iter_mut().zip(ctx).enumerate() {
         let l = i % LANES;
-        let e = dt[(x[l] & MASK) as usize];
+        let e = dt[((c as usize) << SCALE_BITS | (x[l] & MASK) as usize) & 0xffff];
         let mut v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
         if v < L {
             let b = words
@@ -67,7 +78,7 @@ pub fn decode(
             p += 1;
         }
         x[l] = v;
-        out[i] = e as u8;
+        *o = e as u8;
     }
     if x.iter().any(|&s| s != L) || p != count {
         return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
