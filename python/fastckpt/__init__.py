@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "safetensors", "encode", "decode", "save", "load", "inspect", "read_tensor",
     "FastckptError", "FormatError", "CorruptCheckpoint", "ReferenceMismatch", "UnsupportedError",
+    "Store",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -230,3 +231,4 @@ def read_tensor(source: Source, name: str, *, reference: Any = None, device: str
 
 
 from . import safetensors  # noqa: E402  (module uses the API above)
+from .store import Store  # noqa: E402  (module uses the API above)
