@@ -9,7 +9,7 @@
 //!
 //! Chunk layout: `u8 kind` — 0: a standalone chunk ([`crate::codec`]) follows (chosen when
 //! the estimate says prediction does not pay); 1: residual chunk:
-//! `u8 e_max | u16 context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table)
+//! `u8 e_max | u64 offset | u16 context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table)
 //! | context rANS stream over the symbols of table contexts | u32 raw-bit byte count | bits`.
 
 use crate::codec;
@@ -61,20 +61,63 @@ fn unord(o: u64, bits: u32, float: bool) -> u64 {
     o ^ ((0u64.wrapping_sub(positive ^ 1) & m) | (positive << (bits - 1)))
 }
 
-/// Zigzagged residual of `x` against `r`.
+/// Zigzagged residual of `x` against `r` shifted by the chunk's offset `off`.
 #[inline(always)]
-fn residual(x: u64, r: u64, bits: u32, float: bool) -> u64 {
+fn residual(x: u64, r: u64, off: u64, bits: u32, float: bool) -> u64 {
     let m = mask(bits);
-    let d = ord(x, bits, float).wrapping_sub(ord(r, bits, float)) & m;
+    let d = ord(x, bits, float)
+        .wrapping_sub(ord(r, bits, float))
+        .wrapping_sub(off)
+        & m;
     let neg = (d >> (bits - 1)) & 1;
     ((d << 1) & m) ^ (0u64.wrapping_sub(neg) & m)
 }
 
 #[inline(always)]
-fn unresidual(z: u64, r: u64, bits: u32, float: bool) -> u64 {
+fn unresidual(z: u64, r: u64, off: u64, bits: u32, float: bool) -> u64 {
     let m = mask(bits);
     let d = (z >> 1) ^ (0u64.wrapping_sub(z & 1) & m);
-    unord(ord(r, bits, float).wrapping_add(d) & m, bits, float)
+    unord(
+        ord(r, bits, float).wrapping_add(off).wrapping_add(d) & m,
+        bits,
+        float,
+    )
+}
+
+/// The chunk's typical shift between words and their references in the order-preserving
+/// domain: the median over a sample. A multiplicative drift (Adam's second moment decays
+/// by beta2^k between checkpoints) is close to a constant shift there, since the image of
+/// a float grows like its log; removing it leaves only the fresh part of the change.
+fn offset<const W: usize>(raw: &[u8], rf: &[u8], bits: u32, float: bool) -> u64 {
+    let n = raw.len() / W;
+    let step = (n / 4096).max(1);
+    let shift = 64 - bits;
+    let d: Vec<i64> = (0..n)
+        .step_by(step)
+        .map(|i| {
+            let (x, r) = (load::<W>(&raw[i * W..]), load::<W>(&rf[i * W..]));
+            let v = ord(x, bits, float).wrapping_sub(ord(r, bits, float));
+            ((v << shift) as i64) >> shift
+        })
+        .collect();
+    if d.is_empty() {
+        return 0;
+    }
+    // Keep the shift only if it shortens the sample's residuals (it does not for weights,
+    // whose steps have either sign).
+    let cost = |o: i64| -> u64 {
+        d.iter()
+            .map(|&v| 64 - (v.wrapping_sub(o).unsigned_abs() << 1).leading_zeros() as u64)
+            .sum()
+    };
+    let mut sorted = d.clone();
+    let mid = sorted.len() / 2;
+    let m = *sorted.select_nth_unstable(mid).1;
+    if cost(m) < cost(0) {
+        (m as u64) & mask(bits)
+    } else {
+        0
+    }
 }
 
 /// A little-endian word of `W` bytes (a fixed-size copy the compiler turns into one load).
@@ -121,8 +164,8 @@ fn float_contexts<const W: usize>(reference: &[u8]) -> (Vec<u8>, u8) {
     (ctx, e_max)
 }
 
-/// Residuals `z` and their bit lengths for a chunk.
-fn residuals(raw: &[u8], reference: &[u8], dtype: DType) -> (Vec<u64>, Vec<u8>) {
+/// Residuals `z`, their bit lengths and the offset used, for a chunk.
+fn residuals(raw: &[u8], reference: &[u8], dtype: DType) -> (Vec<u64>, Vec<u8>, u64) {
     let (bits, float) = word_kind(dtype);
     by_width!(dtype.word_size(), residuals_w(raw, reference, bits, float))
 }
@@ -132,20 +175,21 @@ fn residuals_w<const W: usize>(
     rf: &[u8],
     bits: u32,
     float: bool,
-) -> (Vec<u64>, Vec<u8>) {
+) -> (Vec<u64>, Vec<u8>, u64) {
+    let off = offset::<W>(raw, rf, bits, float);
     let n = raw.len() / W;
     let (mut z, mut sym) = (vec![0u64; n], vec![0u8; n]);
     let words = raw.chunks_exact(W).zip(rf.chunks_exact(W));
     for ((zo, so), (x, r)) in z.iter_mut().zip(sym.iter_mut()).zip(words) {
         let v = if float {
-            residual(load::<W>(x), load::<W>(r), bits, true)
+            residual(load::<W>(x), load::<W>(r), off, bits, true)
         } else {
-            residual(load::<W>(x), load::<W>(r), bits, false)
+            residual(load::<W>(x), load::<W>(r), off, bits, false)
         };
         *zo = v;
         *so = (64 - v.leading_zeros()) as u8;
     }
-    (z, sym)
+    (z, sym, off)
 }
 
 /// Encodes one chunk of `raw` against the same-sized `reference` chunk, falling back to
@@ -154,7 +198,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let width = dtype.word_size();
     let (_, float) = word_kind(dtype);
     let (ctx, e_max) = contexts(reference, width, float);
-    let (z, sym) = residuals(raw, reference, dtype);
+    let (z, sym, off) = residuals(raw, reference, dtype);
     let mut hists = vec![[0u32; 256]; CONTEXTS];
     for (&s, &c) in sym.iter().zip(&ctx) {
         hists[c as usize][s as usize] += 1;
@@ -181,6 +225,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let mut w = Writer::with_capacity(est as usize + 1024);
     w.u8(KIND_RESIDUAL);
     w.u8(e_max);
+    w.u64(off);
     let used: u16 = (0..CONTEXTS)
         .filter(|&c| hists[c].iter().any(|&v| v > 0))
         .fold(0, |m, c| m | 1 << c);
@@ -232,6 +277,7 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
             "reference context differs from the encoder's".into(),
         ));
     }
+    let off = r.u64()? & mask(bits);
     let used = r.u16()?;
     let mut tables: Vec<Option<FreqTable>> = vec![None; CONTEXTS];
     let mut consts: Vec<Option<u8>> = vec![None; CONTEXTS];
@@ -267,7 +313,7 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
     let mut br = BitReader::new(bits_data);
     by_width!(
         width,
-        rebuild(&lengths, &mut br, reference, out, bits, float)
+        rebuild(&lengths, &mut br, reference, out, (off, bits, float))
     );
     Ok(())
 }
@@ -300,8 +346,7 @@ fn rebuild<const W: usize>(
     br: &mut BitReader,
     reference: &[u8],
     out: &mut [u8],
-    bits: u32,
-    float: bool,
+    (off, bits, float): (u64, u32, bool),
 ) {
     let words = out.chunks_exact_mut(W).zip(reference.chunks_exact(W));
     for ((o, rw), &n) in words.zip(lengths) {
@@ -309,9 +354,9 @@ fn rebuild<const W: usize>(
         let low = br.get(n.saturating_sub(1));
         let z = if n == 0 { 0 } else { (1u64 << (n - 1)) | low };
         let x = if float {
-            unresidual(z, load::<W>(rw), bits, true)
+            unresidual(z, load::<W>(rw), off, bits, true)
         } else {
-            unresidual(z, load::<W>(rw), bits, false)
+            unresidual(z, load::<W>(rw), off, bits, false)
         };
         o.copy_from_slice(&x.to_le_bytes()[..W]);
     }
@@ -401,7 +446,8 @@ mod tests {
         fn residual_inverts(x in any::<u64>(), r in any::<u64>(), wi in 0usize..4, float in any::<bool>()) {
             let bits = [8u32, 16, 32, 64][wi];
             let (x, r) = (x & mask(bits), r & mask(bits));
-            prop_assert_eq!(unresidual(residual(x, r, bits, float), r, bits, float), x);
+            let off = x.wrapping_mul(r) & mask(bits);
+            prop_assert_eq!(unresidual(residual(x, r, off, bits, float), r, off, bits, float), x);
         }
 
         #[test]

@@ -2,7 +2,7 @@
 //! the decoders, so mutation starts from real files instead of from nothing.
 //!
 //! ```text
-//! cd rust/core/fuzz && cargo run --example seeds            # writes ./corpus/<target>/
+//! cd rust/core/fuzz && cargo run --release --example seeds  # writes ./corpus/<target>/
 //! cargo run --example seeds -- /some/dir                    # writes /some/dir/<target>/
 //! ```
 //! Deterministic (fixed PRNG seeds): running it twice writes the same files. Every seed is
@@ -14,30 +14,18 @@ use std::path::{Path, PathBuf};
 
 use fastckpt_core::codec::{decode_chunk, encode_chunk};
 use fastckpt_core::container::bytes::{Reader, Writer};
+use fastckpt_core::container::format::Codec;
 use fastckpt_core::entropy::freq::{histogram, FreqTable};
 use fastckpt_core::entropy::rans;
-use fastckpt_core::{encode, Checkpoint, DType, EncodeOptions, TensorIn, Value};
+use fastckpt_core::{encode, predict, Checkpoint, DType, EncodeOptions, RefIn, TensorIn, Value};
 
-/// xorshift64* with a Box-Muller normal: realistic weights without external crates.
-struct Rng(u64);
+#[path = "../fuzz_targets/common/mod.rs"]
+mod common;
+use common::{reference_for, Rng};
 
-impl Rng {
-    fn u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit(), self.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.u64() as u8).collect()
-    }
+/// `n` uniformly random bytes.
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next() as u8).collect()
 }
 
 /// An owned tensor; [`TensorIn`] borrows from it.
@@ -46,6 +34,8 @@ struct T {
     dtype: DType,
     shape: Vec<u64>,
     data: Vec<u8>,
+    /// For predicted tensors: the reference (always `reference_for(name, ..)`).
+    reference: Option<Vec<u8>>,
 }
 
 impl T {
@@ -57,8 +47,49 @@ impl T {
             dtype,
             shape: shape.to_vec(),
             data,
+            reference: None,
         }
     }
+
+    /// A tensor close to its reference `reference_for(name, ..)` (a fine-tuning step),
+    /// encoded against it.
+    fn predicted(name: &str, dtype: DType, shape: &[u64], rng: &mut Rng) -> T {
+        let len = numel(shape) * dtype.size();
+        let reference = reference_for(name, dtype, len);
+        let data = perturb(&reference, dtype, rng);
+        T {
+            reference: Some(reference),
+            ..T::new(name, dtype, shape, data)
+        }
+    }
+}
+
+/// `reference` moved a little, word by word: floats by a small relative step, integers
+/// by a small difference (wrapping), so residuals against the reference are small.
+fn perturb(reference: &[u8], dtype: DType, rng: &mut Rng) -> Vec<u8> {
+    let w = dtype.word_size();
+    let mut out = Vec::with_capacity(reference.len());
+    for word in reference.chunks_exact(w) {
+        let step = rng.normal();
+        match (dtype.is_float(), w) {
+            (true, 4) => {
+                let v = f32::from_le_bytes(word.try_into().unwrap());
+                out.extend_from_slice(&(v * (1.0 + 1e-3 * step as f32)).to_le_bytes());
+            }
+            (true, 8) => {
+                let v = f64::from_le_bytes(word.try_into().unwrap());
+                out.extend_from_slice(&(v * (1.0 + 1e-6 * step)).to_le_bytes());
+            }
+            _ => {
+                // bf16/f16 bits and integers alike: a few units in the last place.
+                let mut b = [0u8; 8];
+                b[..w].copy_from_slice(word);
+                let v = u64::from_le_bytes(b).wrapping_add((step * 2.0) as i64 as u64);
+                out.extend_from_slice(&v.to_le_bytes()[..w]);
+            }
+        }
+    }
+    out
 }
 
 fn numel(shape: &[u64]) -> usize {
@@ -134,7 +165,11 @@ fn file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
             shape: t.shape.clone(),
             tag: "torch".into(),
             data: &t.data,
-            reference: None,
+            reference: t.reference.as_ref().map(|data| RefIn {
+                checkpoint: "seed-previous".into(),
+                tensor: t.name.clone(),
+                data,
+            }),
         })
         .collect();
     let opts = EncodeOptions {
@@ -147,7 +182,10 @@ fn file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
     let ck = Checkpoint::parse(&bytes).expect("seed checkpoint must parse");
     assert_eq!(ck.tensors().len(), ts.len());
     for (i, t) in ts.iter().enumerate() {
-        let out = ck.decode_tensor(i, Some(1)).expect("seed tensor must decode");
+        let mut out = vec![0u8; t.data.len()];
+        let rf = ck.tensors()[i].reference.as_ref().and(t.reference.as_deref());
+        ck.decode_with(vec![(i, &mut out, rf)], Some(1))
+            .expect("seed tensor must decode");
         assert!(out == t.data, "seed tensor {} does not round-trip", t.name);
     }
     bytes
@@ -246,12 +284,12 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // with tensors long enough for the 32-lane fast path.
     let modes = vec![
         T::new("const", DType::F32, &[256], 1.0f32.to_le_bytes().repeat(256)),
-        T::new("uniform", DType::U32, &[256], rng.bytes(1024)),
+        T::new("uniform", DType::U32, &[256], random_bytes(&mut rng, 1024)),
         T::new(
             "skewed",
             DType::U8,
             &[2048],
-            (0..2048).map(|_| (rng.u64().trailing_zeros() as u8).min(9)).collect(),
+            (0..2048).map(|_| (rng.next().trailing_zeros() as u8).min(9)).collect(),
         ),
         T::new("f64", DType::F64, &[100], f64_normal(&mut rng, &[100], 1e-3)),
     ];
@@ -266,6 +304,27 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         T::new("d", DType::U8, &[5], vec![9, 8, 7, 6, 5]),
     ];
     out.push(("tiny.fckpt", file(&tiny, &state_dict(&tiny), 1)));
+
+    // Predicted tensors (a checkpoint after a small training step), several chunks each,
+    // plus one unrelated to its reference, which the encoder stores standalone.
+    let mut pred = vec![
+        T::predicted("layer.weight", DType::F32, &[32, 32], &mut rng),
+        T::predicted("layer.bias", DType::BF16, &[1024], &mut rng),
+        T::predicted("emb", DType::F64, &[30, 8], &mut rng),
+        T::predicted("half", DType::F16, &[1024], &mut rng),
+        T::predicted("counts", DType::I32, &[200], &mut rng),
+        T::predicted("c", DType::C64, &[256], &mut rng),
+    ];
+    let noise = f32_normal(&mut rng, &[100], 1.0);
+    pred.push(T {
+        reference: Some(reference_for("noise", DType::F32, 400)),
+        ..T::new("noise", DType::F32, &[100], noise)
+    });
+    let bytes = file(&pred, &state_dict(&pred), 2048);
+    let ck = Checkpoint::parse(&bytes).unwrap();
+    let n_pred = ck.tensors().iter().filter(|t| t.codec == Codec::Predicted).count();
+    assert!(n_pred >= 4, "only {n_pred} tensors of the seed are predicted");
+    out.push(("predicted.fckpt", bytes));
     out
 }
 
@@ -283,7 +342,7 @@ fn chunk_seeds() -> Vec<(String, Vec<u8>)> {
                 (DType::F16, _) => f16_normal(&mut rng, &shape, 0.1),
                 (_, 0) => vec![3u8; count * d.size()],
                 _ => (0..count * d.size())
-                    .map(|_| (rng.u64().trailing_zeros() as u8).min(12))
+                    .map(|_| (rng.next().trailing_zeros() as u8).min(12))
                     .collect(),
             };
             let comp = encode_chunk(&raw, d);
@@ -299,6 +358,29 @@ fn chunk_seeds() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The predict_chunk seeds: `[dtype index] [count u16 LE] [reference] [coded chunk]`.
+fn predict_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng(0x9e3d_c7ed);
+    let mut out = Vec::new();
+    for (i, &d) in DType::all().iter().enumerate() {
+        for count in [1usize, 40, 700] {
+            let reference = reference_for(&format!("{}_{count}", d.name()), d, count * d.size());
+            let raw = perturb(&reference, d, &mut rng);
+            let comp = predict::encode_chunk(&raw, &reference, d);
+            let mut back = vec![0u8; raw.len()];
+            predict::decode_chunk(&comp, &reference, d, &mut back)
+                .expect("seed predicted chunk must decode");
+            assert!(back == raw, "seed predicted chunk does not round-trip");
+            let mut seed = vec![i as u8];
+            seed.extend_from_slice(&(count as u16).to_le_bytes());
+            seed.extend_from_slice(&reference);
+            seed.extend_from_slice(&comp);
+            out.push((format!("{}_{count}.pchunk", d.name()), seed));
+        }
+    }
+    out
+}
+
 /// The rans_roundtrip seeds: plain symbol strings, and `[table] [count u16 LE] [stream]`.
 fn rans_seeds() -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng(0x7a45_5eed);
@@ -306,7 +388,7 @@ fn rans_seeds() -> Vec<(String, Vec<u8>)> {
     for n in [2usize, 31, 33, 100, 1000] {
         // Symbol 99 first, then a geometric run from 100 up: always two symbols at least.
         let syms: Vec<u8> = std::iter::once(99)
-            .chain((1..n).map(|_| 100 + (rng.u64().trailing_zeros() as u8).min(20)))
+            .chain((1..n).map(|_| 100 + (rng.next().trailing_zeros() as u8).min(20)))
             .collect();
         out.push((format!("symbols_{n}"), syms.clone()));
         let table = FreqTable::normalize(&histogram(&syms)).expect("two symbols at least");
@@ -344,4 +426,5 @@ fn main() {
     write_all(&root.join("decode_file"), checkpoint_seeds());
     write_all(&root.join("decode_chunk"), chunk_seeds());
     write_all(&root.join("rans_roundtrip"), rans_seeds());
+    write_all(&root.join("predict_chunk"), predict_seeds());
 }

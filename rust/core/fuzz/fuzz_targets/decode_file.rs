@@ -1,7 +1,10 @@
 //! Fuzz target `decode_file`: the input is a whole fastckpt file.
 //!
 //! Checks, for every input:
-//! * `Checkpoint::parse` and `decode_tensor` never panic (errors are fine);
+//! * `Checkpoint::parse` and decoding never panic (errors are fine). Plain tensors decode
+//!   with `decode_tensor(i, Some(1))`; predicted tensors with `decode_with`, offered the
+//!   deterministic reference `common::reference_for(name, ..)` that the seed generator
+//!   encoded them against (for mutants it is usually the wrong one: a clean error);
 //! * parsing never allocates more than `PARSE_HEAP_PER_BYTE` bytes per input byte, and
 //!   decoding a tensor never allocates much more than the raw size its header declares;
 //! * whatever decodes is right: decoding every tensor at once on two threads gives the
@@ -17,10 +20,12 @@
 
 mod common;
 
-use common::{peak_heap, Counting};
+use common::{peak_heap, reference_for, Counting};
 use fastckpt_core::container::bytes::Writer;
 use fastckpt_core::container::format::PREFIX_LEN;
-use fastckpt_core::{encode, hash, Checkpoint, EncodeOptions, Error, TensorIn, Value};
+use fastckpt_core::{
+    encode, hash, Checkpoint, EncodeOptions, Error, RefIn, TensorEntry, TensorIn, Value,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[global_allocator]
@@ -36,6 +41,8 @@ const MAX_ROUNDTRIP_BYTES: u64 = 1 << 20;
 /// factor covers `size_of::<TensorEntry>() / 8` (a tensor entry takes >= 8 header bytes).
 const PARSE_HEAP_PER_BYTE: usize = 64;
 const HEAP_SLACK: usize = 256 << 10;
+/// The predicted-chunk decoder's flat table of 16 contexts x 4096 slots of u32.
+const CONTEXT_TABLE: usize = 16 * 4096 * 4;
 
 fuzz_target!(|data: &[u8]| {
     if let Err(Error::Checksum(_)) = check_file(data) {
@@ -44,6 +51,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The reference offered for tensor `t` (predicted tensors only).
+fn reference(t: &TensorEntry) -> Option<Vec<u8>> {
+    t.reference
+        .as_ref()
+        .map(|_| reference_for(&t.name, t.dtype, t.raw_bytes() as usize))
+}
 
 /// Parses and decodes `file`, asserting the properties above; returns the parse result.
 fn check_file(file: &[u8]) -> Result<(), Error> {
@@ -63,8 +77,21 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
             decoded.push(None);
             continue;
         }
-        let (out, heap) = peak_heap(|| ck.decode_tensor(i, Some(1)));
-        let bound = 2 * raw as usize + 48 * t.chunks.len() + HEAP_SLACK;
+        let rf = reference(t);
+        let (out, heap) = peak_heap(|| match &rf {
+            None => ck.decode_tensor(i, Some(1)),
+            Some(rf) => {
+                let mut out = vec![0u8; raw as usize];
+                ck.decode_with(vec![(i, &mut out, Some(rf))], Some(1))
+                    .map(|()| out)
+            }
+        });
+        // Output + per-thread plane scratch (<= one chunk) + per-chunk bookkeeping; a
+        // predicted chunk also builds per-word contexts, lengths and a context table.
+        let bound = match rf {
+            None => 2 * raw as usize + 48 * t.chunks.len() + HEAP_SLACK,
+            Some(_) => 6 * raw as usize + 96 * t.chunks.len() + CONTEXT_TABLE + HEAP_SLACK,
+        };
         assert!(
             heap <= bound,
             "decoding tensor {i} ({raw} raw bytes, {} chunks) allocated {heap} bytes",
@@ -78,7 +105,7 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
             Err(e) => {
                 assert!(
                     !matches!(e, Error::InvalidArgument(_) | Error::NotFound(_)),
-                    "decode_tensor({i}) blamed the caller: {e}"
+                    "decoding tensor {i} blamed the caller: {e}"
                 );
                 decoded.push(None);
             }
@@ -97,15 +124,19 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// All decodable tensors in one `decode_into` call on two threads: same bytes.
+/// All decodable tensors in one `decode_with` call on two threads: same bytes.
 fn check_parallel_decode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
+    let refs: Vec<Option<Vec<u8>>> = ck.tensors().iter().map(reference).collect();
     let mut bufs: Vec<(usize, Vec<u8>)> = decoded
         .iter()
         .enumerate()
         .filter_map(|(i, d)| d.as_ref().map(|d| (i, vec![0xa5u8; d.len()])))
         .collect();
-    let jobs = bufs.iter_mut().map(|(i, b)| (*i, b.as_mut_slice())).collect();
-    ck.decode_into(jobs, Some(2))
+    let jobs = bufs
+        .iter_mut()
+        .map(|(i, b)| (*i, b.as_mut_slice(), refs[*i].as_deref()))
+        .collect();
+    ck.decode_with(jobs, Some(2))
         .expect("tensors that decode one by one must decode together");
     for (i, b) in &bufs {
         assert!(
@@ -115,19 +146,26 @@ fn check_parallel_decode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
     }
 }
 
-/// Decoded tensors and structure, encoded again, must read back identically.
+/// Decoded tensors and structure, encoded again (predicted ones against the same
+/// reference), must read back identically.
 fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
+    let refs: Vec<Option<Vec<u8>>> = ck.tensors().iter().map(reference).collect();
     let tensors: Vec<TensorIn> = ck
         .tensors()
         .iter()
         .zip(decoded)
-        .map(|(t, d)| TensorIn {
+        .zip(&refs)
+        .map(|((t, d), rf)| TensorIn {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
             tag: t.tag.clone(),
             data: d.as_deref().unwrap(),
-            reference: None,
+            reference: t.reference.as_ref().zip(rf.as_deref()).map(|(r, data)| RefIn {
+                checkpoint: r.checkpoint.clone(),
+                tensor: r.tensor.clone(),
+                data,
+            }),
         })
         .collect();
     let opts = EncodeOptions {
@@ -148,8 +186,10 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
     assert_eq!(back.tensors().len(), tensors.len());
     for (i, (t, b)) in tensors.iter().zip(back.tensors()).enumerate() {
         assert_eq!((&b.name, b.dtype, &b.shape, &b.tag), (&t.name, t.dtype, &t.shape, &t.tag));
-        assert_eq!(b.raw_hash, hash::h128(t.data));
-        let out = back.decode_tensor(i, Some(1)).expect("re-encoded tensor must decode");
+        let mut out = vec![0u8; t.data.len()];
+        let rf = b.reference.as_ref().map(|_| t.reference.as_ref().unwrap().data);
+        back.decode_with(vec![(i, &mut out, rf)], Some(1))
+            .expect("re-encoded tensor must decode");
         assert!(out == t.data, "tensor {i} changed in a re-encode round trip");
     }
 }

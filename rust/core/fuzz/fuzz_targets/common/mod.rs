@@ -1,9 +1,13 @@
-//! Shared by the fuzz targets: a counting global allocator, so a target can assert that a
-//! decoder never allocates far more than its input (or its declared output) justifies.
+//! Shared by the fuzz targets and the seed generator: a counting global allocator, so a
+//! target can assert that a decoder never allocates far more than its input (or its
+//! declared output) justifies, and the deterministic reference tensors that predicted
+//! tensors are encoded against (seeds) and decoded with (targets).
 
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+
+use fastckpt_core::{hash, DType};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The system allocator plus a live-bytes counter and a high-water mark (all threads).
@@ -63,7 +67,7 @@ pub fn peak_heap<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (r, PEAK.load(Relaxed).saturating_sub(base))
 }
 
-/// Deterministic xorshift64* generator (the targets derive buffers from input bytes).
+/// Deterministic xorshift64* generator with a Box-Muller normal.
 pub struct Rng(pub u64);
 
 impl Rng {
@@ -73,4 +77,49 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+    pub fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit(), self.unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// The reference tensor of a predicted tensor: `len` bytes of `dtype` determined by the
+/// tensor's name alone (weight-like floats, small integers). The seed generator encodes
+/// predicted tensors against it, so `decode_file` can offer the right reference for seeds
+/// and their mutants without storing reference files.
+pub fn reference_for(name: &str, dtype: DType, len: usize) -> Vec<u8> {
+    let mut rng = Rng(hash::h64(name.as_bytes()) | 1);
+    let words = len / dtype.word_size();
+    let mut out: Vec<u8> = match dtype {
+        DType::F32 | DType::C64 => (0..words)
+            .flat_map(|_| ((rng.normal() * 0.05) as f32).to_le_bytes())
+            .collect(),
+        DType::F64 | DType::C128 => (0..words)
+            .flat_map(|_| (rng.normal() * 0.05).to_le_bytes())
+            .collect(),
+        DType::BF16 | DType::F16 => (0..words)
+            .flat_map(|_| {
+                let b = ((rng.normal() * 0.05) as f32).to_le_bytes();
+                if dtype == DType::BF16 {
+                    [b[2], b[3]]
+                } else {
+                    // Half precision: exponent 11..14 (~1e-3..0.5), random mantissa and sign.
+                    let m = rng.next();
+                    ((m & 0x83ff) as u16 | ((11 + (m >> 16) % 4) as u16) << 10).to_le_bytes()
+                }
+            })
+            .collect(),
+        DType::Bool => (0..len).map(|_| (rng.next() >> 63) as u8).collect(),
+        _ => {
+            let w = dtype.word_size();
+            (0..words)
+                .flat_map(|_| ((rng.normal() * 40.0) as i64).to_le_bytes()[..w].to_vec())
+                .collect()
+        }
+    };
+    out.resize(len, 0);
+    out
 }

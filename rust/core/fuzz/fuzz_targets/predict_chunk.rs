@@ -1,0 +1,74 @@
+//! Fuzz target `predict_chunk`: the predicted-chunk codec (`fastckpt_core::predict`) with
+//! the context-modelled rANS coder behind it.
+//!
+//! Input layout: `[dtype selector] [element count: u16 LE] [reference] [coded chunk ...]`.
+//! * `DType::all()[selector % 17]` is the dtype; the chunk holds `count` elements (at most
+//!   65535 x 16 bytes) and the reference is the next `count x size` input bytes (padded
+//!   with zeros when the input is shorter; the coded chunk is what follows it).
+//! * `predict::decode_chunk(chunk, reference, dtype, buf)` must not panic. When it
+//!   succeeds it must have written every byte (same result into a buffer pre-filled with
+//!   another pattern), and those bytes must round-trip against the same reference.
+//! * Round trip: `predict::encode_chunk` of the coded bytes themselves (cut to whole
+//!   elements, at most the reference's length) against the reference's prefix decodes
+//!   back to exactly those bytes.
+//! * Allocation stays linear in the chunk size.
+
+#![no_main]
+
+mod common;
+
+use common::{peak_heap, Counting};
+use fastckpt_core::predict::{decode_chunk, encode_chunk};
+use fastckpt_core::DType;
+use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Fixed heap besides the per-word buffers: 16 context tables of 4096 u32 slots, 16
+/// histograms and encoder tables, writer slack.
+const HEAP_SLACK: usize = 1 << 20;
+
+fuzz_target!(|data: &[u8]| {
+    let [sel, c0, c1, rest @ ..] = data else {
+        return;
+    };
+    let dtype = DType::all()[*sel as usize % DType::all().len()];
+    let size = dtype.size();
+    let n = u16::from_le_bytes([*c0, *c1]) as usize * size;
+    let (reference, chunk) = if rest.len() >= n {
+        let (r, c) = rest.split_at(n);
+        (r.to_vec(), c)
+    } else {
+        let mut r = rest.to_vec();
+        r.resize(n, 0);
+        (r, &[][..])
+    };
+
+    let mut a = vec![0x5au8; n];
+    let (res, heap) = peak_heap(|| decode_chunk(chunk, &reference, dtype, &mut a));
+    assert!(heap <= 8 * n + HEAP_SLACK, "decoding {n} bytes allocated {heap}");
+    if res.is_ok() {
+        let mut b = vec![0xa5u8; n];
+        decode_chunk(chunk, &reference, dtype, &mut b).expect("decoding is deterministic");
+        assert!(a == b, "predict::decode_chunk succeeded without writing every byte");
+        roundtrip(&a, &reference, dtype);
+    }
+
+    let m = chunk.len().min(n) / size * size;
+    roundtrip(&chunk[..m], &reference[..m], dtype);
+});
+
+fn roundtrip(raw: &[u8], reference: &[u8], dtype: DType) {
+    let (comp, heap) = peak_heap(|| encode_chunk(raw, reference, dtype));
+    // Per word: a u64 residual, its length and context, and the reference's top byte.
+    let words = raw.len() / dtype.word_size();
+    assert!(
+        heap <= 3 * raw.len() + 12 * words + HEAP_SLACK,
+        "encoding {} bytes allocated {heap}",
+        raw.len()
+    );
+    let mut out = vec![0u8; raw.len()];
+    decode_chunk(&comp, reference, dtype, &mut out).expect("an encoded chunk must decode");
+    assert!(out == raw, "{dtype:?} predicted chunk of {} bytes did not round-trip", raw.len());
+}
