@@ -205,6 +205,10 @@ impl Header {
             let t = read_tensor(r, &mut offset)?;
             tensors.push(t);
         }
+        let mut names = std::collections::HashSet::with_capacity(tensors.len());
+        if let Some(t) = tensors.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(Error::Format(format!("duplicate tensor name {:?}", t.name)));
+        }
         if offset != data_len {
             return Err(Error::Format(format!(
                 "chunks cover {offset} bytes, data section is {data_len}"

@@ -152,12 +152,12 @@ impl Value {
                 }
             }
             MAP => {
+                // No reservation from the declared count: nested maps could otherwise
+                // reserve far more than the file holds. Items grow as they are read.
                 let n = r.count(2)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = Self::read_at(r, depth + 1)?;
-                    items.push((k, Self::read_at(r, depth + 1)?));
-                }
+                let items = (0..n)
+                    .map(|_| Ok((Self::read_at(r, depth + 1)?, Self::read_at(r, depth + 1)?)))
+                    .collect::<Result<_>>()?;
                 Value::Map(items)
             }
             TENSOR => Value::Tensor(r.varint()?),
