@@ -19,6 +19,7 @@ pub mod fields;
 pub mod hash;
 pub mod parallel;
 pub mod predict;
+pub mod scratch;
 
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;

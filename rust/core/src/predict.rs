@@ -18,6 +18,7 @@ use crate::dtype::DType;
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
+use crate::scratch::{self, Scratch};
 
 /// Contexts per chunk: reference exponent distance from the chunk maximum, capped.
 pub const CONTEXTS: usize = 16;
@@ -141,31 +142,33 @@ macro_rules! by_width {
 }
 
 /// Context of each reference word and the chunk's base exponent.
-fn contexts(reference: &[u8], width: usize, float: bool) -> (Vec<u8>, u8) {
+fn contexts(reference: &[u8], width: usize, float: bool) -> (Scratch<u8>, u8) {
     if !float {
-        return (vec![0; reference.len() / width], 0);
+        return (scratch::bytes(reference.len() / width), 0);
     }
     by_width!(width, float_contexts(reference))
 }
 
-fn float_contexts<const W: usize>(reference: &[u8]) -> (Vec<u8>, u8) {
+fn float_contexts<const W: usize>(reference: &[u8]) -> (Scratch<u8>, u8) {
     let bits = 8 * W as u32;
     // Top byte after rotating the sign to bit 0: the exponent (or its top bits).
     let top = |w: &[u8]| -> u8 {
         let v = load::<W>(w);
         (((v << 1 | v >> (bits - 1)) & mask(bits)) >> (bits - 8)) as u8
     };
-    let tops: Vec<u8> = reference.chunks_exact(W).map(top).collect();
-    let e_max = tops.iter().copied().max().unwrap_or(0);
-    let ctx = tops
-        .iter()
-        .map(|&t| (e_max - t).min(CONTEXTS as u8 - 1))
-        .collect();
+    let mut ctx = scratch::bytes(reference.len() / W);
+    for (c, w) in ctx.iter_mut().zip(reference.chunks_exact(W)) {
+        *c = top(w);
+    }
+    let e_max = ctx.iter().copied().max().unwrap_or(0);
+    for c in ctx.iter_mut() {
+        *c = (e_max - *c).min(CONTEXTS as u8 - 1);
+    }
     (ctx, e_max)
 }
 
 /// Residuals `z`, their bit lengths and the offset used, for a chunk.
-fn residuals(raw: &[u8], reference: &[u8], dtype: DType) -> (Vec<u64>, Vec<u8>, u64) {
+fn residuals(raw: &[u8], reference: &[u8], dtype: DType) -> (Scratch<u64>, Scratch<u8>, u64) {
     let (bits, float) = word_kind(dtype);
     by_width!(dtype.word_size(), residuals_w(raw, reference, bits, float))
 }
@@ -175,10 +178,10 @@ fn residuals_w<const W: usize>(
     rf: &[u8],
     bits: u32,
     float: bool,
-) -> (Vec<u64>, Vec<u8>, u64) {
+) -> (Scratch<u64>, Scratch<u8>, u64) {
     let off = offset::<W>(raw, rf, bits, float);
     let n = raw.len() / W;
-    let (mut z, mut sym) = (vec![0u64; n], vec![0u8; n]);
+    let (mut z, mut sym) = (scratch::wide(n), scratch::bytes(n));
     let words = raw.chunks_exact(W).zip(rf.chunks_exact(W));
     for ((zo, so), (x, r)) in z.iter_mut().zip(sym.iter_mut()).zip(words) {
         let v = if float {
@@ -200,7 +203,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let (ctx, e_max) = contexts(reference, width, float);
     let (z, sym, off) = residuals(raw, reference, dtype);
     let mut hists = vec![[0u32; 256]; CONTEXTS];
-    for (&s, &c) in sym.iter().zip(&ctx) {
+    for (&s, &c) in sym.iter().zip(ctx.iter()) {
         hists[c as usize][s as usize] += 1;
     }
     let raw_bits: u64 = sym.iter().map(|&n| n.saturating_sub(1) as u64).sum();
@@ -242,15 +245,16 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
             }
         }
     }
-    let (coded_sym, coded_ctx): (Vec<u8>, Vec<u8>) = sym
-        .iter()
-        .zip(&ctx)
-        .filter(|(_, &c)| tables[c as usize].is_some())
-        .map(|(&s, &c)| (s, c))
-        .unzip();
+    let (mut coded_sym, mut coded_ctx) = (scratch::bytes(0), scratch::bytes(0));
+    for (&s, &c) in sym.iter().zip(ctx.iter()) {
+        if tables[c as usize].is_some() {
+            coded_sym.push(s);
+            coded_ctx.push(c);
+        }
+    }
     context::encode(&coded_sym, &coded_ctx, &tables, &mut w);
     let mut bw = BitWriter::with_capacity(raw_bits as usize / 8 + 16);
-    for (&v, &n) in z.iter().zip(&sym) {
+    for (&v, &n) in z.iter().zip(sym.iter()) {
         if n >= 2 {
             bw.put(v & mask(n as u32 - 1), n as u32 - 1);
         }
@@ -288,12 +292,13 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
             m => return Err(Error::Corrupt(format!("unknown context mode {m}"))),
         }
     }
-    let coded_ctx: Vec<u8> = ctx
-        .iter()
-        .copied()
-        .filter(|&c| tables[c as usize].is_some())
-        .collect();
-    let mut coded = vec![0u8; coded_ctx.len()];
+    let mut coded_ctx = scratch::bytes(0);
+    coded_ctx.extend(
+        ctx.iter()
+            .copied()
+            .filter(|&c| tables[c as usize].is_some()),
+    );
+    let mut coded = scratch::bytes(coded_ctx.len());
     context::decode(&mut r, &coded_ctx, &tables, &mut coded)?;
     let nbytes = r.u32()? as usize;
     let bits_data = r.take(nbytes)?;
@@ -319,9 +324,9 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
 }
 
 /// Every word's bit length: its context's constant, or the next coded symbol.
-fn expand(coded: &[u8], consts: &[Option<u8>], ctx: &[u8], bits: u32) -> Result<Vec<u8>> {
+fn expand(coded: &[u8], consts: &[Option<u8>], ctx: &[u8], bits: u32) -> Result<Scratch<u8>> {
     let mut next = coded.iter();
-    let mut out = Vec::with_capacity(ctx.len());
+    let mut out = scratch::bytes(0);
     for &c in ctx {
         let n = match consts[c as usize] {
             Some(k) => k,

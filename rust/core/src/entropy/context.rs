@@ -17,7 +17,7 @@ pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut 
         .map(|t| t.as_ref().map(|t| Box::new(EncSym::table(t))))
         .collect();
     let n = symbols.len();
-    let mut words = vec![0u16; n + 8];
+    let mut words = crate::scratch::words(n + 8);
     let mut pos = words.len();
     let mut x = [L; LANES];
     for i in (0..n).rev() {

@@ -1,0 +1,64 @@
+//! Per-thread pools of reusable buffers for the coders' temporaries.
+//!
+//! Chunk coders need several chunk-sized temporaries. Fresh allocations of that size are
+//! fresh pages: page faults, kernel zeroing and, with several threads, contention on the
+//! process's memory map. Reusing buffers per worker thread avoids all three.
+
+use std::cell::RefCell;
+
+/// A buffer borrowed from the calling thread's pool; it goes back when dropped.
+pub struct Scratch<T: Copy + Default + 'static> {
+    buf: Vec<T>,
+    pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>,
+}
+
+impl<T: Copy + Default + 'static> std::ops::Deref for Scratch<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.buf
+    }
+}
+
+impl<T: Copy + Default + 'static> std::ops::DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        &mut self.buf
+    }
+}
+
+impl<T: Copy + Default + 'static> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.pool.with(|p| p.borrow_mut().push(buf));
+    }
+}
+
+fn take<T: Copy + Default + 'static>(
+    pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>,
+    len: usize,
+) -> Scratch<T> {
+    let mut buf = pool.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    buf.clear();
+    buf.resize(len, T::default());
+    Scratch { buf, pool }
+}
+
+thread_local! {
+    static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static WORDS: RefCell<Vec<Vec<u16>>> = const { RefCell::new(Vec::new()) };
+    static WIDE: RefCell<Vec<Vec<u64>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `len` zeroed bytes from this thread's pool.
+pub fn bytes(len: usize) -> Scratch<u8> {
+    take(&BYTES, len)
+}
+
+/// `len` zeroed u16s from this thread's pool.
+pub fn words(len: usize) -> Scratch<u16> {
+    take(&WORDS, len)
+}
+
+/// `len` zeroed u64s from this thread's pool.
+pub fn wide(len: usize) -> Scratch<u64> {
+    take(&WIDE, len)
+}
