@@ -43,11 +43,14 @@ pub fn decode(
     if tables.len() > 16 {
         return Err(Error::Corrupt("too many contexts".into()));
     }
-    // One flat table: entry (ctx << 12 | slot); contexts are validated before the loop.
-    let mut dt = vec![0u32; 16 << SCALE_BITS];
+    // The present contexts' tables back to back (entry `slot[ctx] << 12 | x & 4095`);
+    // contexts are validated before the loop, so every used context has a slot.
+    let mut dt = Vec::new();
+    let mut slot = [0usize; 16];
     for (c, t) in tables.iter().enumerate() {
         if let Some(t) = t {
-            dt[c << SCALE_BITS..(c + 1) << SCALE_BITS].copy_from_slice(&dec_entry(t));
+            slot[c] = dt.len() >> SCALE_BITS;
+            dt.extend_from_slice(&dec_entry(t));
         }
     }
     if let Some(&c) = ctx
@@ -68,7 +71,7 @@ pub fn decode(
     let mut p = 0;
     for (i, (o, &c)) in out.iter_mut().zip(ctx).enumerate() {
         let l = i % LANES;
-        let e = dt[((c as usize) << SCALE_BITS | (x[l] & MASK) as usize) & 0xffff];
+        let e = dt[slot[c as usize & 15] << SCALE_BITS | (x[l] & MASK) as usize];
         let mut v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
         if v < L {
             let b = words
