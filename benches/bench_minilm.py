@@ -18,7 +18,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _env import environment
 from safetensors.torch import load_file
 
 MB = 1e6
@@ -408,29 +408,6 @@ def speed_panel(ax, rows, dtypes) -> None:
     ax.legend(fontsize=8)
 
 
-def environment(runs: int, path: Path) -> dict:
-    """Metadata for results.json."""
-    import zstandard
-
-    meta = {
-        "model": str(path),
-        "runs": runs,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "zstandard": zstandard.__version__,
-        "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    for pkg in ("zipnn", "fastckpt"):
-        try:
-            meta[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            meta[pkg] = None
-    return meta
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -471,7 +448,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table + "\n\n" + summary + "\n")
     report = {
-        "meta": environment(args.runs, path),
+        "meta": environment(args.runs, model=str(path)),
         "results": rows,
         "order0_bound": bounds,
         "targets": targets,

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _env import environment
 
 MB = 1e6
 HERE = Path(__file__).resolve().parent
@@ -617,28 +616,6 @@ def write_plot(results: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def environment(runs: int) -> dict:
-    """Metadata for prediction.json."""
-    import zstandard
-
-    meta = {
-        "runs": runs,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "zstandard": zstandard.__version__,
-        "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    for pkg in ("zipnn", "fastckpt"):
-        try:
-            meta[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            meta[pkg] = None
-    return meta
 
 
 # --------------------------------------------------------------------------- main
