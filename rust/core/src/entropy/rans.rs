@@ -336,15 +336,22 @@ mod simd {
     }
     static ENC_LUT: [[u8; 16]; 256] = build_enc_lut();
 
-    /// Eight table lookups by scalar loads. For the encoder's two tables this measured ~15%
-    /// faster than two `vpgatherdd` on our AMD cores; the decoder's single gather is kept
-    /// (there the gather measured ~8% faster). Indices are symbols, below the table size.
+    /// Eight (info, rcp) pairs by eight scalar 64-bit loads, split into two vectors in lane
+    /// order. On the AMD cores measured, faster than `vpgatherdd` (~15%) and than two sets
+    /// of 32-bit loads (~18%); the decoder's single gather is kept (faster there).
     #[inline(always)]
-    unsafe fn lookup8(t: &[u32], idx: __m256i) -> __m256i {
-        let mut i = [0u32; 8];
-        _mm256_storeu_si256(i.as_mut_ptr() as *mut __m256i, idx);
-        let g = |k: usize| *t.get_unchecked(i[k] as usize) as i32;
-        _mm256_setr_epi32(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7))
+    unsafe fn lookup8x2(t: &[u64; 256], syms: &[u8]) -> (__m256i, __m256i) {
+        let g = |k: usize| t[syms[k] as usize] as i64;
+        let a = _mm256_setr_epi64x(g(0), g(1), g(2), g(3));
+        let b = _mm256_setr_epi64x(g(4), g(5), g(6), g(7));
+        let (af, bf) = (_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
+        // Per 128-bit lane: [a0, a1, b0, b1] halves; then put the 64-bit pairs in order.
+        let lo = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(af, bf));
+        let hi = _mm256_castps_si256(_mm256_shuffle_ps::<0b11_01_11_01>(af, bf));
+        (
+            _mm256_permute4x64_epi64::<0b11_01_10_00>(lo),
+            _mm256_permute4x64_epi64::<0b11_01_10_00>(hi),
+        )
     }
 
     /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
@@ -356,12 +363,11 @@ mod simd {
         words: &mut [u16],
         pos: &mut usize,
     ) {
-        let mut rcp_t = [0u32; 256];
-        let mut info_t = [0u32; 256];
+        let mut packed = [0u64; 256];
         for s in 0..256 {
             let e = &syms[s];
-            rcp_t[s] = e.rcp_freq;
-            info_t[s] = (TOTAL - e.cmpl_freq) | (e.rcp_shift << 12) | (e.bias << 16);
+            let info = (TOTAL - e.cmpl_freq) | (e.rcp_shift << 12) | (e.bias << 16);
+            packed[s] = (e.rcp_freq as u64) << 32 | info as u64;
         }
         let low12 = _mm256_set1_epi32(0xfff);
         let low16 = _mm256_set1_epi32(0xffff);
@@ -373,10 +379,7 @@ mod simd {
         let mut p = *pos;
         for block in full.chunks_exact(LANES).rev() {
             for g in (0..4).rev() {
-                let s8 = _mm_loadl_epi64(block.as_ptr().add(8 * g) as *const __m128i);
-                let sv = _mm256_cvtepu8_epi32(s8);
-                let info = lookup8(&info_t, sv);
-                let rcp = lookup8(&rcp_t, sv);
+                let (info, rcp) = lookup8x2(&packed, &block[8 * g..8 * g + 8]);
                 let freq = _mm256_and_si256(info, low12);
                 let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
                 let bias = _mm256_srli_epi32::<16>(info);
