@@ -129,6 +129,9 @@ fn whole(data: &[u8]) {
             reference: None,
         })
         .collect();
+    for threads in [1, 2] {
+        whole_threads(&inputs, threads);
+    }
     let opts = EncodeOptions {
         threads: Some(1),
         ..Default::default()
@@ -155,6 +158,35 @@ fn whole(data: &[u8]) {
         "whole fp32 (1 thread): encode {:.0} MB/s (+to_vec {:.0}), decode {:.0} MB/s",
         mb / te,
         mb / tv,
+        mb / td
+    );
+}
+
+/// Encode and decode with `threads` workers, output buffers reused (no fresh pages).
+fn whole_threads(inputs: &[fastckpt_core::TensorIn], threads: usize) {
+    use fastckpt_core::{encode, Checkpoint, EncodeOptions, Value};
+    let opts = EncodeOptions {
+        threads: Some(threads),
+        ..Default::default()
+    };
+    let file = encode(inputs, &Value::None, &opts).unwrap().to_vec();
+    let te = min_time(5, || {
+        encode(inputs, &Value::None, &opts).unwrap();
+    });
+    let mut bufs: Vec<Vec<u8>> = inputs.iter().map(|t| vec![0u8; t.data.len()]).collect();
+    let td = min_time(5, || {
+        let ck = Checkpoint::parse(&file).unwrap();
+        let jobs = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (i, b.as_mut_slice()))
+            .collect();
+        ck.decode_into(jobs, Some(threads)).unwrap();
+    });
+    let mb: f64 = inputs.iter().map(|t| t.data.len()).sum::<usize>() as f64 / 1e6;
+    println!(
+        "whole fp32 ({threads} threads): encode {:.0} MB/s, decode {:.0} MB/s",
+        mb / te,
         mb / td
     );
 }
