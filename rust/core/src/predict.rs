@@ -179,20 +179,33 @@ fn residuals_w<const W: usize>(
     bits: u32,
     float: bool,
 ) -> (Scratch<u64>, Scratch<u8>, u64) {
+    debug_assert_eq!(bits, 8 * W as u32);
     let off = offset::<W>(raw, rf, bits, float);
     let n = raw.len() / W;
     let (mut z, mut sym) = (scratch::wide(n), scratch::bytes(n));
+    if float {
+        residual_words::<W, true>(raw, rf, off, &mut z, &mut sym);
+    } else {
+        residual_words::<W, false>(raw, rf, off, &mut z, &mut sym);
+    }
+    (z, sym, off)
+}
+
+/// The loop of [`residuals_w`] with the word size and float-ness as constants.
+fn residual_words<const W: usize, const F: bool>(
+    raw: &[u8],
+    rf: &[u8],
+    off: u64,
+    z: &mut [u64],
+    sym: &mut [u8],
+) {
+    let bits = 8 * W as u32;
     let words = raw.chunks_exact(W).zip(rf.chunks_exact(W));
     for ((zo, so), (x, r)) in z.iter_mut().zip(sym.iter_mut()).zip(words) {
-        let v = if float {
-            residual(load::<W>(x), load::<W>(r), off, bits, true)
-        } else {
-            residual(load::<W>(x), load::<W>(r), off, bits, false)
-        };
+        let v = residual(load::<W>(x), load::<W>(r), off, bits, F);
         *zo = v;
         *so = (64 - v.leading_zeros()) as u8;
     }
-    (z, sym, off)
 }
 
 /// Encodes one chunk of `raw` against the same-sized `reference` chunk, falling back to
@@ -353,16 +366,30 @@ fn rebuild<const W: usize>(
     out: &mut [u8],
     (off, bits, float): (u64, u32, bool),
 ) {
+    debug_assert_eq!(bits, 8 * W as u32);
+    if float {
+        rebuild_words::<W, true>(lengths, br, reference, out, off)
+    } else {
+        rebuild_words::<W, false>(lengths, br, reference, out, off)
+    }
+}
+
+/// The loop of [`rebuild`] with the word size and float-ness as constants, so masks and
+/// shifts fold away.
+fn rebuild_words<const W: usize, const F: bool>(
+    lengths: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    off: u64,
+) {
+    let bits = 8 * W as u32;
     let words = out.chunks_exact_mut(W).zip(reference.chunks_exact(W));
     for ((o, rw), &n) in words.zip(lengths) {
         let n = n as u32;
         let low = br.get(n.saturating_sub(1));
         let z = if n == 0 { 0 } else { (1u64 << (n - 1)) | low };
-        let x = if float {
-            unresidual(z, load::<W>(rw), off, bits, true)
-        } else {
-            unresidual(z, load::<W>(rw), off, bits, false)
-        };
+        let x = unresidual(z, load::<W>(rw), off, bits, F);
         o.copy_from_slice(&x.to_le_bytes()[..W]);
     }
 }
@@ -401,43 +428,42 @@ impl BitWriter {
     }
 }
 
-/// Reads what [`BitWriter`] wrote. The caller checks the total length first; past the end
-/// it reads zeros (never out of bounds), which the chunk hash would then catch.
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    acc: u128,
-    fill: u32,
+/// Reads what [`BitWriter`] wrote: one unaligned 8-byte load per value, from a copy padded
+/// with zeros. The caller checks the total length first; past it the reader yields zeros
+/// (never out of bounds), which the chunk hash would then catch.
+struct BitReader {
+    data: Vec<u8>,
+    bit: usize,
 }
 
-impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8]) -> Self {
+impl BitReader {
+    fn new(data: &[u8]) -> Self {
+        let mut padded = Vec::with_capacity(data.len() + 16);
+        padded.extend_from_slice(data);
+        padded.resize(data.len() + 16, 0);
         BitReader {
-            data,
-            pos: 0,
-            acc: 0,
-            fill: 0,
+            data: padded,
+            bit: 0,
         }
     }
+
     /// The next `n` (<= 63) bits.
     #[inline(always)]
     fn get(&mut self, n: u32) -> u64 {
-        if self.fill < n {
-            let mut b = [0u8; 8];
-            if let Some(src) = self.data.get(self.pos..self.pos + 8) {
-                b.copy_from_slice(src);
-            } else {
-                let rest = &self.data[self.pos.min(self.data.len())..];
-                b[..rest.len()].copy_from_slice(rest);
-            }
-            self.acc |= (u64::from_le_bytes(b) as u128) << self.fill;
-            self.pos += 8;
-            self.fill += 64;
+        if n > 56 {
+            return self.get_wide(n);
         }
-        let v = (self.acc as u64) & mask(n.max(1)) & 0u64.wrapping_sub((n != 0) as u64);
-        self.acc >>= n;
-        self.fill -= n;
-        v
+        let at = (self.bit >> 3).min(self.data.len() - 8);
+        let word = u64::from_le_bytes(self.data[at..at + 8].try_into().unwrap());
+        self.bit += n as usize;
+        (word >> (self.bit - n as usize & 7)) & ((1u64 << n) - 1)
+    }
+
+    /// Values of more than 56 bits (only 64-bit words have them), in two reads.
+    #[inline(never)]
+    fn get_wide(&mut self, n: u32) -> u64 {
+        let lo = self.get(32);
+        lo | self.get(n - 32) << 32
     }
 }
 
