@@ -455,8 +455,9 @@ impl BitReader {
         }
         let at = (self.bit >> 3).min(self.data.len() - 8);
         let word = u64::from_le_bytes(self.data[at..at + 8].try_into().unwrap());
+        let shift = self.bit & 7;
         self.bit += n as usize;
-        (word >> (self.bit - n as usize & 7)) & ((1u64 << n) - 1)
+        (word >> shift) & ((1u64 << n) - 1)
     }
 
     /// Values of more than 56 bits (only 64-bit words have them), in two reads.
