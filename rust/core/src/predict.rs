@@ -305,14 +305,7 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
             m => return Err(Error::Corrupt(format!("unknown context mode {m}"))),
         }
     }
-    let mut coded_ctx = scratch::bytes(0);
-    coded_ctx.extend(
-        ctx.iter()
-            .copied()
-            .filter(|&c| tables[c as usize].is_some()),
-    );
-    let mut coded = scratch::bytes(coded_ctx.len());
-    context::decode(&mut r, &coded_ctx, &tables, &mut coded)?;
+    let lengths = decode_lengths(&mut r, &ctx, &tables, &consts, bits)?;
     let nbytes = r.u32()? as usize;
     let bits_data = r.take(nbytes)?;
     if r.remaining() != 0 {
@@ -321,7 +314,6 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
             r.remaining()
         )));
     }
-    let lengths = expand(&coded, &consts, &ctx, bits)?;
     let needed: u64 = lengths.iter().map(|&n| n.saturating_sub(1) as u64).sum();
     if needed.div_ceil(8) != nbytes as u64 {
         return Err(Error::Corrupt(
@@ -337,23 +329,28 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
 }
 
 /// Every word's bit length: its context's constant, or the next coded symbol.
-fn expand(coded: &[u8], consts: &[Option<u8>], ctx: &[u8], bits: u32) -> Result<Scratch<u8>> {
-    let mut next = coded.iter();
-    let mut out = scratch::bytes(0);
-    for &c in ctx {
+fn decode_lengths(
+    r: &mut Reader,
+    ctx: &[u8],
+    tables: &[Option<FreqTable>],
+    consts: &[Option<u8>],
+    bits: u32,
+) -> Result<Scratch<u8>> {
+    let mut dec = context::Decoder::new(r, tables)?;
+    let mut out = scratch::bytes(ctx.len());
+    for (o, &c) in out.iter_mut().zip(ctx.iter()) {
         let n = match consts[c as usize] {
             Some(k) => k,
-            None => *next
-                .next()
-                .ok_or_else(|| Error::Corrupt("context stream too short".into()))?,
+            None => dec.next(c)?,
         };
         if n as u32 > bits {
             return Err(Error::Corrupt(format!(
                 "residual of {n} bits in a {bits}-bit word"
             )));
         }
-        out.push(n);
+        *o = n;
     }
+    dec.finish()?;
     Ok(out)
 }
 

@@ -1,6 +1,6 @@
 //! rANS with several contexts: symbol `i` is coded under `tables[ctx[i]]`. Same stream
-//! layout and lane rules as [`super::rans`] (the contexts are known to the decoder before
-//! it decodes, e.g. they come from a reference tensor), scalar code.
+//! layout and lane rules as [`super::rans`]. The decoder is incremental ([`Decoder::next`]),
+//! so the caller interleaves it with its own work (e.g. symbols of constant contexts).
 
 use super::freq::{FreqTable, TOTAL};
 use super::rans::{dec_entry, EncSym, L};
@@ -40,53 +40,92 @@ pub fn decode(
     tables: &[Option<FreqTable>],
     out: &mut [u8],
 ) -> Result<()> {
-    if tables.len() > 16 {
-        return Err(Error::Corrupt("too many contexts".into()));
+    let mut d = Decoder::new(r, tables)?;
+    for (o, &c) in out.iter_mut().zip(ctx) {
+        *o = d.next(c)?;
     }
-    // The present contexts' tables back to back (entry `slot[ctx] << 12 | x & 4095`);
-    // contexts are validated before the loop, so every used context has a slot.
-    let mut dt = Vec::new();
-    let mut slot = [0usize; 16];
-    for (c, t) in tables.iter().enumerate() {
-        if let Some(t) = t {
-            slot[c] = dt.len() >> SCALE_BITS;
-            dt.extend_from_slice(&dec_entry(t));
+    d.finish()
+}
+
+/// Decodes one symbol at a time, each under the context the caller names.
+pub struct Decoder<'a> {
+    /// Decode tables of the present contexts, back to back.
+    dt: Vec<u32>,
+    /// Slot of each context's table in `dt`, or `u8::MAX` when it has none.
+    slot: [u8; 256],
+    x: [u32; LANES],
+    words: &'a [u8],
+    p: usize,
+    k: usize,
+}
+
+impl<'a> Decoder<'a> {
+    /// Reads the stream header (states, word count) that follows in `r`.
+    pub fn new(r: &mut Reader<'a>, tables: &[Option<FreqTable>]) -> Result<Decoder<'a>> {
+        if tables.len() > 256 {
+            return Err(Error::Corrupt("too many contexts".into()));
         }
-    }
-    if let Some(&c) = ctx
-        .iter()
-        .find(|&&c| tables.get(c as usize).is_none_or(|t| t.is_none()))
-    {
-        return Err(Error::Corrupt(format!("no table for context {c}")));
-    }
-    let mut x = [0u32; LANES];
-    for s in x.iter_mut() {
-        *s = r.u32()?;
-        if !(L..1 << 31).contains(s) {
-            return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
+        if tables.iter().filter(|t| t.is_some()).count() >= u8::MAX as usize {
+            return Err(Error::Corrupt("too many context tables".into()));
         }
+        let mut dt = Vec::new();
+        let mut slot = [u8::MAX; 256];
+        for (c, t) in tables.iter().enumerate() {
+            if let Some(t) = t {
+                slot[c] = (dt.len() >> SCALE_BITS) as u8;
+                dt.extend_from_slice(&dec_entry(t));
+            }
+        }
+        let mut x = [0u32; LANES];
+        for s in x.iter_mut() {
+            *s = r.u32()?;
+            if !(L..1 << 31).contains(s) {
+                return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
+            }
+        }
+        let count = r.u32()? as usize;
+        let words = r.take(count * 2)?;
+        Ok(Decoder {
+            dt,
+            slot,
+            x,
+            words,
+            p: 0,
+            k: 0,
+        })
     }
-    let count = r.u32()? as usize;
-    let words = r.take(count * 2)?;
-    let mut p = 0;
-    for (i, (o, &c)) in out.iter_mut().zip(ctx).enumerate() {
-        let l = i % LANES;
-        let e = dt[slot[c as usize & 15] << SCALE_BITS | (x[l] & MASK) as usize];
-        let mut v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
+
+    /// The next symbol, coded under context `c`.
+    #[inline]
+    pub fn next(&mut self, c: u8) -> Result<u8> {
+        let t = self.slot[c as usize];
+        if t == u8::MAX {
+            return Err(Error::Corrupt(format!("no table for context {c}")));
+        }
+        let l = self.k % LANES;
+        self.k += 1;
+        let x = self.x[l];
+        let e = self.dt[(t as usize) << SCALE_BITS | (x & MASK) as usize];
+        let mut v = (e >> 8 & 0xfff) * (x >> SCALE_BITS) + (e >> 20);
         if v < L {
-            let b = words
-                .get(2 * p..2 * p + 2)
+            let b = self
+                .words
+                .get(2 * self.p..2 * self.p + 2)
                 .ok_or_else(|| Error::Corrupt("rANS stream read past its end".into()))?;
             v = (v << 16) | u16::from_le_bytes([b[0], b[1]]) as u32;
-            p += 1;
+            self.p += 1;
         }
-        x[l] = v;
-        *o = e as u8;
+        self.x[l] = v;
+        Ok(e as u8)
     }
-    if x.iter().any(|&s| s != L) || p != count {
-        return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
+
+    /// Checks the stream ended exactly: every state back at its start, every word used.
+    pub fn finish(self) -> Result<()> {
+        if self.x.iter().any(|&s| s != L) || 2 * self.p != self.words.len() {
+            return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
