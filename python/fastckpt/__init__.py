@@ -50,31 +50,28 @@ def _prepare(obj: Any):
     return specs, structure, owners
 
 
-def _raw_by_name(reference: Any) -> dict[str, tuple[str, tuple[int, ...], np.ndarray, Any]]:
-    """Flattens a reference object into {tensor name: (dtype, shape, raw bytes, owner)},
-    with the same names `encode` gives the tensors of an object of the same structure."""
+def _raw_by_name(reference: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
+    """Flattens a reference object into {tensor name: (dtype, shape, raw bytes)}, with the
+    same names `encode` gives the tensors of an object of the same structure. Each raw view
+    keeps its tensor alive through its numpy base."""
     if reference is None:
         return {}
-    packer = _tree.Packer()
-    packer.pack(reference)
-    out = {}
-    for name, leaf in packer.tensors:
-        dtype, shape, _tag, raw, owner = _tensors.to_raw(leaf)
-        out[name] = (dtype, shape, raw, owner)
-    return out
+    specs, _structure, _owners = _prepare(reference)
+    return {name: (dtype, shape, raw) for name, dtype, shape, _tag, raw in specs}
 
 
 def _references(specs, reference: Any, reference_id: str):
-    """Pairs each tensor with the same-named tensor of `reference` (same dtype and shape)."""
+    """Pairs each tensor with the same-named tensor of `reference` (same dtype and shape),
+    as the core's `references` argument; None without a reference."""
     refs = _raw_by_name(reference)
     if not refs:
         return None
     paired = []
     for name, dtype, shape, _tag, _raw in specs:
         r = refs.get(name)
-        ok = r is not None and r[0] == dtype and tuple(r[1]) == tuple(shape)
+        ok = r is not None and r[0] == dtype and list(r[1]) == list(shape)
         paired.append((reference_id, name, r[2]) if ok else None)
-    return paired, refs
+    return paired
 
 
 def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
@@ -89,8 +86,7 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
     (default 1 MiB). The caller's data is never modified. Returns the file's bytes.
     """
     specs, structure, _owners = _prepare(obj)
-    paired = _references(specs, reference, reference_id)
-    refs = paired[0] if paired else None
+    refs = _references(specs, reference, reference_id)
     return _core.encode(specs, structure, threads, chunk_bytes, None, refs)
 
 
@@ -167,8 +163,8 @@ def save(obj: Any, path: PathLike, *, reference: Any = None, reference_id: str =
     """Encodes `obj` into `path` atomically (temp file, fsync, rename): a crash leaves
     either the old file or the new one, never a partial file. See `encode`."""
     specs, structure, _owners = _prepare(obj)
-    paired = _references(specs, reference, reference_id)
-    _atomic_encode(specs, structure, path, threads, chunk_bytes, paired[0] if paired else None)
+    refs = _references(specs, reference, reference_id)
+    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs)
 
 
 def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=None) -> None:

@@ -278,7 +278,7 @@ impl Reader {
     fn new(py: Python<'_>, data: PyReadonlyArray1<'_, u8>) -> PyResult<Self> {
         let header = {
             let bytes = data.as_slice()?;
-            py.detach(|| Checkpoint::parse(bytes).map(|c| header_of(&c)))
+            py.detach(|| Header::parse(bytes).map(|(header, _data)| header))
                 .map_err(|e| to_py(py, e))?
         };
         Ok(Reader {
@@ -360,14 +360,6 @@ impl Reader {
         }
         py.detach(|| Checkpoint::parse(bytes)?.decode_with(jobs, threads))
             .map_err(|e| to_py(py, e))
-    }
-}
-
-fn header_of(c: &Checkpoint) -> Header {
-    Header {
-        tensors: c.tensors().to_vec(),
-        structure: c.structure().clone(),
-        data_len: c.tensors().iter().map(|t| t.compressed_bytes()).sum(),
     }
 }
 

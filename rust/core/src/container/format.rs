@@ -239,11 +239,10 @@ impl Header {
 
 /// A tensor's identity: xxh3-128 over its chunk size and its chunks' raw xxh3-128 hashes.
 /// Equal for equal contents encoded with the same chunk size.
-pub fn tensor_hash(chunk_words: u64, chunks: &[ChunkEntry]) -> u128 {
-    let mut buf = Vec::with_capacity(8 + 16 * chunks.len());
-    buf.extend_from_slice(&chunk_words.to_le_bytes());
-    for c in chunks {
-        buf.extend_from_slice(&c.raw_hash.to_le_bytes());
+pub fn tensor_hash(chunk_words: u64, chunk_hashes: impl IntoIterator<Item = u128>) -> u128 {
+    let mut buf = chunk_words.to_le_bytes().to_vec();
+    for h in chunk_hashes {
+        buf.extend_from_slice(&h.to_le_bytes());
     }
     hash::h128(&buf)
 }

@@ -147,18 +147,13 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
             }
         }
         let mut list = Vec::with_capacity(n);
-        let mut ref_chunks = Vec::with_capacity(n);
+        let ref_hashes: Vec<u128> = parts.iter().map(|c| c.ref_hash.unwrap_or(0)).collect();
         for c in parts {
             let len = c.bytes.len() as u64;
             list.push(ChunkEntry {
                 offset,
                 len,
                 raw_hash: c.raw_hash,
-            });
-            ref_chunks.push(ChunkEntry {
-                offset: 0,
-                len: 0,
-                raw_hash: c.ref_hash.unwrap_or(0),
             });
             offset += len;
             chunks.push(c.bytes);
@@ -167,11 +162,11 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
             (Some(r), true) => Some(format::Reference {
                 checkpoint: r.checkpoint.clone(),
                 tensor: r.tensor.clone(),
-                raw_hash: format::tensor_hash(chunk_words, &ref_chunks),
+                raw_hash: format::tensor_hash(chunk_words, ref_hashes),
             }),
             _ => None,
         };
-        let raw_hash = format::tensor_hash(chunk_words, &list);
+        let raw_hash = format::tensor_hash(chunk_words, list.iter().map(|c| c.raw_hash));
         entries.push(TensorEntry {
             name: t.name.clone(),
             dtype: t.dtype,
@@ -302,15 +297,11 @@ type ChunkJob<'a, 'b> = (
 
 /// Checks that `data` is the reference the tensor was encoded against.
 fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Result<()> {
-    let chunks: Vec<ChunkEntry> = data
+    let hashes: Vec<u128> = data
         .par_chunks(t.chunk_raw_bytes())
-        .map(|c| ChunkEntry {
-            offset: 0,
-            len: 0,
-            raw_hash: hash::h128(c),
-        })
+        .map(hash::h128)
         .collect();
-    if format::tensor_hash(t.chunk_words, &chunks) != r.raw_hash {
+    if format::tensor_hash(t.chunk_words, hashes) != r.raw_hash {
         return Err(Error::Reference(format!(
             "tensor {:?}: the reference given is not {:?} of checkpoint {:?} it was encoded against",
             t.name, r.tensor, r.checkpoint
@@ -413,11 +404,7 @@ impl<'a> Checkpoint<'a> {
 
     /// Decodes one tensor into a new buffer.
     pub fn decode_tensor(&self, i: usize, threads: Option<usize>) -> Result<Vec<u8>> {
-        let t = self
-            .header
-            .tensors
-            .get(i)
-            .ok_or_else(|| Error::InvalidArgument(format!("no tensor index {i}")))?;
+        let t = self.entry(i)?;
         let mut out = vec![0u8; t.raw_bytes() as usize];
         self.decode_into(vec![(i, &mut out)], threads)?;
         Ok(out)
