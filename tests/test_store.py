@@ -257,7 +257,12 @@ def test_reader_thread_sees_writer_steps(tmp_path):
     while True:
         done = not t.is_alive()
         for step in reader.steps()[-3:]:
-            _assert_same(_arrays(step), reader.load(step))
+            try:
+                got = reader.load(step)
+            except KeyError:
+                assert step == 4  # listed, then deleted by the writer before we loaded it
+                continue
+            _assert_same(_arrays(step), got)
             seen.add(step)
         if done:
             break
