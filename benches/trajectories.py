@@ -492,6 +492,7 @@ class Task:
     rows: torch.Tensor
     loss: object  # Callable[[torch.Tensor], torch.Tensor]
     info: dict
+    generators: list = dataclasses.field(default_factory=list)  # private RNGs that `loss` draws
 
 
 def minilm_task(cfg: Config) -> Task:
@@ -512,7 +513,7 @@ def minilm_task(cfg: Config) -> Task:
         return F.cross_entropy(model(inputs, masked), labels)
 
     info = {"tokenizer": "WordPiece (vocab.txt, uncased)", "config": bert_cfg}
-    return Task(model, shuffled(rows, cfg.seed), loss, info)
+    return Task(model, shuffled(rows, cfg.seed), loss, info, generators=[g])
 
 
 def gpt_task(cfg: Config) -> Task:
@@ -527,6 +528,27 @@ def gpt_task(cfg: Config) -> Task:
 
     info = {"tokenizer": "bytes (UTF-8)", "vocab": 256}
     return Task(model, shuffled(rows, cfg.seed), loss, info)
+
+
+def make_task(cfg: Config) -> Task:
+    """The task of a resolved ``cfg`` (``minilm`` or ``gpt``)."""
+    return minilm_task(cfg) if cfg.model == "minilm" else gpt_task(cfg)
+
+
+def rng_state(task: Task) -> dict:
+    """Every random state that training draws from: torch's global CPU generator (dropout)
+    and the task's own generators (MLM masking). With :func:`set_rng_state`, a run restarted
+    from a checkpoint replays exactly the random numbers of the uninterrupted run."""
+    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in task.generators]}
+
+
+def set_rng_state(task: Task, state: dict) -> None:
+    """Restores a state returned by :func:`rng_state` (for the same task)."""
+    if len(state["generators"]) != len(task.generators):
+        raise ValueError("RNG state of another task")
+    torch.set_rng_state(state["torch"])
+    for g, s in zip(task.generators, state["generators"]):
+        g.set_state(s)
 
 
 # --------------------------------------------------------------------------- training

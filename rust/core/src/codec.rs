@@ -67,7 +67,8 @@ pub fn encode_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
     })
 }
 
-fn encode_plane(plane: &[u8], w: &mut Writer) {
+/// Stores one plane of bytes raw, as a constant, or rANS coded, whichever is smallest.
+pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
     let counts = histogram(plane);
     let Some(table) = FreqTable::normalize(&counts) else {
         w.u8(MODE_CONST);
@@ -115,7 +116,7 @@ pub fn decode_chunk(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
 }
 
 /// Decodes one plane into `buf`, or returns the raw bytes in place (no copy).
-fn decode_plane<'a>(r: &mut Reader<'a>, buf: &mut [u8]) -> Result<Option<&'a [u8]>> {
+pub(crate) fn decode_plane<'a>(r: &mut Reader<'a>, buf: &mut [u8]) -> Result<Option<&'a [u8]>> {
     match r.u8()? {
         MODE_RAW => Ok(Some(r.take(buf.len())?)),
         MODE_CONST => {

@@ -17,9 +17,12 @@ pub mod entropy;
 pub mod error;
 pub mod fields;
 pub mod hash;
+pub mod lossy;
 pub mod parallel;
 pub mod predict;
+pub mod quant;
 pub mod scratch;
+pub mod sparse;
 
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;

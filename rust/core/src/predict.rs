@@ -15,6 +15,7 @@
 use crate::codec;
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
+use crate::entropy::bits::{BitReader, BitWriter};
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
@@ -388,80 +389,6 @@ fn rebuild_words<const W: usize, const F: bool>(
         let z = if n == 0 { 0 } else { (1u64 << (n - 1)) | low };
         let x = unresidual(z, load::<W>(rw), off, bits, F);
         o.copy_from_slice(&x.to_le_bytes()[..W]);
-    }
-}
-
-/// Packs values LSB-first into little-endian bytes, eight bytes at a time.
-struct BitWriter {
-    out: Vec<u8>,
-    acc: u128,
-    fill: u32,
-}
-
-impl BitWriter {
-    fn with_capacity(n: usize) -> Self {
-        BitWriter {
-            out: Vec::with_capacity(n),
-            acc: 0,
-            fill: 0,
-        }
-    }
-    /// Appends the low `n` (<= 64) bits of `v` (higher bits must be zero).
-    #[inline]
-    fn put(&mut self, v: u64, n: u32) {
-        self.acc |= (v as u128) << self.fill;
-        self.fill += n;
-        if self.fill >= 64 {
-            self.out.extend_from_slice(&(self.acc as u64).to_le_bytes());
-            self.acc >>= 64;
-            self.fill -= 64;
-        }
-    }
-    fn finish(mut self) -> Vec<u8> {
-        let tail = self.fill.div_ceil(8) as usize;
-        self.out
-            .extend_from_slice(&(self.acc as u64).to_le_bytes()[..tail]);
-        self.out
-    }
-}
-
-/// Reads what [`BitWriter`] wrote: one unaligned 8-byte load per value, from a copy padded
-/// with zeros. The caller checks the total length first; past it the reader yields zeros
-/// (never out of bounds), which the chunk hash would then catch.
-struct BitReader {
-    data: Vec<u8>,
-    bit: usize,
-}
-
-impl BitReader {
-    fn new(data: &[u8]) -> Self {
-        let mut padded = Vec::with_capacity(data.len() + 16);
-        padded.extend_from_slice(data);
-        padded.resize(data.len() + 16, 0);
-        BitReader {
-            data: padded,
-            bit: 0,
-        }
-    }
-
-    /// The next `n` (<= 63) bits.
-    #[inline(always)]
-    fn get(&mut self, n: u32) -> u64 {
-        if n > 56 {
-            return self.get_wide(n);
-        }
-        let at = (self.bit >> 3).min(self.data.len() - 8);
-        let word = u64::from_le_bytes(self.data[at..at + 8].try_into().unwrap());
-        let shift = self.bit & 7;
-        self.bit += n as usize;
-        (word >> shift) & ((1u64 << n) - 1)
-    }
-
-    /// Values of more than 56 bits (only 64-bit words have them), in two reads.
-    #[inline(never)]
-    fn get_wide(&mut self, n: u32) -> u64 {
-        let lo = self.get(32);
-        lo | self.get(n - 32) << 32
     }
 }
 

@@ -45,6 +45,7 @@ fn take<T: Copy + Default + 'static>(
 thread_local! {
     static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static WORDS: RefCell<Vec<Vec<u16>>> = const { RefCell::new(Vec::new()) };
+    static CODES: RefCell<Vec<Vec<u32>>> = const { RefCell::new(Vec::new()) };
     static WIDE: RefCell<Vec<Vec<u64>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -61,4 +62,9 @@ pub fn words(len: usize) -> Scratch<u16> {
 /// `len` zeroed u64s from this thread's pool.
 pub fn wide(len: usize) -> Scratch<u64> {
     take(&WIDE, len)
+}
+
+/// `len` zeroed u32s from this thread's pool.
+pub fn codes(len: usize) -> Scratch<u32> {
+    take(&CODES, len)
 }

@@ -4,8 +4,10 @@
 //! turns counts into a table summing to `1 << SCALE_BITS`, [`rans::encode`] codes the
 //! plane under that table and [`rans::decode`] inverts it.
 
+pub mod bits;
 pub mod context;
 pub mod freq;
+pub mod ints;
 pub mod rans;
 
 /// Probability precision: tables sum to `1 << SCALE_BITS`. 12 bits keeps the decode table
