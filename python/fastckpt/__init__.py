@@ -15,24 +15,27 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from typing import Any, Union
 
 import numpy as np
 
-from . import _core, _tensors, _tree
+from . import _core, _tensors, _tree, lossy
 from .errors import (
     CorruptCheckpoint,
     FastckptError,
     FormatError,
+    LossyCheckpointWarning,
     ReferenceMismatch,
     UnsupportedError,
 )
+from .lossy import PRESETS
 
 __version__ = "0.1.0"
 __all__ = [
     "safetensors", "encode", "decode", "save", "load", "inspect", "read_tensor",
     "FastckptError", "FormatError", "CorruptCheckpoint", "ReferenceMismatch", "UnsupportedError",
-    "Store",
+    "LossyCheckpointWarning", "PRESETS", "Store",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -75,8 +78,9 @@ def _references(specs, reference: Any, reference_id: str):
 
 
 def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
+           mode: str = "lossless", error_bound: float | None = None, policy: Any = None,
            threads: int | None = None, chunk_bytes: int | None = None) -> bytes:
-    """Compresses `obj` (a tensor, array or nested dict/list/tuple of them) losslessly.
+    """Compresses `obj` (a tensor, array or nested dict/list/tuple of them).
 
     With `reference` (e.g. the previous checkpoint of the same run), each tensor that has a
     same-named tensor of the same dtype and shape there is coded as a residual against it,
@@ -84,10 +88,17 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
     stored to say which checkpoint that was. `threads` caps the worker threads (default:
     all cores); `chunk_bytes` sets the raw size of the independently coded chunks
     (default 1 MiB). The caller's data is never modified. Returns the file's bytes.
+
+    `mode="near_lossless"` quantizes float tensors under a bound: `error_bound=e` puts
+    every element of every lossy tensor within `e * rms(tensor)` of its value; `policy`
+    sets it per tensor class instead (a `PRESETS` name or a dict, see `fastckpt.lossy`).
+    The reference must then be the *decoded* previous checkpoint (what a reader gets), so
+    errors never accumulate along a chain; `Store` does that for you.
     """
     specs, structure, _owners = _prepare(obj)
     refs = _references(specs, reference, reference_id)
-    return _core.encode(specs, structure, threads, chunk_bytes, None, refs)
+    lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
+    return _core.encode(specs, structure, threads, chunk_bytes, None, refs, lossy_specs)
 
 
 def _as_array(data: Any) -> np.ndarray:
@@ -140,40 +151,52 @@ def _decode_tensors(reader: _core.Reader, indices: list[int], device: str, threa
 
 
 def decode(data: Any, *, reference: Any = None, device: str = "cpu",
-           threads: int | None = None) -> Any:
+           threads: int | None = None, lossy_ok: bool = False) -> Any:
     """Decompresses checkpoint bytes into the structure that was encoded, bit-exactly.
 
     Torch tensors come back as torch tensors on `device`, numpy arrays as numpy arrays.
     A checkpoint encoded with a `reference` needs that same reference here (checked by
     hash: `ReferenceMismatch` otherwise). Raises `CorruptCheckpoint` or `FormatError` on
-    damaged input; never returns bad data.
+    damaged input; never returns bad data. A near-lossless checkpoint decodes to the
+    values it stored (not the originals) and warns `LossyCheckpointWarning` unless
+    `lossy_ok`.
     """
     reader = _core.Reader(_as_array(data))
-    return _materialize(reader, device, threads, reference)
+    return _materialize(reader, device, threads, reference, lossy_ok)
 
 
-def _materialize(reader: _core.Reader, device: str, threads, reference: Any = None) -> Any:
-    n = len(reader.tensors())
+def _materialize(reader: _core.Reader, device: str, threads, reference: Any = None,
+                 lossy_ok: bool = False) -> Any:
+    infos = reader.tensors()
+    if not lossy_ok and any(t["lossy"] for t in infos):
+        n_lossy = sum(t["lossy"] for t in infos)
+        warnings.warn(f"near-lossless checkpoint: {n_lossy} of {len(infos)} tensors decode "
+                      "within their stated error bounds, not bit-exactly (fastckpt.inspect "
+                      "shows each bound)", LossyCheckpointWarning, stacklevel=3)
+    n = len(infos)
     tensors = _decode_tensors(reader, list(range(n)), device, threads, reference)
     return _tree.unpack(reader.structure(), tensors)
 
 
 def save(obj: Any, path: PathLike, *, reference: Any = None, reference_id: str = "reference",
+         mode: str = "lossless", error_bound: float | None = None, policy: Any = None,
          threads: int | None = None, chunk_bytes: int | None = None) -> None:
     """Encodes `obj` into `path` atomically (temp file, fsync, rename): a crash leaves
     either the old file or the new one, never a partial file. See `encode`."""
     specs, structure, _owners = _prepare(obj)
     refs = _references(specs, reference, reference_id)
-    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs)
+    lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
+    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs, lossy_specs)
 
 
-def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=None) -> None:
+def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=None,
+                   lossy_specs=None) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastckpt-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        _core.encode(specs, structure, threads, chunk_bytes, tmp, refs)
+        _core.encode(specs, structure, threads, chunk_bytes, tmp, refs, lossy_specs)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -194,9 +217,9 @@ def _fsync_dir(folder: str) -> None:
 
 
 def load(path: PathLike, *, reference: Any = None, device: str = "cpu",
-         threads: int | None = None) -> Any:
+         threads: int | None = None, lossy_ok: bool = False) -> Any:
     """Reads a checkpoint file written by `save` (see `decode`)."""
-    return _materialize(_core.Reader(_read_file(path)), device, threads, reference)
+    return _materialize(_core.Reader(_read_file(path)), device, threads, reference, lossy_ok)
 
 
 def inspect(source: Source) -> dict:
@@ -208,6 +231,7 @@ def inspect(source: Source) -> dict:
     comp = sum(t["compressed_bytes"] for t in tensors)
     return {
         "version": _core.FORMAT_VERSION,
+        "lossy": any(t["lossy"] for t in tensors),
         "tensors": tensors,
         "raw_bytes": raw,
         "compressed_bytes": comp,

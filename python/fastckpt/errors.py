@@ -24,3 +24,8 @@ class UnsupportedError(FastckptError, TypeError):
 __all__ = [
     "FastckptError", "FormatError", "CorruptCheckpoint", "ReferenceMismatch", "UnsupportedError",
 ]
+
+
+class LossyCheckpointWarning(UserWarning):
+    """A near-lossless checkpoint was decoded: values are within their stated bounds of the
+    originals, not bit-exact (pass `lossy_ok=True` to say you know)."""

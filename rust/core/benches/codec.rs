@@ -157,6 +157,7 @@ fn bench_checkpoint(c: &mut Criterion, sets: &[Set]) {
                 tag: String::new(),
                 data: v,
                 reference: None,
+                lossy: None,
             })
             .collect();
         let structure = Value::List((0..inputs.len() as u64).map(Value::Tensor).collect());

@@ -127,6 +127,7 @@ fn whole(data: &[u8]) {
             tag: String::new(),
             data: &c[..c.len() / 4 * 4],
             reference: None,
+            lossy: None,
         })
         .collect();
     for threads in [1, 2] {

@@ -26,6 +26,8 @@ pub mod sparse;
 
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;
-pub use container::{encode, Checkpoint, DecodeJob, EncodeOptions, Encoded, RefIn, TensorIn};
+pub use container::{
+    encode, Checkpoint, DecodeJob, EncodeOptions, Encoded, LossySpec, RefIn, TensorIn,
+};
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use fastckpt_core::{
-    container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, RefIn,
-    TensorIn, Value,
+    container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, LossySpec,
+    RefIn, TensorIn, Value,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
@@ -193,12 +193,17 @@ fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
 /// (checkpoint id, tensor name, raw bytes) of a reference tensor.
 type RefArg<'py> = (String, String, PyReadonlyArray1<'py, u8>);
+/// (class, error bound, prune fraction, non-negative) of a near-lossless tensor.
+type LossyArg = (String, f64, f64, bool);
 
 /// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure; `references`
-/// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from.
+/// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from,
+/// `lossy` with a `(class, error_bound, prune, nonneg)` near-lossless spec.
 /// Returns the file as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
-#[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None))]
+#[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None,
+                    lossy=None, sparse_block=None))]
+#[allow(clippy::too_many_arguments)]
 fn encode(
     py: Python<'_>,
     tensors: Vec<TensorArg<'_>>,
@@ -207,12 +212,17 @@ fn encode(
     chunk_bytes: Option<usize>,
     path: Option<std::path::PathBuf>,
     references: Option<Vec<Option<RefArg<'_>>>>,
+    lossy: Option<Vec<Option<LossyArg>>>,
+    sparse_block: Option<u32>,
 ) -> PyResult<Option<Py<PyBytes>>> {
     let structure = to_value(structure, 0)?;
     let references = references.unwrap_or_default();
-    if !references.is_empty() && references.len() != tensors.len() {
+    let lossy = lossy.unwrap_or_default();
+    if (!references.is_empty() && references.len() != tensors.len())
+        || (!lossy.is_empty() && lossy.len() != tensors.len())
+    {
         return Err(PyValueError::new_err(
-            "references must pair one-to-one with tensors",
+            "references and lossy must pair one-to-one with tensors",
         ));
     }
     let mut inputs = Vec::with_capacity(tensors.len());
@@ -234,12 +244,29 @@ fn encode(
             tag: tag.clone(),
             data,
             reference,
+            lossy: lossy
+                .get(k)
+                .cloned()
+                .flatten()
+                .map(|(class, error_bound, prune, nonneg)| LossySpec {
+                    class,
+                    error_bound,
+                    prune,
+                    nonneg,
+                }),
         });
     }
-    let opts = EncodeOptions {
+    let mut opts = EncodeOptions {
         threads,
         chunk_bytes: chunk_bytes.unwrap_or(DEFAULT_CHUNK_BYTES),
+        ..EncodeOptions::default()
     };
+    if let Some(b) = sparse_block {
+        if b == 0 || b > fastckpt_core::quant::MAX_BLOCK {
+            return Err(PyValueError::new_err("sparse_block out of range"));
+        }
+        opts.sparse_block = b;
+    }
     let encoded = py
         .detach(|| fastckpt_core::encode(&inputs, &structure, &opts))
         .map_err(|e| to_py(py, e))?;
@@ -303,14 +330,9 @@ impl Reader {
                 d.set_item("dtype", t.dtype.name())?;
                 d.set_item("shape", PyTuple::new(py, &t.shape)?)?;
                 d.set_item("tag", &t.tag)?;
-                d.set_item(
-                    "codec",
-                    if t.reference.is_some() {
-                        "predicted"
-                    } else {
-                        "planes"
-                    },
-                )?;
+                d.set_item("codec", t.codec.name())?;
+                d.set_item("lossy", t.is_lossy())?;
+                d.set_item("params", from_value(py, &t.params)?)?;
                 match &t.reference {
                     Some(r) => {
                         let rd = PyDict::new(py);

@@ -170,11 +170,13 @@ fn file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
                 tensor: t.name.clone(),
                 data,
             }),
+            lossy: None,
         })
         .collect();
     let opts = EncodeOptions {
         threads: Some(1),
         chunk_bytes,
+        ..EncodeOptions::default()
     };
     let bytes = encode(&ins, structure, &opts)
         .expect("seed checkpoint must encode")

@@ -166,11 +166,13 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
                 tensor: r.tensor.clone(),
                 data,
             }),
+            lossy: None,
         })
         .collect();
     let opts = EncodeOptions {
         threads: Some(1),
         chunk_bytes: 4096,
+        ..EncodeOptions::default()
     };
     // Whatever the reader accepts (unique names included), the writer must accept.
     let file = match encode(&tensors, ck.structure(), &opts) {

@@ -14,13 +14,14 @@ use super::value::Value;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hash;
+use crate::quant::{self, Plan};
 
 /// First eight bytes of every fastckpt file (PNG-style: catches text-mode mangling).
 pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
 /// Format minor version this build writes.
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.
@@ -36,6 +37,20 @@ pub enum Codec {
     Planes = 1,
     /// Residuals against a reference tensor ([`crate::predict`]).
     Predicted = 2,
+    /// Near-lossless: error-bounded codes, block-sparse ([`crate::lossy`]); the tensor's
+    /// params hold its [`crate::quant::Plan`], the reference is present iff alpha != 0.
+    Quantized = 3,
+}
+
+impl Codec {
+    /// The codec's name as `inspect` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Planes => "planes",
+            Codec::Predicted => "predicted",
+            Codec::Quantized => "quantized",
+        }
+    }
 }
 
 /// Where a tensor was predicted from: decoding needs that tensor, checked by its hash.
@@ -100,6 +115,17 @@ impl TensorEntry {
     /// Compressed size in bytes.
     pub fn compressed_bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.len).sum()
+    }
+    /// The quantizer plan of a [`Codec::Quantized`] tensor (validated on parse).
+    pub fn plan(&self) -> Result<Option<Plan>> {
+        match self.codec {
+            Codec::Quantized => Plan::from_value(&self.params).map(Some),
+            _ => Ok(None),
+        }
+    }
+    /// Whether decoding gives back values that differ from what was encoded.
+    pub fn is_lossy(&self) -> bool {
+        self.codec == Codec::Quantized
     }
     /// Raw bytes per full chunk.
     pub fn chunk_raw_bytes(&self) -> usize {
@@ -299,6 +325,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
     let codec = match r.u8()? {
         1 => Codec::Planes,
         2 => Codec::Predicted,
+        3 => Codec::Quantized,
         c => return Err(Error::Unsupported(format!("tensor {name:?}: codec {c}"))),
     };
     let chunk_words = r.varint()?;
@@ -316,12 +343,25 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
         }),
         x => return Err(ctx(format!("reference tag {x}"))),
     };
-    if (codec == Codec::Predicted) != reference.is_some() {
+    let params = Value::read(r)?;
+    let needs_reference = match codec {
+        Codec::Planes => false,
+        Codec::Predicted => true,
+        Codec::Quantized => {
+            if !quant::quantizable(dtype) {
+                return Err(ctx(format!("{} cannot be quantized", dtype.name())));
+            }
+            Plan::from_value(&params)
+                .map_err(|e| ctx(e.to_string()))?
+                .alpha
+                != 0.0
+        }
+    };
+    if needs_reference != reference.is_some() {
         return Err(ctx(
             "a predicted tensor needs a reference, and only it".into()
         ));
     }
-    let params = Value::read(r)?;
     let n_chunks = r.count(17)?;
     let expect = (raw_bytes / word).div_ceil(chunk_words);
     if n_chunks as u64 != expect {

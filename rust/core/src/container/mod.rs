@@ -11,8 +11,10 @@ use crate::codec;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::hash;
+use crate::lossy;
 use crate::parallel;
 use crate::predict;
+use crate::quant::{self, Plan};
 use format::{ChunkEntry, Codec, Header, TensorEntry};
 use value::Value;
 
@@ -34,7 +36,23 @@ pub struct TensorIn<'a> {
     /// Raw little-endian bytes, C order; length must match shape and dtype.
     pub data: &'a [u8],
     /// The same tensor in an earlier checkpoint, to predict from (same dtype and length).
+    /// For near-lossless coding this must be the *decoded* reference (closed loop).
     pub reference: Option<RefIn<'a>>,
+    /// Near-lossless coding for this tensor (ignored for dtypes that cannot be quantized).
+    pub lossy: Option<LossySpec>,
+}
+
+/// Near-lossless coding asked for one tensor ([`crate::quant`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossySpec {
+    /// The tensor's class (e.g. "weights", "exp_avg"), stored for `inspect`.
+    pub class: String,
+    /// Every element within `error_bound x rms(tensor)` of its value (unless pruned).
+    pub error_bound: f64,
+    /// Fraction of smallest residuals pruned to the prediction, in [0, 1).
+    pub prune: f64,
+    /// Decoded values clamped at 0 (for non-negative tensors such as Adam's exp_avg_sq).
+    pub nonneg: bool,
 }
 
 /// A reference tensor offered to the encoder.
@@ -55,13 +73,19 @@ pub struct EncodeOptions {
     pub threads: Option<usize>,
     /// Raw bytes per chunk (rounded down to whole words, at least one word).
     pub chunk_bytes: usize,
+    /// Codes per block of the near-lossless block-sparse packing.
+    pub sparse_block: u32,
 }
+
+/// Default block of the near-lossless block-sparse packing (chosen by `sparse` bench).
+pub const DEFAULT_SPARSE_BLOCK: u32 = 64;
 
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             threads: None,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            sparse_block: DEFAULT_SPARSE_BLOCK,
         }
     }
 }
@@ -126,17 +150,25 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
         .enumerate()
         .flat_map(|(i, &(_, n))| (0..n).map(move |k| (i, k)))
         .collect();
+    let lossy: Vec<Option<LossyPlan>> = parallel::install(opts.threads, || {
+        tensors
+            .iter()
+            .zip(&plans)
+            .map(|(t, &(chunk, _))| lossy_plan(t, chunk, opts.sparse_block))
+            .collect()
+    })?;
     let coded: Vec<CodedChunk> = parallel::install(opts.threads, || {
         jobs.par_iter()
-            .map(|&(i, k)| encode_one(&tensors[i], plans[i].0, k))
+            .map(|&(i, k)| encode_one(&tensors[i], plans[i].0, k, lossy[i].as_ref()))
             .collect()
     })?;
     let mut entries = Vec::with_capacity(tensors.len());
     let mut chunks = Vec::with_capacity(coded.len());
     let mut offset = 0u64;
     let mut it = coded.into_iter();
-    for (t, &(chunk, n)) in tensors.iter().zip(&plans) {
+    for ((t, &(chunk, n)), lp) in tensors.iter().zip(&plans).zip(&lossy) {
         let mut parts: Vec<CodedChunk> = it.by_ref().take(n).collect();
+        let params = lp.as_ref().map_or(Value::None, |lp| lp.params(&parts));
         let chunk_words = (chunk / t.dtype.word_size()) as u64;
         // A tensor none of whose chunks used its reference is stored standalone, so it
         // decodes without the reference.
@@ -172,15 +204,15 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
             dtype: t.dtype,
             shape: t.shape.clone(),
             tag: t.tag.clone(),
-            codec: if reference.is_some() {
-                Codec::Predicted
-            } else {
-                Codec::Planes
+            codec: match (lp, &reference) {
+                (Some(_), _) => Codec::Quantized,
+                (None, Some(_)) => Codec::Predicted,
+                (None, None) => Codec::Planes,
             },
             chunk_words,
             raw_hash,
             reference,
-            params: Value::None,
+            params,
             chunks: list,
         });
     }
@@ -198,16 +230,107 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
 /// One encoded chunk and its hashes.
 struct CodedChunk {
     bytes: Vec<u8>,
+    /// Hash of the bytes a reader decodes (the raw bytes, unless near-lossless).
     raw_hash: u128,
     /// Hash of the reference chunk, when the tensor had a reference.
     ref_hash: Option<u128>,
     /// Whether the chunk really used the reference.
     predicted: bool,
+    /// Largest decoding error and exactly stored elements (near-lossless only).
+    max_error: f64,
+    escapes: usize,
 }
 
-fn encode_one(t: &TensorIn, chunk: usize, k: usize) -> CodedChunk {
+/// A tensor's near-lossless plan and what the file says about it.
+struct LossyPlan {
+    plan: Plan,
+    spec: LossySpec,
+    rms: f64,
+}
+
+impl LossyPlan {
+    /// The tensor's params: the decoder's plan plus what the encoder did and measured.
+    fn params(&self, parts: &[CodedChunk]) -> Value {
+        let s = |k: &str| Value::Str(k.to_owned());
+        let max_error = parts.iter().map(|c| c.max_error).fold(0.0, f64::max);
+        let escapes: usize = parts.iter().map(|c| c.escapes).sum();
+        let mut items = vec![
+            (s("mode"), s("near_lossless")),
+            (s("class"), Value::Str(self.spec.class.clone())),
+            (s("error_bound"), Value::Float(self.spec.error_bound)),
+            (s("prune"), Value::Float(self.spec.prune)),
+            (s("rms"), Value::Float(self.rms)),
+            (s("max_abs_error"), Value::Float(max_error)),
+            (s("escapes"), Value::Int(escapes as i64)),
+        ];
+        items.extend(self.plan.to_entries());
+        Value::Map(items)
+    }
+}
+
+/// The quantizer plan of a tensor asked to be near-lossless, from one parallel pass over
+/// its chunks; `None` (lossless) for dtypes that cannot be quantized, empty tensors and
+/// tensors with no finite non-zero value.
+fn lossy_plan(t: &TensorIn, chunk: usize, block: u32) -> Option<LossyPlan> {
+    let spec = t.lossy.as_ref()?;
+    if !quant::quantizable(t.dtype) || t.data.is_empty() {
+        return None;
+    }
+    let reference = t.reference.as_ref().map(|r| r.data);
+    let stats = t
+        .data
+        .par_chunks(chunk)
+        .enumerate()
+        .map(|(k, raw)| {
+            let rc = reference.map(|r| &r[k * chunk..k * chunk + raw.len()]);
+            quant::stats(raw, rc, t.dtype)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(quant::Stats::default(), quant::Stats::merge);
+    let rms = stats.rms();
+    let bound = spec.error_bound * rms;
+    if !(bound > 0.0 && bound.is_finite()) {
+        return None;
+    }
+    let alpha = if reference.is_some() {
+        stats.alpha()
+    } else {
+        0.0
+    };
+    let prune_threshold = quant::prune_threshold(t.data, reference, t.dtype, alpha, spec.prune);
+    Some(LossyPlan {
+        plan: Plan {
+            step: 2.0 * bound,
+            alpha,
+            bound,
+            prune_threshold,
+            nonneg: spec.nonneg,
+            block,
+        },
+        spec: spec.clone(),
+        rms,
+    })
+}
+
+fn encode_one(t: &TensorIn, chunk: usize, k: usize, lossy: Option<&LossyPlan>) -> CodedChunk {
     let range = k * chunk..((k + 1) * chunk).min(t.data.len());
     let raw = &t.data[range.clone()];
+    if let Some(lp) = lossy {
+        let rc = match &t.reference {
+            Some(r) if lp.plan.alpha != 0.0 => Some(&r.data[range]),
+            _ => None,
+        };
+        let c = lossy::encode_chunk(raw, rc, t.dtype, &lp.plan);
+        return CodedChunk {
+            bytes: c.bytes,
+            raw_hash: c.decoded_hash,
+            ref_hash: rc.map(hash::h128),
+            predicted: rc.is_some(),
+            max_error: c.max_error,
+            escapes: c.escapes,
+        };
+    }
     let raw_hash = hash::h128(raw);
     match &t.reference {
         None => CodedChunk {
@@ -215,6 +338,8 @@ fn encode_one(t: &TensorIn, chunk: usize, k: usize) -> CodedChunk {
             raw_hash,
             ref_hash: None,
             predicted: false,
+            max_error: 0.0,
+            escapes: 0,
         },
         Some(r) => {
             let rc = &r.data[range];
@@ -225,6 +350,8 @@ fn encode_one(t: &TensorIn, chunk: usize, k: usize) -> CodedChunk {
                 raw_hash,
                 ref_hash: Some(hash::h128(rc)),
                 predicted,
+                max_error: 0.0,
+                escapes: 0,
             }
         }
     }
@@ -263,6 +390,20 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
                 )));
             }
         }
+        if let Some(l) = &t.lossy {
+            if !(l.error_bound.is_finite() && l.error_bound >= 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "{:?}: error bound {} must be finite and >= 0",
+                    t.name, l.error_bound
+                )));
+            }
+            if !(0.0..1.0).contains(&l.prune) {
+                return Err(Error::InvalidArgument(format!(
+                    "{:?}: prune fraction {} must be in [0, 1)",
+                    t.name, l.prune
+                )));
+            }
+        }
         if !names.insert(t.name.as_str()) {
             return Err(Error::InvalidArgument(format!(
                 "duplicate tensor name {:?}",
@@ -293,6 +434,7 @@ type ChunkJob<'a, 'b> = (
     &'a ChunkEntry,
     &'b mut [u8],
     Option<&'b [u8]>,
+    Option<&'b Plan>,
 );
 
 /// Checks that `data` is the reference the tensor was encoded against.
@@ -358,7 +500,11 @@ impl<'a> Checkpoint<'a> {
     pub fn decode_with(&self, jobs: Vec<DecodeJob<'_>>, threads: Option<usize>) -> Result<()> {
         let mut work: Vec<ChunkJob> = Vec::new();
         let mut refs = Vec::new();
-        for (i, out, reference) in jobs {
+        let plans: Vec<Option<Plan>> = jobs
+            .iter()
+            .map(|(i, _, _)| self.entry(*i)?.plan())
+            .collect::<Result<_>>()?;
+        for ((i, out, reference), plan) in jobs.into_iter().zip(&plans) {
             let t = self.entry(i)?;
             if out.len() as u64 != t.raw_bytes() {
                 return Err(Error::InvalidArgument(format!(
@@ -384,14 +530,14 @@ impl<'a> Checkpoint<'a> {
             let step = t.chunk_raw_bytes();
             for (k, (c, dst)) in t.chunks.iter().zip(out.chunks_mut(step)).enumerate() {
                 let rc = reference.map(|d| &d[k * step..k * step + dst.len()]);
-                work.push((t, c, dst, rc));
+                work.push((t, c, dst, rc, plan.as_ref()));
             }
         }
         parallel::install(threads, || {
             refs.par_iter()
                 .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
             work.into_par_iter()
-                .try_for_each(|(t, c, dst, rc)| self.decode_chunk(t, c, dst, rc))
+                .try_for_each(|(t, c, dst, rc, plan)| self.decode_chunk(t, c, dst, rc, plan))
         })?
     }
 
@@ -416,12 +562,14 @@ impl<'a> Checkpoint<'a> {
         c: &ChunkEntry,
         dst: &mut [u8],
         reference: Option<&[u8]>,
+        plan: Option<&Plan>,
     ) -> Result<()> {
         let at = |what: &str| format!("tensor {:?} chunk at offset {}: {what}", t.name, c.offset);
         let comp = &self.data[c.offset as usize..(c.offset + c.len) as usize];
-        let decoded = match reference {
-            Some(rc) => predict::decode_chunk(comp, rc, t.dtype, dst),
-            None => codec::decode_chunk(comp, t.dtype, dst),
+        let decoded = match (plan, reference) {
+            (Some(plan), rc) => lossy::decode_chunk(comp, rc, t.dtype, plan, dst),
+            (None, Some(rc)) => predict::decode_chunk(comp, rc, t.dtype, dst),
+            (None, None) => codec::decode_chunk(comp, t.dtype, dst),
         };
         decoded.map_err(|e| match e {
             Error::Corrupt(m) | Error::Truncated(m) => Error::Corrupt(at(&m)),
