@@ -18,7 +18,7 @@ always lossless.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 CLASSES = ("weights", "exp_avg", "exp_avg_sq", "other")
 MIN_ELEMENTS = 1024
@@ -58,7 +58,7 @@ def classify(name: str, dtype: str, numel: int, min_elements: int = MIN_ELEMENTS
     return "weights"
 
 
-def resolve(mode: str, error_bound: float | None, policy: Any) -> dict[str, Optional[dict]] | None:
+def resolve(mode: str, error_bound: float | None, policy: Any) -> dict[str, dict | None] | None:
     """Checks the user's arguments and returns {class: {"error_bound", "prune"} or None},
     or None for lossless coding."""
     if mode == "lossless":
@@ -98,7 +98,7 @@ def _setting(cls: str, s: Setting) -> dict | None:
     return {"error_bound": e, "prune": p}
 
 
-def specs(tensors, policy: dict[str, Optional[dict]] | None, min_elements: int = MIN_ELEMENTS):
+def specs(tensors, policy: dict[str, dict | None] | None, min_elements: int = MIN_ELEMENTS):
     """The core's per-tensor `lossy` argument for `(name, dtype, shape, ...)` tensors, or
     None when nothing is lossy."""
     if policy is None:

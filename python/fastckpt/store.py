@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _tensors
+from . import _tensors, lossy
 from .errors import CorruptCheckpoint, FormatError, ReferenceMismatch
 
 MANIFEST = "manifest.json"
@@ -74,9 +74,13 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], *, keyframe_every: int = 10,
                  max_chain: int | None = None, threads: int | None = None,
-                 cache_size: int = 2) -> None:
+                 cache_size: int = 2, lossless_keyframe_every: int | None = None) -> None:
         if not isinstance(keyframe_every, int) or keyframe_every < 1:
             raise ValueError("keyframe_every must be an int >= 1")
+        if lossless_keyframe_every is not None and (
+                not isinstance(lossless_keyframe_every, int) or lossless_keyframe_every < 1):
+            raise ValueError("lossless_keyframe_every must be None or an int >= 1")
+        self.lossless_keyframe_every = lossless_keyframe_every
         if max_chain is not None and (not isinstance(max_chain, int) or max_chain < 0):
             raise ValueError("max_chain must be None or an int >= 0")
         self.path = os.fspath(path)
@@ -134,7 +138,8 @@ class Store:
         entry = _entry(m, step)
         summary = inspect(self._file(entry))
         tensors = [{k: t.get(k) for k in ("name", "codec", "reference", "raw_bytes",
-                                          "compressed_bytes")} for t in summary["tensors"]]
+                                          "compressed_bytes", "lossy", "params")}
+                   for t in summary["tensors"]]
         codecs: dict[str, int] = {}
         for t in tensors:
             codecs[t["codec"]] = codecs.get(t["codec"], 0) + 1
@@ -164,7 +169,8 @@ class Store:
             data = f.read()
         if _fingerprint(inspect(data), len(data)) != entry["fingerprint"]:
             raise _StaleFile(f"{entry['file']} does not match its manifest entry")
-        return decode(data, reference=reference, device=device, threads=self.threads)
+        return decode(data, reference=reference, device=device, threads=self.threads,
+                      lossy_ok=True)
 
     def _retrying(self, fn) -> Any:
         """Runs `fn(manifest)`; if a writer moved a file away meanwhile, retries with the
@@ -182,29 +188,49 @@ class Store:
 
     # ----- writing -------------------------------------------------------------------------
 
-    def save(self, step: int, state_dict: Any, metadata: Any = None) -> dict:
+    def save(self, step: int, state_dict: Any, metadata: Any = None, *,
+             mode: str = "lossless", error_bound: float | None = None,
+             policy: Any = None) -> dict:
         """Saves `state_dict` (any fastckpt-storable object) as `step` with JSON `metadata`.
 
         The reference is the largest saved step below `step`, unless a keyframe is due.
         An existing `step` is replaced, unless another step uses it as its reference
-        (ValueError). Returns the new manifest entry."""
+        (ValueError). Returns the new manifest entry.
+
+        `mode="near_lossless"` with `error_bound` or `policy` (see `fastckpt.encode`) codes
+        the step against the *decoded* previous step (closed loop: errors never add up
+        along a chain); a keyframe is then near-lossless too, except every
+        `lossless_keyframe_every`-th save of the store, which is a lossless keyframe."""
         step = _check_step(step)
         metadata = _json_roundtrip(metadata)
+        lossy.resolve(mode, error_bound, policy)  # fail before taking the lock
         with self._locked():
             m = self._manifest()
             self._check_replaceable(m, step)
             prev = max((s for s in m["steps"] if s < step), default=None)
-            keyframe = self._keyframe_due(m, prev)
+            lossless_due = self._lossless_due(m)
+            keyframe = self._keyframe_due(m, prev) or (mode != "lossless" and lossless_due)
+            if lossless_due:
+                mode, error_bound, policy = "lossless", None, None
             ref = None if keyframe else prev
             reference = None if ref is None else self._decoded(m, ref)
-            entry = self._write(m, step, state_dict, ref, reference)
+            entry = self._write(m, step, state_dict, ref, reference,
+                                dict(mode=mode, error_bound=error_bound, policy=policy))
             entry["metadata"] = metadata
             m["since_keyframe"] = 0 if keyframe else m["since_keyframe"] + 1
+            m["since_lossless"] = 0 if lossless_due else m.get("since_lossless", 0) + 1
             old = m["steps"].get(step)
             m["steps"][step] = entry
             self._commit(m, [old["file"]] if old else [])
-        self._cache.put(_key(step, entry), _snapshot(state_dict))
+        decoded = (self._read(entry, reference, "cpu") if entry["lossy"]
+                   else _snapshot(state_dict))
+        self._cache.put(_key(step, entry), decoded)
         return copy.deepcopy(entry)
+
+    def _lossless_due(self, m: dict) -> bool:
+        """Whether this save must be a lossless keyframe (`lossless_keyframe_every`)."""
+        n = self.lossless_keyframe_every
+        return n is not None and (not m["steps"] or m.get("since_lossless", 0) + 1 >= n)
 
     def _check_replaceable(self, m: dict, step: int) -> None:
         users = _dependants(m, step)
@@ -218,18 +244,21 @@ class Store:
         periodic = m["since_keyframe"] + 1 >= self.keyframe_every
         return periodic or m["steps"][prev]["depth"] + 1 > self.max_chain
 
-    def _write(self, m: dict, step: int, obj: Any, ref: int | None, reference: Any) -> dict:
-        """Writes `obj` as a new, durable file for `step` (not yet in the manifest)."""
+    def _write(self, m: dict, step: int, obj: Any, ref: int | None, reference: Any,
+               coding: dict | None = None) -> dict:
+        """Writes `obj` as a new, durable file for `step` (not yet in the manifest);
+        `coding` holds `save`'s mode/error_bound/policy (default: lossless)."""
         from . import inspect, save
 
         name = _new_name(m, step)
         path = os.path.join(self.path, name)
         ref_id = m["steps"][ref]["file"] if ref is not None else "reference"
-        save(obj, path, reference=reference, reference_id=ref_id, threads=self.threads)
+        save(obj, path, reference=reference, reference_id=ref_id, threads=self.threads,
+             **(coding or {}))
         summary, size = inspect(path), os.path.getsize(path)
         depth = 0 if ref is None else m["steps"][ref]["depth"] + 1
         return {"file": name, "reference": ref, "keyframe": ref is None, "depth": depth,
-                "metadata": None, "raw_bytes": summary["raw_bytes"],
+                "lossy": summary["lossy"], "metadata": None, "raw_bytes": summary["raw_bytes"],
                 "compressed_bytes": summary["compressed_bytes"], "file_bytes": size,
                 "fingerprint": _fingerprint(summary, size), "saved_at": time.time()}
 
