@@ -282,7 +282,9 @@ class Store:
         reference = None if ref is None else self._decoded(m, ref)
         entry = self._write(m, step, obj, ref, reference)
         old = m["steps"][step]
-        entry.update(metadata=old["metadata"], saved_at=old["saved_at"])
+        # Re-encoding is lossless, of values that may already be near-lossless ones.
+        entry.update(metadata=old["metadata"], saved_at=old["saved_at"],
+                     lossy=entry["lossy"] or old.get("lossy", False))
         return entry
 
     def gc(self) -> int:
