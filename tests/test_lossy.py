@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import warnings
 
+import fastckpt
 import numpy as np
 import pytest
 from _helpers import examples, need_torch
+from fastckpt import lossy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import fastckpt
-from fastckpt import lossy
 
 FLOATS = ["float16", "float32", "float64", "bfloat16"]
 SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-40, -3e-39, 5e-324, 65504.0, 1e30]
