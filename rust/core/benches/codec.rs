@@ -9,7 +9,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use fastckpt_core::container::bytes::{Reader, Writer};
 use fastckpt_core::entropy::freq::{histogram, FreqTable};
 use fastckpt_core::entropy::rans;
-use fastckpt_core::{codec, encode, Checkpoint, DType, EncodeOptions, TensorIn, Value};
+use fastckpt_core::quant::{self, Plan};
+use fastckpt_core::{
+    codec, encode, lossy, sparse, Checkpoint, DType, EncodeOptions, TensorIn, Value,
+};
 
 /// (name, fp32 little-endian bytes) per tensor.
 fn load_weights() -> Vec<(String, Vec<u8>)> {
@@ -194,11 +197,104 @@ fn bench_checkpoint(c: &mut Criterion, sets: &[Set]) {
     }
 }
 
+/// Quantizer codes of the fp32 weights at bound 1e-2 x rms: `dense` standalone, and
+/// `sparse` against the weights rounded to bf16 (a real, non-uniform residual: large
+/// weights lose more in the rounding, so codes are non-zero in clusters).
+fn quant_codes(sets: &[Set]) -> Vec<(&'static str, Vec<u8>, Option<Vec<u8>>, Plan)> {
+    let (_, _, fp32) = &sets[0];
+    let (_, _, bf16) = &sets[1];
+    let raw: Vec<u8> = fp32
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .take(16 << 20)
+        .collect();
+    let rounded: Vec<u8> = bf16
+        .iter()
+        .flat_map(|(_, v)| v.chunks_exact(2).flat_map(|h| [0, 0, h[0], h[1]]))
+        .take(raw.len())
+        .collect();
+    let stats = quant::stats(&raw, Some(&rounded), DType::F32);
+    let bound = 1e-2 * stats.rms();
+    let plan = |alpha: f64| Plan {
+        step: 2.0 * bound,
+        alpha,
+        bound,
+        prune_threshold: 0.0,
+        nonneg: false,
+        block: 64,
+    };
+    vec![
+        ("dense", raw.clone(), None, plan(0.0)),
+        ("sparse", raw, Some(rounded), plan(1.0)),
+    ]
+}
+
+fn bench_sparse(c: &mut Criterion, sets: &[Set]) {
+    let mut g = c.benchmark_group("sparse_pack");
+    for (label, raw, reference, plan) in quant_codes(sets) {
+        let n = raw.len() / 4;
+        let mut codes = vec![0u32; n];
+        let mut decoded = vec![0u8; raw.len()];
+        quant::quantize(
+            &raw,
+            reference.as_deref(),
+            DType::F32,
+            &plan,
+            &mut codes,
+            &mut decoded,
+        );
+        g.throughput(Throughput::Bytes(raw.len() as u64));
+        for block in [8usize, 16, 32, 64, 128] {
+            let (mut bitmap, mut dense) = (Vec::new(), Vec::new());
+            sparse::pack(&codes, block, &mut bitmap, &mut dense);
+            eprintln!(
+                "sparse_pack/{label}/{block}: {:.3} of codes kept",
+                dense.len() as f64 / n as f64
+            );
+            let id = format!("{label}/block{block}");
+            g.bench_function(BenchmarkId::new("pack", &id), |b| {
+                b.iter(|| sparse::pack(black_box(&codes), block, &mut bitmap, &mut dense))
+            });
+            let mut out = vec![0u32; n];
+            g.bench_function(BenchmarkId::new("unpack", &id), |b| {
+                b.iter(|| sparse::unpack(black_box(&bitmap), &dense, block, &mut out).unwrap())
+            });
+        }
+    }
+    g.finish();
+    let mut g = c.benchmark_group("lossy_chunk_1MiB");
+    for (label, raw, reference, plan) in quant_codes(sets) {
+        let raw = &raw[..1 << 20];
+        let rf = reference.as_ref().map(|r| &r[..1 << 20]);
+        let coded = lossy::encode_chunk(raw, rf, DType::F32, &plan);
+        eprintln!(
+            "lossy_chunk/{label}: ratio {:.4}",
+            coded.bytes.len() as f64 / raw.len() as f64
+        );
+        g.throughput(Throughput::Bytes(raw.len() as u64));
+        g.bench_function(BenchmarkId::new("encode", label), |b| {
+            b.iter(|| {
+                lossy::encode_chunk(black_box(raw), rf, DType::F32, &plan)
+                    .bytes
+                    .len()
+            })
+        });
+        let mut out = vec![0u8; raw.len()];
+        g.bench_function(BenchmarkId::new("decode", label), |b| {
+            b.iter(|| lossy::decode_chunk(black_box(&coded.bytes), rf, DType::F32, &plan, &mut out))
+        });
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let sets = datasets();
+    if std::env::var_os("FASTCKPT_BENCH_ONLY_SPARSE").is_some() {
+        return bench_sparse(c, &sets);
+    }
     bench_rans(c, &sets);
     bench_chunk(c, &sets);
     bench_checkpoint(c, &sets);
+    bench_sparse(c, &sets);
 }
 
 criterion_group!(codec_benches, benches);

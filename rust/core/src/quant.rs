@@ -306,27 +306,41 @@ fn quantize_t<T: Float>(
     decoded: &mut [u8],
 ) -> Quantized {
     let mut out = Quantized::default();
+    match reference {
+        Some(rf) if plan.alpha != 0.0 => {
+            let preds = rf.chunks_exact(T::W).map(|r| plan.alpha * T::load(r));
+            quantize_loop::<T>(raw, preds, plan, codes, decoded, &mut out)
+        }
+        _ => quantize_loop::<T>(raw, std::iter::repeat(0.0), plan, codes, decoded, &mut out),
+    }
+    out
+}
+
+/// The element loop of [`quantize`], over the predictions `preds`.
+#[inline(always)]
+fn quantize_loop<T: Float>(
+    raw: &[u8],
+    preds: impl Iterator<Item = f64>,
+    plan: &Plan,
+    codes: &mut [u32],
+    decoded: &mut [u8],
+    out: &mut Quantized,
+) {
     let inv = 1.0 / plan.step;
-    for (i, code) in codes.iter_mut().enumerate() {
-        let xb = &raw[i * T::W..(i + 1) * T::W];
+    let limit = plan.limit();
+    let words = raw.chunks_exact(T::W).zip(decoded.chunks_exact_mut(T::W));
+    for (i, (((xb, dst), code), p)) in words.zip(codes.iter_mut()).zip(preds).enumerate() {
         let x = T::load(xb);
-        let p = predict::<T>(reference, plan.alpha, i);
         let d = x - p;
         let pruned = d.abs() < plan.prune_threshold;
-        let q = if pruned { 0.0 } else { (d * inv).round() };
-        let dst = &mut decoded[i * T::W..(i + 1) * T::W];
+        let q = if pruned { 0.0 } else { round(d * inv) };
         // Through i32 as the decoder does (so -0.0 codes rebuild as +0.0 codes do).
         let qi = q as i32;
-        let ok = x.is_finite() && p.is_finite() && q.abs() <= MAX_CODE && {
-            T::store(rebuild(p, qi as f64, plan), dst);
-            let err = (T::load(dst) - x).abs();
-            let fine = err <= if pruned { plan.limit() } else { plan.bound };
-            if fine && err > out.max_error {
-                out.max_error = err;
-            }
-            fine
-        };
-        if ok {
+        T::store(rebuild(p, qi as f64, plan), dst);
+        let err = (T::load(dst) - x).abs();
+        let fine = err <= if pruned { limit } else { plan.bound };
+        if fine && q.abs() <= MAX_CODE && x.is_finite() && p.is_finite() {
+            out.max_error = out.max_error.max(err);
             *code = ((qi << 1) ^ (qi >> 31)) as u32;
         } else {
             *code = 0;
@@ -334,7 +348,18 @@ fn quantize_t<T: Float>(
             out.escapes.push(i as u32);
         }
     }
-    out
+}
+
+/// `v` rounded half away from zero, by a truncating conversion (one instruction, where
+/// `f64::round` is a library call without SSE4.1); NaN and huge values come back huge or
+/// NaN-free garbage, which the caller's range and bound checks turn into escapes.
+#[inline(always)]
+fn round(v: f64) -> f64 {
+    if v.abs() < MAX_CODE * 2.0 {
+        (v + 0.5f64.copysign(v)) as i64 as f64
+    } else {
+        v
+    }
 }
 
 /// The decoded value of code `q` (as f64) at prediction `p`.
