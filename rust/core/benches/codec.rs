@@ -197,10 +197,13 @@ fn bench_checkpoint(c: &mut Criterion, sets: &[Set]) {
     }
 }
 
+/// (label, fp32 data, reference, plan) of a quantizer bench case.
+type QuantCase = (&'static str, Vec<u8>, Option<Vec<u8>>, Plan);
+
 /// Quantizer codes of the fp32 weights at bound 1e-2 x rms: `dense` standalone, and
 /// `sparse` against the weights rounded to bf16 (a real, non-uniform residual: large
 /// weights lose more in the rounding, so codes are non-zero in clusters).
-fn quant_codes(sets: &[Set]) -> Vec<(&'static str, Vec<u8>, Option<Vec<u8>>, Plan)> {
+fn quant_codes(sets: &[Set]) -> Vec<QuantCase> {
     let (_, _, fp32) = &sets[0];
     let (_, _, bf16) = &sets[1];
     let raw: Vec<u8> = fp32
