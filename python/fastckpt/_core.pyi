@@ -31,9 +31,15 @@ def encode(
     threads: int | None = None,
     chunk_bytes: int | None = None,
     path: str | PathLike[str] | None = None,
+    references: Sequence[tuple[str, str, npt.NDArray[np.uint8]] | None] | None = None,
+    lossy: Sequence[tuple[str, float, float, bool] | None] | None = None,
+    sparse_block: int | None = None,
 ) -> bytes | None:
     """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
-    file bytes, or writes and fsyncs `path` and returns None."""
+    file bytes, or writes and fsyncs `path` and returns None. `references[k]` is
+    (checkpoint id, tensor name, raw bytes) to predict tensor k from; `lossy[k]` is
+    (class, error bound, prune fraction, non-negative) to code it near-losslessly;
+    `sparse_block` is the block size of near-lossless block-sparse packing."""
 
 class Reader:
     """A parsed checkpoint over a uint8 array."""
@@ -42,12 +48,16 @@ class Reader:
     def structure(self) -> Any:
         """The structure with TensorRef / Ext placeholders."""
     def tensors(self) -> list[dict[str, Any]]:
-        """Per tensor: name, dtype, shape, tag, codec, raw_bytes, compressed_bytes, chunks,
+        """Per tensor: name, dtype, shape, tag, codec ("planes", "predicted", "quantized"),
+        lossy, params (the near-lossless plan and what the encoder measured, else None),
+        reference ({checkpoint, tensor} or None), raw_bytes, compressed_bytes, chunks,
         raw_hash."""
     def decode_into(
         self,
         indices: Sequence[int],
         outputs: Sequence[npt.NDArray[np.uint8]],
         threads: int | None = None,
+        references: Sequence[npt.NDArray[np.uint8] | None] | None = None,
     ) -> None:
-        """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`."""
+        """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`;
+        `references[k]` is the reference's raw bytes for a tensor that has one."""
