@@ -262,3 +262,17 @@ def test_store_chain_never_accumulates_error(tmp_path):
     assert store.info(4)["lossy"]  # re-encoded losslessly, but of near-lossless values
     info = store.info(6)
     assert info["lossy"] and info["tensors"][0]["params"]["class"] == "weights"
+
+
+def test_cli_states_lossy_and_pruned(tmp_path, capsys):
+    from fastckpt.__main__ import main
+
+    rng = np.random.default_rng(8)
+    path = tmp_path / "x.fckpt"
+    fastckpt.save({"w": rng.standard_normal(5000).astype(np.float32)}, path,
+                  mode="near_lossless", policy={"weights": {"error_bound": 1e-2, "prune": 0.5}})
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "NEAR-LOSSLESS" in out and "PRUNED 50%" in out and "weights: e=0.01" in out
+    assert main(["verify", str(path)]) == 0
+    assert "near-lossless" in capsys.readouterr().out

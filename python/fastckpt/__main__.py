@@ -24,17 +24,33 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"fastckpt format v{info['version']}: {len(info['tensors'])} tensors, "
           f"{info['raw_bytes']} raw bytes -> {info['compressed_bytes']} "
-          f"({info['compressed_bytes'] / max(info['raw_bytes'], 1):.4f})")
+          f"({info['compressed_bytes'] / max(info['raw_bytes'], 1):.4f})"
+          + ("  NEAR-LOSSLESS (lossy tensors decode within their stated bounds)"
+             if info["lossy"] else ""))
     for t in info["tensors"]:
         ratio = t["compressed_bytes"] / max(t["raw_bytes"], 1)
-        print(f"  {t['name']:<60} {t['dtype']:<14} {str(list(t['shape'])):<20} {ratio:.4f}")
+        print(f"  {t['name']:<60} {t['dtype']:<10} {str(list(t['shape'])):<16} {ratio:.4f} "
+              f"{t['codec']}{_lossy_note(t)}")
     return 0
+
+
+def _lossy_note(t: dict) -> str:
+    """What a near-lossless tensor's params say: class, bound, pruning, measured error."""
+    if not t["lossy"]:
+        return ""
+    p = t["params"]
+    pruned = f", PRUNED {p['prune']:.0%} (<= {p['prune_threshold']:.3g})" if p["prune"] else ""
+    return (f" [{p['class']}: e={p['error_bound']:g} (|err| <= {p['bound']:.3g}){pruned}, "
+            f"max err {p['max_abs_error']:.3g}]")
 
 
 def _verify(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    fastckpt.load(args.file, threads=args.threads)
-    print(f"{args.file}: OK (every chunk checksum verified) in {time.perf_counter() - t0:.3f}s")
+    fastckpt.load(args.file, threads=args.threads, lossy_ok=True)
+    lossy = " (near-lossless: values within their stated bounds)" if fastckpt.inspect(
+        args.file)["lossy"] else ""
+    print(f"{args.file}: OK (every chunk checksum verified){lossy} in "
+          f"{time.perf_counter() - t0:.3f}s")
     return 0
 
 
