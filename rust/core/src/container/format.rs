@@ -19,8 +19,9 @@ use crate::hash;
 pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
-/// Format minor version this build writes.
-pub const MINOR: u16 = 0;
+/// Format minor version this build writes when a file uses [`Codec::Same`] (1.1); files
+/// without it are written as 1.0, readable by every 1.x reader.
+pub const MINOR: u16 = 1;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.
@@ -36,6 +37,25 @@ pub enum Codec {
     Planes = 1,
     /// Residuals against a reference tensor ([`crate::predict`]).
     Predicted = 2,
+    /// Exactly the reference tensor's bytes: no chunks; the reference is verified by its
+    /// hash, which equals the tensor's own `raw_hash` (format 1.1). Code 3 is reserved.
+    Same = 4,
+}
+
+impl Codec {
+    /// Whether tensors of this codec need a reference to decode.
+    pub fn needs_reference(self) -> bool {
+        matches!(self, Codec::Predicted | Codec::Same)
+    }
+
+    /// Name shown by `inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Planes => "planes",
+            Codec::Predicted => "predicted",
+            Codec::Same => "same",
+        }
+    }
 }
 
 /// Where a tensor was predicted from: decoding needs that tensor, checked by its hash.
@@ -137,7 +157,8 @@ impl Header {
         let mut w = Writer::with_capacity(PREFIX_LEN + body.len() + 8);
         w.bytes(MAGIC);
         w.u16(MAJOR);
-        w.u16(MINOR);
+        let same = self.tensors.iter().any(|t| t.codec == Codec::Same);
+        w.u16(if same { MINOR } else { 0 });
         w.u32(0);
         w.u64(body.len() as u64);
         w.bytes(&body);
@@ -299,6 +320,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
     let codec = match r.u8()? {
         1 => Codec::Planes,
         2 => Codec::Predicted,
+        4 => Codec::Same,
         c => return Err(Error::Unsupported(format!("tensor {name:?}: codec {c}"))),
     };
     let chunk_words = r.varint()?;
@@ -316,14 +338,20 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
         }),
         x => return Err(ctx(format!("reference tag {x}"))),
     };
-    if (codec == Codec::Predicted) != reference.is_some() {
+    if codec.needs_reference() != reference.is_some() {
         return Err(ctx(
-            "a predicted tensor needs a reference, and only it".into()
+            "a predicted or same tensor needs a reference, and only it".into(),
         ));
+    }
+    if codec == Codec::Same && reference.as_ref().map(|r| r.raw_hash) != Some(raw_hash) {
+        return Err(ctx("a same tensor's reference hash differs from its own".into()));
     }
     let params = Value::read(r)?;
     let n_chunks = r.count(17)?;
-    let expect = (raw_bytes / word).div_ceil(chunk_words);
+    let expect = match codec {
+        Codec::Same => 0,
+        _ => (raw_bytes / word).div_ceil(chunk_words),
+    };
     if n_chunks as u64 != expect {
         return Err(ctx(format!("{n_chunks} chunks, shape needs {expect}")));
     }
