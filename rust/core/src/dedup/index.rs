@@ -283,6 +283,9 @@ impl Index {
     /// Removes every entry of `checkpoint`; returns how many. Ids of the other entries
     /// change (the structures are rebuilt).
     pub fn remove_checkpoint(&mut self, checkpoint: &str) -> Result<usize> {
+        if !self.by_name.contains_key(checkpoint) {
+            return Ok(0);
+        }
         let all: Vec<Entry> = (0..self.entries.len() as u32)
             .filter_map(|i| self.entry(i))
             .collect();
