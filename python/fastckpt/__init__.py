@@ -79,20 +79,29 @@ def _references(specs, reference: Any, reference_id: str, tensor_references=None
 
 def _explicit_references(specs, tensor_references: dict):
     """`tensor_references` maps a tensor name to `(checkpoint_id, tensor_name, tensor)` of
-    any checkpoint: the core's per-tensor references (same dtype and shape required)."""
+    any checkpoint: the core's per-tensor references (same dtype and shape required; a 1-D
+    uint8 array of the tensor's raw size is taken as its raw bytes)."""
     paired = []
-    for name, dtype, shape, _tag, _raw in specs:
+    for name, dtype, shape, _tag, mine in specs:
         r = tensor_references.get(name)
         if r is None:
             paired.append(None)
             continue
         checkpoint, tensor, value = r
+        if _is_raw(value, mine.nbytes):
+            paired.append((str(checkpoint), str(tensor), value))
+            continue
         rdtype, rshape, _rtag, raw, _owner = _tensors.to_raw(value)
         if rdtype != dtype or list(rshape) != list(shape):
             raise ValueError(f"reference of {name!r} is {rdtype}{list(rshape)}, "
                              f"not {dtype}{list(shape)}")
         paired.append((str(checkpoint), str(tensor), raw))
     return paired
+
+
+def _is_raw(value: Any, nbytes: int) -> bool:
+    return (isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1
+            and value.nbytes == nbytes and value.flags.c_contiguous)
 
 
 def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
