@@ -45,6 +45,7 @@ each reference by hash), and retry with a newer manifest when a writer moved a f
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import fcntl
@@ -74,6 +75,7 @@ _MODES = (None, "auto", "exact")
 #: checkpoint would save a few bytes and cost decoding that checkpoint.
 MIN_DEDUP_BYTES = 4096
 _CANDIDATES = 4  # LSH candidates verified per tensor, nearest signatures first
+_HINTS = 2  # checkpoints whose same-named tensor is verified too (most voted by the LSH)
 _MIN_GAIN = 0.02  # a reference must beat standalone coding by 2% (estimated) to be used
 
 
@@ -329,12 +331,14 @@ class Store:
 
     def _choose(self, m: dict, index, obj: Any, mode: str, forbidden: set) -> dict:
         """{tensor name: (key, tensor name)} of the reference chosen for each tensor: an
-        exact duplicate if one is stored, else ("auto") the LSH candidate whose sampled
-        predicted size is smallest, if it beats standalone coding by `_MIN_GAIN`."""
+        exact duplicate if one is stored, else ("auto") the candidate whose sampled
+        predicted size is smallest, if it beats standalone coding by `_MIN_GAIN`. The
+        candidates are the LSH's nearest signatures plus the same-named tensor of the
+        checkpoints the LSH points at most often (a checkpoint near for most tensors is
+        worth a try for the others, whose moments may have drifted below the S-curve)."""
         allowed = {k for k, e in m["steps"].items()
                    if k not in forbidden and e["depth"] < self.max_chain}
-        flat: dict = {}
-        choices = {}
+        choices, pending = {}, []
         for name, dtype, shape, raw in _specs(obj):
             numel = int(np.prod(shape, dtype=np.int64))
             if raw.nbytes < MIN_DEDUP_BYTES:
@@ -344,13 +348,16 @@ class Store:
             exact = [c for c in exact if c[0] in allowed]
             if exact:
                 choices[name] = exact[0]
-                continue
-            if mode != "auto":
-                continue
-            sig = _core.signature(dtype, raw)
-            cands = [(_key_of_id(c, {}), t) for c, t, _d in
-                     index.query(dtype, numel, sig, _CANDIDATES * 4)]
-            cands = [c for c in cands if c[0] in allowed][:_CANDIDATES]
+            elif mode == "auto":
+                found = index.query(dtype, numel, _core.signature(dtype, raw), _CANDIDATES * 4)
+                cands = [(_key_of_id(c, {}), t) for c, t, _d in found]
+                pending.append((name, dtype, raw, [c for c in cands if c[0] in allowed]))
+        votes = collections.Counter(c[0][0] for *_, c in pending if c)
+        hints = [k for k, _n in votes.most_common(_HINTS)]
+        flat: dict = {}
+        for name, dtype, raw, cands in pending:
+            cands = cands[:_CANDIDATES]
+            cands += [(k, name) for k in hints if (k, name) not in cands]
             best = self._verify(m, flat, dtype, raw, cands)
             if best is not None:
                 choices[name] = best
@@ -364,8 +371,11 @@ class Store:
         best, best_size = None, limit
         for k, t in cands:
             if k not in flat:
-                flat[k] = _flat(self._decoded(m, k))
-            size = _core.estimate_predicted(dtype, raw, flat[k][t])
+                flat[k] = {n: (d, r) for n, d, _s, r in _specs(self._decoded(m, k))}
+            d, r = flat[k].get(t, (None, None))
+            if d != dtype or r.nbytes != raw.nbytes:
+                continue
+            size = _core.estimate_predicted(dtype, raw, r)
             if size < best_size:
                 best, best_size = (k, t), size
         return best

@@ -344,7 +344,9 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
         ));
     }
     if codec == Codec::Same && reference.as_ref().map(|r| r.raw_hash) != Some(raw_hash) {
-        return Err(ctx("a same tensor's reference hash differs from its own".into()));
+        return Err(ctx(
+            "a same tensor's reference hash differs from its own".into()
+        ));
     }
     let params = Value::read(r)?;
     let n_chunks = r.count(17)?;

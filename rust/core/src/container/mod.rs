@@ -144,7 +144,14 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
         .zip(&same)
         .map(|(t, s)| {
             let chunk = chunk_size(t.dtype, opts.chunk_bytes);
-            (chunk, if s.is_some() { 0 } else { t.data.len().div_ceil(chunk) })
+            (
+                chunk,
+                if s.is_some() {
+                    0
+                } else {
+                    t.data.len().div_ceil(chunk)
+                },
+            )
         })
         .collect();
     let jobs: Vec<(usize, usize)> = plans
@@ -537,7 +544,9 @@ mod tests {
 
     #[test]
     fn exact_copy_of_the_reference_is_stored_as_same() {
-        let a: Vec<u8> = (0..40_000u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let a: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .collect();
         let mut b = a.clone();
         b[5] ^= 1;
         let f = file(&[tensor("x", &a, Some(&a)), tensor("y", &b, Some(&a))]);

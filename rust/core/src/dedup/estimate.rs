@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use super::check_words;
 use crate::codec;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ pub fn sample_ranges(len: usize, dtype: DType) -> Vec<Range<usize>> {
     let word = dtype.word_size();
     let words = len / word;
     if words <= SAMPLE_BLOCKS * BLOCK_WORDS {
-        return vec![0..len];
+        return std::iter::once(0..len).collect();
     }
     let gap = (words - BLOCK_WORDS) / (SAMPLE_BLOCKS - 1);
     (0..SAMPLE_BLOCKS)
@@ -35,20 +36,9 @@ fn scaled(coded: usize, sampled: usize, len: usize) -> u64 {
     (coded as f64 * len as f64 / sampled as f64).round() as u64
 }
 
-fn check(data: &[u8], dtype: DType) -> Result<()> {
-    if data.len() % dtype.word_size() != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "{} bytes are not whole {} words",
-            data.len(),
-            dtype.name()
-        )));
-    }
-    Ok(())
-}
-
 /// Estimated coded bytes of `data` on its own.
 pub fn standalone(data: &[u8], dtype: DType) -> Result<u64> {
-    check(data, dtype)?;
+    check_words(data, dtype)?;
     let ranges = sample_ranges(data.len(), dtype);
     let sampled: usize = ranges.iter().map(|r| r.len()).sum();
     let coded: usize = ranges
@@ -62,7 +52,7 @@ pub fn standalone(data: &[u8], dtype: DType) -> Result<u64> {
 /// never more than the standalone estimate plus one byte per block, as the predicted
 /// coder falls back per chunk. Exact duplicates estimate at 0 (stored as a reference).
 pub fn predicted(data: &[u8], reference: &[u8], dtype: DType) -> Result<u64> {
-    check(data, dtype)?;
+    check_words(data, dtype)?;
     if reference.len() != data.len() {
         return Err(Error::InvalidArgument(format!(
             "reference of {} bytes for {} bytes",

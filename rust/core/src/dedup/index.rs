@@ -38,7 +38,10 @@ impl Default for LshParams {
     /// 12 bands of 10 bits: candidates above cosine ~0.9 are found with probability > 0.94,
     /// above 0.99 with > 0.9999; a random pair of one class collides with probability ~1.2%.
     fn default() -> Self {
-        LshParams { bands: 12, rows: 10 }
+        LshParams {
+            bands: 12,
+            rows: 10,
+        }
     }
 }
 
@@ -318,11 +321,7 @@ impl Index {
     /// nearest (Hamming) first. Bands whose filter says "absent" cost no map lookup.
     pub fn query(&self, dtype: DType, numel: u64, sig: Signature, limit: usize) -> Vec<Candidate> {
         let mut ids: Vec<u32> = Vec::new();
-        for (band, h) in self
-            .bands
-            .iter()
-            .zip(self.band_hashes(dtype, numel, sig))
-        {
+        for (band, h) in self.bands.iter().zip(self.band_hashes(dtype, numel, sig)) {
             if band.bloom.contains(h) {
                 ids.extend(band.ids(h));
             }
@@ -353,7 +352,11 @@ impl Index {
     pub fn memory_bytes(&self) -> usize {
         let entries = self.entries.capacity() * std::mem::size_of::<Stored>()
             + self.entries.iter().map(|s| s.tensor.len()).sum::<usize>();
-        let names = self.checkpoints.iter().map(|c| 2 * c.len() + 64).sum::<usize>();
+        let names = self
+            .checkpoints
+            .iter()
+            .map(|c| 2 * c.len() + 64)
+            .sum::<usize>();
         let bands: usize = self
             .bands
             .iter()
@@ -411,7 +414,9 @@ impl Index {
             entries.push(read_entry(&mut r, &names)?);
         }
         if r.remaining() != 0 {
-            return Err(Error::Format("stray bytes at the end of the LSH index".into()));
+            return Err(Error::Format(
+                "stray bytes at the end of the LSH index".into(),
+            ));
         }
         let mut index = Index::new(params)?;
         index.extend(entries)?;
@@ -479,7 +484,12 @@ mod tests {
         let p = LshParams::default();
         assert!(p.collision(0.99) > 0.9999 && p.collision(0.9) > 0.9);
         assert!(p.collision(0.0) < 0.02);
-        assert!(LshParams { bands: 13, rows: 10 }.check().is_err());
+        assert!(LshParams {
+            bands: 13,
+            rows: 10
+        }
+        .check()
+        .is_err());
     }
 
     #[test]

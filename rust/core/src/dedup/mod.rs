@@ -14,3 +14,18 @@ pub mod signature;
 
 pub use index::{Candidate, Entry, Index, LshParams};
 pub use signature::{signature, Signature};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Checks that `data` is a whole number of `dtype` coder words.
+fn check_words(data: &[u8], dtype: DType) -> Result<()> {
+    if !data.len().is_multiple_of(dtype.word_size()) {
+        return Err(Error::InvalidArgument(format!(
+            "{} bytes are not whole {} words",
+            data.len(),
+            dtype.name()
+        )));
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@
 //! tensors on about half.
 
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hash;
 
 /// Bits per signature.
@@ -105,14 +105,8 @@ fn e4m3_value(x: u8) -> f64 {
 /// product of the sampled values with a pseudo-random +-1 vector (the same for every
 /// tensor). Errors if `data` is not a whole number of words.
 pub fn signature(data: &[u8], dtype: DType) -> Result<Signature> {
+    super::check_words(data, dtype)?;
     let word = dtype.word_size();
-    if data.len() % word != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "{} bytes are not whole {} words",
-            data.len(),
-            dtype.name()
-        )));
-    }
     let mut acc = [0f32; SIG_BITS];
     for (j, p) in sample_positions(dtype, (data.len() / word) as u64)
         .into_iter()
@@ -151,15 +145,24 @@ mod tests {
         let p = sample_positions(DType::F32, 1_000_003);
         assert_eq!(p.len(), MAX_SAMPLES);
         assert!(p.windows(2).all(|w| w[0] < w[1]) && *p.last().unwrap() < 1_000_003);
-        assert_eq!(sample_positions(DType::F32, 10), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            sample_positions(DType::F32, 10),
+            (0..10).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn near_vectors_agree_far_vectors_do_not() {
         let n = 50_000;
         let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 - 500.0).collect();
-        let near: Vec<f32> = a.iter().enumerate().map(|(i, x)| x + (i % 3) as f32).collect();
-        let far: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 - 498.0).collect();
+        let near: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + (i % 3) as f32)
+            .collect();
+        let far: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729) % 997) as f32 - 498.0)
+            .collect();
         let (sa, sn, sf) = (
             signature(&floats(&a), DType::F32).unwrap(),
             signature(&floats(&near), DType::F32).unwrap(),
