@@ -75,6 +75,7 @@ class Config:
     warmup: int | None = None  # default: steps // 10
     clip: float = 1.0
     threads: int = 1
+    freeze: tuple = ()  # parameter-name prefixes kept frozen (no grad, no optimizer state)
 
     def resolved(self) -> Config:
         """Copy with the per-model defaults filled in, checked."""
@@ -562,6 +563,14 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+def freeze(model: nn.Module, prefixes) -> None:
+    """Freezes the parameters whose names start with one of ``prefixes`` (their tensors stay
+    bit-identical to the loaded weights in every checkpoint)."""
+    for name, p in model.named_parameters():
+        if any(name.startswith(f) for f in prefixes):
+            p.requires_grad_(False)
+
+
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warm-up for ``cfg.warmup`` steps, then cosine decay to 10% at the last step."""
     if step <= cfg.warmup:
@@ -635,6 +644,7 @@ def generate(cfg: Config, log=print) -> dict:
         t0 = time.perf_counter()
         task = minilm_task(cfg) if cfg.model == "minilm" else gpt_task(cfg)
         task.model.train()
+        freeze(task.model, cfg.freeze)
         opt = make_optimizer(task.model, cfg)
         meta = new_meta(cfg, task)
         meta["setup_seconds"] = round(time.perf_counter() - t0, 3)
@@ -666,7 +676,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ap.add_argument("--heads", type=int, default=4, help="gpt only")
     ap.add_argument("--warmup", type=int, help="warm-up steps (default steps // 10)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    return Config(**vars(ap.parse_args(argv)))
+    ap.add_argument("--freeze", action="append", default=[], metavar="PREFIX",
+                    help="freeze parameters whose names start with PREFIX (repeatable)")
+    args = vars(ap.parse_args(argv))
+    return Config(**dict(args, freeze=tuple(args["freeze"])))
 
 
 def main(argv: list[str] | None = None) -> int:

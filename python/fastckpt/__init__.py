@@ -63,9 +63,12 @@ def _raw_by_name(reference: Any) -> dict[str, tuple[str, list[int], np.ndarray]]
     return {name: (dtype, shape, raw) for name, dtype, shape, _tag, raw in specs}
 
 
-def _references(specs, reference: Any, reference_id: str):
+def _references(specs, reference: Any, reference_id: str, tensor_references=None):
     """Pairs each tensor with the same-named tensor of `reference` (same dtype and shape),
-    as the core's `references` argument; None without a reference."""
+    or with its entry in `tensor_references`, as the core's `references` argument; None
+    without a reference."""
+    if tensor_references:
+        return _explicit_references(specs, tensor_references)
     refs = _raw_by_name(reference)
     if not refs:
         return None
@@ -77,15 +80,46 @@ def _references(specs, reference: Any, reference_id: str):
     return paired
 
 
+def _explicit_references(specs, tensor_references: dict):
+    """`tensor_references` maps a tensor name to `(checkpoint_id, tensor_name, tensor)` of
+    any checkpoint: the core's per-tensor references (same dtype and shape required; a 1-D
+    uint8 array of the tensor's raw size is taken as its raw bytes)."""
+    paired = []
+    for name, dtype, shape, _tag, mine in specs:
+        r = tensor_references.get(name)
+        if r is None:
+            paired.append(None)
+            continue
+        checkpoint, tensor, value = r
+        if _is_raw(value, mine.nbytes):
+            paired.append((str(checkpoint), str(tensor), value))
+            continue
+        rdtype, rshape, _rtag, raw, _owner = _tensors.to_raw(value)
+        if rdtype != dtype or list(rshape) != list(shape):
+            raise ValueError(f"reference of {name!r} is {rdtype}{list(rshape)}, "
+                             f"not {dtype}{list(shape)}")
+        paired.append((str(checkpoint), str(tensor), raw))
+    return paired
+
+
+def _is_raw(value: Any, nbytes: int) -> bool:
+    return (isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1
+            and value.nbytes == nbytes and value.flags.c_contiguous)
+
+
 def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
            mode: str = "lossless", error_bound: float | None = None, policy: Any = None,
+           tensor_references: dict | None = None,
            threads: int | None = None, chunk_bytes: int | None = None) -> bytes:
     """Compresses `obj` (a tensor, array or nested dict/list/tuple of them).
 
     With `reference` (e.g. the previous checkpoint of the same run), each tensor that has a
     same-named tensor of the same dtype and shape there is coded as a residual against it,
     where that is smaller; decoding then needs the same reference. `reference_id` is
-    stored to say which checkpoint that was. `threads` caps the worker threads (default:
+    stored to say which checkpoint that was. `tensor_references` instead names a reference
+    per tensor, from any checkpoints: `{name: (checkpoint_id, tensor_name, tensor)}`; a
+    tensor equal to its reference is stored as just the reference (codec "same").
+    `threads` caps the worker threads (default:
     all cores); `chunk_bytes` sets the raw size of the independently coded chunks
     (default 1 MiB). The caller's data is never modified. Returns the file's bytes.
 
@@ -96,7 +130,7 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
     errors never accumulate along a chain; `Store` does that for you.
     """
     specs, structure, _owners = _prepare(obj)
-    refs = _references(specs, reference, reference_id)
+    refs = _references(specs, reference, reference_id, tensor_references)
     lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
     return _core.encode(specs, structure, threads, chunk_bytes, None, refs, lossy_specs)
 
@@ -134,39 +168,61 @@ def _read_file(path: PathLike) -> np.ndarray:
     return buf
 
 
+class _RefLookup:
+    """Raw reference tensors by (checkpoint id, tensor name): from one `reference` object
+    (any checkpoint id) or from `references` = {checkpoint id: object}, flattened lazily."""
+
+    def __init__(self, reference: Any, references: dict | None) -> None:
+        self.one = _raw_by_name(reference)
+        self.objects = references or {}
+        self.flat: dict[str, dict] = {}
+
+    def get(self, ref: dict | None):
+        if not ref:
+            return None
+        if ref["checkpoint"] in self.objects:
+            cid = ref["checkpoint"]
+            if cid not in self.flat:
+                self.flat[cid] = _raw_by_name(self.objects[cid])
+            found = self.flat[cid].get(ref["tensor"])
+        else:
+            found = self.one.get(ref["tensor"])
+        return found[2] if found else None
+
+
 def _decode_tensors(reader: _core.Reader, indices: list[int], device: str, threads,
-                    reference: Any = None):
+                    reference: Any = None, references: dict | None = None):
     infos = reader.tensors()
-    refs = _raw_by_name(reference)
+    refs = _RefLookup(reference, references)
     outs, bufs, ref_bufs = [], [], []
     for i in indices:
         t = infos[i]
         obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
         outs.append(obj)
         bufs.append(buf)
-        ref = t["reference"] and refs.get(t["reference"]["tensor"])
-        ref_bufs.append(ref[2] if ref else None)
+        ref_bufs.append(refs.get(t["reference"]))
     reader.decode_into(indices, bufs, threads, ref_bufs)
     return [_tensors.finish(o, infos[i]["tag"], device) for o, i in zip(outs, indices)]
 
 
-def decode(data: Any, *, reference: Any = None, device: str = "cpu",
-           threads: int | None = None, lossy_ok: bool = False) -> Any:
+def decode(data: Any, *, reference: Any = None, references: dict | None = None,
+           device: str = "cpu", threads: int | None = None, lossy_ok: bool = False) -> Any:
     """Decompresses checkpoint bytes into the structure that was encoded, bit-exactly.
 
     Torch tensors come back as torch tensors on `device`, numpy arrays as numpy arrays.
     A checkpoint encoded with a `reference` needs that same reference here (checked by
-    hash: `ReferenceMismatch` otherwise). Raises `CorruptCheckpoint` or `FormatError` on
-    damaged input; never returns bad data. A near-lossless checkpoint decodes to the
-    values it stored (not the originals) and warns `LossyCheckpointWarning` unless
-    `lossy_ok`.
+    hash: `ReferenceMismatch` otherwise). A checkpoint whose tensors reference several
+    checkpoints takes `references={checkpoint_id: object}`. Raises `CorruptCheckpoint` or
+    `FormatError` on damaged input; never returns bad data. A near-lossless checkpoint
+    decodes to the values it stored (not the originals) and warns
+    `LossyCheckpointWarning` unless `lossy_ok`.
     """
     reader = _core.Reader(_as_array(data))
-    return _materialize(reader, device, threads, reference, lossy_ok)
+    return _materialize(reader, device, threads, reference, references, lossy_ok)
 
 
 def _materialize(reader: _core.Reader, device: str, threads, reference: Any = None,
-                 lossy_ok: bool = False) -> Any:
+                 references: dict | None = None, lossy_ok: bool = False) -> Any:
     infos = reader.tensors()
     if not lossy_ok and any(t["lossy"] for t in infos):
         n_lossy = sum(t["lossy"] for t in infos)
@@ -174,17 +230,18 @@ def _materialize(reader: _core.Reader, device: str, threads, reference: Any = No
                       "within their stated error bounds, not bit-exactly (fastckpt.inspect "
                       "shows each bound)", LossyCheckpointWarning, stacklevel=3)
     n = len(infos)
-    tensors = _decode_tensors(reader, list(range(n)), device, threads, reference)
+    tensors = _decode_tensors(reader, list(range(n)), device, threads, reference, references)
     return _tree.unpack(reader.structure(), tensors)
 
 
 def save(obj: Any, path: PathLike, *, reference: Any = None, reference_id: str = "reference",
          mode: str = "lossless", error_bound: float | None = None, policy: Any = None,
+         tensor_references: dict | None = None,
          threads: int | None = None, chunk_bytes: int | None = None) -> None:
     """Encodes `obj` into `path` atomically (temp file, fsync, rename): a crash leaves
     either the old file or the new one, never a partial file. See `encode`."""
     specs, structure, _owners = _prepare(obj)
-    refs = _references(specs, reference, reference_id)
+    refs = _references(specs, reference, reference_id, tensor_references)
     lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
     _atomic_encode(specs, structure, path, threads, chunk_bytes, refs, lossy_specs)
 
@@ -216,15 +273,17 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def load(path: PathLike, *, reference: Any = None, device: str = "cpu",
-         threads: int | None = None, lossy_ok: bool = False) -> Any:
+def load(path: PathLike, *, reference: Any = None, references: dict | None = None,
+         device: str = "cpu", threads: int | None = None, lossy_ok: bool = False) -> Any:
     """Reads a checkpoint file written by `save` (see `decode`)."""
-    return _materialize(_core.Reader(_read_file(path)), device, threads, reference, lossy_ok)
+    return _materialize(_core.Reader(_read_file(path)), device, threads, reference, references,
+                        lossy_ok)
 
 
 def inspect(source: Source) -> dict:
     """The checkpoint's index without decoding any tensor: format version, and per tensor
-    its name, dtype, shape, raw and compressed sizes, chunk count and codec."""
+    its name, dtype, shape, raw and compressed sizes, chunk count, codec ("planes",
+    "predicted" or "same") and reference (checkpoint id and tensor name, or None)."""
     reader = _open(source)
     tensors = reader.tensors()
     raw = sum(t["raw_bytes"] for t in tensors)
@@ -238,7 +297,8 @@ def inspect(source: Source) -> dict:
     }
 
 
-def read_tensor(source: Source, name: str, *, reference: Any = None, device: str = "cpu",
+def read_tensor(source: Source, name: str, *, reference: Any = None,
+                references: dict | None = None, device: str = "cpu",
                 threads: int | None = None) -> Any:
     """Decodes the one tensor called `name` (see `inspect` for names) and nothing else."""
     reader = _open(source)
@@ -247,7 +307,7 @@ def read_tensor(source: Source, name: str, *, reference: Any = None, device: str
         i = names.index(name)
     except ValueError:
         raise KeyError(f"no tensor named {name!r} in this checkpoint") from None
-    return _decode_tensors(reader, [i], device, threads, reference)[0]
+    return _decode_tensors(reader, [i], device, threads, reference, references)[0]
 
 
 from . import safetensors  # noqa: E402  (module uses the API above)

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 FORMAT_VERSION: int
+FORMAT_MINOR: int
 DTYPES: list[str]
 
 class TensorRef:
@@ -61,3 +62,40 @@ class Reader:
     ) -> None:
         """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`;
         `references[k]` is the reference's raw bytes for a tensor that has one."""
+
+def signature(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
+    """128-bit SimHash of raw tensor bytes (a deterministic sample of <= 4096 elements)."""
+
+def content_hash(dtype_name: str, data: npt.NDArray[np.uint8],
+                 chunk_bytes: int | None = None) -> str:
+    """The `raw_hash` (32 hex digits) a file would store for these bytes."""
+
+def estimate_standalone(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
+    """Estimated coded bytes of `data` alone (sampled blocks, real coder)."""
+
+def estimate_predicted(dtype_name: str, data: npt.NDArray[np.uint8],
+                       reference: npt.NDArray[np.uint8]) -> int:
+    """Estimated coded bytes of `data` predicted from `reference` (0: an exact copy)."""
+
+IndexEntry = tuple[str, str, str, int, str, int]
+
+class LshIndex:
+    """Banded LSH index of tensor signatures (Bloom filter + sorted map per band)."""
+
+    def __init__(self, bands: int | None = None, rows: int | None = None) -> None: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> LshIndex:
+        """Parses a serialized index; damage raises FormatError / CorruptCheckpoint."""
+    def to_bytes(self) -> bytes: ...
+    def params(self) -> tuple[int, int]: ...
+    def collision(self, cos: float) -> float:
+        """Probability that a pair of cosine `cos` shares a band (the S-curve)."""
+    def __len__(self) -> int: ...
+    def memory_bytes(self) -> int: ...
+    def extend(self, entries: Sequence[IndexEntry]) -> None:
+        """Adds (checkpoint, tensor, dtype, numel, raw_hash, signature) entries."""
+    def remove_checkpoint(self, checkpoint: str) -> int: ...
+    def exact(self, dtype_name: str, numel: int, raw_hash: str) -> list[tuple[str, str]]: ...
+    def query(self, dtype_name: str, numel: int, signature: int,
+              limit: int) -> list[tuple[str, str, int]]:
+        """Up to `limit` (checkpoint, tensor, hamming distance), nearest first."""

@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod container;
+pub mod dedup;
 pub mod dtype;
 pub mod entropy;
 pub mod error;

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+mod dedup;
+
 use fastckpt_core::{
     container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, LossySpec,
     RefIn, TensorIn, Value,
@@ -55,7 +57,7 @@ impl Ext {
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// The one mapping from core errors to the Python exceptions of `fastckpt.errors`.
-fn to_py(py: Python<'_>, e: Error) -> PyErr {
+pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let class = match &e {
         Error::NotFastckpt(_) | Error::Version { .. } | Error::Format(_) => "FormatError",
         Error::Truncated(_) | Error::Checksum(_) | Error::Corrupt(_) => "CorruptCheckpoint",
@@ -391,7 +393,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Ext>()?;
     m.add_class::<Reader>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
+    dedup::register(m)?;
     m.add("FORMAT_VERSION", fastckpt_core::container::format::MAJOR)?;
+    m.add("FORMAT_MINOR", fastckpt_core::container::format::MINOR)?;
     m.add(
         "DTYPES",
         DType::all().iter().map(|d| d.name()).collect::<Vec<_>>(),

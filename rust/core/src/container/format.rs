@@ -20,7 +20,8 @@ use crate::quant::{self, Plan};
 pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
-/// Format minor version this build writes.
+/// Format minor version this build writes when a file uses [`Codec::Quantized`] or
+/// [`Codec::Same`] (1.1); files without them are written as 1.0, readable by every 1.x reader.
 pub const MINOR: u16 = 1;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
@@ -38,17 +39,28 @@ pub enum Codec {
     /// Residuals against a reference tensor ([`crate::predict`]).
     Predicted = 2,
     /// Near-lossless: error-bounded codes, block-sparse ([`crate::lossy`]); the tensor's
-    /// params hold its [`crate::quant::Plan`], the reference is present iff alpha != 0.
+    /// params hold its [`crate::quant::Plan`], the reference is present iff alpha != 0
+    /// (format 1.1).
     Quantized = 3,
+    /// Exactly the reference tensor's bytes: no chunks; the reference is verified by its
+    /// hash, which equals the tensor's own `raw_hash` (format 1.1).
+    Same = 4,
 }
 
 impl Codec {
-    /// The codec's name as `inspect` shows it.
+    /// Whether tensors of this codec always need a reference to decode (a quantized
+    /// tensor needs one when its plan's alpha is not 0).
+    pub fn needs_reference(self) -> bool {
+        matches!(self, Codec::Predicted | Codec::Same)
+    }
+
+    /// Name shown by `inspect`.
     pub fn name(self) -> &'static str {
         match self {
             Codec::Planes => "planes",
             Codec::Predicted => "predicted",
             Codec::Quantized => "quantized",
+            Codec::Same => "same",
         }
     }
 }
@@ -163,7 +175,11 @@ impl Header {
         let mut w = Writer::with_capacity(PREFIX_LEN + body.len() + 8);
         w.bytes(MAGIC);
         w.u16(MAJOR);
-        w.u16(MINOR);
+        let new = self
+            .tensors
+            .iter()
+            .any(|t| matches!(t.codec, Codec::Same | Codec::Quantized));
+        w.u16(if new { MINOR } else { 0 });
         w.u32(0);
         w.u64(body.len() as u64);
         w.bytes(&body);
@@ -326,6 +342,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
         1 => Codec::Planes,
         2 => Codec::Predicted,
         3 => Codec::Quantized,
+        4 => Codec::Same,
         c => return Err(Error::Unsupported(format!("tensor {name:?}: codec {c}"))),
     };
     let chunk_words = r.varint()?;
@@ -345,8 +362,6 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
     };
     let params = Value::read(r)?;
     let needs_reference = match codec {
-        Codec::Planes => false,
-        Codec::Predicted => true,
         Codec::Quantized => {
             if !quant::quantizable(dtype) {
                 return Err(ctx(format!("{} cannot be quantized", dtype.name())));
@@ -356,14 +371,23 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
                 .alpha
                 != 0.0
         }
+        other => other.needs_reference(),
     };
     if needs_reference != reference.is_some() {
         return Err(ctx(
-            "a predicted tensor needs a reference, and only it".into()
+            "a predicted or same tensor needs a reference, and only it".into(),
+        ));
+    }
+    if codec == Codec::Same && reference.as_ref().map(|r| r.raw_hash) != Some(raw_hash) {
+        return Err(ctx(
+            "a same tensor's reference hash differs from its own".into()
         ));
     }
     let n_chunks = r.count(17)?;
-    let expect = (raw_bytes / word).div_ceil(chunk_words);
+    let expect = match codec {
+        Codec::Same => 0,
+        _ => (raw_bytes / word).div_ceil(chunk_words),
+    };
     if n_chunks as u64 != expect {
         return Err(ctx(format!("{n_chunks} chunks, shape needs {expect}")));
     }

@@ -134,15 +134,48 @@ impl Encoded {
     }
 }
 
+/// Raw bytes per chunk for `dtype` under `chunk_bytes` (whole words, at least one).
+pub fn chunk_size(dtype: DType, chunk_bytes: usize) -> usize {
+    let word = dtype.word_size();
+    (chunk_bytes / word).max(1) * word
+}
+
+/// A tensor's content identity as the file format stores it (`raw_hash`): equal for equal
+/// bytes of the same dtype encoded with the same `chunk_bytes`.
+pub fn content_hash(data: &[u8], dtype: DType, chunk_bytes: usize) -> u128 {
+    let chunk = chunk_size(dtype, chunk_bytes);
+    let hashes: Vec<u128> = data.par_chunks(chunk).map(hash::h128).collect();
+    format::tensor_hash((chunk / dtype.word_size()) as u64, hashes)
+}
+
+/// Whether `t` is exactly its (non-empty) reference: then it is stored as [`Codec::Same`].
+fn is_same(t: &TensorIn) -> bool {
+    !t.data.is_empty() && t.reference.as_ref().is_some_and(|r| r.data == t.data)
+}
+
 /// Encodes `tensors` and the `structure` that refers to them by index.
 pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> Result<Encoded> {
     check_inputs(tensors, structure)?;
+    // Exact copies of their reference: only their hash, no chunks.
+    let same: Vec<Option<u128>> = parallel::install(opts.threads, || {
+        tensors
+            .par_iter()
+            .map(|t| is_same(t).then(|| content_hash(t.data, t.dtype, opts.chunk_bytes)))
+            .collect()
+    })?;
     let plans: Vec<(usize, usize)> = tensors
         .iter()
-        .map(|t| {
-            let word = t.dtype.word_size();
-            let chunk = (opts.chunk_bytes / word).max(1) * word;
-            (chunk, t.data.len().div_ceil(chunk))
+        .zip(&same)
+        .map(|(t, s)| {
+            let chunk = chunk_size(t.dtype, opts.chunk_bytes);
+            (
+                chunk,
+                if s.is_some() {
+                    0
+                } else {
+                    t.data.len().div_ceil(chunk)
+                },
+            )
         })
         .collect();
     let jobs: Vec<(usize, usize)> = plans
@@ -166,55 +199,14 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
     let mut chunks = Vec::with_capacity(coded.len());
     let mut offset = 0u64;
     let mut it = coded.into_iter();
-    for ((t, &(chunk, n)), lp) in tensors.iter().zip(&plans).zip(&lossy) {
-        let mut parts: Vec<CodedChunk> = it.by_ref().take(n).collect();
-        let params = lp.as_ref().map_or(Value::None, |lp| lp.params(&parts));
+    for (((t, &(chunk, n)), same), lp) in tensors.iter().zip(&plans).zip(same).zip(&lossy) {
         let chunk_words = (chunk / t.dtype.word_size()) as u64;
-        // A tensor none of whose chunks used its reference is stored standalone, so it
-        // decodes without the reference.
-        let predicted = parts.iter().any(|c| c.predicted);
-        if !predicted {
-            for c in parts.iter_mut().filter(|c| c.ref_hash.is_some()) {
-                c.bytes.remove(0);
-            }
-        }
-        let mut list = Vec::with_capacity(n);
-        let ref_hashes: Vec<u128> = parts.iter().map(|c| c.ref_hash.unwrap_or(0)).collect();
-        for c in parts {
-            let len = c.bytes.len() as u64;
-            list.push(ChunkEntry {
-                offset,
-                len,
-                raw_hash: c.raw_hash,
-            });
-            offset += len;
-            chunks.push(c.bytes);
-        }
-        let reference = match (&t.reference, predicted) {
-            (Some(r), true) => Some(format::Reference {
-                checkpoint: r.checkpoint.clone(),
-                tensor: r.tensor.clone(),
-                raw_hash: format::tensor_hash(chunk_words, ref_hashes),
-            }),
-            _ => None,
+        let parts: Vec<CodedChunk> = it.by_ref().take(n).collect();
+        let entry = match (same, &t.reference) {
+            (Some(raw_hash), Some(r)) => same_entry(t, r, chunk_words, raw_hash),
+            _ => coded_entry(t, chunk_words, parts, lp.as_ref(), &mut offset, &mut chunks),
         };
-        let raw_hash = format::tensor_hash(chunk_words, list.iter().map(|c| c.raw_hash));
-        entries.push(TensorEntry {
-            name: t.name.clone(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            tag: t.tag.clone(),
-            codec: match (lp, &reference) {
-                (Some(_), _) => Codec::Quantized,
-                (None, Some(_)) => Codec::Predicted,
-                (None, None) => Codec::Planes,
-            },
-            chunk_words,
-            raw_hash,
-            reference,
-            params,
-            chunks: list,
-        });
+        entries.push(entry);
     }
     let header = Header {
         tensors: entries,
@@ -225,6 +217,85 @@ pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> 
         prefix: header.to_prefix_bytes(),
         chunks,
     })
+}
+
+fn new_entry(t: &TensorIn, codec: Codec, chunk_words: u64, raw_hash: u128) -> TensorEntry {
+    TensorEntry {
+        name: t.name.clone(),
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        tag: t.tag.clone(),
+        codec,
+        chunk_words,
+        raw_hash,
+        reference: None,
+        params: Value::None,
+        chunks: Vec::new(),
+    }
+}
+
+/// The entry of a tensor identical to its reference.
+fn same_entry(t: &TensorIn, r: &RefIn, chunk_words: u64, raw_hash: u128) -> TensorEntry {
+    TensorEntry {
+        reference: Some(format::Reference {
+            checkpoint: r.checkpoint.clone(),
+            tensor: r.tensor.clone(),
+            raw_hash,
+        }),
+        ..new_entry(t, Codec::Same, chunk_words, raw_hash)
+    }
+}
+
+/// The entry of a coded tensor; appends its chunks to `chunks` at `offset`.
+fn coded_entry(
+    t: &TensorIn,
+    chunk_words: u64,
+    mut parts: Vec<CodedChunk>,
+    lossy: Option<&LossyPlan>,
+    offset: &mut u64,
+    chunks: &mut Vec<Vec<u8>>,
+) -> TensorEntry {
+    let params = lossy.map_or(Value::None, |lp| lp.params(&parts));
+    // A tensor none of whose chunks used its reference is stored standalone, so it
+    // decodes without the reference.
+    let predicted = parts.iter().any(|c| c.predicted);
+    if !predicted {
+        for c in parts.iter_mut().filter(|c| c.ref_hash.is_some()) {
+            c.bytes.remove(0);
+        }
+    }
+    let ref_hashes: Vec<u128> = parts.iter().map(|c| c.ref_hash.unwrap_or(0)).collect();
+    let mut list = Vec::with_capacity(parts.len());
+    for c in parts {
+        let len = c.bytes.len() as u64;
+        list.push(ChunkEntry {
+            offset: *offset,
+            len,
+            raw_hash: c.raw_hash,
+        });
+        *offset += len;
+        chunks.push(c.bytes);
+    }
+    let reference = match (&t.reference, predicted) {
+        (Some(r), true) => Some(format::Reference {
+            checkpoint: r.checkpoint.clone(),
+            tensor: r.tensor.clone(),
+            raw_hash: format::tensor_hash(chunk_words, ref_hashes),
+        }),
+        _ => None,
+    };
+    let raw_hash = format::tensor_hash(chunk_words, list.iter().map(|c| c.raw_hash));
+    let codec = match (lossy, &reference) {
+        (Some(_), _) => Codec::Quantized,
+        (None, Some(_)) => Codec::Predicted,
+        (None, None) => Codec::Planes,
+    };
+    TensorEntry {
+        reference,
+        params,
+        chunks: list,
+        ..new_entry(t, codec, chunk_words, raw_hash)
+    }
 }
 
 /// One encoded chunk and its hashes.
@@ -504,6 +575,7 @@ impl<'a> Checkpoint<'a> {
             .iter()
             .map(|(i, _, _)| self.entry(*i)?.plan())
             .collect::<Result<_>>()?;
+        let mut copies: Vec<(&mut [u8], &[u8])> = Vec::new();
         for ((i, out, reference), plan) in jobs.into_iter().zip(&plans) {
             let t = self.entry(i)?;
             if out.len() as u64 != t.raw_bytes() {
@@ -527,6 +599,10 @@ impl<'a> Checkpoint<'a> {
                     )))
                 }
             };
+            if let (Codec::Same, Some(data)) = (t.codec, reference) {
+                copies.push((out, data));
+                continue;
+            }
             let step = t.chunk_raw_bytes();
             for (k, (c, dst)) in t.chunks.iter().zip(out.chunks_mut(step)).enumerate() {
                 let rc = reference.map(|d| &d[k * step..k * step + dst.len()]);
@@ -536,6 +612,10 @@ impl<'a> Checkpoint<'a> {
         parallel::install(threads, || {
             refs.par_iter()
                 .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
+            // A same tensor is its reference, whose hash (= the tensor's) was just checked.
+            copies
+                .into_par_iter()
+                .for_each(|(dst, src)| dst.copy_from_slice(src));
             work.into_par_iter()
                 .try_for_each(|(t, c, dst, rc, plan)| self.decode_chunk(t, c, dst, rc, plan))
         })?
@@ -581,5 +661,62 @@ impl<'a> Checkpoint<'a> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor<'a>(name: &str, data: &'a [u8], reference: Option<&'a [u8]>) -> TensorIn<'a> {
+        TensorIn {
+            name: name.into(),
+            dtype: DType::F32,
+            shape: vec![(data.len() / 4) as u64],
+            tag: String::new(),
+            data,
+            reference: reference.map(|d| RefIn {
+                checkpoint: "base".into(),
+                tensor: "w".into(),
+                data: d,
+            }),
+            lossy: None,
+        }
+    }
+
+    fn file(tensors: &[TensorIn]) -> Vec<u8> {
+        let structure = Value::List((0..tensors.len() as u64).map(Value::Tensor).collect());
+        let opts = EncodeOptions {
+            chunk_bytes: 4096,
+            ..Default::default()
+        };
+        encode(tensors, &structure, &opts).unwrap().to_vec()
+    }
+
+    #[test]
+    fn exact_copy_of_the_reference_is_stored_as_same() {
+        let a: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .collect();
+        let mut b = a.clone();
+        b[5] ^= 1;
+        let f = file(&[tensor("x", &a, Some(&a)), tensor("y", &b, Some(&a))]);
+        assert_eq!(u16::from_le_bytes([f[10], f[11]]), format::MINOR);
+        let ck = Checkpoint::parse(&f).unwrap();
+        let (x, y) = (&ck.tensors()[0], &ck.tensors()[1]);
+        assert_eq!((x.codec, x.chunks.len()), (Codec::Same, 0));
+        assert_eq!(x.raw_hash, content_hash(&a, DType::F32, 4096));
+        assert_eq!(y.codec, Codec::Predicted);
+        let mut out = vec![0u8; a.len()];
+        ck.decode_with(vec![(0, &mut out, Some(&a))], None).unwrap();
+        assert_eq!(out, a);
+        let err = ck.decode_with(vec![(0, &mut out, Some(&b))], None);
+        assert!(matches!(err, Err(Error::Reference(_))));
+        assert!(matches!(
+            ck.decode_into(vec![(0, &mut out)], None),
+            Err(Error::Reference(_))
+        ));
+        let plain = file(&[tensor("x", &a, None)]);
+        assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), 0);
     }
 }
