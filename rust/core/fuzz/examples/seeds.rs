@@ -17,7 +17,9 @@ use fastckpt_core::container::bytes::{Reader, Writer};
 use fastckpt_core::container::format::Codec;
 use fastckpt_core::entropy::freq::{histogram, FreqTable};
 use fastckpt_core::entropy::rans;
-use fastckpt_core::{encode, predict, Checkpoint, DType, EncodeOptions, RefIn, TensorIn, Value};
+use fastckpt_core::{
+    encode, predict, Checkpoint, DType, EncodeOptions, LossySpec, RefIn, TensorIn, Value,
+};
 
 #[path = "../fuzz_targets/common/mod.rs"]
 mod common;
@@ -185,7 +187,10 @@ fn file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
     assert_eq!(ck.tensors().len(), ts.len());
     for (i, t) in ts.iter().enumerate() {
         let mut out = vec![0u8; t.data.len()];
-        let rf = ck.tensors()[i].reference.as_ref().and(t.reference.as_deref());
+        let rf = ck.tensors()[i]
+            .reference
+            .as_ref()
+            .and(t.reference.as_deref());
         ck.decode_with(vec![(i, &mut out, rf)], Some(1))
             .expect("seed tensor must decode");
         assert!(out == t.data, "seed tensor {} does not round-trip", t.name);
@@ -200,9 +205,24 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     // A tiny MLP in f32: several chunks per weight (chunk_bytes 1 KiB), realistic values.
     let mlp = vec![
-        T::new("fc1.weight", DType::F32, &[32, 24], f32_normal(&mut rng, &[32, 24], 0.05)),
-        T::new("fc1.bias", DType::F32, &[32], f32_normal(&mut rng, &[32], 0.01)),
-        T::new("fc2.weight", DType::F32, &[10, 32], f32_normal(&mut rng, &[10, 32], 0.1)),
+        T::new(
+            "fc1.weight",
+            DType::F32,
+            &[32, 24],
+            f32_normal(&mut rng, &[32, 24], 0.05),
+        ),
+        T::new(
+            "fc1.bias",
+            DType::F32,
+            &[32],
+            f32_normal(&mut rng, &[32], 0.01),
+        ),
+        T::new(
+            "fc2.weight",
+            DType::F32,
+            &[10, 32],
+            f32_normal(&mut rng, &[10, 32], 0.1),
+        ),
         T::new("fc2.bias", DType::F32, &[10], vec![0u8; 40]),
     ];
     out.push(("mlp_f32.fckpt", file(&mlp, &state_dict(&mlp), 1024)));
@@ -210,7 +230,12 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // bf16 weights + an i64 step counter + a bool mask + an empty and a 0-d tensor, in a
     // nested training-state structure (dicts, lists, tuples, every scalar kind).
     let train = vec![
-        T::new("emb", DType::BF16, &[40, 16], bf16_normal(&mut rng, &[40, 16], 0.02)),
+        T::new(
+            "emb",
+            DType::BF16,
+            &[40, 16],
+            bf16_normal(&mut rng, &[40, 16], 0.02),
+        ),
         T::new("step", DType::I64, &[], i64s([12345])),
         T::new("positions", DType::I64, &[64], i64s(0..64)),
         T::new(
@@ -238,7 +263,10 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
                     s("param_groups"),
                     Value::List(vec![Value::Map(vec![
                         (s("lr"), Value::Float(3e-4)),
-                        (s("betas"), Value::Tuple(vec![Value::Float(0.9), Value::Float(0.999)])),
+                        (
+                            s("betas"),
+                            Value::Tuple(vec![Value::Float(0.9), Value::Float(0.999)]),
+                        ),
                         (s("weight_decay"), Value::Float(0.0)),
                         (s("amsgrad"), Value::Bool(false)),
                         (s("params"), Value::List(vec![Value::Int(0), Value::Int(1)])),
@@ -250,14 +278,20 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         (s("mask"), Value::Tensor(3)),
         (s("empty"), Value::Tensor(4)),
         (Value::Int(-7), Value::None),
-        (s("big"), Value::BigInt("-123456789012345678901234567890".into())),
+        (
+            s("big"),
+            Value::BigInt("-123456789012345678901234567890".into()),
+        ),
         (s("nan"), Value::Float(f64::NAN)),
         (s("blob"), Value::Bytes(vec![0, 1, 2, 255])),
         (
             s("dtype"),
             Value::Ext("torch.dtype".into(), Box::new(s("bfloat16"))),
         ),
-        (Value::Tuple(vec![Value::Int(1), s("k")]), Value::List(vec![])),
+        (
+            Value::Tuple(vec![Value::Int(1), s("k")]),
+            Value::List(vec![]),
+        ),
     ]);
     out.push(("train_state.fckpt", file(&train, &structure, 256)));
 
@@ -285,17 +319,32 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // Plane modes side by side: constant, uniform (raw planes) and skewed (rANS) data,
     // with tensors long enough for the 32-lane fast path.
     let modes = vec![
-        T::new("const", DType::F32, &[256], 1.0f32.to_le_bytes().repeat(256)),
+        T::new(
+            "const",
+            DType::F32,
+            &[256],
+            1.0f32.to_le_bytes().repeat(256),
+        ),
         T::new("uniform", DType::U32, &[256], random_bytes(&mut rng, 1024)),
         T::new(
             "skewed",
             DType::U8,
             &[2048],
-            (0..2048).map(|_| (rng.next().trailing_zeros() as u8).min(9)).collect(),
+            (0..2048)
+                .map(|_| (rng.next().trailing_zeros() as u8).min(9))
+                .collect(),
         ),
-        T::new("f64", DType::F64, &[100], f64_normal(&mut rng, &[100], 1e-3)),
+        T::new(
+            "f64",
+            DType::F64,
+            &[100],
+            f64_normal(&mut rng, &[100], 1e-3),
+        ),
     ];
-    out.push(("plane_modes.fckpt", file(&modes, &state_dict(&modes), 1 << 20)));
+    out.push((
+        "plane_modes.fckpt",
+        file(&modes, &state_dict(&modes), 1 << 20),
+    ));
 
     // Degenerate files: no tensors; only empty and 0-d tensors; one element per chunk.
     out.push(("no_tensors.fckpt", file(&[], &Value::None, 1 << 20)));
@@ -324,10 +373,76 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     });
     let bytes = file(&pred, &state_dict(&pred), 2048);
     let ck = Checkpoint::parse(&bytes).unwrap();
-    let n_pred = ck.tensors().iter().filter(|t| t.codec == Codec::Predicted).count();
-    assert!(n_pred >= 4, "only {n_pred} tensors of the seed are predicted");
+    let n_pred = ck
+        .tensors()
+        .iter()
+        .filter(|t| t.codec == Codec::Predicted)
+        .count();
+    assert!(
+        n_pred >= 4,
+        "only {n_pred} tensors of the seed are predicted"
+    );
     out.push(("predicted.fckpt", bytes));
+
+    // The same tensors near-lossless (codec 3): quantized against the reference or alone.
+    let bytes = lossy_file(&pred, &state_dict(&pred), 2048);
+    let ck = Checkpoint::parse(&bytes).unwrap();
+    let n_q = ck
+        .tensors()
+        .iter()
+        .filter(|t| t.codec == Codec::Quantized)
+        .count();
+    assert!(
+        n_q >= 4,
+        "only {n_q} tensors of the lossy seed are quantized"
+    );
+    out.push(("quantized.fckpt", bytes));
     out
+}
+
+/// Like [`file`], float tensors near-lossless (bound 1e-2 x rms, 20% pruned); checks
+/// that every tensor decodes (not to the input: it is lossy).
+fn lossy_file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
+    let ins: Vec<TensorIn> = ts
+        .iter()
+        .map(|t| TensorIn {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            tag: "torch".into(),
+            data: &t.data,
+            reference: t.reference.as_ref().map(|data| RefIn {
+                checkpoint: "seed-previous".into(),
+                tensor: t.name.clone(),
+                data,
+            }),
+            lossy: Some(LossySpec {
+                class: "weights".into(),
+                error_bound: 1e-2,
+                prune: 0.2,
+                nonneg: false,
+            }),
+        })
+        .collect();
+    let opts = EncodeOptions {
+        threads: Some(1),
+        chunk_bytes,
+        sparse_block: 16,
+    };
+    let bytes = encode(&ins, structure, &opts)
+        .expect("seed checkpoint must encode")
+        .to_vec();
+    let ck = Checkpoint::parse(&bytes).expect("seed checkpoint must parse");
+    for (i, t) in ts.iter().enumerate() {
+        let mut out = vec![0u8; t.data.len()];
+        let rf = ck.tensors()[i]
+            .reference
+            .as_ref()
+            .and(t.reference.as_deref());
+        ck.decode_with(vec![(i, &mut out, rf)], Some(1))
+            .expect("seed tensor must decode");
+    }
+    bytes
 }
 
 /// The decode_chunk seeds: `[dtype index] [count u16 LE] [encode_chunk output]`.
@@ -338,8 +453,12 @@ fn chunk_seeds() -> Vec<(String, Vec<u8>)> {
         for (k, count) in [0usize, 1, 40, 700].into_iter().enumerate() {
             let shape = [count as u64];
             let raw = match (d, k % 2) {
-                (DType::F32 | DType::C64, _) => f32_normal(&mut rng, &[count as u64 * d.size() as u64 / 4], 0.1),
-                (DType::F64 | DType::C128, _) => f64_normal(&mut rng, &[count as u64 * d.size() as u64 / 8], 0.1),
+                (DType::F32 | DType::C64, _) => {
+                    f32_normal(&mut rng, &[count as u64 * d.size() as u64 / 4], 0.1)
+                }
+                (DType::F64 | DType::C128, _) => {
+                    f64_normal(&mut rng, &[count as u64 * d.size() as u64 / 8], 0.1)
+                }
                 (DType::BF16, _) => bf16_normal(&mut rng, &shape, 0.1),
                 (DType::F16, _) => f16_normal(&mut rng, &shape, 0.1),
                 (_, 0) => vec![3u8; count * d.size()],

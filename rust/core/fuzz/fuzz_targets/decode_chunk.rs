@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     let mut a = vec![0x5au8; n];
     let (res, heap) = peak_heap(|| decode_chunk(chunk, dtype, &mut a));
     // Scratch: one plane buffer of n bytes (kept per thread), plus small tables.
-    assert!(heap <= n + HEAP_SLACK, "decoding {n} bytes allocated {heap}");
+    assert!(
+        heap <= n + HEAP_SLACK,
+        "decoding {n} bytes allocated {heap}"
+    );
     if res.is_ok() {
         let mut b = vec![0xa5u8; n];
         decode_chunk(chunk, dtype, &mut b).expect("decoding is deterministic");
@@ -58,5 +61,9 @@ fn roundtrip(raw: &[u8], dtype: DType) {
     );
     let mut out = vec![0u8; raw.len()];
     decode_chunk(&comp, dtype, &mut out).expect("an encoded chunk must decode");
-    assert!(out == raw, "{dtype:?} chunk of {} bytes did not round-trip", raw.len());
+    assert!(
+        out == raw,
+        "{dtype:?} chunk of {} bytes did not round-trip",
+        raw.len()
+    );
 }

@@ -71,7 +71,10 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
 
     let mut decoded: Vec<Option<Vec<u8>>> = Vec::with_capacity(ck.tensors().len());
     for (i, t) in ck.tensors().iter().enumerate() {
-        assert_eq!(ck.find(&t.name).map(|j| ck.tensors()[j].name == t.name), Ok(true));
+        assert_eq!(
+            ck.find(&t.name).map(|j| ck.tensors()[j].name == t.name),
+            Ok(true)
+        );
         let raw = t.raw_bytes();
         if raw > MAX_DECODE_BYTES {
             decoded.push(None);
@@ -161,11 +164,15 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
             shape: t.shape.clone(),
             tag: t.tag.clone(),
             data: d.as_deref().unwrap(),
-            reference: t.reference.as_ref().zip(rf.as_deref()).map(|(r, data)| RefIn {
-                checkpoint: r.checkpoint.clone(),
-                tensor: r.tensor.clone(),
-                data,
-            }),
+            reference: t
+                .reference
+                .as_ref()
+                .zip(rf.as_deref())
+                .map(|(r, data)| RefIn {
+                    checkpoint: r.checkpoint.clone(),
+                    tensor: r.tensor.clone(),
+                    data,
+                }),
             lossy: None,
         })
         .collect();
@@ -183,12 +190,21 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
     assert_eq!(value_bytes(back.structure()), value_bytes(ck.structure()));
     assert_eq!(back.tensors().len(), tensors.len());
     for (i, (t, b)) in tensors.iter().zip(back.tensors()).enumerate() {
-        assert_eq!((&b.name, b.dtype, &b.shape, &b.tag), (&t.name, t.dtype, &t.shape, &t.tag));
+        assert_eq!(
+            (&b.name, b.dtype, &b.shape, &b.tag),
+            (&t.name, t.dtype, &t.shape, &t.tag)
+        );
         let mut out = vec![0u8; t.data.len()];
-        let rf = b.reference.as_ref().map(|_| t.reference.as_ref().unwrap().data);
+        let rf = b
+            .reference
+            .as_ref()
+            .map(|_| t.reference.as_ref().unwrap().data);
         back.decode_with(vec![(i, &mut out, rf)], Some(1))
             .expect("re-encoded tensor must decode");
-        assert!(out == t.data, "tensor {i} changed in a re-encode round trip");
+        assert!(
+            out == t.data,
+            "tensor {i} changed in a re-encode round trip"
+        );
     }
 }
 

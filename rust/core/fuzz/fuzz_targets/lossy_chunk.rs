@@ -55,20 +55,37 @@ fuzz_target!(|data: &[u8]| {
 
     let mut a = vec![0x5au8; n];
     let (res, heap) = peak_heap(|| lossy::decode_chunk(chunk, rf, dtype, &plan, &mut a));
-    assert!(heap <= 8 * n + HEAP_SLACK, "decoding {n} bytes allocated {heap}");
+    assert!(
+        heap <= 8 * n + HEAP_SLACK,
+        "decoding {n} bytes allocated {heap}"
+    );
     if res.is_ok() {
         let mut b = vec![0xa5u8; n];
         lossy::decode_chunk(chunk, rf, dtype, &plan, &mut b).expect("deterministic");
-        assert!(a == b, "lossy::decode_chunk succeeded without writing every byte");
+        assert!(
+            a == b,
+            "lossy::decode_chunk succeeded without writing every byte"
+        );
     }
 
     let m = chunk.len().min(n) / size * size;
     let raw = &chunk[..m];
     let rf = rf.map(|r| &r[..m]);
     let (coded, heap) = peak_heap(|| lossy::encode_chunk(raw, rf, dtype, &plan));
-    assert!(heap <= 8 * m + HEAP_SLACK, "encoding {m} bytes allocated {heap}");
+    assert!(
+        heap <= 8 * m + HEAP_SLACK,
+        "encoding {m} bytes allocated {heap}"
+    );
     let mut out = vec![0u8; m];
     lossy::decode_chunk(&coded.bytes, rf, dtype, &plan, &mut out).expect("must decode");
-    assert_eq!(hash::h128(&out), coded.decoded_hash, "decoded bytes differ from the encoder's");
-    assert!(coded.max_error <= bound, "max error {} above bound {bound}", coded.max_error);
+    assert_eq!(
+        hash::h128(&out),
+        coded.decoded_hash,
+        "decoded bytes differ from the encoder's"
+    );
+    assert!(
+        coded.max_error <= bound,
+        "max error {} above bound {bound}",
+        coded.max_error
+    );
 });

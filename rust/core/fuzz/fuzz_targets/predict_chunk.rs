@@ -47,11 +47,17 @@ fuzz_target!(|data: &[u8]| {
 
     let mut a = vec![0x5au8; n];
     let (res, heap) = peak_heap(|| decode_chunk(chunk, &reference, dtype, &mut a));
-    assert!(heap <= 8 * n + HEAP_SLACK, "decoding {n} bytes allocated {heap}");
+    assert!(
+        heap <= 8 * n + HEAP_SLACK,
+        "decoding {n} bytes allocated {heap}"
+    );
     if res.is_ok() {
         let mut b = vec![0xa5u8; n];
         decode_chunk(chunk, &reference, dtype, &mut b).expect("decoding is deterministic");
-        assert!(a == b, "predict::decode_chunk succeeded without writing every byte");
+        assert!(
+            a == b,
+            "predict::decode_chunk succeeded without writing every byte"
+        );
         roundtrip(&a, &reference, dtype);
     }
 
@@ -70,5 +76,9 @@ fn roundtrip(raw: &[u8], reference: &[u8], dtype: DType) {
     );
     let mut out = vec![0u8; raw.len()];
     decode_chunk(&comp, reference, dtype, &mut out).expect("an encoded chunk must decode");
-    assert!(out == raw, "{dtype:?} predicted chunk of {} bytes did not round-trip", raw.len());
+    assert!(
+        out == raw,
+        "{dtype:?} predicted chunk of {} bytes did not round-trip",
+        raw.len()
+    );
 }

@@ -49,7 +49,10 @@ fn hostile(table: &FreqTable, at: usize, data: &[u8], n: usize) {
     if rans::decode(&mut r, table, &mut out).is_err() {
         return;
     }
-    assert!(out.iter().all(|&s| table.freq[s as usize] > 0), "decoded an absent symbol");
+    assert!(
+        out.iter().all(|&s| table.freq[s as usize] > 0),
+        "decoded an absent symbol"
+    );
     let consumed = &data[at..at + r.position()];
     let mut w = Writer::default();
     rans::encode(&out, table, &mut w);
