@@ -276,3 +276,31 @@ def test_cli_states_lossy_and_pruned(tmp_path, capsys):
     assert "NEAR-LOSSLESS" in out and "PRUNED 50%" in out and "weights: e=0.01" in out
     assert main(["verify", str(path)]) == 0
     assert "near-lossless" in capsys.readouterr().out
+
+
+@settings(max_examples=examples(40))
+@given(st.sampled_from(FLOATS), st.integers(0, 2**32 - 1), st.sampled_from([0.01, 0.2, 0.5]),
+       st.booleans())
+def test_relative_bound_every_element(dtype, seed, r, with_reference):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1024, 5000))
+    v = (rng.standard_normal(n) ** 2) * np.exp(rng.standard_normal(n) * 4) * 1e-6
+    v[rng.integers(n, size=n // 5)] = 0.0
+    v[rng.integers(n, size=3)] = [np.nan, -1e-3, np.inf]
+    x = _make(dtype, v)
+    ref = {"optim": {"state": {0: {"exp_avg_sq": _make(dtype, v * 0.9)}}}} if with_reference \
+        else None
+    obj = {"optim": {"state": {0: {"exp_avg_sq": x}}}}
+    data = fastckpt.encode(obj, reference=ref, mode="near_lossless",
+                           policy={"exp_avg_sq": {"relative_bound": r}})
+    t = fastckpt.inspect(data)["tensors"][0]
+    assert t["lossy"] and t["params"]["relative"] and t["params"]["bound"] == r
+    y = _decode(data, reference=ref)["optim"]["state"][0]["exp_avg_sq"]
+    xs, ys = _as_f64(x), _as_f64(y)
+    pos = np.isfinite(xs) & (xs > 0)
+    assert np.all(np.abs(ys[pos] - xs[pos]) <= r * xs[pos])
+    assert t["params"]["max_rel_error"] <= r
+    xb, yb = _bits(x), _bits(y)
+    w = len(xb) // n
+    for i in np.flatnonzero(~pos):  # zeros, negatives, NaN, Inf: exact
+        assert xb[i * w:(i + 1) * w] == yb[i * w:(i + 1) * w]

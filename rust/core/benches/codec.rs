@@ -225,6 +225,7 @@ fn quant_codes(sets: &[Set]) -> Vec<QuantCase> {
         prune_threshold: 0.0,
         nonneg: false,
         block: 64,
+        relative: None,
     };
     vec![
         ("dense", raw.clone(), None, plan(0.0)),

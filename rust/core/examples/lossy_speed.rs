@@ -35,6 +35,7 @@ fn main() {
             prune_threshold: 0.0,
             nonneg: false,
             block: 64,
+            relative: None,
         };
         let t = Instant::now();
         let mut len = 0;

@@ -22,6 +22,7 @@ pub mod lossy;
 pub mod parallel;
 pub mod predict;
 pub mod quant;
+pub mod relquant;
 pub mod scratch;
 pub mod sparse;
 

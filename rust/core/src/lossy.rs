@@ -142,7 +142,7 @@ mod tests {
                 1 => Just(f32::NAN), 1 => Just(0.0f32)], 0..3000),
             bound in prop_oneof![Just(1e-2f64), 1e-7f64..10.0],
             block in prop_oneof![Just(1u32), 2u32..100],
-            use_ref in any::<bool>(), d in 0usize..4) {
+            use_ref in any::<bool>(), relative in any::<bool>(), d in 0usize..4) {
             let dtype = [DType::F16, DType::BF16, DType::F32, DType::F64][d];
             let raw: Vec<u8> = vals.iter().flat_map(|&v| {
                 let mut b = vec![0u8; dtype.size()];
@@ -151,8 +151,12 @@ mod tests {
             }).collect();
             fn store<T: quant::Float>(v: f64, b: &mut [u8]) { T::store(v, b) }
             let reference: Vec<u8> = raw.iter().rev().copied().collect();
+            let r = bound.min(0.9);
+            let rel = relative.then(|| quant::Relative {
+                step: crate::relquant::step_for(r, dtype), offset: 3, base: 1 << 12 });
             let plan = Plan { step: 2.0 * bound, alpha: if use_ref { 0.9 } else { 0.0 },
-                              bound, prune_threshold: 0.0, nonneg: false, block };
+                              bound: if relative { r } else { bound }, prune_threshold: 0.0,
+                              nonneg: false, block, relative: rel };
             let rf = use_ref.then_some(&reference[..]);
             let c = encode_chunk(&raw, rf, dtype, &plan);
             let mut out = vec![0u8; raw.len()];

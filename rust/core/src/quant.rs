@@ -29,6 +29,20 @@ pub struct Plan {
     pub nonneg: bool,
     /// Codes per block for block-sparse packing ([`crate::sparse`]).
     pub block: u32,
+    /// A per-element relative bound instead ([`crate::relquant`]): `bound` is then the
+    /// relative bound r, and these are the quantizer's integer parameters.
+    pub relative: Option<Relative>,
+}
+
+/// Parameters of the relative-error quantizer ([`crate::relquant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relative {
+    /// Step in units in the last place of the float's bit pattern.
+    pub step: u64,
+    /// Median shift from reference bits to value bits (prediction = reference + offset).
+    pub offset: i64,
+    /// Prediction for elements whose reference is not positive (median of the bits).
+    pub base: i64,
 }
 
 /// Largest accepted block size.
@@ -61,7 +75,27 @@ impl Plan {
                 ))),
             }
         };
+        let int = |k: &str| -> Result<i64> {
+            match get(k) {
+                Some(Value::Int(i)) => Ok(*i),
+                _ => Err(Error::Format(format!(
+                    "quantized tensor: bad or missing {k:?}"
+                ))),
+            }
+        };
+        let relative = match get("relative") {
+            Some(Value::Bool(true)) => Some(Relative {
+                step: u64::try_from(int("rel_step")?)
+                    .ok()
+                    .filter(|&s| s >= 1)
+                    .ok_or_else(|| Error::Format("quantized tensor: bad rel_step".into()))?,
+                offset: int("offset")?,
+                base: int("base")?,
+            }),
+            _ => None,
+        };
         let plan = Plan {
+            relative,
             step: num("step")?,
             alpha: num("alpha")?,
             bound: num("bound")?,
@@ -83,14 +117,23 @@ impl Plan {
     /// The decoder's fields as map entries (the container adds descriptive ones).
     pub fn to_entries(&self) -> Vec<(Value, Value)> {
         let s = |k: &str| Value::Str(k.to_owned());
-        vec![
+        let mut items = vec![
             (s("step"), Value::Float(self.step)),
             (s("alpha"), Value::Float(self.alpha)),
             (s("bound"), Value::Float(self.bound)),
             (s("prune_threshold"), Value::Float(self.prune_threshold)),
             (s("nonneg"), Value::Bool(self.nonneg)),
             (s("block"), Value::Int(self.block as i64)),
-        ]
+        ];
+        if let Some(r) = &self.relative {
+            items.extend([
+                (s("relative"), Value::Bool(true)),
+                (s("rel_step"), Value::Int(r.step as i64)),
+                (s("offset"), Value::Int(r.offset)),
+                (s("base"), Value::Int(r.base)),
+            ]);
+        }
+        items
     }
 }
 
@@ -103,6 +146,8 @@ pub fn quantizable(dtype: DType) -> bool {
 pub trait Float {
     /// Bytes per element.
     const W: usize;
+    /// Explicit mantissa bits.
+    const MANT: u32;
     /// The value of the element at the start of `b`.
     fn load(b: &[u8]) -> f64;
     /// Writes `v` rounded to this type into `b`.
@@ -110,11 +155,12 @@ pub trait Float {
 }
 
 macro_rules! float_impl {
-    ($name:ident, $w:expr, $load:expr, $store:expr) => {
+    ($name:ident, $w:expr, $mant:expr, $load:expr, $store:expr) => {
         /// Marker for one float element type.
         pub struct $name;
         impl Float for $name {
             const W: usize = $w;
+            const MANT: u32 = $mant;
             #[inline(always)]
             fn load(b: &[u8]) -> f64 {
                 let a: [u8; $w] = b[..$w].try_into().unwrap();
@@ -129,15 +175,15 @@ macro_rules! float_impl {
     };
 }
 
-float_impl!(F16, 2, |a| half::f16::from_le_bytes(a).to_f64(), |v| {
+float_impl!(F16, 2, 10, |a| half::f16::from_le_bytes(a).to_f64(), |v| {
     half::f16::from_f64(v).to_le_bytes()
 });
-float_impl!(BF16, 2, |a| half::bf16::from_le_bytes(a).to_f64(), |v| {
+float_impl!(BF16, 2, 7, |a| half::bf16::from_le_bytes(a).to_f64(), |v| {
     half::bf16::from_f64(v).to_le_bytes()
 });
-float_impl!(F32, 4, |a| f32::from_le_bytes(a) as f64, |v| (v as f32)
+float_impl!(F32, 4, 23, |a| f32::from_le_bytes(a) as f64, |v| (v as f32)
     .to_le_bytes());
-float_impl!(F64, 8, f64::from_le_bytes, |v: f64| v.to_le_bytes());
+float_impl!(F64, 8, 52, f64::from_le_bytes, |v: f64| v.to_le_bytes());
 
 /// Calls `$f::<T>(args)` for the float type of `$dtype` (which must be quantizable).
 macro_rules! by_float {
@@ -150,7 +196,6 @@ macro_rules! by_float {
         }
     };
 }
-#[cfg(test)]
 pub(crate) use by_float;
 
 /// Sums over a chunk that fix a tensor's plan: energy of x, and the least-squares fit of
@@ -295,6 +340,10 @@ pub fn quantize(
     codes: &mut [u32],
     decoded: &mut [u8],
 ) -> Quantized {
+    if let Some(rel) = &plan.relative {
+        let rf = reference.filter(|_| plan.alpha != 0.0);
+        return crate::relquant::quantize(raw, rf, dtype, plan.bound, rel, codes, decoded);
+    }
     by_float!(dtype, quantize_t(raw, reference, plan, codes, decoded))
 }
 
@@ -381,6 +430,10 @@ pub fn dequantize(
     plan: &Plan,
     out: &mut [u8],
 ) {
+    if let Some(rel) = &plan.relative {
+        let rf = reference.filter(|_| plan.alpha != 0.0);
+        return crate::relquant::dequantize(codes, rf, dtype, rel, out);
+    }
     by_float!(dtype, dequantize_t(codes, reference, plan, out))
 }
 
@@ -405,6 +458,7 @@ mod tests {
             prune_threshold: prune,
             nonneg,
             block: 16,
+            relative: None,
         }
     }
 

@@ -195,8 +195,9 @@ fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
 /// (checkpoint id, tensor name, raw bytes) of a reference tensor.
 type RefArg<'py> = (String, String, PyReadonlyArray1<'py, u8>);
-/// (class, error bound, prune fraction, non-negative) of a near-lossless tensor.
-type LossyArg = (String, f64, f64, bool);
+/// (class, error bound, prune fraction, non-negative, relative bound) of a near-lossless
+/// tensor.
+type LossyArg = (String, f64, f64, bool, bool);
 
 /// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure; `references`
 /// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from,
@@ -246,16 +247,15 @@ fn encode(
             tag: tag.clone(),
             data,
             reference,
-            lossy: lossy
-                .get(k)
-                .cloned()
-                .flatten()
-                .map(|(class, error_bound, prune, nonneg)| LossySpec {
+            lossy: lossy.get(k).cloned().flatten().map(
+                |(class, error_bound, prune, nonneg, relative)| LossySpec {
                     class,
                     error_bound,
                     prune,
                     nonneg,
-                }),
+                    relative,
+                },
+            ),
         });
     }
     let mut opts = EncodeOptions {

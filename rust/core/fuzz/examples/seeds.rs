@@ -421,6 +421,7 @@ fn lossy_file(ts: &[T], structure: &Value, chunk_bytes: usize) -> Vec<u8> {
                 error_bound: 1e-2,
                 prune: 0.2,
                 nonneg: false,
+                relative: false,
             }),
         })
         .collect();

@@ -17,8 +17,8 @@
 mod common;
 
 use common::{peak_heap, Counting};
-use fastckpt_core::quant::Plan;
-use fastckpt_core::{hash, lossy, DType};
+use fastckpt_core::quant::{Plan, Relative};
+use fastckpt_core::{hash, lossy, relquant, DType};
 use libfuzzer_sys::fuzz_target;
 
 #[global_allocator]
@@ -42,6 +42,12 @@ fuzz_target!(|data: &[u8]| {
         prune_threshold: 0.0,
         nonneg: flags & 2 != 0,
         block: *block as u32 + 1,
+        // Flag bit 1 (clamping) doubles as "relative": bound 2^-k as a relative bound.
+        relative: (flags & 2 != 0 && bound < 1.0).then(|| Relative {
+            step: relquant::step_for(bound, dtype),
+            offset: (*c0 as i64) - 128,
+            base: (*c1 as i64) << 8,
+        }),
     };
     let (reference, chunk) = if rest.len() >= n {
         let (r, c) = rest.split_at(n);

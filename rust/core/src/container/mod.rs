@@ -15,6 +15,7 @@ use crate::lossy;
 use crate::parallel;
 use crate::predict;
 use crate::quant::{self, Plan};
+use crate::relquant;
 use format::{ChunkEntry, Codec, Header, TensorEntry};
 use value::Value;
 
@@ -53,6 +54,9 @@ pub struct LossySpec {
     pub prune: f64,
     /// Decoded values clamped at 0 (for non-negative tensors such as Adam's exp_avg_sq).
     pub nonneg: bool,
+    /// `error_bound` is per element and relative: |decoded - x| <= error_bound * |x|, for
+    /// non-negative tensors (negative values are stored exactly) ([`crate::relquant`]).
+    pub relative: bool,
 }
 
 /// A reference tensor offered to the encoder.
@@ -331,7 +335,14 @@ impl LossyPlan {
             (s("error_bound"), Value::Float(self.spec.error_bound)),
             (s("prune"), Value::Float(self.spec.prune)),
             (s("rms"), Value::Float(self.rms)),
-            (s("max_abs_error"), Value::Float(max_error)),
+            (
+                s(if self.plan.relative.is_some() {
+                    "max_rel_error"
+                } else {
+                    "max_abs_error"
+                }),
+                Value::Float(max_error),
+            ),
             (s("escapes"), Value::Int(escapes as i64)),
         ];
         items.extend(self.plan.to_entries());
@@ -360,6 +371,9 @@ fn lossy_plan(t: &TensorIn, chunk: usize, block: u32) -> Option<LossyPlan> {
         .into_iter()
         .fold(quant::Stats::default(), quant::Stats::merge);
     let rms = stats.rms();
+    if spec.relative {
+        return relative_plan(t, spec, block, rms);
+    }
     let bound = spec.error_bound * rms;
     if !(bound > 0.0 && bound.is_finite()) {
         return None;
@@ -378,6 +392,31 @@ fn lossy_plan(t: &TensorIn, chunk: usize, block: u32) -> Option<LossyPlan> {
             prune_threshold,
             nonneg: spec.nonneg,
             block,
+            relative: None,
+        },
+        spec: spec.clone(),
+        rms,
+    })
+}
+
+/// The plan of a tensor under a per-element relative bound ([`crate::relquant`]).
+fn relative_plan(t: &TensorIn, spec: &LossySpec, block: u32, rms: f64) -> Option<LossyPlan> {
+    let r = spec.error_bound;
+    if !(r > 0.0 && r < 1.0) {
+        return None;
+    }
+    let reference = t.reference.as_ref().map(|r| r.data);
+    let (offset, base) = relquant::fit(t.data, reference, t.dtype);
+    let step = relquant::step_for(r, t.dtype);
+    Some(LossyPlan {
+        plan: Plan {
+            step: step as f64,
+            alpha: if reference.is_some() { 1.0 } else { 0.0 },
+            bound: r,
+            prune_threshold: 0.0,
+            nonneg: true,
+            block,
+            relative: Some(quant::Relative { step, offset, base }),
         },
         spec: spec.clone(),
         rms,
