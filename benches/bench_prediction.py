@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _env import environment
+from _env import environment, fastckpt_module, flatten, tensor_class, without_tensors
 
 MB = 1e6
 HERE = Path(__file__).resolve().parent
@@ -53,19 +53,6 @@ UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 # --------------------------------------------------------------------------- data
 
 
-def fastckpt_module(tries: int = 6, wait_s: float = 10.0):
-    """Import fastckpt, retrying while its compiled part is being rebuilt; exit if it fails."""
-    for attempt in range(tries):
-        try:
-            import fastckpt
-
-            return fastckpt
-        except Exception as exc:  # a rebuild in progress shows up as any import error
-            print(f"[retry] import fastckpt failed ({type(exc).__name__}: {exc})", file=sys.stderr)
-            if attempt == tries - 1:
-                sys.exit("fastckpt is not importable")
-            time.sleep(wait_s)
-    return None
 
 
 def checkpoint_paths(folder: Path) -> list[Path]:
@@ -92,38 +79,10 @@ def load_ckpt(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def flatten(obj, prefix: str = ""):
-    """Yield ``(name, tensor)`` for every tensor, named by its '/'-joined key path."""
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from flatten(v, f"{prefix}/{k}" if prefix else str(k))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from flatten(v, f"{prefix}/{i}" if prefix else str(i))
 
 
-def without_tensors(obj):
-    """The structure with every tensor replaced by None (to compare the non-tensor leaves)."""
-    if isinstance(obj, torch.Tensor):
-        return None
-    if isinstance(obj, dict):
-        return {k: without_tensors(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(without_tensors(v) for v in obj)
-    return obj
 
 
-def tensor_class(name: str, is_float: bool) -> str:
-    """weights (float tensors under "model"), exp_avg, exp_avg_sq, or other."""
-    if name.startswith("model/") and is_float:
-        return "weights"
-    if name.endswith("/exp_avg"):
-        return "exp_avg"
-    if name.endswith("/exp_avg_sq"):
-        return "exp_avg_sq"
-    return "other"
 
 
 def u8(t: torch.Tensor) -> torch.Tensor:
