@@ -174,9 +174,12 @@ def test_decode_says_it_is_lossy():
     assert not fastckpt.inspect(fastckpt.encode({"w": x}))["lossy"]
     with pytest.warns(fastckpt.LossyCheckpointWarning, match="1 of 1 tensors"):
         fastckpt.decode(data)
+    with pytest.warns(fastckpt.LossyCheckpointWarning, match="'w' is near-lossless"):
+        fastckpt.read_tensor(data, "w")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fastckpt.decode(data, lossy_ok=True)
+        fastckpt.read_tensor(data, "w", lossy_ok=True)
         fastckpt.decode(fastckpt.encode({"w": x}))
 
 

@@ -299,14 +299,20 @@ def inspect(source: Source) -> dict:
 
 def read_tensor(source: Source, name: str, *, reference: Any = None,
                 references: dict | None = None, device: str = "cpu",
-                threads: int | None = None) -> Any:
-    """Decodes the one tensor called `name` (see `inspect` for names) and nothing else."""
+                threads: int | None = None, lossy_ok: bool = False) -> Any:
+    """Decodes the one tensor called `name` (see `inspect` for names) and nothing else
+    (warns `LossyCheckpointWarning` for a near-lossless tensor unless `lossy_ok`)."""
     reader = _open(source)
-    names = [t["name"] for t in reader.tensors()]
+    infos = reader.tensors()
+    names = [t["name"] for t in infos]
     try:
         i = names.index(name)
     except ValueError:
         raise KeyError(f"no tensor named {name!r} in this checkpoint") from None
+    if infos[i]["lossy"] and not lossy_ok:
+        warnings.warn(f"tensor {name!r} is near-lossless: within its stated error bound "
+                      "(fastckpt.inspect shows it), not bit-exact", LossyCheckpointWarning,
+                      stacklevel=2)
     return _decode_tensors(reader, [i], device, threads, reference, references)[0]
 
 
