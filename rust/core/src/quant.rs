@@ -48,7 +48,7 @@ pub struct Relative {
 /// Largest accepted block size.
 pub const MAX_BLOCK: u32 = 1 << 16;
 /// Codes beyond this magnitude are escapes (keeps codes and their zigzag in 32 bits).
-const MAX_CODE: f64 = (1u32 << 30) as f64;
+const MAX_CODE: u32 = 1 << 30;
 
 impl Plan {
     /// The per-element error limit: the bound, or the pruning threshold if larger.
@@ -152,10 +152,12 @@ pub trait Float {
     fn load(b: &[u8]) -> f64;
     /// Writes `v` rounded to this type into `b`.
     fn store(v: f64, b: &mut [u8]);
+    /// `v` rounded to this type, as f64 (what [`Float::store`] then [`Float::load`] give).
+    fn round(v: f64) -> f64;
 }
 
 macro_rules! float_impl {
-    ($name:ident, $w:expr, $mant:expr, $load:expr, $store:expr) => {
+    ($name:ident, $w:expr, $mant:expr, $load:expr, $store:expr, $round:expr) => {
         /// Marker for one float element type.
         pub struct $name;
         impl Float for $name {
@@ -171,19 +173,46 @@ macro_rules! float_impl {
                 let bytes: [u8; $w] = $store(v);
                 b[..$w].copy_from_slice(&bytes);
             }
+            #[inline(always)]
+            fn round(v: f64) -> f64 {
+                $round(v)
+            }
         }
     };
 }
 
-float_impl!(F16, 2, 10, |a| half::f16::from_le_bytes(a).to_f64(), |v| {
-    half::f16::from_f64(v).to_le_bytes()
-});
-float_impl!(BF16, 2, 7, |a| half::bf16::from_le_bytes(a).to_f64(), |v| {
-    half::bf16::from_f64(v).to_le_bytes()
-});
-float_impl!(F32, 4, 23, |a| f32::from_le_bytes(a) as f64, |v| (v as f32)
-    .to_le_bytes());
-float_impl!(F64, 8, 52, f64::from_le_bytes, |v: f64| v.to_le_bytes());
+float_impl!(
+    F16,
+    2,
+    10,
+    |a| half::f16::from_le_bytes(a).to_f64(),
+    |v| half::f16::from_f64(v).to_le_bytes(),
+    |v| half::f16::from_f64(v).to_f64()
+);
+float_impl!(
+    BF16,
+    2,
+    7,
+    |a| half::bf16::from_le_bytes(a).to_f64(),
+    |v| half::bf16::from_f64(v).to_le_bytes(),
+    |v| half::bf16::from_f64(v).to_f64()
+);
+float_impl!(
+    F32,
+    4,
+    23,
+    |a| f32::from_le_bytes(a) as f64,
+    |v| (v as f32).to_le_bytes(),
+    |v| (v as f32) as f64
+);
+float_impl!(
+    F64,
+    8,
+    52,
+    f64::from_le_bytes,
+    |v: f64| v.to_le_bytes(),
+    |v: f64| v
+);
 
 /// Calls `$f::<T>(args)` for the float type of `$dtype` (which must be quantizable).
 macro_rules! by_float {
@@ -378,36 +407,45 @@ fn quantize_loop<T: Float>(
     let inv = 1.0 / plan.step;
     let limit = plan.limit();
     let words = raw.chunks_exact(T::W).zip(decoded.chunks_exact_mut(T::W));
-    for (i, (((xb, dst), code), p)) in words.zip(codes.iter_mut()).zip(preds).enumerate() {
+    for (((xb, dst), code), p) in words.zip(codes.iter_mut()).zip(preds) {
         let x = T::load(xb);
         let d = x - p;
         let pruned = d.abs() < plan.prune_threshold;
-        let q = if pruned { 0.0 } else { round(d * inv) };
-        // Through i32 as the decoder does (so -0.0 codes rebuild as +0.0 codes do).
-        let qi = q as i32;
-        T::store(rebuild(p, qi as f64, plan), dst);
-        let err = (T::load(dst) - x).abs();
+        // Round half away from zero through a saturating i32 conversion (NaN -> 0); the
+        // decoder rebuilds from the same i32, so -0.0 and +0.0 codes agree.
+        let t = d * inv;
+        let qi = if pruned {
+            0
+        } else {
+            (t + 0.5f64.copysign(t)) as i32
+        };
+        let y = T::round(rebuild(p, qi as f64, plan));
+        // Any non-finite x, p or y fails this comparison (NaN or infinite error).
+        let err = (y - x).abs();
         let fine = err <= if pruned { limit } else { plan.bound };
-        if fine && q.abs() <= MAX_CODE && x.is_finite() && p.is_finite() {
+        if fine && qi.unsigned_abs() <= MAX_CODE {
             out.max_error = out.max_error.max(err);
             *code = ((qi << 1) ^ (qi >> 31)) as u32;
+            T::store(y, dst);
         } else {
-            *code = 0;
+            *code = ESCAPE;
             dst.copy_from_slice(xb);
-            out.escapes.push(i as u32);
         }
     }
+    collect_escapes(codes, &mut out.escapes);
 }
 
-/// `v` rounded half away from zero, by a truncating conversion (one instruction, where
-/// `f64::round` is a library call without SSE4.1); NaN and huge values come back huge or
-/// NaN-free garbage, which the caller's range and bound checks turn into escapes.
-#[inline(always)]
-fn round(v: f64) -> f64 {
-    if v.abs() < MAX_CODE * 2.0 {
-        (v + 0.5f64.copysign(v)) as i64 as f64
-    } else {
-        v
+/// Marks an escaped element in the first pass (no valid code is this large), so the hot
+/// loop has no call that could grow a vector.
+const ESCAPE: u32 = u32::MAX;
+
+/// Turns [`ESCAPE`] marks into code 0 plus an entry in `escapes`.
+fn collect_escapes(codes: &mut [u32], escapes: &mut Vec<u32>) {
+    for (i, c) in codes.iter_mut().enumerate() {
+        if *c == ESCAPE {
+            *c = 0;
+            escapes.push(i as u32);
+        }
     }
 }
 
