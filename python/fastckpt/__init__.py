@@ -190,9 +190,9 @@ class _RefLookup:
         return found[2] if found else None
 
 
-def _decode_tensors(reader: _core.Reader, indices: list[int], device: str, threads,
-                    reference: Any = None, references: dict | None = None):
-    infos = reader.tensors()
+def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int], device: str,
+                    threads, reference: Any = None, references: dict | None = None):
+    """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`)."""
     refs = _RefLookup(reference, references)
     outs, bufs, ref_bufs = [], [], []
     for i in indices:
@@ -230,7 +230,8 @@ def _materialize(reader: _core.Reader, device: str, threads, reference: Any = No
                       "within their stated error bounds, not bit-exactly (fastckpt.inspect "
                       "shows each bound)", LossyCheckpointWarning, stacklevel=3)
     n = len(infos)
-    tensors = _decode_tensors(reader, list(range(n)), device, threads, reference, references)
+    tensors = _decode_tensors(reader, infos, list(range(n)), device, threads, reference,
+                              references)
     return _tree.unpack(reader.structure(), tensors)
 
 
@@ -313,7 +314,7 @@ def read_tensor(source: Source, name: str, *, reference: Any = None,
         warnings.warn(f"tensor {name!r} is near-lossless: within its stated error bound "
                       "(fastckpt.inspect shows it), not bit-exact", LossyCheckpointWarning,
                       stacklevel=2)
-    return _decode_tensors(reader, [i], device, threads, reference, references)[0]
+    return _decode_tensors(reader, infos, [i], device, threads, reference, references)[0]
 
 
 from . import safetensors  # noqa: E402  (module uses the API above)
