@@ -86,9 +86,10 @@ pub fn decode_chunk(
     let mut r = Reader::new(comp);
     let escapes = read_escapes(&mut r, n, width)?;
     let block = plan.block as usize;
-    let mut bitmap = vec![0u8; sparse::bitmap_len(n, block)];
-    let bitmap = codec::decode_plane(&mut r, &mut bitmap)?.map_or(bitmap.clone(), <[u8]>::to_vec);
-    let mut dense = scratch::codes(sparse::dense_len(&bitmap, n, block)?);
+    let mut bitmap_buf = vec![0u8; sparse::bitmap_len(n, block)];
+    let bitmap = codec::decode_plane(&mut r, &mut bitmap_buf)?;
+    let bitmap: &[u8] = bitmap.unwrap_or(&bitmap_buf);
+    let mut dense = scratch::codes(sparse::dense_len(bitmap, n, block)?);
     let mut tok_buf = scratch::bytes(dense.len());
     let tokens = codec::decode_plane(&mut r, &mut tok_buf)?;
     let tokens: &[u8] = tokens.unwrap_or(&tok_buf);
@@ -105,7 +106,7 @@ pub fn decode_chunk(
         *d = ints::value(t, &mut bits)?;
     }
     let mut codes = scratch::codes(n);
-    sparse::unpack(&bitmap, &dense, block, &mut codes)?;
+    sparse::unpack(bitmap, &dense, block, &mut codes)?;
     quant::dequantize(&codes, reference, dtype, plan, out);
     for (i, word) in escapes {
         out[i * width..(i + 1) * width].copy_from_slice(word);

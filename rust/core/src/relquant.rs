@@ -48,20 +48,16 @@ pub fn fit(raw: &[u8], reference: Option<&[u8]>, dtype: DType) -> (i64, i64) {
 fn fit_t<T: Float>(raw: &[u8], reference: Option<&[u8]>) -> (i64, i64) {
     let n = raw.len() / T::W;
     let stride = (n / 65536).max(1);
-    let positive = |b: &[u8]| {
-        let v = T::load(b);
-        v > 0.0 && v.is_finite()
-    };
     let (mut shifts, mut values) = (Vec::new(), Vec::new());
     for i in (0..n).step_by(stride) {
         let xb = &raw[i * T::W..];
-        if !positive(xb) {
+        if !positive::<T>(xb) {
             continue;
         }
         values.push(bits::<T>(xb));
         if let Some(rf) = reference {
             let rb = &rf[i * T::W..];
-            if positive(rb) {
+            if positive::<T>(rb) {
                 shifts.push(bits::<T>(xb) - bits::<T>(rb));
             }
         }
@@ -77,13 +73,18 @@ fn median(v: &mut [i64]) -> i64 {
     *v.select_nth_unstable(mid).1
 }
 
+/// Whether the element at the start of `b` is positive and finite.
+#[inline(always)]
+fn positive<T: Float>(b: &[u8]) -> bool {
+    let v = T::load(b);
+    v > 0.0 && v.is_finite()
+}
+
 /// The prediction (bits) for an element whose reference word is `rb`.
 #[inline(always)]
 fn predict<T: Float>(rb: Option<&[u8]>, rel: &Relative) -> i64 {
     match rb {
-        Some(b) if T::load(b) > 0.0 && T::load(b).is_finite() => {
-            bits::<T>(b).wrapping_add(rel.offset)
-        }
+        Some(b) if positive::<T>(b) => bits::<T>(b).wrapping_add(rel.offset),
         _ => rel.base,
     }
 }
