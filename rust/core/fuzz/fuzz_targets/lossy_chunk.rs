@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{peak_heap, Counting};
+use common::{peak_heap, split_reference, Counting};
 use fastckpt_core::quant::{Plan, Relative};
 use fastckpt_core::{hash, lossy, relquant, DType};
 use libfuzzer_sys::fuzz_target;
@@ -49,14 +49,7 @@ fuzz_target!(|data: &[u8]| {
             base: (*c1 as i64) << 8,
         }),
     };
-    let (reference, chunk) = if rest.len() >= n {
-        let (r, c) = rest.split_at(n);
-        (r.to_vec(), c)
-    } else {
-        let mut r = rest.to_vec();
-        r.resize(n, 0);
-        (r, &[][..])
-    };
+    let (reference, chunk) = split_reference(rest, n);
     let rf = (plan.alpha != 0.0).then_some(&reference[..]);
 
     let mut a = vec![0x5au8; n];

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{peak_heap, Counting};
+use common::{peak_heap, split_reference, Counting};
 use fastckpt_core::predict::{decode_chunk, encode_chunk};
 use fastckpt_core::DType;
 use libfuzzer_sys::fuzz_target;
@@ -36,14 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let dtype = DType::all()[*sel as usize % DType::all().len()];
     let size = dtype.size();
     let n = u16::from_le_bytes([*c0, *c1]) as usize * size;
-    let (reference, chunk) = if rest.len() >= n {
-        let (r, c) = rest.split_at(n);
-        (r.to_vec(), c)
-    } else {
-        let mut r = rest.to_vec();
-        r.resize(n, 0);
-        (r, &[][..])
-    };
+    let (reference, chunk) = split_reference(rest, n);
 
     let mut a = vec![0x5au8; n];
     let (res, heap) = peak_heap(|| decode_chunk(chunk, &reference, dtype, &mut a));

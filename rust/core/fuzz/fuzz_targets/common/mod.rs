@@ -123,3 +123,16 @@ pub fn reference_for(name: &str, dtype: DType, len: usize) -> Vec<u8> {
     out.resize(len, 0);
     out
 }
+
+/// Splits a fuzz input into a reference of exactly `n` bytes (zero-padded when the input is
+/// shorter, leaving no chunk) and the coded chunk that follows it.
+pub fn split_reference(rest: &[u8], n: usize) -> (Vec<u8>, &[u8]) {
+    if rest.len() >= n {
+        let (r, c) = rest.split_at(n);
+        (r.to_vec(), c)
+    } else {
+        let mut r = rest.to_vec();
+        r.resize(n, 0);
+        (r, &[][..])
+    }
+}
