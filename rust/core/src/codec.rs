@@ -6,13 +6,14 @@
 //! value, for mode 2 (rANS) a [`FreqTable`] and a [`rans`] stream.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
 use crate::entropy::freq::{histogram, FreqTable};
 use crate::entropy::{rans, LANES};
 use crate::error::{Error, Result};
-use crate::fields;
+use crate::fields::{self, MAX_PLANES};
 
 /// A plane is entropy coded only when that saves at least this fraction of its bytes:
 /// near-uniform mantissa planes stay raw, which keeps decode fast at no real cost.
@@ -24,6 +25,12 @@ const MODE_RANS: u8 = 2;
 
 /// Fixed bytes of a rANS plane besides the payload: mode, bitmap, lane counts and states.
 const RANS_OVERHEAD: usize = 1 + 32 + 8 * LANES;
+
+/// Planes of chunks with at least this many words are first judged on a sample.
+const SAMPLE_MIN_WORDS: usize = 1 << 17;
+/// The sample: this many runs of [`SAMPLE_RUN`] consecutive words, evenly spread.
+const SAMPLE_RUNS: usize = 64;
+const SAMPLE_RUN: usize = 256;
 
 thread_local! {
     /// Per-thread plane scratch, reused across chunks to avoid page-faulting fresh memory.
@@ -52,28 +59,191 @@ fn plane_slices(scratch: &mut [u8], n: usize, width: usize) -> Vec<&mut [u8]> {
     planes
 }
 
+/// A chunk with its coded planes done and its raw planes left in the input: they are cut
+/// out only when the chunk is written, straight into the output, so the near-incompressible
+/// mantissa bytes are copied once.
+pub struct PlaneChunk {
+    width: usize,
+    float: bool,
+    n: usize,
+    /// Mode byte and payload of each coded plane, back to back.
+    coded: Vec<u8>,
+    /// Per plane, its span in `coded`; `None` for a raw plane.
+    spans: [Option<(usize, usize)>; MAX_PLANES],
+}
+
+impl PlaneChunk {
+    /// Codes the planes of `raw` (whole `dtype` words) that pay for it.
+    pub fn encode(raw: &[u8], dtype: DType) -> PlaneChunk {
+        let (width, float) = (dtype.word_size(), dtype.is_float());
+        let n = raw.len() / width;
+        let candidates = worth_coding(raw, width, float);
+        let mut w = Writer::default();
+        let mut spans = [None; MAX_PLANES];
+        let mut code = |p: usize, plane: &[u8], w: &mut Writer| {
+            let start = w.len();
+            if code_plane(plane, w) {
+                spans[p] = Some((start, w.len()));
+            }
+        };
+        let count = candidates.iter().take(width).filter(|&&c| c).count();
+        if count > 1 {
+            with_scratch(raw.len(), |scratch| {
+                let mut planes = plane_slices(scratch, n, width);
+                fields::split(raw, width, float, &mut planes);
+                for p in (0..width).filter(|&p| candidates[p]) {
+                    code(p, planes[p], &mut w);
+                }
+            });
+        } else if let Some(p) = (0..width).find(|&p| candidates[p]) {
+            with_scratch(n, |plane| {
+                fields::extract(raw, width, float, p, plane);
+                code(p, plane, &mut w);
+            });
+        }
+        PlaneChunk {
+            width,
+            float,
+            n,
+            coded: w.into_inner(),
+            spans,
+        }
+    }
+
+    /// Encoded size in bytes.
+    pub fn len(&self) -> usize {
+        (0..self.width)
+            .map(|p| self.spans[p].map_or(1 + self.n, |(a, b)| b - a))
+            .sum()
+    }
+
+    /// Whether the chunk encodes to nothing (never: every plane has its mode byte).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the encoded chunk into `out` (exactly [`PlaneChunk::len`] bytes), cutting the
+    /// raw planes out of `raw`, the same input given to [`PlaneChunk::encode`].
+    pub fn write(&self, raw: &[u8], out: &mut [MaybeUninit<u8>]) {
+        assert_eq!(out.len(), self.len(), "chunk output of the wrong size");
+        assert_eq!(
+            raw.len() / self.width,
+            self.n,
+            "chunk input of the wrong size"
+        );
+        let mut rest = out;
+        let mut raw_planes: Vec<Option<&mut [MaybeUninit<u8>]>> = Vec::with_capacity(self.width);
+        for p in 0..self.width {
+            match self.spans[p] {
+                Some((a, b)) => {
+                    let (dst, tail) = rest.split_at_mut(b - a);
+                    copy_init(dst, &self.coded[a..b]);
+                    raw_planes.push(None);
+                    rest = tail;
+                }
+                None => {
+                    let (head, tail) = rest.split_at_mut(1 + self.n);
+                    head[0] = MaybeUninit::new(MODE_RAW);
+                    raw_planes.push(Some(&mut head[1..]));
+                    rest = tail;
+                }
+            }
+        }
+        if raw_planes.iter().all(Option::is_none) {
+            return;
+        }
+        // Coded planes are cut out again into scratch and dropped.
+        with_scratch(self.n * self.width, |scratch| {
+            let mut spare = plane_slices(scratch, self.n, self.width).into_iter();
+            let mut planes: Vec<&mut [MaybeUninit<u8>]> = raw_planes
+                .into_iter()
+                .map(|d| {
+                    let s = spare.next().expect("one scratch plane per plane");
+                    d.unwrap_or_else(|| fields::as_uninit(s))
+                })
+                .collect();
+            fields::split_uninit(raw, self.width, self.float, &mut planes);
+        });
+    }
+
+    /// The encoded chunk as one buffer.
+    pub fn to_vec(&self, raw: &[u8]) -> Vec<u8> {
+        let len = self.len();
+        let mut v = Vec::with_capacity(len);
+        self.write(raw, &mut v.spare_capacity_mut()[..len]);
+        // SAFETY: `write` initialized all `len` bytes.
+        unsafe { v.set_len(len) };
+        v
+    }
+}
+
+/// Copies `src` into the same-sized `dst`, initializing it.
+pub fn copy_init(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: equal lengths; `u8` and `MaybeUninit<u8>` share their layout; a `&mut` and a
+    // `&` never overlap.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) }
+}
+
+/// Which planes may pay for coding. Large chunks are judged on a sample first: a plane
+/// whose sample is all but uniform (its estimated saving under half of [`MIN_SAVING`]) is
+/// stored raw without a full histogram. The plug-in entropy of a sample underestimates the
+/// true entropy, so the test errs towards coding; the full decision follows for the rest.
+fn worth_coding(raw: &[u8], width: usize, float: bool) -> [bool; MAX_PLANES] {
+    let mut out = [true; MAX_PLANES];
+    let n = raw.len() / width;
+    if n < SAMPLE_MIN_WORDS {
+        return out;
+    }
+    let mut counts = vec![[0u32; 256]; width];
+    let mut buf = [0u8; SAMPLE_RUN * MAX_PLANES];
+    let stride = n / SAMPLE_RUNS;
+    for k in 0..SAMPLE_RUNS {
+        let at = k * stride * width;
+        let run = &raw[at..at + SAMPLE_RUN * width];
+        let mut planes = plane_slices(&mut buf[..SAMPLE_RUN * width], SAMPLE_RUN, width);
+        fields::split(run, width, float, &mut planes);
+        for (c, plane) in counts.iter_mut().zip(&planes) {
+            for &b in plane.iter() {
+                c[b as usize] += 1;
+            }
+        }
+    }
+    let m = (SAMPLE_RUNS * SAMPLE_RUN) as f64;
+    for (o, c) in out.iter_mut().zip(&counts) {
+        let bits: f64 = c
+            .iter()
+            .filter(|&&v| v > 0)
+            .map(|&v| -(v as f64) * (v as f64 / m).log2())
+            .sum();
+        let present = c.iter().filter(|&&v| v > 0).count();
+        let est = n as f64 * bits / m / 8.0 + (RANS_OVERHEAD + 2 * present) as f64;
+        *o = est < n as f64 * (1.0 - MIN_SAVING / 2.0);
+    }
+    out
+}
+
 /// Compresses one chunk of whole `dtype` elements.
 pub fn encode_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
-    let width = dtype.word_size();
-    let n = raw.len() / width;
-    with_scratch(raw.len(), |scratch| {
-        let mut planes = plane_slices(scratch, n, width);
-        fields::split(raw, width, dtype.is_float(), &mut planes);
-        let mut w = Writer::with_capacity(raw.len() + width * RANS_OVERHEAD);
-        for plane in planes.iter() {
-            encode_plane(plane, &mut w);
-        }
-        w.into_inner()
-    })
+    PlaneChunk::encode(raw, dtype).to_vec(raw)
 }
 
 /// Stores one plane of bytes raw, as a constant, or rANS coded, whichever is smallest.
 pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
+    if !code_plane(plane, w) {
+        w.u8(MODE_RAW);
+        w.bytes(plane);
+    }
+}
+
+/// Writes `plane` as a constant or rANS coded when that is smaller than raw; returns
+/// whether it did (nothing is written otherwise).
+fn code_plane(plane: &[u8], w: &mut Writer) -> bool {
     let counts = histogram(plane);
     let Some(table) = FreqTable::normalize(&counts) else {
         w.u8(MODE_CONST);
         w.u8(plane.first().copied().unwrap_or(0));
-        return;
+        return true;
     };
     let present = counts.iter().filter(|&&c| c > 0).count();
     let est = table.coded_bytes(&counts) + (RANS_OVERHEAD + present * 2) as f64;
@@ -81,9 +251,9 @@ pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
         w.u8(MODE_RANS);
         table.write(w);
         rans::encode(plane, &table, w);
+        true
     } else {
-        w.u8(MODE_RAW);
-        w.bytes(plane);
+        false
     }
 }
 
@@ -159,5 +329,55 @@ mod tests {
             decode_chunk(&comp, DType::F32, &mut out).unwrap();
             prop_assert_eq!(out, raw);
         }
+    }
+
+    /// A chunk large enough to be judged on a sample, as words of `f`.
+    fn big_chunk(f: impl Fn(u64) -> u32) -> Vec<u8> {
+        (0..(SAMPLE_MIN_WORDS as u64 + 777))
+            .flat_map(|i| f(i).to_le_bytes())
+            .collect()
+    }
+
+    fn noise(i: u64) -> u32 {
+        (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 29) as u32
+    }
+
+    fn roundtrips(raw: &[u8], dtype: DType) -> usize {
+        let comp = encode_chunk(raw, dtype);
+        let mut out = vec![0u8; raw.len()];
+        decode_chunk(&comp, dtype, &mut out).unwrap();
+        assert_eq!(out, raw);
+        comp.len()
+    }
+
+    #[test]
+    fn sampled_chunks_keep_what_compresses() {
+        // Uniform bytes: every plane raw, exactly one mode byte each.
+        let raw = big_chunk(noise);
+        assert_eq!(roundtrips(&raw, DType::F32), raw.len() + 4);
+        // bf16 values held in fp32: two constant planes, found despite the sample.
+        let raw = big_chunk(|i| noise(i) & 0xffff_0000);
+        assert!(roundtrips(&raw, DType::F32) < raw.len() * 9 / 16);
+        // A plane with a few percent of redundancy is still coded.
+        let raw = big_chunk(|i| noise(i) & if i % 4 == 0 { 0xffff_fff0 } else { !0 });
+        let size = roundtrips(&raw, DType::F32);
+        assert!(size < raw.len() + 4 - raw.len() / 4 / 100, "{size}");
+        for d in DType::all() {
+            let raw = big_chunk(|i| noise(i) >> (i % 11));
+            let raw = &raw[..raw.len() / d.size() * d.size()];
+            roundtrips(raw, *d);
+        }
+    }
+
+    #[test]
+    fn plane_chunk_writes_into_uninit_memory() {
+        let raw = big_chunk(|i| (noise(i) & 0x807f_ffff) | 0x3f00_0000);
+        let c = PlaneChunk::encode(&raw, DType::F32);
+        let mut v: Vec<u8> = Vec::with_capacity(c.len());
+        c.write(&raw, &mut v.spare_capacity_mut()[..c.len()]);
+        // SAFETY: `write` initialized every byte.
+        unsafe { v.set_len(c.len()) };
+        assert_eq!(v, encode_chunk(&raw, DType::F32));
+        assert!(v.len() < raw.len());
     }
 }

@@ -5,21 +5,67 @@
 //! Exponents carry most of the redundancy; low mantissa planes are nearly uniform. Each
 //! plane is then modelled and coded on its own.
 
+use std::mem::MaybeUninit;
+
 /// Most planes a word can have (fp64/int64 words).
 pub const MAX_PLANES: usize = 8;
+
+/// Views initialized bytes as possibly-uninitialized ones, for the `_uninit` writers.
+pub fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: same layout; writers only ever store initialized bytes through the view.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
 
 /// Splits `raw` (whole words of `width` bytes, little-endian) into `width` planes.
 ///
 /// `planes[p][i]` is byte `width-1-p` of word `i` after the float rotation (if `float`).
 /// Each plane must be `raw.len() / width` bytes long.
 pub fn split(raw: &[u8], width: usize, float: bool, planes: &mut [&mut [u8]]) {
+    let mut planes: Vec<&mut [MaybeUninit<u8>]> = planes.iter_mut().map(|p| as_uninit(p)).collect();
+    split_uninit(raw, width, float, &mut planes)
+}
+
+/// [`split`] into planes that may not be initialized yet (e.g. straight into a fresh
+/// output file buffer); every byte of the first `raw.len() / width` of each is written.
+pub fn split_uninit(raw: &[u8], width: usize, float: bool, planes: &mut [&mut [MaybeUninit<u8>]]) {
     debug_assert_eq!(planes.len(), width);
     match (width, float) {
-        (1, _) => planes[0].copy_from_slice(raw),
+        (1, _) => {
+            let n = raw.len();
+            for (o, &b) in planes[0][..n].iter_mut().zip(raw) {
+                *o = MaybeUninit::new(b);
+            }
+        }
         (2, f) => split_2(raw, f, planes),
         (4, f) => split4(raw, f, planes),
         (8, f) => split_8(raw, f, planes),
         _ => unreachable!("word width {width}"),
+    }
+}
+
+/// Plane `p` alone of [`split`]'s output, into `out` (`raw.len() / width` bytes): for a
+/// chunk whose other planes are stored raw and written later, straight into the file.
+pub fn extract(raw: &[u8], width: usize, float: bool, p: usize, out: &mut [u8]) {
+    debug_assert!(p < width);
+    match width {
+        1 => out.copy_from_slice(raw),
+        2 => extract_w::<2>(raw, float, p, out),
+        4 => extract_w::<4>(raw, float, p, out),
+        _ => extract_w::<8>(raw, float, p, out),
+    }
+}
+
+fn extract_w<const W: usize>(raw: &[u8], float: bool, p: usize, out: &mut [u8]) {
+    let shift = 8 * (W - 1 - p) as u32;
+    let bits = 8 * W as u32;
+    for (o, c) in out.iter_mut().zip(raw.chunks_exact(W)) {
+        let mut a = [0u8; 8];
+        a[..W].copy_from_slice(c);
+        let mut w = u64::from_le_bytes(a);
+        if float {
+            w = (w << 1 | w >> (bits - 1)) & (u64::MAX >> (64 - bits));
+        }
+        *o = (w >> shift) as u8;
     }
 }
 
@@ -39,9 +85,9 @@ pub fn merge(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) {
 /// let the compiler drop bounds checks and vectorize (these run at memory speed).
 macro_rules! width_impl {
     ($split:ident, $merge:ident, $t:ty, $w:literal) => {
-        fn $split(raw: &[u8], float: bool, planes: &mut [&mut [u8]]) {
+        fn $split(raw: &[u8], float: bool, planes: &mut [&mut [MaybeUninit<u8>]]) {
             let n = raw.len() / $w;
-            let outs: [&mut [u8]; $w] = planes_array(planes, n);
+            let outs: [&mut [MaybeUninit<u8>]; $w] = planes_array(planes, n);
             for (i, c) in raw.chunks_exact($w).enumerate() {
                 let mut w = <$t>::from_le_bytes(c.try_into().unwrap());
                 if float {
@@ -49,7 +95,7 @@ macro_rules! width_impl {
                 }
                 let b = w.to_be_bytes();
                 for k in 0..$w {
-                    outs[k][i] = b[k];
+                    outs[k][i] = MaybeUninit::new(b[k]);
                 }
             }
         }
@@ -78,12 +124,13 @@ width_impl!(split_8, merge_8, u64, 8);
 
 /// 4-byte words: SSE2 (always present on x86-64) for whole blocks of 16 words, the
 /// portable loop for the rest. The compiler does not vectorize this transpose by itself.
-fn split4(raw: &[u8], float: bool, planes: &mut [&mut [u8]]) {
+fn split4(raw: &[u8], float: bool, planes: &mut [&mut [MaybeUninit<u8>]]) {
     #[cfg(target_arch = "x86_64")]
     {
         let blocks = raw.len() / 64;
         sse2::split4(&raw[..blocks * 64], float, planes);
-        let mut rest: Vec<&mut [u8]> = planes.iter_mut().map(|p| &mut p[blocks * 16..]).collect();
+        let mut rest: Vec<&mut [MaybeUninit<u8>]> =
+            planes.iter_mut().map(|p| &mut p[blocks * 16..]).collect();
         split_4(&raw[blocks * 64..], float, &mut rest);
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -106,9 +153,10 @@ fn merge4(planes: &[&[u8]], float: bool, raw: &mut [u8]) {
 mod sse2 {
     //! 16 words at a time: byte interleave/deinterleave with unpack and pack instructions.
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// `raw.len()` is a multiple of 64; each plane holds at least `raw.len() / 4` bytes.
-    pub fn split4(raw: &[u8], float: bool, planes: &mut [&mut [u8]]) {
+    pub fn split4(raw: &[u8], float: bool, planes: &mut [&mut [MaybeUninit<u8>]]) {
         let mask = unsafe { _mm_set1_epi32(0xff) };
         for (b, c) in raw.chunks_exact(64).enumerate() {
             // SAFETY: SSE2 is part of x86-64; loads read `c` (64 bytes), stores write 16
@@ -167,7 +215,10 @@ mod sse2 {
 }
 
 /// The first `W` planes, each cut to exactly `n` bytes.
-fn planes_array<'a, const W: usize>(planes: &'a mut [&mut [u8]], n: usize) -> [&'a mut [u8]; W] {
+fn planes_array<'a, const W: usize>(
+    planes: &'a mut [&mut [MaybeUninit<u8>]],
+    n: usize,
+) -> [&'a mut [MaybeUninit<u8>]; W] {
     let mut it = planes.iter_mut().map(|p| &mut p[..n]);
     std::array::from_fn(|_| it.next().expect("one plane per word byte"))
 }
@@ -211,9 +262,9 @@ mod tests {
         for float in [false, true] {
             let n = raw.len() / 4;
             let (mut a, mut b) = (vec![vec![0u8; n]; 4], vec![vec![0u8; n]; 4]);
-            let mut pa: Vec<&mut [u8]> = a.iter_mut().map(|x| x.as_mut_slice()).collect();
+            let mut pa: Vec<&mut [MaybeUninit<u8>]> = a.iter_mut().map(|x| as_uninit(x)).collect();
             split4(&raw, float, &mut pa);
-            let mut pb: Vec<&mut [u8]> = b.iter_mut().map(|x| x.as_mut_slice()).collect();
+            let mut pb: Vec<&mut [MaybeUninit<u8>]> = b.iter_mut().map(|x| as_uninit(x)).collect();
             split_4(&raw, float, &mut pb);
             assert_eq!(a, b);
             let planes: Vec<&[u8]> = a.iter().map(|x| x.as_slice()).collect();
@@ -226,6 +277,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn extract_matches_split(raw in proptest::collection::vec(any::<u8>(), 0..512),
+                                 wi in 0usize..4, float in any::<bool>()) {
+            let width = [1, 2, 4, 8][wi];
+            let raw = &raw[..raw.len() / width * width];
+            let n = raw.len() / width;
+            let mut bufs = vec![vec![0u8; n]; width];
+            let mut planes: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            split(raw, width, float, &mut planes);
+            for (p, want) in bufs.iter().enumerate() {
+                let mut got = vec![0u8; n];
+                extract(raw, width, float, p, &mut got);
+                prop_assert_eq!(&got, want);
+            }
+        }
+
         #[test]
         fn split_merge_roundtrip(raw in proptest::collection::vec(any::<u8>(), 0..512),
                                  wi in 0usize..4, float in any::<bool>()) {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod fields;
 pub mod hash;
 pub mod lossy;
+pub mod memory;
 pub mod parallel;
 pub mod predict;
 pub mod quant;

@@ -283,14 +283,37 @@ fn encode(
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
             Ok(None)
         }
-        None => Ok(Some(
-            PyBytes::new_with(py, encoded.len(), |buf| {
-                encoded.write_to(buf);
-                Ok(())
-            })?
-            .unbind(),
-        )),
+        None => Ok(Some(new_bytes(py, &encoded, threads)?)),
     }
+}
+
+/// A `bytes` object holding the encoded file. Built from an uninitialized buffer (pyo3's
+/// `PyBytes::new_with` zeroes it first, which faults in every page before the copy).
+fn new_bytes(
+    py: Python<'_>,
+    encoded: &fastckpt_core::Encoded,
+    threads: Option<usize>,
+) -> PyResult<Py<PyBytes>> {
+    let len = encoded.len();
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err("encoded checkpoint too large for bytes"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialized bytes object of `size` bytes;
+    // a NULL result means a Python exception is set.
+    let obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `obj` is a new, owned reference to a bytes object.
+    let bytes: Bound<'_, PyBytes> = unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() };
+    // SAFETY: the object is fresh and not shared yet, so writing its `len` buffer bytes
+    // (uninitialized until `write_uninit` fills every one of them) is sound.
+    let buf = unsafe {
+        let data = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as *mut std::mem::MaybeUninit<u8>;
+        std::slice::from_raw_parts_mut(data, len)
+    };
+    py.detach(|| fastckpt_core::parallel::install(threads, || encoded.write_uninit(buf)))
+        .map_err(|e| to_py(py, e))?;
+    Ok(bytes.unbind())
 }
 
 /// A parsed checkpoint over a uint8 array: the index and structure, and decoding into

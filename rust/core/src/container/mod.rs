@@ -5,13 +5,17 @@ pub mod bytes;
 pub mod format;
 pub mod value;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use crate::codec;
+use crate::codec::{self, PlaneChunk};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::fields;
 use crate::hash;
 use crate::lossy;
+use crate::memory;
 use crate::parallel;
 use crate::predict;
 use crate::quant::{self, Plan};
@@ -95,45 +99,93 @@ impl Default for EncodeOptions {
 }
 
 /// An encoded checkpoint, kept as its pieces so it can be written without concatenating.
-#[derive(Debug)]
-pub struct Encoded {
+/// Standalone chunks still hold their raw planes in the input tensors (hence the lifetime):
+/// those bytes go from the input straight to the output when the file is written.
+pub struct Encoded<'a> {
     prefix: Vec<u8>,
-    chunks: Vec<Vec<u8>>,
+    chunks: Vec<ChunkBytes<'a>>,
 }
 
-impl Encoded {
+/// One chunk's encoded bytes: finished, or coded planes plus raw planes still in the input.
+enum ChunkBytes<'a> {
+    Done(Vec<u8>),
+    Planes(Box<PlaneChunk>, &'a [u8]),
+}
+
+impl ChunkBytes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            ChunkBytes::Done(b) => b.len(),
+            ChunkBytes::Planes(c, _) => c.len(),
+        }
+    }
+
+    fn write(&self, out: &mut [MaybeUninit<u8>]) {
+        match self {
+            ChunkBytes::Done(b) => codec::copy_init(out, b),
+            ChunkBytes::Planes(c, raw) => c.write(raw, out),
+        }
+    }
+}
+
+/// Chunks written per batch by [`Encoded::write_io`] (each batch in parallel).
+const IO_BATCH: usize = 16;
+
+impl Encoded<'_> {
     /// Total file size in bytes.
     pub fn len(&self) -> usize {
-        self.prefix.len() + self.chunks.iter().map(Vec::len).sum::<usize>()
+        self.prefix.len() + self.chunks.iter().map(ChunkBytes::len).sum::<usize>()
     }
     /// Whether the file is empty (never: the prefix is always there).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// Copies the file into `out`, which must be exactly [`Encoded::len`] bytes; chunks
-    /// are copied in parallel on the current Rayon pool.
+    /// are written in parallel on the current Rayon pool.
     pub fn write_to(&self, out: &mut [u8]) {
+        self.write_uninit(fields::as_uninit(out));
+    }
+    /// Like [`Encoded::write_to`] into memory not yet initialized (e.g. a fresh `bytes`
+    /// object), with huge pages asked for first so the writes do not fault page by page.
+    /// Every byte of `out` is written.
+    pub fn write_uninit(&self, out: &mut [MaybeUninit<u8>]) {
+        assert_eq!(out.len(), self.len(), "output buffer of the wrong size");
+        memory::advise_huge(out);
         let (head, mut rest) = out.split_at_mut(self.prefix.len());
-        head.copy_from_slice(&self.prefix);
+        codec::copy_init(head, &self.prefix);
         let mut pairs = Vec::with_capacity(self.chunks.len());
         for c in &self.chunks {
             let (dst, tail) = rest.split_at_mut(c.len());
             pairs.push((dst, c));
             rest = tail;
         }
-        pairs
-            .into_par_iter()
-            .for_each(|(dst, c)| dst.copy_from_slice(c));
+        pairs.into_par_iter().for_each(|(dst, c)| c.write(dst));
     }
-    /// Streams the file to a writer.
+    /// Streams the file to a writer, chunks materialized a batch at a time in parallel.
     pub fn write_io(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
         w.write_all(&self.prefix)?;
-        self.chunks.iter().try_for_each(|c| w.write_all(c))
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
+        for batch in self.chunks.chunks(IO_BATCH) {
+            bufs.resize_with(batch.len(), Vec::new);
+            bufs.par_iter_mut().zip(batch).for_each(|(b, c)| {
+                b.clear();
+                b.reserve(c.len());
+                c.write(&mut b.spare_capacity_mut()[..c.len()]);
+                // SAFETY: `write` initialized all `c.len()` bytes.
+                unsafe { b.set_len(c.len()) };
+            });
+            for b in &bufs[..batch.len()] {
+                w.write_all(b)?;
+            }
+        }
+        Ok(())
     }
     /// The file as one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len()];
-        self.write_to(&mut v);
+        let mut v = Vec::with_capacity(self.len());
+        self.write_uninit(&mut v.spare_capacity_mut()[..self.len()]);
+        // SAFETY: `write_uninit` initialized all `self.len()` bytes.
+        unsafe { v.set_len(self.len()) };
         v
     }
 }
@@ -158,7 +210,11 @@ fn is_same(t: &TensorIn) -> bool {
 }
 
 /// Encodes `tensors` and the `structure` that refers to them by index.
-pub fn encode(tensors: &[TensorIn], structure: &Value, opts: &EncodeOptions) -> Result<Encoded> {
+pub fn encode<'a>(
+    tensors: &[TensorIn<'a>],
+    structure: &Value,
+    opts: &EncodeOptions,
+) -> Result<Encoded<'a>> {
     check_inputs(tensors, structure)?;
     // Exact copies of their reference: only their hash, no chunks.
     let same: Vec<Option<u128>> = parallel::install(opts.threads, || {
@@ -251,13 +307,13 @@ fn same_entry(t: &TensorIn, r: &RefIn, chunk_words: u64, raw_hash: u128) -> Tens
 }
 
 /// The entry of a coded tensor; appends its chunks to `chunks` at `offset`.
-fn coded_entry(
+fn coded_entry<'a>(
     t: &TensorIn,
     chunk_words: u64,
-    mut parts: Vec<CodedChunk>,
+    mut parts: Vec<CodedChunk<'a>>,
     lossy: Option<&LossyPlan>,
     offset: &mut u64,
-    chunks: &mut Vec<Vec<u8>>,
+    chunks: &mut Vec<ChunkBytes<'a>>,
 ) -> TensorEntry {
     let params = lossy.map_or(Value::None, |lp| lp.params(&parts));
     // A tensor none of whose chunks used its reference is stored standalone, so it
@@ -265,7 +321,9 @@ fn coded_entry(
     let predicted = parts.iter().any(|c| c.predicted);
     if !predicted {
         for c in parts.iter_mut().filter(|c| c.ref_hash.is_some()) {
-            c.bytes.remove(0);
+            if let ChunkBytes::Done(b) = &mut c.bytes {
+                b.remove(0);
+            }
         }
     }
     let ref_hashes: Vec<u128> = parts.iter().map(|c| c.ref_hash.unwrap_or(0)).collect();
@@ -303,8 +361,8 @@ fn coded_entry(
 }
 
 /// One encoded chunk and its hashes.
-struct CodedChunk {
-    bytes: Vec<u8>,
+struct CodedChunk<'a> {
+    bytes: ChunkBytes<'a>,
     /// Hash of the bytes a reader decodes (the raw bytes, unless near-lossless).
     raw_hash: u128,
     /// Hash of the reference chunk, when the tensor had a reference.
@@ -423,7 +481,12 @@ fn relative_plan(t: &TensorIn, spec: &LossySpec, block: u32, rms: f64) -> Option
     })
 }
 
-fn encode_one(t: &TensorIn, chunk: usize, k: usize, lossy: Option<&LossyPlan>) -> CodedChunk {
+fn encode_one<'a>(
+    t: &TensorIn<'a>,
+    chunk: usize,
+    k: usize,
+    lossy: Option<&LossyPlan>,
+) -> CodedChunk<'a> {
     let range = k * chunk..((k + 1) * chunk).min(t.data.len());
     let raw = &t.data[range.clone()];
     if let Some(lp) = lossy {
@@ -433,7 +496,7 @@ fn encode_one(t: &TensorIn, chunk: usize, k: usize, lossy: Option<&LossyPlan>) -
         };
         let c = lossy::encode_chunk(raw, rc, t.dtype, &lp.plan);
         return CodedChunk {
-            bytes: c.bytes,
+            bytes: ChunkBytes::Done(c.bytes),
             raw_hash: c.decoded_hash,
             ref_hash: rc.map(hash::h128),
             predicted: rc.is_some(),
@@ -444,7 +507,7 @@ fn encode_one(t: &TensorIn, chunk: usize, k: usize, lossy: Option<&LossyPlan>) -
     let raw_hash = hash::h128(raw);
     match &t.reference {
         None => CodedChunk {
-            bytes: codec::encode_chunk(raw, t.dtype),
+            bytes: ChunkBytes::Planes(Box::new(PlaneChunk::encode(raw, t.dtype)), raw),
             raw_hash,
             ref_hash: None,
             predicted: false,
@@ -456,7 +519,7 @@ fn encode_one(t: &TensorIn, chunk: usize, k: usize, lossy: Option<&LossyPlan>) -
             let bytes = predict::encode_chunk(raw, rc, t.dtype);
             let predicted = bytes.first() != Some(&0);
             CodedChunk {
-                bytes,
+                bytes: ChunkBytes::Done(bytes),
                 raw_hash,
                 ref_hash: Some(hash::h128(rc)),
                 predicted,
@@ -617,6 +680,7 @@ impl<'a> Checkpoint<'a> {
         let mut copies: Vec<(&mut [u8], &[u8])> = Vec::new();
         for ((i, out, reference), plan) in jobs.into_iter().zip(&plans) {
             let t = self.entry(i)?;
+            memory::advise_huge(out);
             if out.len() as u64 != t.raw_bytes() {
                 return Err(Error::InvalidArgument(format!(
                     "{:?}: buffer of {} bytes for {} raw bytes",
@@ -757,5 +821,41 @@ mod tests {
         ));
         let plain = file(&[tensor("x", &a, None)]);
         assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), 0);
+    }
+
+    /// Writing to a stream, to memory and through `to_vec` give the same file, which
+    /// decodes exactly; chunks of raw planes go straight from the input to the output.
+    #[test]
+    fn every_writer_gives_the_same_file() {
+        let mut s = 7u64;
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                (noise * (1.0 + (i % 7) as f32)).to_le_bytes()
+            })
+            .collect();
+        let small = &data[..5000];
+        let tensors = [tensor("big", &data, None), tensor("small", small, None)];
+        let structure = Value::List(vec![Value::Tensor(0), Value::Tensor(1)]);
+        let opts = EncodeOptions {
+            chunk_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let enc = encode(&tensors, &structure, &opts).unwrap();
+        let v = enc.to_vec();
+        let mut io = Vec::new();
+        enc.write_io(&mut io).unwrap();
+        assert_eq!(io, v);
+        let mut buf = vec![0xa5u8; enc.len()];
+        enc.write_to(&mut buf);
+        assert_eq!(buf, v);
+        let ck = Checkpoint::parse(&v).unwrap();
+        let (mut a, mut b) = (vec![0u8; data.len()], vec![0u8; small.len()]);
+        ck.decode_into(vec![(0, &mut a), (1, &mut b)], Some(2))
+            .unwrap();
+        assert_eq!((a.as_slice(), b.as_slice()), (data.as_slice(), small));
     }
 }
