@@ -49,8 +49,19 @@ pub fn extract(raw: &[u8], width: usize, float: bool, p: usize, out: &mut [u8]) 
     debug_assert!(p < width);
     match width {
         1 => out.copy_from_slice(raw),
-        2 => extract_w::<2>(raw, float, p, out),
-        4 => extract_w::<4>(raw, float, p, out),
+        2 | 4 => {
+            // Whole 16-byte blocks with SSE2 (always present on x86-64), the rest portably.
+            #[cfg(target_arch = "x86_64")]
+            let done = sse2::extract(raw, width, float, p, out);
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
+            let (raw, out) = (&raw[done * width..], &mut out[done..]);
+            if width == 2 {
+                extract_w::<2>(raw, float, p, out)
+            } else {
+                extract_w::<4>(raw, float, p, out)
+            }
+        }
         _ => extract_w::<8>(raw, float, p, out),
     }
 }
@@ -181,6 +192,51 @@ mod sse2 {
                 }
             }
         }
+    }
+
+    /// Plane `p` of 2- or 4-byte words, 16 words at a time; returns the words done.
+    pub fn extract(raw: &[u8], width: usize, float: bool, p: usize, out: &mut [u8]) -> usize {
+        let blocks = (raw.len() / (16 * width)).min(out.len() / 16);
+        // SAFETY: SSE2 is part of x86-64; block `b` reads the `16 * width` bytes of `raw`
+        // at `16 * width * b` and writes the 16 bytes of `out` at `16 * b`, both in bounds.
+        unsafe {
+            let shift = _mm_cvtsi32_si128(8 * (width - 1 - p) as i32);
+            let mask = if width == 2 {
+                _mm_set1_epi16(0xff)
+            } else {
+                _mm_set1_epi32(0xff)
+            };
+            let ld = |b: usize, k: usize| {
+                _mm_loadu_si128(raw.as_ptr().add(16 * width * b + 16 * k) as *const __m128i)
+            };
+            for b in 0..blocks {
+                let v = if width == 2 {
+                    let byte = |v: __m128i| {
+                        let v = if float {
+                            _mm_or_si128(_mm_slli_epi16::<1>(v), _mm_srli_epi16::<15>(v))
+                        } else {
+                            v
+                        };
+                        _mm_and_si128(_mm_srl_epi16(v, shift), mask)
+                    };
+                    _mm_packus_epi16(byte(ld(b, 0)), byte(ld(b, 1)))
+                } else {
+                    let byte = |v: __m128i| {
+                        let v = if float {
+                            _mm_or_si128(_mm_slli_epi32::<1>(v), _mm_srli_epi32::<31>(v))
+                        } else {
+                            v
+                        };
+                        _mm_and_si128(_mm_srl_epi32(v, shift), mask)
+                    };
+                    let lo = _mm_packs_epi32(byte(ld(b, 0)), byte(ld(b, 1)));
+                    let hi = _mm_packs_epi32(byte(ld(b, 2)), byte(ld(b, 3)));
+                    _mm_packus_epi16(lo, hi)
+                };
+                _mm_storeu_si128(out.as_mut_ptr().add(16 * b) as *mut __m128i, v);
+            }
+        }
+        blocks * 16
     }
 
     /// `raw.len()` is a multiple of 64; each plane holds at least `raw.len() / 4` bytes.

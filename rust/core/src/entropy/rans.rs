@@ -10,6 +10,8 @@
 //! little-endian). States live in `[L, 2^31)` with `L = 2^15`, which keeps the encoder's
 //! reciprocal division exact and needs at most one word per symbol.
 
+use std::cell::RefCell;
+
 use super::freq::{FreqTable, TOTAL};
 use super::{LANES, SCALE_BITS};
 use crate::container::bytes::{Reader, Writer};
@@ -62,6 +64,12 @@ impl EncSym {
     }
 }
 
+thread_local! {
+    /// Per-thread word buffer of the encoder. It only grows and is never cleared: the
+    /// encoder writes every slot it hands out before anything reads it.
+    static WORDS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Codes `symbols` under `table` and appends the stream to `w`.
 pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
     let syms = enc_table(table);
@@ -69,24 +77,30 @@ pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
     // Words are pushed back to front (the encoder runs in reverse decode order), so they
     // come out in decode order. 8 slots of slack: stores may land just below `pos`.
     let cap = n + 8;
-    let mut words = vec![0u16; cap];
-    let mut pos = cap;
-    let mut x = [L; LANES];
-    let full = n / LANES * LANES;
-    for i in (full..n).rev() {
-        put(
-            &mut x[i - full],
-            &syms[symbols[i] as usize],
-            &mut words,
-            &mut pos,
-        );
-    }
-    encode_blocks(&mut x, &syms, &symbols[..full], &mut words, &mut pos);
-    for s in x {
-        w.u32(s);
-    }
-    w.u32((cap - pos) as u32);
-    w.u16s(&words[pos..]);
+    WORDS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
+        let words = &mut buf[..cap];
+        let mut pos = cap;
+        let mut x = [L; LANES];
+        let full = n / LANES * LANES;
+        for i in (full..n).rev() {
+            put(
+                &mut x[i - full],
+                &syms[symbols[i] as usize],
+                words,
+                &mut pos,
+            );
+        }
+        encode_blocks(&mut x, &syms, &symbols[..full], words, &mut pos);
+        for s in x {
+            w.u32(s);
+        }
+        w.u32((cap - pos) as u32);
+        w.u16s(&words[pos..]);
+    });
 }
 
 fn enc_table(table: &FreqTable) -> [EncSym; 256] {
