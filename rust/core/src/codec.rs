@@ -14,6 +14,7 @@ use crate::entropy::freq::{histogram, FreqTable};
 use crate::entropy::{rans, LANES};
 use crate::error::{Error, Result};
 use crate::fields::{self, MAX_PLANES};
+use crate::hash::Hasher128;
 
 /// A plane is entropy coded only when that saves at least this fraction of its bytes:
 /// near-uniform mantissa planes stay raw, which keeps decode fast at no real cost.
@@ -260,6 +261,43 @@ fn code_plane(plane: &[u8], w: &mut Writer) -> bool {
 /// Decompresses one chunk into `out` (whole `dtype` elements). `comp` must be consumed
 /// exactly; anything inconsistent is an error.
 pub fn decode_chunk(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
+    decode_planes(comp, dtype, out, |planes, width, float, out| {
+        fields::merge(planes, width, float, out)
+    })
+}
+
+/// Words merged per block by [`decode_chunk_hashed`]: a block stays in L1 to be hashed.
+const HASH_BLOCK_WORDS: usize = 4096;
+
+/// Like [`decode_chunk`], also returning [`crate::hash::h128`] of the decoded bytes: each
+/// block is hashed right after it is merged, while still in cache, instead of reading the
+/// whole chunk back.
+pub fn decode_chunk_hashed(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<u128> {
+    let mut h = Hasher128::default();
+    decode_planes(comp, dtype, out, |planes, width, float, out| {
+        let mut tmp = [0u8; HASH_BLOCK_WORDS * 8];
+        for (k, block) in out.chunks_mut(HASH_BLOCK_WORDS * width).enumerate() {
+            let at = k * HASH_BLOCK_WORDS;
+            let part: Vec<&[u8]> = planes
+                .iter()
+                .map(|p| &p[at..at + block.len() / width])
+                .collect();
+            let t = &mut tmp[..block.len()];
+            fields::merge(&part, width, float, t);
+            h.update(t);
+            crate::memory::stream_copy(block, t);
+        }
+    })?;
+    Ok(h.digest())
+}
+
+/// Decodes the planes of a chunk (raw ones in place) and hands them to `merge`.
+fn decode_planes(
+    comp: &[u8],
+    dtype: DType,
+    out: &mut [u8],
+    merge: impl FnOnce(&[&[u8]], usize, bool, &mut [u8]),
+) -> Result<()> {
     let width = dtype.word_size();
     let n = out.len() / width;
     let mut r = Reader::new(comp);
@@ -280,7 +318,7 @@ pub fn decode_chunk(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
             .zip(bufs.iter())
             .map(|(src, buf)| src.unwrap_or(buf))
             .collect();
-        fields::merge(&planes, width, dtype.is_float(), out);
+        merge(&planes, width, dtype.is_float(), out);
         Ok(())
     })
 }

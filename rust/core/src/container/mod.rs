@@ -750,15 +750,15 @@ impl<'a> Checkpoint<'a> {
         let at = |what: &str| format!("tensor {:?} chunk at offset {}: {what}", t.name, c.offset);
         let comp = &self.data[c.offset as usize..(c.offset + c.len) as usize];
         let decoded = match (plan, reference) {
-            (Some(plan), rc) => lossy::decode_chunk(comp, rc, t.dtype, plan, dst),
-            (None, Some(rc)) => predict::decode_chunk(comp, rc, t.dtype, dst),
-            (None, None) => codec::decode_chunk(comp, t.dtype, dst),
+            (Some(plan), rc) => lossy::decode_chunk(comp, rc, t.dtype, plan, dst).map(|_| None),
+            (None, Some(rc)) => predict::decode_chunk(comp, rc, t.dtype, dst).map(|_| None),
+            (None, None) => codec::decode_chunk_hashed(comp, t.dtype, dst).map(Some),
         };
-        decoded.map_err(|e| match e {
+        let hashed = decoded.map_err(|e| match e {
             Error::Corrupt(m) | Error::Truncated(m) => Error::Corrupt(at(&m)),
             other => other,
         })?;
-        if hash::h128(dst) != c.raw_hash {
+        if hashed.unwrap_or_else(|| hash::h128(dst)) != c.raw_hash {
             return Err(Error::Checksum(at(
                 "decoded bytes differ from the stored hash",
             )));
