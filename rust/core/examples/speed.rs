@@ -147,7 +147,8 @@ fn whole(data: &[u8]) {
     );
 }
 
-/// Encode and decode with `threads` workers, output buffers reused (no fresh pages).
+/// Encode (file written into a reused buffer) and decode (into reused buffers) with
+/// `threads` workers: no fresh pages.
 fn whole_threads(inputs: &[fastckpt_core::TensorIn], threads: usize) {
     use fastckpt_core::{encode, Checkpoint, EncodeOptions, Value};
     let opts = EncodeOptions {
@@ -155,8 +156,10 @@ fn whole_threads(inputs: &[fastckpt_core::TensorIn], threads: usize) {
         ..Default::default()
     };
     let file = encode(inputs, &Value::None, &opts).unwrap().to_vec();
+    let mut out = file.clone();
     let te = min_time(5, || {
-        encode(inputs, &Value::None, &opts).unwrap();
+        let enc = encode(inputs, &Value::None, &opts).unwrap();
+        fastckpt_core::parallel::install(Some(threads), || enc.write_to(&mut out)).unwrap();
     });
     let mut bufs: Vec<Vec<u8>> = inputs.iter().map(|t| vec![0u8; t.data.len()]).collect();
     let td = min_time(5, || {
