@@ -37,24 +37,57 @@ impl BitWriter {
     }
 }
 
-/// Reads what [`BitWriter`] wrote: one unaligned 8-byte load per value, from a copy padded
-/// with zeros. The caller checks the total length first; past it the reader yields zeros
-/// (never out of bounds), which the chunk hash would then catch.
-pub struct BitReader {
-    data: Vec<u8>,
+/// Reads what [`BitWriter`] wrote: one unaligned 8-byte load per value, in place, with a
+/// zero-padded copy of the last bytes for loads that would cross the end. Past the end the
+/// reader yields zeros (never out of bounds); callers check the total they consumed.
+pub struct BitReader<'a> {
+    data: &'a [u8],
+    /// `data[tail_at..]` followed by zeros.
+    tail: [u8; 24],
+    tail_at: usize,
     bit: usize,
 }
 
-impl BitReader {
+impl<'a> BitReader<'a> {
     /// A reader over `data`.
-    pub fn new(data: &[u8]) -> Self {
-        let mut padded = Vec::with_capacity(data.len() + 16);
-        padded.extend_from_slice(data);
-        padded.resize(data.len() + 16, 0);
+    pub fn new(data: &'a [u8]) -> Self {
+        let tail_at = data.len().saturating_sub(8);
+        let mut tail = [0u8; 24];
+        tail[..data.len() - tail_at].copy_from_slice(&data[tail_at..]);
         BitReader {
-            data: padded,
+            data,
+            tail,
+            tail_at,
             bit: 0,
         }
+    }
+
+    /// The bytes read from.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Bits read so far.
+    pub fn position(&self) -> usize {
+        self.bit
+    }
+
+    /// Moves past `n` bits read by other means (e.g. straight from [`BitReader::data`]).
+    pub fn skip(&mut self, n: usize) {
+        self.bit += n;
+    }
+
+    /// The 8 bytes from byte `at` as a little-endian word (zeros past the end).
+    #[inline(always)]
+    fn word_at(&self, at: usize) -> u64 {
+        let b = match self.data.get(at..at + 8) {
+            Some(b) => b,
+            None => {
+                let k = at.saturating_sub(self.tail_at).min(16);
+                &self.tail[k..k + 8]
+            }
+        };
+        u64::from_le_bytes(b.try_into().unwrap())
     }
 
     /// The next `n` (<= 63) bits.
@@ -63,8 +96,14 @@ impl BitReader {
         if n > 56 {
             return self.get_wide(n);
         }
-        let at = (self.bit >> 3).min(self.data.len() - 8);
-        let word = u64::from_le_bytes(self.data[at..at + 8].try_into().unwrap());
+        self.get_short(n)
+    }
+
+    /// The next `n` (<= 56) bits, without the wide-value branch.
+    #[inline(always)]
+    pub fn get_short(&mut self, n: u32) -> u64 {
+        debug_assert!(n <= 56);
+        let word = self.word_at(self.bit >> 3);
         let shift = self.bit & 7;
         self.bit += n as usize;
         (word >> shift) & ((1u64 << n) - 1)
@@ -73,8 +112,8 @@ impl BitReader {
     /// Values of more than 56 bits (only 64-bit words have them), in two reads.
     #[inline(never)]
     fn get_wide(&mut self, n: u32) -> u64 {
-        let lo = self.get(32);
-        lo | self.get(n - 32) << 32
+        let lo = self.get_short(32);
+        lo | self.get_short(n - 32) << 32
     }
 }
 
@@ -98,6 +137,10 @@ mod tests {
             for &(v, n) in &vals {
                 prop_assert_eq!(r.get(n), v);
             }
+            // Past the end: zeros, never a panic.
+            prop_assert_eq!(r.get(63), 0);
+            r.skip(1000);
+            prop_assert_eq!(r.get(40), 0);
         }
     }
 }

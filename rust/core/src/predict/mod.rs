@@ -12,14 +12,22 @@
 //! `u8 e_max | u64 offset | u16 context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table)
 //! | context rANS stream over the symbols of table contexts | u32 raw-bit byte count | bits`.
 
+mod contexts;
+mod decode;
+#[cfg(target_arch = "x86_64")]
+mod simd;
+mod word;
+
 use crate::codec;
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
-use crate::entropy::bits::{BitReader, BitWriter};
+use crate::entropy::bits::BitWriter;
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
 use crate::scratch::{self, Scratch};
+use decode::Models;
+use word::{by_width, load, mask, offset, residual};
 
 /// Contexts per chunk: reference exponent distance from the chunk maximum, capped.
 pub const CONTEXTS: usize = 16;
@@ -32,139 +40,12 @@ fn word_kind(dtype: DType) -> (u32, bool) {
     (8 * dtype.word_size() as u32, dtype.is_float())
 }
 
-#[inline(always)]
-fn mask(bits: u32) -> u64 {
-    if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
-
-/// Order-preserving unsigned image of a float word (identity for integers): negative
-/// floats have every bit flipped, positive ones only the sign bit. Branch-free.
-#[inline(always)]
-fn ord(w: u64, bits: u32, float: bool) -> u64 {
-    if !float {
-        return w;
-    }
-    let m = mask(bits);
-    let sign = (w >> (bits - 1)) & 1;
-    w ^ ((0u64.wrapping_sub(sign) & m) | (1u64 << (bits - 1)))
-}
-
-#[inline(always)]
-fn unord(o: u64, bits: u32, float: bool) -> u64 {
-    if !float {
-        return o;
-    }
-    let m = mask(bits);
-    let positive = (o >> (bits - 1)) & 1;
-    o ^ ((0u64.wrapping_sub(positive ^ 1) & m) | (positive << (bits - 1)))
-}
-
-/// Zigzagged residual of `x` against `r` shifted by the chunk's offset `off`.
-#[inline(always)]
-fn residual(x: u64, r: u64, off: u64, bits: u32, float: bool) -> u64 {
-    let m = mask(bits);
-    let d = ord(x, bits, float)
-        .wrapping_sub(ord(r, bits, float))
-        .wrapping_sub(off)
-        & m;
-    let neg = (d >> (bits - 1)) & 1;
-    ((d << 1) & m) ^ (0u64.wrapping_sub(neg) & m)
-}
-
-#[inline(always)]
-fn unresidual(z: u64, r: u64, off: u64, bits: u32, float: bool) -> u64 {
-    let m = mask(bits);
-    let d = (z >> 1) ^ (0u64.wrapping_sub(z & 1) & m);
-    unord(
-        ord(r, bits, float).wrapping_add(off).wrapping_add(d) & m,
-        bits,
-        float,
-    )
-}
-
-/// The chunk's typical shift between words and their references in the order-preserving
-/// domain: the median over a sample. A multiplicative drift (Adam's second moment decays
-/// by beta2^k between checkpoints) is close to a constant shift there, since the image of
-/// a float grows like its log; removing it leaves only the fresh part of the change.
-fn offset<const W: usize>(raw: &[u8], rf: &[u8], bits: u32, float: bool) -> u64 {
-    let n = raw.len() / W;
-    let step = (n / 4096).max(1);
-    let shift = 64 - bits;
-    let d: Vec<i64> = (0..n)
-        .step_by(step)
-        .map(|i| {
-            let (x, r) = (load::<W>(&raw[i * W..]), load::<W>(&rf[i * W..]));
-            let v = ord(x, bits, float).wrapping_sub(ord(r, bits, float));
-            ((v << shift) as i64) >> shift
-        })
-        .collect();
-    if d.is_empty() {
-        return 0;
-    }
-    // Keep the shift only if it shortens the sample's residuals (it does not for weights,
-    // whose steps have either sign).
-    let cost = |o: i64| -> u64 {
-        d.iter()
-            .map(|&v| 64 - (v.wrapping_sub(o).unsigned_abs() << 1).leading_zeros() as u64)
-            .sum()
-    };
-    let mut sorted = d.clone();
-    let mid = sorted.len() / 2;
-    let m = *sorted.select_nth_unstable(mid).1;
-    if cost(m) < cost(0) {
-        (m as u64) & mask(bits)
-    } else {
-        0
-    }
-}
-
-/// A little-endian word of `W` bytes (a fixed-size copy the compiler turns into one load).
-#[inline(always)]
-fn load<const W: usize>(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a[..W].copy_from_slice(&b[..W]);
-    u64::from_le_bytes(a)
-}
-
-/// Calls `$f::<W>(args)` for the word size `$w` of the data.
-macro_rules! by_width {
-    ($w:expr, $f:ident ( $($a:expr),* )) => {
-        match $w {
-            1 => $f::<1>($($a),*),
-            2 => $f::<2>($($a),*),
-            4 => $f::<4>($($a),*),
-            _ => $f::<8>($($a),*),
-        }
-    };
-}
-
 /// Context of each reference word and the chunk's base exponent.
 fn contexts(reference: &[u8], width: usize, float: bool) -> (Scratch<u8>, u8) {
-    if !float {
-        return (scratch::bytes(reference.len() / width), 0);
-    }
-    by_width!(width, float_contexts(reference))
-}
-
-fn float_contexts<const W: usize>(reference: &[u8]) -> (Scratch<u8>, u8) {
-    let bits = 8 * W as u32;
-    // Top byte after rotating the sign to bit 0: the exponent (or its top bits).
-    let top = |w: &[u8]| -> u8 {
-        let v = load::<W>(w);
-        (((v << 1 | v >> (bits - 1)) & mask(bits)) >> (bits - 8)) as u8
-    };
-    let mut ctx = scratch::bytes(reference.len() / W);
-    for (c, w) in ctx.iter_mut().zip(reference.chunks_exact(W)) {
-        *c = top(w);
-    }
-    let e_max = ctx.iter().copied().max().unwrap_or(0);
-    for c in ctx.iter_mut() {
-        *c = (e_max - *c).min(CONTEXTS as u8 - 1);
-    }
+    let e_max = contexts::base(reference, width, float);
+    let mut ctx = scratch::bytes_dirty(reference.len() / width);
+    let identity: [u8; CONTEXTS] = std::array::from_fn(|c| c as u8);
+    contexts::map(reference, (width, float), e_max, &identity, &mut ctx);
     (ctx, e_max)
 }
 
@@ -289,24 +170,23 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
     }
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
-    let (ctx, e_max) = contexts(reference, width, float);
+    let e_max = contexts::base(reference, width, float);
     if r.u8()? != e_max {
         return Err(Error::Corrupt(
             "reference context differs from the encoder's".into(),
         ));
     }
     let off = r.u64()? & mask(bits);
-    let used = r.u16()?;
-    let mut tables: Vec<Option<FreqTable>> = vec![None; CONTEXTS];
-    let mut consts: Vec<Option<u8>> = vec![None; CONTEXTS];
-    for c in (0..CONTEXTS).filter(|&c| used >> c & 1 == 1) {
-        match r.u8()? {
-            1 => consts[c] = Some(r.u8()?),
-            2 => tables[c] = Some(FreqTable::read(&mut r)?),
-            m => return Err(Error::Corrupt(format!("unknown context mode {m}"))),
-        }
-    }
-    let lengths = decode_lengths(&mut r, &ctx, &tables, &consts, bits)?;
+    let models = read_models(&mut r)?;
+    decode::check_symbols(&models, bits)?;
+    let n = reference.len().min(out.len()) / width;
+    let lengths = decode::lengths(
+        &mut r,
+        &reference[..n * width],
+        (width, float),
+        e_max,
+        &models,
+    )?;
     let nbytes = r.u32()? as usize;
     let bits_data = r.take(nbytes)?;
     if r.remaining() != 0 {
@@ -315,81 +195,30 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
             r.remaining()
         )));
     }
-    let needed: u64 = lengths.iter().map(|&n| n.saturating_sub(1) as u64).sum();
-    if needed.div_ceil(8) != nbytes as u64 {
+    let used = decode::rebuild(&lengths, bits_data, reference, out, (width, float, off));
+    if used.div_ceil(8) != nbytes {
         return Err(Error::Corrupt(
             "raw bits do not match the residual lengths".into(),
         ));
     }
-    let mut br = BitReader::new(bits_data);
-    by_width!(
-        width,
-        rebuild(&lengths, &mut br, reference, out, (off, bits, float))
-    );
     Ok(())
 }
 
-/// Every word's bit length: its context's constant, or the next coded symbol.
-fn decode_lengths(
-    r: &mut Reader,
-    ctx: &[u8],
-    tables: &[Option<FreqTable>],
-    consts: &[Option<u8>],
-    bits: u32,
-) -> Result<Scratch<u8>> {
-    let mut dec = context::Decoder::new(r, tables)?;
-    let mut out = scratch::bytes(ctx.len());
-    for (o, &c) in out.iter_mut().zip(ctx.iter()) {
-        let n = match consts[c as usize] {
-            Some(k) => k,
-            None => dec.next(c)?,
-        };
-        if n as u32 > bits {
-            return Err(Error::Corrupt(format!(
-                "residual of {n} bits in a {bits}-bit word"
-            )));
+/// Reads the context bitmap and each used context's constant or table.
+fn read_models(r: &mut Reader) -> Result<Models> {
+    let used = r.u16()?;
+    let mut m = Models {
+        tables: vec![None; CONTEXTS],
+        consts: [None; CONTEXTS],
+    };
+    for c in (0..CONTEXTS).filter(|&c| used >> c & 1 == 1) {
+        match r.u8()? {
+            1 => m.consts[c] = Some(r.u8()?),
+            2 => m.tables[c] = Some(FreqTable::read(r)?),
+            m => return Err(Error::Corrupt(format!("unknown context mode {m}"))),
         }
-        *o = n;
     }
-    dec.finish()?;
-    Ok(out)
-}
-
-/// Rebuilds the words from bit lengths, raw bits and the reference. The caller checked
-/// that the raw bits are exactly as many as the lengths need.
-fn rebuild<const W: usize>(
-    lengths: &[u8],
-    br: &mut BitReader,
-    reference: &[u8],
-    out: &mut [u8],
-    (off, bits, float): (u64, u32, bool),
-) {
-    debug_assert_eq!(bits, 8 * W as u32);
-    if float {
-        rebuild_words::<W, true>(lengths, br, reference, out, off)
-    } else {
-        rebuild_words::<W, false>(lengths, br, reference, out, off)
-    }
-}
-
-/// The loop of [`rebuild`] with the word size and float-ness as constants, so masks and
-/// shifts fold away.
-fn rebuild_words<const W: usize, const F: bool>(
-    lengths: &[u8],
-    br: &mut BitReader,
-    reference: &[u8],
-    out: &mut [u8],
-    off: u64,
-) {
-    let bits = 8 * W as u32;
-    let words = out.chunks_exact_mut(W).zip(reference.chunks_exact(W));
-    for ((o, rw), &n) in words.zip(lengths) {
-        let n = n as u32;
-        let low = br.get(n.saturating_sub(1));
-        let z = if n == 0 { 0 } else { (1u64 << (n - 1)) | low };
-        let x = unresidual(z, load::<W>(rw), off, bits, F);
-        o.copy_from_slice(&x.to_le_bytes()[..W]);
-    }
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -398,14 +227,6 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #[test]
-        fn residual_inverts(x in any::<u64>(), r in any::<u64>(), wi in 0usize..4, float in any::<bool>()) {
-            let bits = [8u32, 16, 32, 64][wi];
-            let (x, r) = (x & mask(bits), r & mask(bits));
-            let off = x.wrapping_mul(r) & mask(bits);
-            prop_assert_eq!(unresidual(residual(x, r, off, bits, float), r, off, bits, float), x);
-        }
-
         #[test]
         fn chunk_roundtrip_random_reference(raw in proptest::collection::vec(any::<u8>(), 0..4096),
                                             noise in proptest::collection::vec(any::<u8>(), 0..4096),
@@ -419,6 +240,49 @@ mod tests {
             prop_assert_eq!(out, raw.to_vec());
         }
 
+        /// Few distinct exponents and many exact repeats: constant contexts, zero-length
+        /// residuals and lengths that are no multiple of 32, for every dtype.
+        #[test]
+        fn chunk_roundtrip_structured(picks in proptest::collection::vec((0usize..6, 0u8..4), 0..3000),
+                                      d in 0usize..17) {
+            let dtype = DType::all()[d];
+            let w = dtype.word_size();
+            let pool: [u64; 6] = [0, 0x3f80_0000, 0xbf80_0001, 0x3c00_0000_0000_0000, 1, 0x0001_0000];
+            let mut reference = Vec::new();
+            let mut raw = Vec::new();
+            for &(k, step) in &picks {
+                let r = pool[k];
+                let x = if step == 0 { r } else { r.wrapping_add(step as u64 * (k as u64 + 1)) };
+                reference.extend_from_slice(&r.to_le_bytes()[..w]);
+                raw.extend_from_slice(&x.to_le_bytes()[..w]);
+            }
+            let n = raw.len() / dtype.size() * dtype.size();
+            let (raw, reference) = (&raw[..n], &reference[..n]);
+            let comp = encode_chunk(raw, reference, dtype);
+            let mut out = vec![0u8; n];
+            decode_chunk(&comp, reference, dtype, &mut out).unwrap();
+            prop_assert_eq!(out, raw.to_vec());
+        }
+
+        /// Damaged or truncated chunks are errors or (rarely) other data, never a panic.
+        #[test]
+        fn corrupt_chunks_never_panic(vals in proptest::collection::vec(-1.0f32..1.0, 1..2000),
+                                      flip in any::<usize>(), cut in any::<usize>(), d in 0usize..17) {
+            let dtype = DType::all()[d];
+            let reference: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let raw: Vec<u8> = vals.iter().map(|v| v * 1.0001).flat_map(|v| v.to_le_bytes()).collect();
+            let n = raw.len() / dtype.size() * dtype.size();
+            let (raw, reference) = (&raw[..n], &reference[..n]);
+            let mut comp = encode_chunk(raw, reference, dtype);
+            let mut out = vec![0u8; n];
+            let bit = flip % (comp.len() * 8);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let _ = decode_chunk(&comp, reference, dtype, &mut out);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let short = cut % comp.len();
+            prop_assert!(decode_chunk(&comp[..short], reference, dtype, &mut out).is_err());
+        }
+
         #[test]
         fn chunk_roundtrip_close_floats(vals in proptest::collection::vec(-1.0f32..1.0, 1..3000),
                                         step in -1e-4f32..1e-4) {
@@ -430,6 +294,41 @@ mod tests {
             decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
             prop_assert_eq!(out, raw);
         }
+    }
+
+    /// Words of a low-exponent context that never change make that context constant: its
+    /// lengths are not coded, and the coded lanes skip them.
+    #[test]
+    fn constant_context_roundtrip() {
+        let mut seen = 0;
+        for n in [1usize, 31, 33, 1000, 4099] {
+            let reference: Vec<f32> = (0..n)
+                .map(|i| if i % 3 == 0 { 1e-6 } else { 1.0 + i as f32 })
+                .collect();
+            let raw: Vec<f32> = reference
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    if v < 1.0 {
+                        v
+                    } else {
+                        v + (i % 7) as f32 * 0.01
+                    }
+                })
+                .collect();
+            let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|v| v.to_le_bytes()).collect() };
+            let (reference, raw) = (bytes(&reference), bytes(&raw));
+            let comp = encode_chunk(&raw, &reference, DType::F32);
+            if comp[0] == KIND_RESIDUAL && n > 3 {
+                let m = read_models(&mut Reader::new(&comp[10..])).unwrap();
+                assert!(m.consts.iter().any(Option::is_some), "n = {n}");
+                seen += 1;
+            }
+            let mut out = vec![0u8; raw.len()];
+            decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
+            assert_eq!(out, raw);
+        }
+        assert!(seen >= 2);
     }
 
     #[test]

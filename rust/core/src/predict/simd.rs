@@ -1,0 +1,120 @@
+//! AVX2 kernels for 32-bit words (fp32, int32, the halves of complex64), 8 or 32 words
+//! at a time. Callers check for AVX2 and keep scalar loops for the rest.
+
+use super::CONTEXTS;
+use std::arch::x86_64::*;
+
+/// Eight residuals' raw bits: each lane's `k` bits starting `rel` bits after `base`.
+/// At least 40 bytes must be readable from `base`.
+#[inline(always)]
+unsafe fn gather_bits(base: *const u8, rel: __m256i) -> __m256i {
+    let byte = _mm256_srli_epi32::<3>(rel);
+    let sh = _mm256_and_si256(rel, _mm256_set1_epi32(7));
+    let lo = _mm256_i32gather_epi64::<1>(base as *const i64, _mm256_castsi256_si128(byte));
+    let hi = _mm256_i32gather_epi64::<1>(base as *const i64, _mm256_extracti128_si256::<1>(byte));
+    let lo = _mm256_srlv_epi64(lo, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sh)));
+    let hi = _mm256_srlv_epi64(hi, _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sh)));
+    // The low 32 bits of each 64-bit lane, back in word order.
+    let (lf, hf) = (_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi));
+    let even = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(lf, hf));
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(even)
+}
+
+/// Inclusive prefix sum of 8 u32 lanes.
+#[inline(always)]
+unsafe fn prefix_sum(k: __m256i) -> __m256i {
+    let s = _mm256_add_epi32(k, _mm256_slli_si256::<4>(k));
+    let s = _mm256_add_epi32(s, _mm256_slli_si256::<8>(s));
+    let carry = _mm256_shuffle_epi32::<0xff>(_mm256_permute2x128_si256::<0x08>(s, s));
+    _mm256_add_epi32(s, carry)
+}
+
+/// Order-preserving image of 8 float words (see `ord`).
+#[inline(always)]
+unsafe fn ord(w: __m256i, top: __m256i) -> __m256i {
+    _mm256_xor_si256(w, _mm256_or_si256(_mm256_srai_epi32::<31>(w), top))
+}
+
+/// Inverse of [`ord`].
+#[inline(always)]
+unsafe fn unord(o: __m256i, top: __m256i) -> __m256i {
+    let flip = _mm256_xor_si256(_mm256_srai_epi32::<31>(o), _mm256_set1_epi32(-1));
+    _mm256_xor_si256(o, _mm256_or_si256(flip, top))
+}
+
+/// Rebuilds 32-bit words from their residual lengths, the raw bits `data` (from bit
+/// `pos`; zero-padded by at least 16 bytes) and the reference, 8 words at a time while
+/// the bits of a whole group are certainly inside `data`. Returns (words done, bits used).
+#[target_feature(enable = "avx2")]
+pub unsafe fn rebuild32(
+    lengths: &[u8],
+    data: &[u8],
+    pos: usize,
+    reference: &[u8],
+    out: &mut [u8],
+    off: u32,
+    float: bool,
+) -> (usize, usize) {
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(i32::MIN);
+    let offv = _mm256_set1_epi32(off as i32);
+    let mut p = pos;
+    let mut i = 0;
+    // A group reads at most 8 bytes from byte (7 + 7 * 31) / 8 = 28 after p / 8.
+    while i + 8 <= lengths.len() && p / 8 + 40 <= data.len() {
+        let n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(lengths.as_ptr().add(i) as *const __m128i));
+        let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
+        let incl = prefix_sum(k);
+        let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32((p & 7) as i32));
+        let raw = gather_bits(data.as_ptr().add(p / 8), rel);
+        let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+        // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
+        let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
+        let z = _mm256_or_si256(lead, low);
+        let d = _mm256_xor_si256(
+            _mm256_srli_epi32::<1>(z),
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
+        );
+        let r = _mm256_loadu_si256(reference.as_ptr().add(4 * i) as *const __m256i);
+        let x = if float {
+            unord(
+                _mm256_add_epi32(_mm256_add_epi32(ord(r, top), offv), d),
+                top,
+            )
+        } else {
+            _mm256_add_epi32(_mm256_add_epi32(r, offv), d)
+        };
+        _mm256_storeu_si256(out.as_mut_ptr().add(4 * i) as *mut __m256i, x);
+        p += _mm256_extract_epi32::<7>(incl) as u32 as usize;
+        i += 8;
+    }
+    (i, p - pos)
+}
+
+/// Context codes of 32-bit float words: `lut[min(e_max - exponent, CONTEXTS - 1)]` per
+/// word, 32 words at a time (`out.len()` a multiple of 32, `reference` 4 bytes per code).
+#[target_feature(enable = "avx2")]
+pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) {
+    let low8 = _mm256_set1_epi32(0xff);
+    let emax = _mm256_set1_epi8(e_max as i8);
+    let cap = _mm256_set1_epi8(CONTEXTS as i8 - 1);
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (i, o) in out.chunks_exact_mut(32).enumerate() {
+        let src = reference.as_ptr().add(128 * i) as *const __m256i;
+        let e = |g: usize| {
+            _mm256_and_si256(
+                _mm256_srli_epi32::<23>(_mm256_loadu_si256(src.add(g))),
+                low8,
+            )
+        };
+        let lo = _mm256_packus_epi32(e(0), e(1));
+        let hi = _mm256_packus_epi32(e(2), e(3));
+        let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+        let c = _mm256_min_epu8(_mm256_subs_epu8(emax, b), cap);
+        _mm256_storeu_si256(
+            o.as_mut_ptr() as *mut __m256i,
+            _mm256_shuffle_epi8(table, c),
+        );
+    }
+}
