@@ -75,7 +75,7 @@ fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
     });
     for (c, p) in pr.iter().zip(pairs) {
         predict::decode_chunk(c, &p.0, dtype, &mut out[..p.1.len()]).unwrap();
-        assert_eq!(&out[..p.1.len()], &p.1[..], "round trip");
+        assert!(out[..p.1.len()] == p.1[..], "round trip");
     }
     let size = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / raw as f64;
     let mb = raw as f64 / 1e6;

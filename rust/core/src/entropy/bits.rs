@@ -1,10 +1,13 @@
 //! Raw bit fields: values whose bits are close to uniform (the low bits below a leading 1)
 //! are packed LSB-first, without entropy coding.
 
-/// Packs values LSB-first into little-endian bytes, eight bytes at a time.
+/// Packs values LSB-first into little-endian bytes. Branch-light: every value stores the
+/// whole 8-byte accumulator at the write position, which then moves by the whole bytes
+/// filled (the accumulator keeps fewer than 8 bits between values).
 pub struct BitWriter {
     out: Vec<u8>,
-    acc: u128,
+    pos: usize,
+    acc: u64,
     fill: u32,
 }
 
@@ -12,27 +15,48 @@ impl BitWriter {
     /// An empty writer with room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
         BitWriter {
-            out: Vec::with_capacity(n),
+            out: vec![0; n + 8],
+            pos: 0,
             acc: 0,
             fill: 0,
         }
     }
+
     /// Appends the low `n` (<= 64) bits of `v` (higher bits must be zero).
     #[inline]
     pub fn put(&mut self, v: u64, n: u32) {
-        self.acc |= (v as u128) << self.fill;
-        self.fill += n;
-        if self.fill >= 64 {
-            self.out.extend_from_slice(&(self.acc as u64).to_le_bytes());
-            self.acc >>= 64;
-            self.fill -= 64;
+        if n > 56 {
+            self.put_short(v & 0xffff_ffff, 32);
+            self.put_short(v >> 32, n - 32);
+        } else {
+            self.put_short(v, n);
         }
     }
+
+    /// Appends the low `n` (<= 56) bits of `v` (higher bits must be zero).
+    #[inline(always)]
+    pub fn put_short(&mut self, v: u64, n: u32) {
+        debug_assert!(n <= 56 && (n == 64 || v >> n == 0));
+        self.acc |= v << self.fill;
+        self.fill += n;
+        if self.out.len() < self.pos + 8 {
+            self.out.resize(2 * self.out.len() + 8, 0);
+        }
+        self.out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        let bytes = self.fill >> 3;
+        self.pos += bytes as usize;
+        self.acc >>= 8 * bytes; // bytes <= 7: fill + n <= 63
+        self.fill &= 7;
+    }
+
+    /// Bits written so far.
+    pub fn bits(&self) -> u64 {
+        8 * self.pos as u64 + self.fill as u64
+    }
+
     /// The packed bytes (the last one zero-padded).
     pub fn finish(mut self) -> Vec<u8> {
-        let tail = self.fill.div_ceil(8) as usize;
-        self.out
-            .extend_from_slice(&(self.acc as u64).to_le_bytes()[..tail]);
+        self.out.truncate(self.pos + self.fill.div_ceil(8) as usize);
         self.out
     }
 }

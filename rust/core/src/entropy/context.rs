@@ -10,27 +10,83 @@ use crate::error::{Error, Result};
 
 const MASK: u32 = TOTAL - 1;
 
-/// Codes `symbols[i]` under `tables[ctx[i]]` (every used context must have a table).
+/// Codes `symbols[i]` under `tables[ctx[i]]`. Panics if a symbol's context has no table
+/// or its table lacks the symbol.
 pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut Writer) {
-    let enc: Vec<Option<Box<[EncSym; 256]>>> = tables
-        .iter()
-        .map(|t| t.as_ref().map(|t| Box::new(EncSym::table(t))))
-        .collect();
-    let n = symbols.len();
+    let mut codes = crate::scratch::words(0);
+    codes.extend(
+        symbols
+            .iter()
+            .zip(ctx)
+            .map(|(&s, &c)| (c as u16) << 8 | s as u16),
+    );
+    encode_codes(&codes, 8, tables, w);
+}
+
+/// Codes symbol `code & (2^sym_bits - 1)` of each `code` under the table of context
+/// `code >> sym_bits`: [`encode`] with symbol and context packed in one u16 (so the
+/// caller can count and code them in one pass). Panics as [`encode`] does.
+pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], w: &mut Writer) {
+    let enc = enc_syms(tables, sym_bits);
+    let n = codes.len();
     let mut words = crate::scratch::words(n + 8);
     let mut pos = words.len();
     let mut x = [L; LANES];
-    for i in (0..n).rev() {
-        let e = &enc[ctx[i] as usize]
-            .as_ref()
-            .expect("table for every used context")[symbols[i] as usize];
-        e.put(&mut x[i % LANES], &mut words, &mut pos);
+    let full = n / LANES * LANES;
+    for i in (full..n).rev() {
+        put(&enc, codes[i], &mut x[i - full], &mut words, &mut pos);
     }
+    encode_blocks(&mut x, &enc, &codes[..full], &mut words, &mut pos);
     for s in x {
         w.u32(s);
     }
     w.u32((words.len() - pos) as u32);
     w.u16s(&words[pos..]);
+}
+
+/// Encoder constants of every (context, symbol) code; a missing table or symbol gets the
+/// default (zero) constants, which [`put`] and the AVX2 encoder refuse.
+fn enc_syms(tables: &[Option<FreqTable>], sym_bits: u32) -> Vec<EncSym> {
+    let per = 1usize << sym_bits;
+    let mut enc = vec![EncSym::default(); tables.len() << sym_bits];
+    for (c, t) in tables.iter().enumerate() {
+        if let Some(t) = t {
+            let syms = EncSym::table(t);
+            let k = per.min(256);
+            enc[c * per..c * per + k].copy_from_slice(&syms[..k]);
+        }
+    }
+    enc
+}
+
+#[inline(always)]
+fn put(enc: &[EncSym], code: u16, x: &mut u32, words: &mut [u16], pos: &mut usize) {
+    let e = &enc[code as usize];
+    assert!(e.present(), "symbol without a table entry");
+    e.put(x, words, pos);
+}
+
+/// Encodes whole blocks of 32 codes, last block first.
+fn encode_blocks(
+    x: &mut [u32; LANES],
+    enc: &[EncSym],
+    full: &[u16],
+    words: &mut [u16],
+    pos: &mut usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
+        // (8 slots of slack, at most one word per symbol); lookups are bounds-checked.
+        let missing = unsafe { simd::encode_blocks(x, enc, full, words, pos) };
+        assert!(!missing, "symbol without a table entry");
+        return;
+    }
+    for block in full.chunks_exact(LANES).rev() {
+        for l in (0..LANES).rev() {
+            put(enc, block[l], &mut x[l], words, pos);
+        }
+    }
 }
 
 /// Decodes `out.len()` symbols coded by [`encode`] with the same `ctx` and tables; a
@@ -215,9 +271,32 @@ fn scalar_fast_blocks(
 mod simd {
     //! AVX2 block decoding, 8 lanes at a time: the table index adds each symbol's slot
     //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
-    use super::{Words, LANES, MASK, SCALE_BITS};
-    use crate::entropy::rans::simd::decode_blocks;
+    use super::{EncSym, Words, LANES, MASK, SCALE_BITS};
+    use crate::entropy::rans::simd::{decode_blocks, encode_blocks_with, lookup8x2, pack};
     use std::arch::x86_64::*;
+
+    /// AVX2 twin of the scalar block loop in [`super::encode_blocks`]; returns whether a
+    /// code had no table entry (its stream is then garbage).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn encode_blocks(
+        x: &mut [u32; LANES],
+        enc: &[EncSym],
+        full: &[u16],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) -> bool {
+        let packed: Vec<u64> = enc.iter().map(pack).collect();
+        let low12 = _mm256_set1_epi32(0xfff);
+        let mut missing = _mm256_setzero_si256();
+        encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+            let at = LANES * b + 8 * g;
+            let (info, rcp) = lookup8x2(|k| packed[full[at + k] as usize]);
+            let absent = _mm256_cmpeq_epi32(_mm256_and_si256(info, low12), _mm256_setzero_si256());
+            missing = _mm256_or_si256(missing, absent);
+            (info, rcp)
+        });
+        _mm256_movemask_epi8(missing) != 0
+    }
 
     #[target_feature(enable = "avx2")]
     pub unsafe fn fast_blocks(

@@ -106,6 +106,11 @@ impl EncSym {
         syms
     }
 
+    /// Whether these are the constants of a symbol present in its table.
+    pub(crate) fn present(&self) -> bool {
+        self.x_max != 0
+    }
+
     /// Encodes one symbol into state `x`, pushing a word below `pos` if it overflows.
     #[inline(always)]
     pub(crate) fn put(&self, x: &mut u32, words: &mut [u16], pos: &mut usize) {
@@ -339,12 +344,13 @@ pub(crate) mod simd {
     }
     static ENC_LUT: [[u8; 16]; 256] = build_enc_lut();
 
-    /// Eight (info, rcp) pairs by eight scalar 64-bit loads, split into two vectors in lane
-    /// order. On the AMD cores measured, faster than `vpgatherdd` (~15%) and than two sets
-    /// of 32-bit loads (~18%); the decoder's single gather is kept (faster there).
+    /// Eight (info, rcp) pairs by eight scalar 64-bit loads (`g(k)` is lane k's packed
+    /// entry, see [`pack`]), split into two vectors in lane order. On the AMD cores
+    /// measured, faster than `vpgatherdd` (~15%) and than two sets of 32-bit loads (~18%);
+    /// the decoder's single gather is kept (faster there).
     #[inline(always)]
-    unsafe fn lookup8x2(t: &[u64; 256], syms: &[u8]) -> (__m256i, __m256i) {
-        let g = |k: usize| t[syms[k] as usize] as i64;
+    pub(crate) unsafe fn lookup8x2(g: impl Fn(usize) -> u64) -> (__m256i, __m256i) {
+        let g = |k: usize| g(k) as i64;
         let a = _mm256_setr_epi64x(g(0), g(1), g(2), g(3));
         let b = _mm256_setr_epi64x(g(4), g(5), g(6), g(7));
         let (af, bf) = (_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
@@ -357,6 +363,13 @@ pub(crate) mod simd {
         )
     }
 
+    /// A symbol's encoder constants packed for [`lookup8x2`]: `rcp_freq << 32 | bias << 16
+    /// | rcp_shift << 12 | freq` (freq 0 for a symbol the table lacks).
+    pub(crate) fn pack(e: &EncSym) -> u64 {
+        let info = ((TOTAL - e.cmpl_freq) % TOTAL) | (e.rcp_shift << 12) | (e.bias << 16);
+        (e.rcp_freq as u64) << 32 | info as u64
+    }
+
     /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
     #[target_feature(enable = "avx2")]
     pub unsafe fn encode_blocks(
@@ -366,12 +379,24 @@ pub(crate) mod simd {
         words: &mut [u16],
         pos: &mut usize,
     ) {
-        let mut packed = [0u64; 256];
-        for s in 0..256 {
-            let e = &syms[s];
-            let info = (TOTAL - e.cmpl_freq) | (e.rcp_shift << 12) | (e.bias << 16);
-            packed[s] = (e.rcp_freq as u64) << 32 | info as u64;
-        }
+        let packed: [u64; 256] = std::array::from_fn(|s| pack(&syms[s]));
+        encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+            let at = LANES * b + 8 * g;
+            lookup8x2(|k| packed[full[at + k] as usize])
+        })
+    }
+
+    /// Encodes `blocks` whole blocks of 32 symbols, last block first and lane 31 first
+    /// within a block; `entries(b, g)` gives the packed constants ([`lookup8x2`]) of lanes
+    /// `8g..8g + 8` of block `b`. Words go below `pos` (8 slots of slack must be there).
+    #[inline(always)]
+    pub(crate) unsafe fn encode_blocks_with(
+        x: &mut [u32; LANES],
+        blocks: usize,
+        words: &mut [u16],
+        pos: &mut usize,
+        mut entries: impl FnMut(usize, usize) -> (__m256i, __m256i),
+    ) {
         let low12 = _mm256_set1_epi32(0xfff);
         let low16 = _mm256_set1_epi32(0xffff);
         let total = _mm256_set1_epi32(TOTAL as i32);
@@ -380,9 +405,9 @@ pub(crate) mod simd {
             st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
         }
         let mut p = *pos;
-        for block in full.chunks_exact(LANES).rev() {
+        for b in (0..blocks).rev() {
             for g in (0..4).rev() {
-                let (info, rcp) = lookup8x2(&packed, &block[8 * g..8 * g + 8]);
+                let (info, rcp) = entries(b, g);
                 let freq = _mm256_and_si256(info, low12);
                 let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
                 let bias = _mm256_srli_epi32::<16>(info);

@@ -26,6 +26,12 @@ fn top<const W: usize>(w: &[u8]) -> u8 {
     (((v << 1 | v >> (bits - 1)) & mask(bits)) >> (bits - 8)) as u8
 }
 
+/// The context of one reference word (`W` bytes) under base exponent `e_max`.
+#[inline(always)]
+pub(super) fn context_of<const W: usize>(w: &[u8], e_max: u8) -> u8 {
+    e_max.saturating_sub(top::<W>(w)).min(CONTEXTS as u8 - 1)
+}
+
 /// Writes `lut[c]` for each reference word's context `c` into `out` (one byte per word).
 pub(super) fn map(
     reference: &[u8],
@@ -51,7 +57,7 @@ pub(super) fn map(
 
 fn map_w<const W: usize>(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) {
     for (o, w) in out.iter_mut().zip(reference.chunks_exact(W)) {
-        *o = lut[e_max.saturating_sub(top::<W>(w)).min(CONTEXTS as u8 - 1) as usize];
+        *o = lut[context_of::<W>(w, e_max) as usize];
     }
 }
 

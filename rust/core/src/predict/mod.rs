@@ -12,8 +12,10 @@
 //! `u8 e_max | u64 offset | u16 context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table)
 //! | context rANS stream over the symbols of table contexts | u32 raw-bit byte count | bits`.
 
+mod choice;
 mod contexts;
 mod decode;
+mod encode;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 mod word;
@@ -21,13 +23,12 @@ mod word;
 use crate::codec;
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
-use crate::entropy::bits::BitWriter;
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
-use crate::scratch::{self, Scratch};
+use crate::scratch;
 use decode::Models;
-use word::{by_width, load, mask, offset, residual};
+use word::{by_width, mask, offset};
 
 /// Contexts per chunk: reference exponent distance from the chunk maximum, capped.
 pub const CONTEXTS: usize = 16;
@@ -40,92 +41,68 @@ fn word_kind(dtype: DType) -> (u32, bool) {
     (8 * dtype.word_size() as u32, dtype.is_float())
 }
 
-/// Context of each reference word and the chunk's base exponent.
-fn contexts(reference: &[u8], width: usize, float: bool) -> (Scratch<u8>, u8) {
-    let e_max = contexts::base(reference, width, float);
-    let mut ctx = scratch::bytes_dirty(reference.len() / width);
-    let identity: [u8; CONTEXTS] = std::array::from_fn(|c| c as u8);
-    contexts::map(reference, (width, float), e_max, &identity, &mut ctx);
-    (ctx, e_max)
-}
-
-/// Residuals `z`, their bit lengths and the offset used, for a chunk.
-fn residuals(raw: &[u8], reference: &[u8], dtype: DType) -> (Scratch<u64>, Scratch<u8>, u64) {
-    let (bits, float) = word_kind(dtype);
-    by_width!(dtype.word_size(), residuals_w(raw, reference, bits, float))
-}
-
-fn residuals_w<const W: usize>(
-    raw: &[u8],
-    rf: &[u8],
-    bits: u32,
-    float: bool,
-) -> (Scratch<u64>, Scratch<u8>, u64) {
-    debug_assert_eq!(bits, 8 * W as u32);
-    let off = offset::<W>(raw, rf, bits, float);
-    let n = raw.len() / W;
-    let (mut z, mut sym) = (scratch::wide(n), scratch::bytes(n));
-    if float {
-        residual_words::<W, true>(raw, rf, off, &mut z, &mut sym);
-    } else {
-        residual_words::<W, false>(raw, rf, off, &mut z, &mut sym);
-    }
-    (z, sym, off)
-}
-
-/// The loop of [`residuals_w`] with the word size and float-ness as constants.
-fn residual_words<const W: usize, const F: bool>(
-    raw: &[u8],
-    rf: &[u8],
-    off: u64,
-    z: &mut [u64],
-    sym: &mut [u8],
-) {
-    let bits = 8 * W as u32;
-    let words = raw.chunks_exact(W).zip(rf.chunks_exact(W));
-    for ((zo, so), (x, r)) in z.iter_mut().zip(sym.iter_mut()).zip(words) {
-        let v = residual(load::<W>(x), load::<W>(r), off, bits, F);
-        *zo = v;
-        *so = (64 - v.leading_zeros()) as u8;
-    }
-}
-
 /// Encodes one chunk of `raw` against the same-sized `reference` chunk, falling back to
-/// the standalone codec when the estimate says prediction costs more.
+/// the standalone codec when the estimates say prediction costs more: estimates on a
+/// sample settle clear cases; close ones compare the exact residual estimate with the
+/// standalone chunk itself.
 pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let width = dtype.word_size();
-    let (_, float) = word_kind(dtype);
-    let (ctx, e_max) = contexts(reference, width, float);
-    let (z, sym, off) = residuals(raw, reference, dtype);
-    let mut hists = vec![[0u32; 256]; CONTEXTS];
-    for (&s, &c) in sym.iter().zip(ctx.iter()) {
-        hists[c as usize][s as usize] += 1;
+    let (bits, float) = word_kind(dtype);
+    let e_max = contexts::base(reference, width, float);
+    let off = by_width!(width, offset(raw, reference, bits, float));
+    let mut sampled = None;
+    if raw.len() / width >= choice::MIN_WORDS {
+        let (residual, standalone) = choice::estimates(raw, reference, dtype, (e_max, off));
+        if residual > standalone * (1.0 + choice::MARGIN) {
+            return standalone_chunk(raw, dtype);
+        }
+        sampled = Some(standalone);
     }
-    let raw_bits: u64 = sym.iter().map(|&n| n.saturating_sub(1) as u64).sum();
-    let tables: Vec<Option<FreqTable>> = hists.iter().map(FreqTable::normalize).collect();
-    let est = raw_bits as f64 / 8.0
-        + tables
-            .iter()
-            .zip(&hists)
-            .map(|(t, h)| t.as_ref().map_or(2.0, |t| t.coded_bytes(h) + 40.0))
-            .sum::<f64>();
-    // Floats never code below ~0.55 of raw standalone (mantissa noise), so a residual
-    // estimate under half the raw size needs no standalone trial encode.
-    if !(float && est < 0.5 * raw.len() as f64) {
+    let a = encode::analyze(raw, reference, (width, float), e_max, off, true);
+    let (est, tables) = a.estimate(1.0);
+    // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
+    // (mantissa noise), so a residual estimate under half the raw size needs no trial.
+    let trial = match sampled {
+        Some(s) if est > s * (1.0 + choice::MARGIN) => return standalone_chunk(raw, dtype),
+        Some(s) => est >= s * (1.0 - choice::MARGIN),
+        None => !(float && est < 0.5 * raw.len() as f64),
+    };
+    if trial {
         let standalone = codec::encode_chunk(raw, dtype);
         if est >= standalone.len() as f64 {
-            let mut out = Vec::with_capacity(standalone.len() + 1);
-            out.push(KIND_STANDALONE);
-            out.extend_from_slice(&standalone);
-            return out;
+            return wrap_standalone(standalone);
         }
     }
+    residual_chunk(a, &tables, e_max, off, est)
+}
+
+/// A standalone chunk behind its kind byte.
+fn standalone_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
+    wrap_standalone(codec::encode_chunk(raw, dtype))
+}
+
+fn wrap_standalone(standalone: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(standalone.len() + 1);
+    out.push(KIND_STANDALONE);
+    out.extend_from_slice(&standalone);
+    out
+}
+
+/// The bytes of a residual chunk from its analysis and context tables.
+fn residual_chunk(
+    a: encode::Analysis,
+    tables: &[Option<FreqTable>],
+    e_max: u8,
+    off: u64,
+    est: f64,
+) -> Vec<u8> {
     let mut w = Writer::with_capacity(est as usize + 1024);
     w.u8(KIND_RESIDUAL);
     w.u8(e_max);
     w.u64(off);
+    let counts: Vec<[u32; 256]> = (0..CONTEXTS).map(|c| a.counts(c)).collect();
     let used: u16 = (0..CONTEXTS)
-        .filter(|&c| hists[c].iter().any(|&v| v > 0))
+        .filter(|&c| counts[c].iter().any(|&v| v > 0))
         .fold(0, |m, c| m | 1 << c);
     w.u16(used);
     for c in (0..CONTEXTS).filter(|&c| used >> c & 1 == 1) {
@@ -136,25 +113,19 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
             }
             None => {
                 w.u8(1);
-                w.u8(hists[c].iter().position(|&v| v > 0).unwrap_or(0) as u8);
+                w.u8(counts[c].iter().position(|&v| v > 0).unwrap_or(0) as u8);
             }
         }
     }
-    let (mut coded_sym, mut coded_ctx) = (scratch::bytes(0), scratch::bytes(0));
-    for (&s, &c) in sym.iter().zip(ctx.iter()) {
-        if tables[c as usize].is_some() {
-            coded_sym.push(s);
-            coded_ctx.push(c);
-        }
+    let has_table = |code: u16| tables[(code >> encode::SYM_BITS) as usize].is_some();
+    if (0..CONTEXTS).all(|c| used >> c & 1 == 0 || tables[c].is_some()) {
+        context::encode_codes(&a.codes, encode::SYM_BITS, tables, &mut w);
+    } else {
+        let mut coded = scratch::words(0);
+        coded.extend(a.codes.iter().filter(|&&code| has_table(code)));
+        context::encode_codes(&coded, encode::SYM_BITS, tables, &mut w);
     }
-    context::encode(&coded_sym, &coded_ctx, &tables, &mut w);
-    let mut bw = BitWriter::with_capacity(raw_bits as usize / 8 + 16);
-    for (&v, &n) in z.iter().zip(sym.iter()) {
-        if n >= 2 {
-            bw.put(v & mask(n as u32 - 1), n as u32 - 1);
-        }
-    }
-    let bytes = bw.finish();
+    let bytes = a.bits.expect("packed raw bits").finish();
     w.u32(bytes.len() as u32);
     w.bytes(&bytes);
     w.into_inner()

@@ -1,7 +1,9 @@
 //! AVX2 kernels for 32-bit words (fp32, int32, the halves of complex64), 8 or 32 words
 //! at a time. Callers check for AVX2 and keep scalar loops for the rest.
 
+use super::encode::SYM_BITS;
 use super::CONTEXTS;
+use crate::entropy::bits::BitWriter;
 use std::arch::x86_64::*;
 
 /// Eight residuals' raw bits: each lane's `k` bits starting `rel` bits after `base`.
@@ -117,4 +119,86 @@ pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out:
             _mm256_shuffle_epi8(table, c),
         );
     }
+}
+
+/// Bit length of each u32 lane (0 for 0): the exponent of the lane's low 31 bits as a
+/// float, after clearing every bit with a 1 right above it (so rounding cannot carry into
+/// the next power of two); 32 where bit 31 is set.
+#[inline(always)]
+unsafe fn bit_length(z: __m256i) -> __m256i {
+    let low = _mm256_and_si256(z, _mm256_set1_epi32(i32::MAX));
+    let u = _mm256_andnot_si256(_mm256_srli_epi32::<1>(low), low);
+    let e = _mm256_srli_epi32::<23>(_mm256_castps_si256(_mm256_cvtepi32_ps(u)));
+    let n = _mm256_max_epi32(
+        _mm256_sub_epi32(e, _mm256_set1_epi32(126)),
+        _mm256_setzero_si256(),
+    );
+    let top = _mm256_and_si256(_mm256_srai_epi32::<31>(z), _mm256_set1_epi32(32));
+    _mm256_max_epi32(n, top)
+}
+
+/// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
+/// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
+/// packed raw bits (if `bw`); returns the raw bit count.
+#[target_feature(enable = "avx2")]
+pub unsafe fn analyze32(
+    raw: &[u8],
+    reference: &[u8],
+    (float, e_max, off): (bool, u8, u32),
+    codes: &mut [u16],
+    hist: &mut [u32],
+    mut bw: Option<&mut BitWriter>,
+) -> u64 {
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(i32::MIN);
+    let offv = _mm256_set1_epi32(off as i32);
+    let emax = _mm256_set1_epi32(e_max as i32);
+    let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
+    let mut raw_bits = _mm256_setzero_si256();
+    let (mut low, mut k) = ([0u32; 8], [0u32; 8]);
+    for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
+        let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
+        let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
+        let (ox, or) = if float {
+            (ord(x, top), ord(r, top))
+        } else {
+            (x, r)
+        };
+        let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
+        let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
+        let n = bit_length(z);
+        let c = if float {
+            let t = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
+            _mm256_min_epu32(_mm256_sub_epi32(emax, t), cap)
+        } else {
+            _mm256_setzero_si256()
+        };
+        let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), n);
+        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(code, code));
+        _mm_storeu_si128(
+            cs.as_mut_ptr() as *mut __m128i,
+            _mm256_castsi256_si128(packed),
+        );
+        for &c in cs.iter() {
+            hist[c as usize] += 1;
+        }
+        let kv = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
+        // 64-bit lane sums: even and odd lanes apart.
+        raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
+        raw_bits = _mm256_add_epi64(
+            raw_bits,
+            _mm256_and_si256(kv, _mm256_set1_epi64x(0xffff_ffff)),
+        );
+        if let Some(bw) = bw.as_mut() {
+            let lv = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), kv), z);
+            _mm256_storeu_si256(low.as_mut_ptr() as *mut __m256i, lv);
+            _mm256_storeu_si256(k.as_mut_ptr() as *mut __m256i, kv);
+            for j in 0..8 {
+                bw.put_short(low[j] as u64, k[j]);
+            }
+        }
+    }
+    let mut lanes = [0u64; 4];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, raw_bits);
+    lanes.iter().sum()
 }
