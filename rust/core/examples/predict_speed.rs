@@ -11,7 +11,7 @@ use std::time::Instant;
 use fastckpt_core::container::{chunk_size, DEFAULT_CHUNK_BYTES};
 use fastckpt_core::{codec, predict, DType};
 
-const RUNS: usize = 5;
+const RUNS: usize = 7;
 
 /// Chunks of one class: (reference, current) raw bytes, one pair per chunk.
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -44,39 +44,53 @@ fn main() {
 }
 
 /// Times both codecs over `pairs` and prints one row: standalone, then predicted, then
-/// predicted speed as a percentage of standalone.
+/// predicted speed as a percentage of standalone. The four timings alternate within each
+/// run (the machine's load then affects them alike) and each keeps its best run.
 fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
     let dtype = DType::F32;
     let raw: usize = pairs.iter().map(|p| p.1.len()).sum();
-    let mut sa = Vec::new();
-    let te_s = min_time(|| {
-        sa = pairs
-            .iter()
-            .map(|p| codec::encode_chunk(&p.1, dtype))
-            .collect()
-    });
-    let mut pr = Vec::new();
-    let te_p = min_time(|| {
-        pr = pairs
-            .iter()
-            .map(|p| predict::encode_chunk(&p.1, &p.0, dtype))
-            .collect()
-    });
+    let sa: Vec<Vec<u8>> = pairs
+        .iter()
+        .map(|p| codec::encode_chunk(&p.1, dtype))
+        .collect();
+    let pr: Vec<Vec<u8>> = pairs
+        .iter()
+        .map(|p| predict::encode_chunk(&p.1, &p.0, dtype))
+        .collect();
     let mut out = vec![0u8; chunk_size(dtype, DEFAULT_CHUNK_BYTES)];
-    let td_s = min_time(|| {
-        for (c, p) in sa.iter().zip(pairs) {
-            codec::decode_chunk(c, dtype, &mut out[..p.1.len()]).unwrap();
-        }
-    });
-    let td_p = min_time(|| {
-        for (c, p) in pr.iter().zip(pairs) {
-            predict::decode_chunk(c, &p.0, dtype, &mut out[..p.1.len()]).unwrap();
-        }
-    });
     for (c, p) in pr.iter().zip(pairs) {
         predict::decode_chunk(c, &p.0, dtype, &mut out[..p.1.len()]).unwrap();
         assert!(out[..p.1.len()] == p.1[..], "round trip");
     }
+    let mut best = [f64::MAX; 4];
+    for _ in 0..RUNS {
+        let t = [
+            time(|| {
+                pairs
+                    .iter()
+                    .for_each(|p| drop(codec::encode_chunk(&p.1, dtype)))
+            }),
+            time(|| {
+                pairs
+                    .iter()
+                    .for_each(|p| drop(predict::encode_chunk(&p.1, &p.0, dtype)))
+            }),
+            time(|| {
+                for (c, p) in sa.iter().zip(pairs) {
+                    codec::decode_chunk(c, dtype, &mut out[..p.1.len()]).unwrap();
+                }
+            }),
+            time(|| {
+                for (c, p) in pr.iter().zip(pairs) {
+                    predict::decode_chunk(c, &p.0, dtype, &mut out[..p.1.len()]).unwrap();
+                }
+            }),
+        ];
+        for (b, t) in best.iter_mut().zip(t) {
+            *b = b.min(t);
+        }
+    }
+    let [te_s, te_p, td_s, td_p] = best;
     let size = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / raw as f64;
     let mb = raw as f64 / 1e6;
     println!(
@@ -92,14 +106,10 @@ fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
     );
 }
 
-fn min_time(mut f: impl FnMut()) -> f64 {
-    (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::MAX, f64::min)
+fn time(mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
 }
 
 /// Four chunks of synthetic close weights (a relative step of ~1e-4).

@@ -49,6 +49,28 @@ impl BitWriter {
         self.fill &= 7;
     }
 
+    /// Appends `vals[i]` (its low `ns[i]` <= 56 bits, higher bits zero) for each `i`, with
+    /// the writer's state in registers for the whole run.
+    #[inline(always)]
+    pub fn put_run(&mut self, vals: &[u64], ns: &[u32]) {
+        let need = self.pos + 8 * vals.len() + 8;
+        if self.out.len() < need {
+            self.out.resize(2 * need, 0);
+        }
+        let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
+        for (&v, &n) in vals.iter().zip(ns) {
+            debug_assert!(n <= 56 && v >> n == 0);
+            acc |= v << fill;
+            fill += n;
+            self.out[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+            let bytes = fill >> 3;
+            pos += bytes as usize;
+            acc >>= 8 * bytes; // bytes <= 7: fill + n <= 63
+            fill &= 7;
+        }
+        (self.acc, self.fill, self.pos) = (acc, fill, pos);
+    }
+
     /// Bits written so far.
     pub fn bits(&self) -> u64 {
         8 * self.pos as u64 + self.fill as u64

@@ -6,20 +6,20 @@ use super::CONTEXTS;
 use crate::entropy::bits::BitWriter;
 use std::arch::x86_64::*;
 
-/// Eight residuals' raw bits: each lane's `k` bits starting `rel` bits after `base`.
-/// At least 40 bytes must be readable from `base`.
+/// Eight residuals' raw bits: lane j's 32 bits starting `rel[j]` (< 256 - 32) bits after
+/// `base`, from two unaligned loads and two dword permutes (no gathers). At least 40 bytes
+/// must be readable from `base`.
 #[inline(always)]
-unsafe fn gather_bits(base: *const u8, rel: __m256i) -> __m256i {
-    let byte = _mm256_srli_epi32::<3>(rel);
-    let sh = _mm256_and_si256(rel, _mm256_set1_epi32(7));
-    let lo = _mm256_i32gather_epi64::<1>(base as *const i64, _mm256_castsi256_si128(byte));
-    let hi = _mm256_i32gather_epi64::<1>(base as *const i64, _mm256_extracti128_si256::<1>(byte));
-    let lo = _mm256_srlv_epi64(lo, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sh)));
-    let hi = _mm256_srlv_epi64(hi, _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(sh)));
-    // The low 32 bits of each 64-bit lane, back in word order.
-    let (lf, hf) = (_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi));
-    let even = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(lf, hf));
-    _mm256_permute4x64_epi64::<0b11_01_10_00>(even)
+unsafe fn window_bits(base: *const u8, rel: __m256i) -> __m256i {
+    let d = _mm256_srli_epi32::<5>(rel);
+    let sh = _mm256_and_si256(rel, _mm256_set1_epi32(31));
+    let lo = _mm256_loadu_si256(base as *const __m256i);
+    let hi = _mm256_loadu_si256(base.add(4) as *const __m256i);
+    let lo = _mm256_permutevar8x32_epi32(lo, d);
+    let hi = _mm256_permutevar8x32_epi32(hi, d);
+    // (hi:lo) >> sh in 32-bit lanes; a shift by 32 gives 0, as sh = 0 needs.
+    let up = _mm256_sllv_epi32(hi, _mm256_sub_epi32(_mm256_set1_epi32(32), sh));
+    _mm256_or_si256(_mm256_srlv_epi32(lo, sh), up)
 }
 
 /// Inclusive prefix sum of 8 u32 lanes.
@@ -62,13 +62,13 @@ pub unsafe fn rebuild32(
     let offv = _mm256_set1_epi32(off as i32);
     let mut p = pos;
     let mut i = 0;
-    // A group reads at most 8 bytes from byte (7 + 7 * 31) / 8 = 28 after p / 8.
+    // A group reads the 36 bytes from p / 8 (its last bit is 7 + 8 * 31 bits after p / 8).
     while i + 8 <= lengths.len() && p / 8 + 40 <= data.len() {
         let n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(lengths.as_ptr().add(i) as *const __m128i));
         let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
         let incl = prefix_sum(k);
         let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32((p & 7) as i32));
-        let raw = gather_bits(data.as_ptr().add(p / 8), rel);
+        let raw = window_bits(data.as_ptr().add(p / 8), rel);
         let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
         // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
         let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
@@ -155,7 +155,7 @@ pub unsafe fn analyze32(
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
-    let (mut low, mut k) = ([0u32; 8], [0u32; 8]);
+    let (mut low, mut k) = ([0u64; 8], [0u32; 8]);
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
         let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
         let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
@@ -191,11 +191,12 @@ pub unsafe fn analyze32(
         );
         if let Some(bw) = bw.as_mut() {
             let lv = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), kv), z);
-            _mm256_storeu_si256(low.as_mut_ptr() as *mut __m256i, lv);
+            let lo = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(lv));
+            let hi = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(lv));
+            _mm256_storeu_si256(low.as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(low.as_mut_ptr().add(4) as *mut __m256i, hi);
             _mm256_storeu_si256(k.as_mut_ptr() as *mut __m256i, kv);
-            for j in 0..8 {
-                bw.put_short(low[j] as u64, k[j]);
-            }
+            bw.put_run(&low, &k);
         }
     }
     let mut lanes = [0u64; 4];
