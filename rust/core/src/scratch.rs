@@ -25,6 +25,12 @@ impl<T: Copy + Default + 'static> std::ops::DerefMut for Scratch<T> {
     }
 }
 
+impl<T: Copy + Default + 'static> AsMut<Vec<T>> for Scratch<T> {
+    fn as_mut(&mut self) -> &mut Vec<T> {
+        &mut self.buf
+    }
+}
+
 impl<T: Copy + Default + 'static> Drop for Scratch<T> {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
@@ -70,6 +76,12 @@ pub fn bytes(len: usize) -> Scratch<u8> {
 /// overwrites entirely).
 pub fn bytes_dirty(len: usize) -> Scratch<u8> {
     take_dirty(&BYTES, len)
+}
+
+/// `len` u16s of unspecified value from this thread's pool (for buffers the caller
+/// overwrites entirely).
+pub fn words_dirty(len: usize) -> Scratch<u16> {
+    take_dirty(&WORDS, len)
 }
 
 /// `len` zeroed u16s from this thread's pool.

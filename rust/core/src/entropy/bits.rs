@@ -3,22 +3,39 @@
 
 /// Packs values LSB-first into little-endian bytes. Branch-light: every value stores the
 /// whole 8-byte accumulator at the write position, which then moves by the whole bytes
-/// filled (the accumulator keeps fewer than 8 bits between values).
-pub struct BitWriter {
-    out: Vec<u8>,
+/// filled (the accumulator keeps fewer than 8 bits between values). The bytes go to a
+/// `Vec<u8>` or to a buffer that holds one (e.g. a reused scratch buffer).
+pub struct BitWriter<B: AsMut<Vec<u8>> = Vec<u8>> {
+    out: B,
     pos: usize,
     acc: u64,
     fill: u32,
 }
 
-impl BitWriter {
+impl BitWriter<Vec<u8>> {
     /// An empty writer with room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
+        BitWriter::reusing(vec![0; n + 8])
+    }
+}
+
+impl<B: AsMut<Vec<u8>>> BitWriter<B> {
+    /// An empty writer over `buf`, whose current bytes (any values) are its first room.
+    pub fn reusing(buf: B) -> Self {
         BitWriter {
-            out: vec![0; n + 8],
+            out: buf,
             pos: 0,
             acc: 0,
             fill: 0,
+        }
+    }
+
+    /// Makes sure that `n` more bytes can be stored at the write position.
+    #[inline(always)]
+    fn room(&mut self, n: usize) {
+        let out = self.out.as_mut();
+        if out.len() < self.pos + n {
+            out.resize(2 * (self.pos + n), 0);
         }
     }
 
@@ -26,43 +43,34 @@ impl BitWriter {
     #[inline]
     pub fn put(&mut self, v: u64, n: u32) {
         if n > 56 {
-            self.put_short(v & 0xffff_ffff, 32);
-            self.put_short(v >> 32, n - 32);
+            self.put_run(&[v & 0xffff_ffff, v >> 32], &[32, n - 32]);
         } else {
-            self.put_short(v, n);
+            self.put_run(&[v], &[n]);
         }
     }
 
     /// Appends the low `n` (<= 56) bits of `v` (higher bits must be zero).
     #[inline(always)]
     pub fn put_short(&mut self, v: u64, n: u32) {
-        debug_assert!(n <= 56 && (n == 64 || v >> n == 0));
-        self.acc |= v << self.fill;
-        self.fill += n;
-        if self.out.len() < self.pos + 8 {
-            self.out.resize(2 * self.out.len() + 8, 0);
-        }
-        self.out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
-        let bytes = self.fill >> 3;
-        self.pos += bytes as usize;
-        self.acc >>= 8 * bytes; // bytes <= 7: fill + n <= 63
-        self.fill &= 7;
+        self.put_run(&[v], &[n]);
     }
 
     /// Appends `vals[i]` (its low `ns[i]` <= 56 bits, higher bits zero) for each `i`, with
     /// the writer's state in registers for the whole run.
     #[inline(always)]
     pub fn put_run(&mut self, vals: &[u64], ns: &[u32]) {
-        let need = self.pos + 8 * vals.len() + 8;
-        if self.out.len() < need {
-            self.out.resize(2 * need, 0);
-        }
+        let count = vals.len().min(ns.len());
+        self.room(7 * count + 8);
+        let out = self.out.as_mut().as_mut_ptr();
         let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
         for (&v, &n) in vals.iter().zip(ns) {
-            debug_assert!(n <= 56 && v >> n == 0);
+            assert!(n <= 56, "{n} bits in one short put");
+            debug_assert!(v >> n == 0);
             acc |= v << fill;
             fill += n;
-            self.out[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+            // SAFETY: `room` made 7 bytes per value (each moves `pos` by at most 7) plus
+            // the 8 of this store available from the starting position.
+            unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
             let bytes = fill >> 3;
             pos += bytes as usize;
             acc >>= 8 * bytes; // bytes <= 7: fill + n <= 63
@@ -76,9 +84,11 @@ impl BitWriter {
         8 * self.pos as u64 + self.fill as u64
     }
 
-    /// The packed bytes (the last one zero-padded).
-    pub fn finish(mut self) -> Vec<u8> {
-        self.out.truncate(self.pos + self.fill.div_ceil(8) as usize);
+    /// The buffer, cut to the packed bytes (the last one zero-padded).
+    pub fn finish(mut self) -> B {
+        let end = self.pos + self.fill.div_ceil(8) as usize;
+        self.room(8);
+        self.out.as_mut().truncate(end);
         self.out
     }
 }

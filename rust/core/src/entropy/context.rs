@@ -29,7 +29,8 @@ pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut 
 pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], w: &mut Writer) {
     let enc = enc_syms(tables, sym_bits);
     let n = codes.len();
-    let mut words = crate::scratch::words(n + 8);
+    // Only the words below `pos` that the coder wrote are read.
+    let mut words = crate::scratch::words_dirty(n + 8);
     let mut pos = words.len();
     let mut x = [L; LANES];
     let full = n / LANES * LANES;
@@ -285,12 +286,22 @@ mod simd {
         words: &mut [u16],
         pos: &mut usize,
     ) -> bool {
-        let packed: Vec<u64> = enc.iter().map(pack).collect();
+        // A power-of-two table, so that masked codes need no bounds checks (every code
+        // is checked to be in range first).
+        let size = enc.len().next_power_of_two();
+        let mask = size - 1;
+        if full.iter().any(|&c| c as usize >= enc.len()) {
+            return true;
+        }
+        let mut packed = vec![0u64; size];
+        for (p, e) in packed.iter_mut().zip(enc) {
+            *p = pack(e);
+        }
         let low12 = _mm256_set1_epi32(0xfff);
         let mut missing = _mm256_setzero_si256();
         encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
             let at = LANES * b + 8 * g;
-            let (info, rcp) = lookup8x2(|k| packed[full[at + k] as usize]);
+            let (info, rcp) = lookup8x2(|k| packed[full[at + k] as usize & mask]);
             let absent = _mm256_cmpeq_epi32(_mm256_and_si256(info, low12), _mm256_setzero_si256());
             missing = _mm256_or_si256(missing, absent);
             (info, rcp)

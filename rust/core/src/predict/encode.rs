@@ -21,7 +21,7 @@ pub(super) struct Analysis {
     /// Count of each code.
     pub hist: Vec<u32>,
     /// The raw bits below each residual's leading 1, packed (when asked for).
-    pub bits: Option<BitWriter>,
+    pub bits: Option<BitWriter<Scratch<u8>>>,
     /// Total raw bits.
     pub raw_bits: u64,
 }
@@ -64,9 +64,9 @@ pub(super) fn analyze(
 ) -> Analysis {
     let n = raw.len() / width;
     let mut a = Analysis {
-        codes: scratch::words(n),
+        codes: scratch::words_dirty(n),
         hist: vec![0u32; CONTEXTS * SYMS],
-        bits: pack.then(|| BitWriter::with_capacity(raw.len() + 16)),
+        bits: pack.then(|| BitWriter::reusing(scratch::bytes_dirty(raw.len() + 16))),
         raw_bits: 0,
     };
     let done = if width == 4 {
@@ -157,14 +157,14 @@ mod tests {
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
-                bits: Some(BitWriter::with_capacity(16)),
+                bits: Some(BitWriter::reusing(scratch::bytes(16))),
                 raw_bits: 0,
             };
             analyze_w::<4>(&raw, &reference, (float, e_max, off as u64), 0, &mut b);
             prop_assert_eq!(&a.codes[..], &b.codes[..]);
             prop_assert_eq!(&a.hist, &b.hist);
             prop_assert_eq!(a.raw_bits, b.raw_bits);
-            prop_assert_eq!(a.bits.unwrap().finish(), b.bits.unwrap().finish());
+            prop_assert_eq!(&a.bits.unwrap().finish()[..], &b.bits.unwrap().finish()[..]);
         }
     }
 }

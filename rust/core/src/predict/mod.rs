@@ -53,7 +53,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let mut sampled = None;
     if raw.len() / width >= choice::MIN_WORDS {
         let (residual, standalone) = choice::estimates(raw, reference, dtype, (e_max, off));
-        if residual > standalone * (1.0 + choice::MARGIN) {
+        if residual > standalone * (1.0 + choice::MARGIN_SAMPLED) {
             return standalone_chunk(raw, dtype);
         }
         sampled = Some(standalone);
@@ -63,8 +63,8 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
     let trial = match sampled {
-        Some(s) if est > s * (1.0 + choice::MARGIN) => return standalone_chunk(raw, dtype),
-        Some(s) => est >= s * (1.0 - choice::MARGIN),
+        Some(s) if est > s * (1.0 + choice::MARGIN_EXACT) => return standalone_chunk(raw, dtype),
+        Some(s) => est >= s * (1.0 - choice::MARGIN_EXACT),
         None => !(float && est < 0.5 * raw.len() as f64),
     };
     if trial {

@@ -4,6 +4,7 @@
 use super::encode::SYM_BITS;
 use super::CONTEXTS;
 use crate::entropy::bits::BitWriter;
+use crate::scratch::Scratch;
 use std::arch::x86_64::*;
 
 /// Eight residuals' raw bits: lane j's 32 bits starting `rel[j]` (< 256 - 32) bits after
@@ -147,7 +148,7 @@ pub unsafe fn analyze32(
     (float, e_max, off): (bool, u8, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    mut bw: Option<&mut BitWriter>,
+    mut bw: Option<&mut BitWriter<Scratch<u8>>>,
 ) -> u64 {
     let one = _mm256_set1_epi32(1);
     let top = _mm256_set1_epi32(i32::MIN);
@@ -155,7 +156,9 @@ pub unsafe fn analyze32(
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
-    let (mut low, mut k) = ([0u64; 8], [0u32; 8]);
+    let (mut low, mut k, mut h) = ([0u64; 8], [0u32; 8], [0u16; 8]);
+    const SUB: usize = CONTEXTS << 6;
+    let mut sub = [[0u32; SUB]; 4];
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
         let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
         let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
@@ -179,8 +182,13 @@ pub unsafe fn analyze32(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        for &c in cs.iter() {
-            hist[c as usize] += 1;
+        // Four sub-histograms over `context << 6 | length` (lengths <= 32 here), so repeats
+        // of one code do not wait on each other's increments.
+        let hidx = _mm256_or_si256(_mm256_slli_epi32::<6>(c), n);
+        let hidx = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(hidx, hidx));
+        _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(hidx));
+        for (j, &c) in h.iter().enumerate() {
+            sub[j & 3][c as usize & (SUB - 1)] += 1;
         }
         let kv = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
         // 64-bit lane sums: even and odd lanes apart.
@@ -197,6 +205,12 @@ pub unsafe fn analyze32(
             _mm256_storeu_si256(low.as_mut_ptr().add(4) as *mut __m256i, hi);
             _mm256_storeu_si256(k.as_mut_ptr() as *mut __m256i, kv);
             bw.put_run(&low, &k);
+        }
+    }
+    for (i, count) in hist.iter_mut().enumerate() {
+        let (c, len) = (i >> SYM_BITS, i & ((1 << SYM_BITS) - 1));
+        if len <= 32 {
+            *count += sub.iter().map(|s| s[c << 6 | len]).sum::<u32>();
         }
     }
     let mut lanes = [0u64; 4];
