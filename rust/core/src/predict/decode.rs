@@ -46,18 +46,27 @@ pub(super) fn lengths(
         model.decode(r, &slots, &mut out)?;
         return Ok(out);
     }
+    // Branch-free compaction and spreading (constant words come and go unpredictably).
     let is_const = |s: u8| s & 0xf0 == CONST;
-    let mut coded_slots = scratch::bytes(0);
-    coded_slots.extend(slots.iter().filter(|&&s| !is_const(s)));
-    let mut coded = scratch::bytes_dirty(coded_slots.len());
-    model.decode(r, &coded_slots, &mut coded)?;
-    let mut next = coded.iter();
+    let mut coded_slots = scratch::bytes_dirty(slots.len() + 1);
+    let mut j = 0;
+    for &s in slots.iter() {
+        coded_slots[j] = s;
+        j += !is_const(s) as usize;
+    }
+    let mut coded = scratch::bytes_dirty(j + 1);
+    model.decode(r, &coded_slots[..j], &mut coded[..j])?;
+    let consts: [u8; CONTEXTS] = std::array::from_fn(|c| m.consts[c].unwrap_or(0));
+    let mut j = 0;
     for (o, &s) in out.iter_mut().zip(slots.iter()) {
-        // `coded` has one symbol per slot that is not a constant's.
-        *o = match m.consts[(s & 0x0f) as usize] {
-            Some(k) if is_const(s) => k,
-            _ => *next.next().unwrap_or(&0),
+        // `coded` has one symbol per slot that is not a constant's (and one spare).
+        let c = is_const(s);
+        *o = if c {
+            consts[(s & 0x0f) as usize]
+        } else {
+            coded[j]
         };
+        j += !c as usize;
     }
     Ok(out)
 }

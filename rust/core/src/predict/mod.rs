@@ -117,13 +117,18 @@ fn residual_chunk(
             }
         }
     }
-    let has_table = |code: u16| tables[(code >> encode::SYM_BITS) as usize].is_some();
     if (0..CONTEXTS).all(|c| used >> c & 1 == 0 || tables[c].is_some()) {
         context::encode_codes(&a.codes, encode::SYM_BITS, tables, &mut w);
     } else {
-        let mut coded = scratch::words(0);
-        coded.extend(a.codes.iter().filter(|&&code| has_table(code)));
-        context::encode_codes(&coded, encode::SYM_BITS, tables, &mut w);
+        // Branch-free compaction: constant words come and go unpredictably.
+        let has: [bool; CONTEXTS] = std::array::from_fn(|c| tables[c].is_some());
+        let mut coded = scratch::words_dirty(a.codes.len() + 1);
+        let mut j = 0;
+        for &code in a.codes.iter() {
+            coded[j] = code;
+            j += has[(code >> encode::SYM_BITS) as usize & (CONTEXTS - 1)] as usize;
+        }
+        context::encode_codes(&coded[..j], encode::SYM_BITS, tables, &mut w);
     }
     let bytes = a.bits.expect("packed raw bits").finish();
     w.u32(bytes.len() as u32);
