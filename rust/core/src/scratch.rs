@@ -25,6 +25,12 @@ impl<T: Copy + Default + 'static> std::ops::DerefMut for Scratch<T> {
     }
 }
 
+impl<T: Copy + Default + 'static> AsMut<Vec<T>> for Scratch<T> {
+    fn as_mut(&mut self) -> &mut Vec<T> {
+        &mut self.buf
+    }
+}
+
 impl<T: Copy + Default + 'static> Drop for Scratch<T> {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
@@ -42,6 +48,18 @@ fn take<T: Copy + Default + 'static>(
     Scratch { buf, pool }
 }
 
+/// Like [`take`], but the contents are left as they were (stale bytes of an earlier use,
+/// zeros where the buffer grows): for buffers that are wholly overwritten.
+fn take_dirty<T: Copy + Default + 'static>(
+    pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>,
+    len: usize,
+) -> Scratch<T> {
+    let mut buf = pool.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    buf.truncate(len);
+    buf.resize(len, T::default());
+    Scratch { buf, pool }
+}
+
 thread_local! {
     static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static WORDS: RefCell<Vec<Vec<u16>>> = const { RefCell::new(Vec::new()) };
@@ -52,6 +70,18 @@ thread_local! {
 /// `len` zeroed bytes from this thread's pool.
 pub fn bytes(len: usize) -> Scratch<u8> {
     take(&BYTES, len)
+}
+
+/// `len` bytes of unspecified value from this thread's pool (for buffers the caller
+/// overwrites entirely).
+pub fn bytes_dirty(len: usize) -> Scratch<u8> {
+    take_dirty(&BYTES, len)
+}
+
+/// `len` u16s of unspecified value from this thread's pool (for buffers the caller
+/// overwrites entirely).
+pub fn words_dirty(len: usize) -> Scratch<u16> {
+    take_dirty(&WORDS, len)
 }
 
 /// `len` zeroed u16s from this thread's pool.

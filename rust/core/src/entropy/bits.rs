@@ -1,60 +1,149 @@
 //! Raw bit fields: values whose bits are close to uniform (the low bits below a leading 1)
 //! are packed LSB-first, without entropy coding.
 
-/// Packs values LSB-first into little-endian bytes, eight bytes at a time.
-pub struct BitWriter {
-    out: Vec<u8>,
-    acc: u128,
+/// Packs values LSB-first into little-endian bytes. Branch-light: every value stores the
+/// whole 8-byte accumulator at the write position, which then moves by the whole bytes
+/// filled (the accumulator keeps fewer than 8 bits between values). The bytes go to a
+/// `Vec<u8>` or to a buffer that holds one (e.g. a reused scratch buffer).
+pub struct BitWriter<B: AsMut<Vec<u8>> = Vec<u8>> {
+    out: B,
+    pos: usize,
+    acc: u64,
     fill: u32,
 }
 
-impl BitWriter {
+impl BitWriter<Vec<u8>> {
     /// An empty writer with room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
+        BitWriter::reusing(vec![0; n + 8])
+    }
+}
+
+impl<B: AsMut<Vec<u8>>> BitWriter<B> {
+    /// An empty writer over `buf`, whose current bytes (any values) are its first room.
+    pub fn reusing(buf: B) -> Self {
         BitWriter {
-            out: Vec::with_capacity(n),
+            out: buf,
+            pos: 0,
             acc: 0,
             fill: 0,
         }
     }
+
+    /// Makes sure that `n` more bytes can be stored at the write position.
+    #[inline(always)]
+    fn room(&mut self, n: usize) {
+        let out = self.out.as_mut();
+        if out.len() < self.pos + n {
+            out.resize(2 * (self.pos + n), 0);
+        }
+    }
+
     /// Appends the low `n` (<= 64) bits of `v` (higher bits must be zero).
     #[inline]
     pub fn put(&mut self, v: u64, n: u32) {
-        self.acc |= (v as u128) << self.fill;
-        self.fill += n;
-        if self.fill >= 64 {
-            self.out.extend_from_slice(&(self.acc as u64).to_le_bytes());
-            self.acc >>= 64;
-            self.fill -= 64;
+        if n > 56 {
+            self.put_run(&[v & 0xffff_ffff, v >> 32], &[32, n - 32]);
+        } else {
+            self.put_run(&[v], &[n]);
         }
     }
-    /// The packed bytes (the last one zero-padded).
-    pub fn finish(mut self) -> Vec<u8> {
-        let tail = self.fill.div_ceil(8) as usize;
-        self.out
-            .extend_from_slice(&(self.acc as u64).to_le_bytes()[..tail]);
+
+    /// Appends the low `n` (<= 56) bits of `v` (higher bits must be zero).
+    #[inline(always)]
+    pub fn put_short(&mut self, v: u64, n: u32) {
+        self.put_run(&[v], &[n]);
+    }
+
+    /// Appends `vals[i]` (its low `ns[i]` <= 56 bits, higher bits zero) for each `i`, with
+    /// the writer's state in registers for the whole run.
+    #[inline(always)]
+    pub fn put_run(&mut self, vals: &[u64], ns: &[u32]) {
+        let count = vals.len().min(ns.len());
+        self.room(7 * count + 8);
+        let out = self.out.as_mut().as_mut_ptr();
+        let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
+        for (&v, &n) in vals.iter().zip(ns) {
+            assert!(n <= 56, "{n} bits in one short put");
+            debug_assert!(v >> n == 0);
+            acc |= v << fill;
+            fill += n;
+            // SAFETY: `room` made 7 bytes per value (each moves `pos` by at most 7) plus
+            // the 8 of this store available from the starting position.
+            unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
+            let bytes = fill >> 3;
+            pos += bytes as usize;
+            acc >>= 8 * bytes; // bytes <= 7: fill + n <= 63
+            fill &= 7;
+        }
+        (self.acc, self.fill, self.pos) = (acc, fill, pos);
+    }
+
+    /// Bits written so far.
+    pub fn bits(&self) -> u64 {
+        8 * self.pos as u64 + self.fill as u64
+    }
+
+    /// The buffer, cut to the packed bytes (the last one zero-padded).
+    pub fn finish(mut self) -> B {
+        let end = self.pos + self.fill.div_ceil(8) as usize;
+        self.room(8);
+        self.out.as_mut().truncate(end);
         self.out
     }
 }
 
-/// Reads what [`BitWriter`] wrote: one unaligned 8-byte load per value, from a copy padded
-/// with zeros. The caller checks the total length first; past it the reader yields zeros
-/// (never out of bounds), which the chunk hash would then catch.
-pub struct BitReader {
-    data: Vec<u8>,
+/// Reads what [`BitWriter`] wrote: one unaligned 8-byte load per value, in place, with a
+/// zero-padded copy of the last bytes for loads that would cross the end. Past the end the
+/// reader yields zeros (never out of bounds); callers check the total they consumed.
+pub struct BitReader<'a> {
+    data: &'a [u8],
+    /// `data[tail_at..]` followed by zeros.
+    tail: [u8; 24],
+    tail_at: usize,
     bit: usize,
 }
 
-impl BitReader {
+impl<'a> BitReader<'a> {
     /// A reader over `data`.
-    pub fn new(data: &[u8]) -> Self {
-        let mut padded = Vec::with_capacity(data.len() + 16);
-        padded.extend_from_slice(data);
-        padded.resize(data.len() + 16, 0);
+    pub fn new(data: &'a [u8]) -> Self {
+        let tail_at = data.len().saturating_sub(8);
+        let mut tail = [0u8; 24];
+        tail[..data.len() - tail_at].copy_from_slice(&data[tail_at..]);
         BitReader {
-            data: padded,
+            data,
+            tail,
+            tail_at,
             bit: 0,
         }
+    }
+
+    /// The bytes read from.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Bits read so far.
+    pub fn position(&self) -> usize {
+        self.bit
+    }
+
+    /// Moves past `n` bits read by other means (e.g. straight from [`BitReader::data`]).
+    pub fn skip(&mut self, n: usize) {
+        self.bit += n;
+    }
+
+    /// The 8 bytes from byte `at` as a little-endian word (zeros past the end).
+    #[inline(always)]
+    fn word_at(&self, at: usize) -> u64 {
+        let b = match self.data.get(at..at + 8) {
+            Some(b) => b,
+            None => {
+                let k = at.saturating_sub(self.tail_at).min(16);
+                &self.tail[k..k + 8]
+            }
+        };
+        u64::from_le_bytes(b.try_into().unwrap())
     }
 
     /// The next `n` (<= 63) bits.
@@ -63,8 +152,14 @@ impl BitReader {
         if n > 56 {
             return self.get_wide(n);
         }
-        let at = (self.bit >> 3).min(self.data.len() - 8);
-        let word = u64::from_le_bytes(self.data[at..at + 8].try_into().unwrap());
+        self.get_short(n)
+    }
+
+    /// The next `n` (<= 56) bits, without the wide-value branch.
+    #[inline(always)]
+    pub fn get_short(&mut self, n: u32) -> u64 {
+        debug_assert!(n <= 56);
+        let word = self.word_at(self.bit >> 3);
         let shift = self.bit & 7;
         self.bit += n as usize;
         (word >> shift) & ((1u64 << n) - 1)
@@ -73,8 +168,8 @@ impl BitReader {
     /// Values of more than 56 bits (only 64-bit words have them), in two reads.
     #[inline(never)]
     fn get_wide(&mut self, n: u32) -> u64 {
-        let lo = self.get(32);
-        lo | self.get(n - 32) << 32
+        let lo = self.get_short(32);
+        lo | self.get_short(n - 32) << 32
     }
 }
 
@@ -98,6 +193,10 @@ mod tests {
             for &(v, n) in &vals {
                 prop_assert_eq!(r.get(n), v);
             }
+            // Past the end: zeros, never a panic.
+            prop_assert_eq!(r.get(63), 0);
+            r.skip(1000);
+            prop_assert_eq!(r.get(40), 0);
         }
     }
 }

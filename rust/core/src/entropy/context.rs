@@ -1,31 +1,43 @@
 //! rANS with several contexts: symbol `i` is coded under `tables[ctx[i]]`. Same stream
-//! layout and lane rules as [`super::rans`]. The decoder is incremental ([`Decoder::next`]),
-//! so the caller interleaves it with its own work (e.g. symbols of constant contexts).
+//! layout and lane rules as [`super::rans`]. [`DecodeModel`] decodes a whole stream at
+//! once from each symbol's table slot (which callers may compute along with the context).
 
 use super::freq::{FreqTable, TOTAL};
-use super::rans::{dec_entry, EncSym, L};
+use super::rans::{fill_decode_table, EncSym, L};
 use super::{LANES, SCALE_BITS};
 use crate::container::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
 
 const MASK: u32 = TOTAL - 1;
 
-/// Codes `symbols[i]` under `tables[ctx[i]]` (every used context must have a table).
+/// Codes `symbols[i]` under `tables[ctx[i]]`. Panics if a symbol's context has no table
+/// or its table lacks the symbol.
 pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut Writer) {
-    let enc: Vec<Option<Box<[EncSym; 256]>>> = tables
-        .iter()
-        .map(|t| t.as_ref().map(|t| Box::new(EncSym::table(t))))
-        .collect();
-    let n = symbols.len();
-    let mut words = crate::scratch::words(n + 8);
+    let mut codes = crate::scratch::words(0);
+    codes.extend(
+        symbols
+            .iter()
+            .zip(ctx)
+            .map(|(&s, &c)| (c as u16) << 8 | s as u16),
+    );
+    encode_codes(&codes, 8, tables, w);
+}
+
+/// Codes symbol `code & (2^sym_bits - 1)` of each `code` under the table of context
+/// `code >> sym_bits`: [`encode`] with symbol and context packed in one u16 (so the
+/// caller can count and code them in one pass). Panics as [`encode`] does.
+pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], w: &mut Writer) {
+    let enc = enc_syms(tables, sym_bits);
+    let n = codes.len();
+    // Only the words below `pos` that the coder wrote are read.
+    let mut words = crate::scratch::words_dirty(n + 8);
     let mut pos = words.len();
     let mut x = [L; LANES];
-    for i in (0..n).rev() {
-        let e = &enc[ctx[i] as usize]
-            .as_ref()
-            .expect("table for every used context")[symbols[i] as usize];
-        e.put(&mut x[i % LANES], &mut words, &mut pos);
+    let full = n / LANES * LANES;
+    for i in (full..n).rev() {
+        put(&enc, codes[i], &mut x[i - full], &mut words, &mut pos);
     }
+    encode_blocks(&mut x, &enc, &codes[..full], &mut words, &mut pos);
     for s in x {
         w.u32(s);
     }
@@ -33,98 +45,295 @@ pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut 
     w.u16s(&words[pos..]);
 }
 
-/// Decodes `out.len()` symbols coded by [`encode`] with the same `ctx` and tables.
+/// Encoder constants of every (context, symbol) code; a missing table or symbol gets the
+/// default (zero) constants, which [`put`] and the AVX2 encoder refuse.
+fn enc_syms(tables: &[Option<FreqTable>], sym_bits: u32) -> Vec<EncSym> {
+    let per = 1usize << sym_bits;
+    let mut enc = vec![EncSym::default(); tables.len() << sym_bits];
+    for (c, t) in tables.iter().enumerate() {
+        if let Some(t) = t {
+            let syms = EncSym::table(t);
+            let k = per.min(256);
+            enc[c * per..c * per + k].copy_from_slice(&syms[..k]);
+        }
+    }
+    enc
+}
+
+#[inline(always)]
+fn put(enc: &[EncSym], code: u16, x: &mut u32, words: &mut [u16], pos: &mut usize) {
+    let e = &enc[code as usize];
+    assert!(e.present(), "symbol without a table entry");
+    e.put(x, words, pos);
+}
+
+/// Encodes whole blocks of 32 codes, last block first.
+fn encode_blocks(
+    x: &mut [u32; LANES],
+    enc: &[EncSym],
+    full: &[u16],
+    words: &mut [u16],
+    pos: &mut usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
+        // (8 slots of slack, at most one word per symbol); lookups are bounds-checked.
+        let missing = unsafe { simd::encode_blocks(x, enc, full, words, pos) };
+        assert!(!missing, "symbol without a table entry");
+        return;
+    }
+    scalar_encode_blocks(x, enc, full, words, pos)
+}
+
+fn scalar_encode_blocks(
+    x: &mut [u32; LANES],
+    enc: &[EncSym],
+    full: &[u16],
+    words: &mut [u16],
+    pos: &mut usize,
+) {
+    for block in full.chunks_exact(LANES).rev() {
+        for l in (0..LANES).rev() {
+            put(enc, block[l], &mut x[l], words, pos);
+        }
+    }
+}
+
+/// Decodes `out.len()` symbols coded by [`encode`] with the same `ctx` and tables; a
+/// context without a table is an error.
 pub fn decode(
     r: &mut Reader,
     ctx: &[u8],
     tables: &[Option<FreqTable>],
     out: &mut [u8],
 ) -> Result<()> {
-    let mut d = Decoder::new(r, tables)?;
-    for (o, &c) in out.iter_mut().zip(ctx) {
-        *o = d.next(c)?;
+    let model = DecodeModel::new(tables)?;
+    let n = ctx.len().min(out.len());
+    let mut slots = crate::scratch::bytes(n);
+    for (s, &c) in slots.iter_mut().zip(ctx) {
+        *s = model.slot(c).unwrap_or(u8::MAX);
     }
-    d.finish()
+    model.decode(r, &slots, &mut out[..n])
 }
 
-/// Decodes one symbol at a time, each under the context the caller names.
-pub struct Decoder<'a> {
-    /// Decode tables of the present contexts, back to back.
+/// The decode tables of a set of contexts, back to back (entry `slot << SCALE_BITS | x`).
+/// Callers map each symbol's context to its table's slot ([`DecodeModel::slot`]) and
+/// decode with [`DecodeModel::decode`].
+pub struct DecodeModel {
     dt: Vec<u32>,
     /// Slot of each context's table in `dt`, or `u8::MAX` when it has none.
     slot: [u8; 256],
-    x: [u32; LANES],
-    words: &'a [u8],
-    p: usize,
-    k: usize,
+    tables: u8,
 }
 
-impl<'a> Decoder<'a> {
-    /// Reads the stream header (states, word count) that follows in `r`.
-    pub fn new(r: &mut Reader<'a>, tables: &[Option<FreqTable>]) -> Result<Decoder<'a>> {
+impl DecodeModel {
+    /// The model of `tables` (context `c` codes under `tables[c]`, if present).
+    pub fn new(tables: &[Option<FreqTable>]) -> Result<DecodeModel> {
         if tables.len() > 256 {
             return Err(Error::Corrupt("too many contexts".into()));
         }
-        if tables.iter().filter(|t| t.is_some()).count() >= u8::MAX as usize {
+        let count = tables.iter().flatten().count();
+        if count >= u8::MAX as usize {
             return Err(Error::Corrupt("too many context tables".into()));
         }
-        let mut dt = Vec::new();
+        let mut dt = vec![0u32; count << SCALE_BITS];
         let mut slot = [u8::MAX; 256];
+        let mut k = 0;
         for (c, t) in tables.iter().enumerate() {
             if let Some(t) = t {
-                slot[c] = (dt.len() >> SCALE_BITS) as u8;
-                dt.extend_from_slice(&dec_entry(t));
+                fill_decode_table(t, &mut dt[k << SCALE_BITS..(k + 1) << SCALE_BITS]);
+                slot[c] = k as u8;
+                k += 1;
             }
         }
-        let mut x = [0u32; LANES];
-        for s in x.iter_mut() {
-            *s = r.u32()?;
-            if !(L..1 << 31).contains(s) {
-                return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
-            }
-        }
-        let count = r.u32()? as usize;
-        let words = r.take(count * 2)?;
-        Ok(Decoder {
+        Ok(DecodeModel {
             dt,
             slot,
-            x,
-            words,
-            p: 0,
-            k: 0,
+            tables: count as u8,
         })
     }
 
-    /// The next symbol, coded under context `c`.
-    #[inline]
-    pub fn next(&mut self, c: u8) -> Result<u8> {
-        let t = self.slot[c as usize];
-        if t == u8::MAX {
-            return Err(Error::Corrupt(format!("no table for context {c}")));
-        }
-        let l = self.k % LANES;
-        self.k += 1;
-        let x = self.x[l];
-        let e = self.dt[(t as usize) << SCALE_BITS | (x & MASK) as usize];
-        let mut v = (e >> 8 & 0xfff) * (x >> SCALE_BITS) + (e >> 20);
-        if v < L {
-            let b = self
-                .words
-                .get(2 * self.p..2 * self.p + 2)
-                .ok_or_else(|| Error::Corrupt("rANS stream read past its end".into()))?;
-            v = (v << 16) | u16::from_le_bytes([b[0], b[1]]) as u32;
-            self.p += 1;
-        }
-        self.x[l] = v;
-        Ok(e as u8)
+    /// The slot of context `c`'s table, if it has one.
+    pub fn slot(&self, c: u8) -> Option<u8> {
+        Some(self.slot[c as usize]).filter(|&s| s != u8::MAX)
     }
 
-    /// Checks the stream ended exactly: every state back at its start, every word used.
-    pub fn finish(self) -> Result<()> {
-        if self.x.iter().any(|&s| s != L) || 2 * self.p != self.words.len() {
+    /// Decodes `out.len()` symbols, symbol `i` under the table in slot `slots[i]`, from
+    /// the stream that follows in `r`. A slot without a table, an over-read, leftover
+    /// words or a wrong final state is an error. Whole blocks of 32 symbols run without
+    /// per-symbol checks (AVX2 when present) while a block's worth of words certainly
+    /// remains; the tail is checked symbol by symbol.
+    pub fn decode(&self, r: &mut Reader, slots: &[u8], out: &mut [u8]) -> Result<()> {
+        if slots.len() != out.len() {
+            return Err(Error::Corrupt(
+                "context count differs from symbol count".into(),
+            ));
+        }
+        if slots.iter().fold(0, |m, &s| m.max(s)) >= self.tables && !slots.is_empty() {
+            return Err(Error::Corrupt(
+                "symbol under a context without a table".into(),
+            ));
+        }
+        let mut x = read_states(r)?;
+        let count = r.u32()? as usize;
+        let words = Words(r.take(count * 2)?);
+        let full = out.len() / LANES * LANES;
+        let (done, mut p) = fast_blocks(&mut x, &self.dt, &slots[..full], words, &mut out[..full]);
+        for i in done..out.len() {
+            out[i] = step_checked(&mut x[i % LANES], &self.dt, slots[i], words, &mut p)?;
+        }
+        if x.iter().any(|&s| s != L) || p != words.len() {
             return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
         }
         Ok(())
+    }
+}
+
+/// The 32 initial lane states, each checked to lie in `[L, 2^31)`.
+fn read_states(r: &mut Reader) -> Result<[u32; LANES]> {
+    let mut x = [0u32; LANES];
+    for s in x.iter_mut() {
+        *s = r.u32()?;
+        if !(L..1 << 31).contains(s) {
+            return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
+        }
+    }
+    Ok(x)
+}
+
+/// The coded words, viewed in place as little-endian u16s.
+#[derive(Clone, Copy)]
+struct Words<'a>(&'a [u8]);
+
+impl Words<'_> {
+    fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+}
+
+/// One decode step under table `slot` that checks the stream's bounds.
+#[inline(always)]
+fn step_checked(x: &mut u32, dt: &[u32], slot: u8, words: Words, p: &mut usize) -> Result<u8> {
+    let e = dt[(slot as usize) << SCALE_BITS | (*x & MASK) as usize];
+    let mut v = (e >> 8 & 0xfff) * (*x >> SCALE_BITS) + (e >> 20);
+    if v < L {
+        let b = words
+            .0
+            .get(2 * *p..2 * *p + 2)
+            .ok_or_else(|| Error::Corrupt("rANS stream read past its end".into()))?;
+        v = (v << 16) | u16::from_le_bytes([b[0], b[1]]) as u32;
+        *p += 1;
+    }
+    *x = v;
+    Ok(e as u8)
+}
+
+/// Decodes whole blocks of 32 while at least 32 words remain; returns (symbols done, word
+/// position). `slots` (valid slots of `dt`) and `out` have the same length, a multiple of 32.
+fn fast_blocks(
+    x: &mut [u32; LANES],
+    dt: &[u32],
+    slots: &[u8],
+    words: Words,
+    out: &mut [u8],
+) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; every slot indexes a whole table of `dt` (checked by
+        // `DecodeModel::decode`), words are read only while 32 remain, and `out` and
+        // `slots` are read and written by whole blocks within their common length.
+        return unsafe { simd::fast_blocks(x, dt, slots, words, out) };
+    }
+    scalar_fast_blocks(x, dt, slots, words, out)
+}
+
+fn scalar_fast_blocks(
+    x: &mut [u32; LANES],
+    dt: &[u32],
+    slots: &[u8],
+    words: Words,
+    out: &mut [u8],
+) -> (usize, usize) {
+    let mut p = 0;
+    let mut done = 0;
+    for (blk, sl) in out.chunks_exact_mut(LANES).zip(slots.chunks_exact(LANES)) {
+        if words.len() - p < LANES {
+            break;
+        }
+        let w = &words.0[2 * p..2 * p + 2 * LANES];
+        let mut k = 0;
+        for l in 0..LANES {
+            let e = dt[(sl[l] as usize) << SCALE_BITS | (x[l] & MASK) as usize];
+            let v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
+            let need = v < L;
+            let wd = u16::from_le_bytes([w[2 * k], w[2 * k + 1]]) as u32;
+            x[l] = if need { (v << 16) | wd } else { v };
+            k += need as usize;
+            blk[l] = e as u8;
+        }
+        p += k;
+        done += LANES;
+    }
+    (done, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! AVX2 block decoding, 8 lanes at a time: the table index adds each symbol's slot
+    //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
+    use super::{EncSym, Words, LANES, MASK, SCALE_BITS};
+    use crate::entropy::rans::simd::{decode_blocks, encode_blocks_with, lookup8x2, pack};
+    use std::arch::x86_64::*;
+
+    /// AVX2 twin of the scalar block loop in [`super::encode_blocks`]; returns whether a
+    /// code had no table entry (its stream is then garbage).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn encode_blocks(
+        x: &mut [u32; LANES],
+        enc: &[EncSym],
+        full: &[u16],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) -> bool {
+        // A power-of-two table, so that masked codes need no bounds checks (every code
+        // is checked to be in range first).
+        let size = enc.len().next_power_of_two();
+        let mask = size - 1;
+        if full.iter().any(|&c| c as usize >= enc.len()) {
+            return true;
+        }
+        let mut packed = vec![0u64; size];
+        for (p, e) in packed.iter_mut().zip(enc) {
+            *p = pack(e);
+        }
+        let low12 = _mm256_set1_epi32(0xfff);
+        let mut missing = _mm256_setzero_si256();
+        encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+            let at = LANES * b + 8 * g;
+            let (info, rcp) = lookup8x2(|k| packed[full[at + k] as usize & mask]);
+            let absent = _mm256_cmpeq_epi32(_mm256_and_si256(info, low12), _mm256_setzero_si256());
+            missing = _mm256_or_si256(missing, absent);
+            (info, rcp)
+        });
+        _mm256_movemask_epi8(missing) != 0
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn fast_blocks(
+        x: &mut [u32; LANES],
+        dt: &[u32],
+        slots: &[u8],
+        words: Words,
+        out: &mut [u8],
+    ) -> (usize, usize) {
+        let mask = _mm256_set1_epi32(MASK as i32);
+        decode_blocks(x, words.0, out, |at, s| {
+            let sl = _mm_loadl_epi64(slots.as_ptr().add(at) as *const __m128i);
+            let base = _mm256_slli_epi32::<{ SCALE_BITS as i32 }>(_mm256_cvtepu8_epi32(sl));
+            let idx = _mm256_or_si256(base, _mm256_and_si256(s, mask));
+            _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, idx)
+        })
     }
 }
 
@@ -134,7 +343,107 @@ mod tests {
     use crate::entropy::freq::histogram;
     use proptest::prelude::*;
 
+    /// The AVX2 and scalar block decoders agree symbol for symbol and state for state.
+    #[test]
+    fn simd_matches_scalar() {
+        let mut s = 5u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s >> 33
+        };
+        let n = 50_000;
+        let ctx: Vec<u8> = (0..n).map(|_| (next() % 3) as u8).collect();
+        let sym: Vec<u8> = ctx
+            .iter()
+            .map(|&c| c * 10 + (next().trailing_zeros() as u8).min(9))
+            .collect();
+        let tables: Vec<Option<FreqTable>> = (0..3u8)
+            .map(|c| {
+                let s: Vec<u8> = sym
+                    .iter()
+                    .zip(&ctx)
+                    .filter(|p| *p.1 == c)
+                    .map(|p| *p.0)
+                    .collect();
+                FreqTable::normalize(&histogram(&s))
+            })
+            .collect();
+        let mut w = Writer::default();
+        encode(&sym, &ctx, &tables, &mut w);
+        let buf = w.into_inner();
+        let mut r = Reader::new(&buf);
+        let x = read_states(&mut r).unwrap();
+        let count = r.u32().unwrap() as usize;
+        let words = Words(r.take(count * 2).unwrap());
+        let model = DecodeModel::new(&tables).unwrap();
+        let full = n / LANES * LANES;
+        let (mut xa, mut xb) = (x, x);
+        let (mut oa, mut ob) = (vec![0u8; full], vec![0u8; full]);
+        let ra = fast_blocks(&mut xa, &model.dt, &ctx[..full], words, &mut oa);
+        let rb = scalar_fast_blocks(&mut xb, &model.dt, &ctx[..full], words, &mut ob);
+        assert_eq!(ra, rb);
+        assert_eq!(xa, xb);
+        assert_eq!(oa, ob);
+        assert_eq!(&oa[..ra.0], &sym[..ra.0]);
+    }
+
+    /// The AVX2 and scalar block encoders write the same words and end in the same states.
+    #[test]
+    fn simd_encoder_matches_scalar() {
+        let mut s = 9u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s >> 33
+        };
+        let codes: Vec<u16> = (0..40_000)
+            .map(|_| ((next() % 3) << 7 | (next().trailing_zeros() as u64).min(20)) as u16)
+            .collect();
+        let tables: Vec<Option<FreqTable>> = (0..3u16)
+            .map(|c| {
+                let mut h = [0u32; 256];
+                for &code in codes.iter().filter(|&&k| k >> 7 == c) {
+                    h[(code & 127) as usize] += 1;
+                }
+                FreqTable::normalize(&h)
+            })
+            .collect();
+        let enc = enc_syms(&tables, 7);
+        let cap = codes.len() + 8;
+        let (mut wa, mut wb) = (vec![0u16; cap], vec![0u16; cap]);
+        let (mut pa, mut pb) = (cap, cap);
+        let (mut xa, mut xb) = ([L; LANES], [L; LANES]);
+        encode_blocks(&mut xa, &enc, &codes, &mut wa, &mut pa);
+        scalar_encode_blocks(&mut xb, &enc, &codes, &mut wb, &mut pb);
+        assert_eq!((pa, xa), (pb, xb));
+        assert_eq!(&wa[pa..], &wb[pb..]);
+    }
+
     proptest! {
+        #[test]
+        fn corrupt_streams_never_panic(pairs in proptest::collection::vec((0u8..2, 0u8..5), 1..2000),
+                                       flip in any::<usize>(), cut in any::<usize>()) {
+            let ctx: Vec<u8> = pairs.iter().map(|p| p.0).collect();
+            let sym: Vec<u8> = pairs.iter().map(|p| p.1).collect();
+            let t = FreqTable::normalize(&[1u32; 256]).unwrap();
+            let tables = vec![Some(t.clone()), Some(t)];
+            let mut w = Writer::default();
+            encode(&sym, &ctx, &tables, &mut w);
+            let mut buf = w.into_inner();
+            let mut out = vec![0u8; sym.len()];
+            let bit = flip % (buf.len() * 8);
+            buf[bit / 8] ^= 1 << (bit % 8);
+            let _ = decode(&mut Reader::new(&buf), &ctx, &tables, &mut out);
+            buf[bit / 8] ^= 1 << (bit % 8);
+            let short = cut % buf.len();
+            prop_assert!(decode(&mut Reader::new(&buf[..short]), &ctx, &tables, &mut out).is_err());
+            // A context without a table is an error.
+            prop_assert!(decode(&mut Reader::new(&buf), &ctx, &tables[..1], &mut out).is_err() || ctx.iter().all(|&c| c == 0));
+        }
+
         #[test]
         fn context_roundtrip(pairs in proptest::collection::vec((0u8..3, 0u8..6), 0..3000)) {
             let ctx: Vec<u8> = pairs.iter().map(|p| p.0).collect();

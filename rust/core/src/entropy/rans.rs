@@ -120,6 +120,11 @@ impl EncSym {
         syms
     }
 
+    /// Whether these are the constants of a symbol present in its table.
+    pub(crate) fn present(&self) -> bool {
+        self.x_max != 0
+    }
+
     /// Encodes one symbol into state `x`, pushing a word below `pos` if it overflows.
     #[inline(always)]
     pub(crate) fn put(&self, x: &mut u32, words: &mut [u16], pos: &mut usize) {
@@ -127,9 +132,19 @@ impl EncSym {
     }
 }
 
-/// A decode table as a plain vector (for multi-context coders).
-pub(crate) fn dec_entry(table: &FreqTable) -> Vec<u32> {
-    decode_table(table).to_vec()
+/// Fills `t` (`TOTAL` entries) with the decode table of `table` (for multi-context coders).
+pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
+    let mut start = 0u32;
+    for s in 0..256u32 {
+        let f = table.freq[s as usize] as u32;
+        for (i, e) in t[start as usize..(start + f) as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            *e = s | (f << 8) | ((i as u32) << 20);
+        }
+        start += f;
+    }
 }
 
 /// Encodes whole blocks of 32 symbols, last block first.
@@ -179,14 +194,7 @@ fn put(x: &mut u32, s: &EncSym, words: &mut [u16], pos: &mut usize) {
 
 fn decode_table(table: &FreqTable) -> Box<DecodeTable> {
     let mut t = Box::new([0u32; TOTAL as usize]);
-    let mut start = 0u32;
-    for s in 0..256u32 {
-        let f = table.freq[s as usize] as u32;
-        for slot in start..start + f {
-            t[slot as usize] = s | (f << 8) | ((slot - start) << 20);
-        }
-        start += f;
-    }
+    fill_decode_table(table, &mut t[..]);
     t
 }
 
@@ -300,7 +308,7 @@ fn step_checked(x: &mut u32, dt: &DecodeTable, words: Words, p: &mut usize) -> R
 }
 
 #[cfg(target_arch = "x86_64")]
-mod simd {
+pub(crate) mod simd {
     //! AVX2 decoding of 8 lanes at a time: table gather, multiply-add, and a shuffle that
     //! hands the next words of the shared stream to the lanes that need them, in lane order.
     use super::{DecodeTable, EncSym, Words, L, LANES, MASK, SCALE_BITS, TOTAL};
@@ -350,12 +358,13 @@ mod simd {
     }
     static ENC_LUT: [[u8; 16]; 256] = build_enc_lut();
 
-    /// Eight (info, rcp) pairs by eight scalar 64-bit loads, split into two vectors in lane
-    /// order. On the AMD cores measured, faster than `vpgatherdd` (~15%) and than two sets
-    /// of 32-bit loads (~18%); the decoder's single gather is kept (faster there).
+    /// Eight (info, rcp) pairs by eight scalar 64-bit loads (`g(k)` is lane k's packed
+    /// entry, see [`pack`]), split into two vectors in lane order. On the AMD cores
+    /// measured, faster than `vpgatherdd` (~15%) and than two sets of 32-bit loads (~18%);
+    /// the decoder's single gather is kept (faster there).
     #[inline(always)]
-    unsafe fn lookup8x2(t: &[u64; 256], syms: &[u8]) -> (__m256i, __m256i) {
-        let g = |k: usize| t[syms[k] as usize] as i64;
+    pub(crate) unsafe fn lookup8x2(g: impl Fn(usize) -> u64) -> (__m256i, __m256i) {
+        let g = |k: usize| g(k) as i64;
         let a = _mm256_setr_epi64x(g(0), g(1), g(2), g(3));
         let b = _mm256_setr_epi64x(g(4), g(5), g(6), g(7));
         let (af, bf) = (_mm256_castsi256_ps(a), _mm256_castsi256_ps(b));
@@ -368,6 +377,13 @@ mod simd {
         )
     }
 
+    /// A symbol's encoder constants packed for [`lookup8x2`]: `rcp_freq << 32 | bias << 16
+    /// | rcp_shift << 12 | freq` (freq 0 for a symbol the table lacks).
+    pub(crate) fn pack(e: &EncSym) -> u64 {
+        let info = ((TOTAL - e.cmpl_freq) % TOTAL) | (e.rcp_shift << 12) | (e.bias << 16);
+        (e.rcp_freq as u64) << 32 | info as u64
+    }
+
     /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
     #[target_feature(enable = "avx2")]
     pub unsafe fn encode_blocks(
@@ -377,12 +393,24 @@ mod simd {
         words: &mut [u16],
         pos: &mut usize,
     ) {
-        let mut packed = [0u64; 256];
-        for s in 0..256 {
-            let e = &syms[s];
-            let info = (TOTAL - e.cmpl_freq) | (e.rcp_shift << 12) | (e.bias << 16);
-            packed[s] = (e.rcp_freq as u64) << 32 | info as u64;
-        }
+        let packed: [u64; 256] = std::array::from_fn(|s| pack(&syms[s]));
+        encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+            let at = LANES * b + 8 * g;
+            lookup8x2(|k| packed[full[at + k] as usize])
+        })
+    }
+
+    /// Encodes `blocks` whole blocks of 32 symbols, last block first and lane 31 first
+    /// within a block; `entries(b, g)` gives the packed constants ([`lookup8x2`]) of lanes
+    /// `8g..8g + 8` of block `b`. Words go below `pos` (8 slots of slack must be there).
+    #[inline(always)]
+    pub(crate) unsafe fn encode_blocks_with(
+        x: &mut [u32; LANES],
+        blocks: usize,
+        words: &mut [u16],
+        pos: &mut usize,
+        mut entries: impl FnMut(usize, usize) -> (__m256i, __m256i),
+    ) {
         let low12 = _mm256_set1_epi32(0xfff);
         let low16 = _mm256_set1_epi32(0xffff);
         let total = _mm256_set1_epi32(TOTAL as i32);
@@ -391,9 +419,9 @@ mod simd {
             st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
         }
         let mut p = *pos;
-        for block in full.chunks_exact(LANES).rev() {
+        for b in (0..blocks).rev() {
             for g in (0..4).rev() {
-                let (info, rcp) = lookup8x2(&packed, &block[8 * g..8 * g + 8]);
+                let (info, rcp) = entries(b, g);
                 let freq = _mm256_and_si256(info, low12);
                 let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
                 let bias = _mm256_srli_epi32::<16>(info);
@@ -425,54 +453,65 @@ mod simd {
         }
     }
 
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn fast_blocks(
-        x: &mut [u32; LANES],
-        dt: &DecodeTable,
-        words: Words,
-        out: &mut [u8],
-    ) -> (usize, usize) {
-        let mut p = 0usize;
-        let mut done = 0usize;
-        let mask = _mm256_set1_epi32(MASK as i32);
-        let low12 = _mm256_set1_epi32(0xfff);
-        let bound = _mm256_set1_epi32(L as i32);
+    /// One decode step of 8 lanes from their decode-table entries `e`: the states `s`
+    /// advance (each lane that needs a word takes the next one of the stream at `w`, in
+    /// lane order; 8 words are read, so at least 8 must be there, and `p` moves past the
+    /// words taken) and the 8 symbols are stored at `o`.
+    #[inline(always)]
+    unsafe fn step8(s: &mut __m256i, e: __m256i, w: *const u8, p: &mut usize, o: *mut u8) {
+        let freq = _mm256_and_si256(_mm256_srli_epi32::<8>(e), _mm256_set1_epi32(0xfff));
+        let bias = _mm256_srli_epi32::<20>(e);
+        let v = _mm256_add_epi32(
+            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<{ SCALE_BITS as i32 }>(*s)),
+            bias,
+        );
+        let need = _mm256_cmpgt_epi32(_mm256_set1_epi32(L as i32), v);
+        let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+        // 8 words widened to u32 and permuted so each needing lane sees its own word.
+        let wv = _mm256_cvtepu16_epi32(_mm_loadu_si128(w as *const __m128i));
+        let idx = _mm256_loadu_si256(LUT[m].as_ptr() as *const __m256i);
+        let renormed = _mm256_or_si256(
+            _mm256_slli_epi32::<16>(v),
+            _mm256_permutevar8x32_epi32(wv, idx),
+        );
+        *p += m.count_ones() as usize;
+        *s = _mm256_blendv_epi8(v, renormed, need);
         let pick = _mm256_setr_epi8(
             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
             -1, -1, -1, -1, -1, -1, -1, -1, -1,
         );
+        let bytes = _mm256_shuffle_epi8(e, pick);
+        let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
+        let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes)) as u32;
+        std::ptr::write_unaligned(o as *mut u32, lo);
+        std::ptr::write_unaligned(o.add(4) as *mut u32, hi);
+    }
+
+    /// Decodes whole blocks of 32 symbols into `out` while at least 32 of the u16 `words`
+    /// remain; `entry(at, s)` gathers the decode-table entries of the 8 lanes with states
+    /// `s` whose symbols go to `out[at..at + 8]`. Returns (symbols done, words used).
+    #[inline(always)]
+    pub(crate) unsafe fn decode_blocks(
+        x: &mut [u32; LANES],
+        words: &[u8],
+        out: &mut [u8],
+        mut entry: impl FnMut(usize, __m256i) -> __m256i,
+    ) -> (usize, usize) {
+        let (mut p, mut done) = (0usize, 0usize);
         let mut st = [_mm256_setzero_si256(); 4];
         for g in 0..4 {
             st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
         }
-        let n = out.len();
-        while done + LANES <= n && words.len() - p >= LANES {
+        while done + LANES <= out.len() && words.len() / 2 - p >= LANES {
             for (g, s) in st.iter_mut().enumerate() {
-                let slot = _mm256_and_si256(*s, mask);
-                let e = _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, slot);
-                let freq = _mm256_and_si256(_mm256_srli_epi32::<8>(e), low12);
-                let bias = _mm256_srli_epi32::<20>(e);
-                let v = _mm256_add_epi32(
-                    _mm256_mullo_epi32(freq, _mm256_srli_epi32::<{ SCALE_BITS as i32 }>(*s)),
-                    bias,
+                let e = entry(done + 8 * g, *s);
+                step8(
+                    s,
+                    e,
+                    words.as_ptr().add(2 * p),
+                    &mut p,
+                    out.as_mut_ptr().add(done + 8 * g),
                 );
-                let need = _mm256_cmpgt_epi32(bound, v);
-                let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                // 8 words starting at p (16 bytes; at least 32 words remain), widened to u32
-                // and permuted so each needing lane sees its own word.
-                let raw = _mm_loadu_si128(words.0.as_ptr().add(2 * p) as *const __m128i);
-                let wv = _mm256_cvtepu16_epi32(raw);
-                let idx = _mm256_loadu_si256(LUT[m].as_ptr() as *const __m256i);
-                let w = _mm256_permutevar8x32_epi32(wv, idx);
-                let renormed = _mm256_or_si256(_mm256_slli_epi32::<16>(v), w);
-                *s = _mm256_blendv_epi8(v, renormed, need);
-                p += m.count_ones() as usize;
-                let bytes = _mm256_shuffle_epi8(e, pick);
-                let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
-                let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes)) as u32;
-                let o = out.as_mut_ptr().add(done + 8 * g);
-                std::ptr::write_unaligned(o as *mut u32, lo);
-                std::ptr::write_unaligned(o.add(4) as *mut u32, hi);
             }
             done += LANES;
         }
@@ -480,6 +519,19 @@ mod simd {
             _mm256_storeu_si256(x.as_mut_ptr().add(8 * g) as *mut __m256i, st[g]);
         }
         (done, p)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fast_blocks(
+        x: &mut [u32; LANES],
+        dt: &DecodeTable,
+        words: Words,
+        out: &mut [u8],
+    ) -> (usize, usize) {
+        let mask = _mm256_set1_epi32(MASK as i32);
+        decode_blocks(x, words.0, out, |_, s| {
+            _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, _mm256_and_si256(s, mask))
+        })
     }
 }
 

@@ -1,0 +1,220 @@
+//! Decoding a residual chunk: the bit length of every word (context-modelled rANS or its
+//! context's constant), then the words from lengths, raw bits and the reference.
+
+use super::word::{by_width, load, unresidual};
+use super::{contexts, CONTEXTS};
+use crate::container::bytes::Reader;
+use crate::entropy::bits::BitReader;
+use crate::entropy::context::DecodeModel;
+use crate::entropy::freq::FreqTable;
+use crate::error::{Error, Result};
+use crate::scratch::{self, Scratch};
+
+/// Slot-map code of constant context `c`: `CONST | c` (table slots are below 16).
+const CONST: u8 = 0xe0;
+/// Slot-map code of a context that has neither a table nor a constant.
+const MISSING: u8 = 0xff;
+
+/// The per-context models of a chunk, as read from its header.
+pub(super) struct Models {
+    /// Each context's frequency table, if it is coded.
+    pub tables: Vec<Option<FreqTable>>,
+    /// Each context's single symbol, if it is constant.
+    pub consts: [Option<u8>; CONTEXTS],
+}
+
+/// Every word's bit length: its context's constant, or the next coded symbol. The coded
+/// symbols are decoded in one pass (lanes count coded symbols only), then spread between
+/// the constants. `e_max` is the reference's base exponent.
+pub(super) fn lengths(
+    r: &mut Reader,
+    reference: &[u8],
+    kind: (usize, bool),
+    e_max: u8,
+    m: &Models,
+) -> Result<Scratch<u8>> {
+    let model = DecodeModel::new(&m.tables)?;
+    let lut: [u8; CONTEXTS] = std::array::from_fn(|c| match (m.consts[c], model.slot(c as u8)) {
+        (Some(_), _) => CONST | c as u8,
+        (None, Some(s)) => s,
+        (None, None) => MISSING,
+    });
+    let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
+    contexts::map(reference, kind, e_max, &lut, &mut slots);
+    let mut out = scratch::bytes_dirty(slots.len());
+    if m.consts.iter().all(Option::is_none) {
+        model.decode(r, &slots, &mut out)?;
+        return Ok(out);
+    }
+    // Branch-free compaction and spreading (constant words come and go unpredictably).
+    let is_const = |s: u8| s & 0xf0 == CONST;
+    let mut coded_slots = scratch::bytes_dirty(slots.len() + 1);
+    let mut j = 0;
+    for &s in slots.iter() {
+        coded_slots[j] = s;
+        j += !is_const(s) as usize;
+    }
+    let mut coded = scratch::bytes_dirty(j + 1);
+    model.decode(r, &coded_slots[..j], &mut coded[..j])?;
+    let consts: [u8; CONTEXTS] = std::array::from_fn(|c| m.consts[c].unwrap_or(0));
+    let mut j = 0;
+    for (o, &s) in out.iter_mut().zip(slots.iter()) {
+        // `coded` has one symbol per slot that is not a constant's (and one spare).
+        let c = is_const(s);
+        *o = if c {
+            consts[(s & 0x0f) as usize]
+        } else {
+            coded[j]
+        };
+        j += !c as usize;
+    }
+    Ok(out)
+}
+
+/// Checks that no context can yield a residual longer than the word (`bits`).
+pub(super) fn check_symbols(m: &Models, bits: u32) -> Result<()> {
+    let longest = m
+        .tables
+        .iter()
+        .flatten()
+        .filter_map(|t| t.freq.iter().rposition(|&f| f > 0))
+        .chain(m.consts.iter().flatten().map(|&k| k as usize))
+        .max()
+        .unwrap_or(0);
+    if longest as u32 > bits {
+        return Err(Error::Corrupt(format!(
+            "residual of {longest} bits in a {bits}-bit word"
+        )));
+    }
+    Ok(())
+}
+
+/// Rebuilds the words from bit lengths, raw bits and the reference; returns the raw bits
+/// consumed (the caller checks them against the stored byte count).
+pub(super) fn rebuild(
+    lengths: &[u8],
+    bits: &[u8],
+    reference: &[u8],
+    out: &mut [u8],
+    (width, float, off): (usize, bool, u64),
+) -> usize {
+    let mut br = BitReader::new(bits);
+    by_width!(
+        width,
+        rebuild_w(lengths, &mut br, reference, out, (off, float))
+    );
+    br.position()
+}
+
+fn rebuild_w<const W: usize>(
+    lengths: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    (off, float): (u64, bool),
+) {
+    let done = if W == 4 {
+        simd_rebuild32(lengths, br, reference, out, (off as u32, float))
+    } else {
+        0
+    };
+    let (lengths, reference, out) = (
+        &lengths[done..],
+        &reference[done * W..],
+        &mut out[done * W..],
+    );
+    if float {
+        rebuild_words::<W, true>(lengths, br, reference, out, off)
+    } else {
+        rebuild_words::<W, false>(lengths, br, reference, out, off)
+    }
+}
+
+/// Rebuilds a prefix of 32-bit words with AVX2 when the CPU has it; returns the words done.
+fn simd_rebuild32(
+    lengths: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    (off, float): (u32, bool),
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let n = lengths.len().min(reference.len() / 4).min(out.len() / 4);
+        // SAFETY: AVX2 is present; the kernel reads and writes whole groups of 8 words
+        // below `n` and reads bits only while 40 bytes remain after its position.
+        let (done, used) = unsafe {
+            super::simd::rebuild32(
+                &lengths[..n],
+                br.data(),
+                br.position(),
+                reference,
+                out,
+                off,
+                float,
+            )
+        };
+        br.skip(used);
+        return done;
+    }
+    let _ = (lengths, br, reference, out, off, float);
+    0
+}
+
+/// The scalar loop of [`rebuild`] with the word size and float-ness as constants, so
+/// masks and shifts fold away.
+fn rebuild_words<const W: usize, const F: bool>(
+    lengths: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    off: u64,
+) {
+    let bits = 8 * W as u32;
+    let words = out.chunks_exact_mut(W).zip(reference.chunks_exact(W));
+    for ((o, rw), &n) in words.zip(lengths) {
+        let n = n as u32;
+        let z = if W == 8 {
+            let low = br.get(n.saturating_sub(1));
+            if n == 0 {
+                0
+            } else {
+                (1u64 << (n - 1)) | low
+            }
+        } else {
+            // n <= 32: the leading 1 is (1 << n) >> 1 (none for n = 0), branch-free.
+            ((1u64 << n) >> 1) | br.get_short(n.saturating_sub(1))
+        };
+        let x = unresidual(z, load::<W>(rw), off, bits, F);
+        o.copy_from_slice(&x.to_le_bytes()[..W]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The AVX2 prefix and the scalar loop rebuild the same words from the same bits.
+        #[test]
+        fn simd_rebuild_matches_scalar(words in proptest::collection::vec((any::<u32>(), 0u8..33), 0..700),
+                                       off in any::<u32>(), float in any::<bool>()) {
+            let lengths: Vec<u8> = words.iter().map(|w| w.1).collect();
+            let reference: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
+            let bits: Vec<u8> = words.iter().flat_map(|w| w.0.rotate_left(7).to_le_bytes()).collect();
+            let n = words.len();
+            let (mut a, mut b) = (vec![0u8; 4 * n], vec![0u8; 4 * n]);
+            let mut ra = BitReader::new(&bits);
+            rebuild_w::<4>(&lengths, &mut ra, &reference, &mut a, (off as u64, float));
+            let mut rb = BitReader::new(&bits);
+            if float {
+                rebuild_words::<4, true>(&lengths, &mut rb, &reference, &mut b, off as u64);
+            } else {
+                rebuild_words::<4, false>(&lengths, &mut rb, &reference, &mut b, off as u64);
+            }
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(ra.position(), rb.position());
+        }
+    }
+}

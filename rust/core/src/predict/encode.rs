@@ -1,0 +1,170 @@
+//! Encoding a chunk: one pass computes every word's context and residual length (packed
+//! in one u16 code), their per-context histogram and the raw bits; the estimates decide
+//! between residual and standalone coding; the context rANS coder codes the lengths.
+
+use super::contexts::context_of;
+use super::word::{by_width, load, residual};
+use super::CONTEXTS;
+use crate::entropy::bits::BitWriter;
+use crate::entropy::freq::FreqTable;
+use crate::scratch::{self, Scratch};
+
+/// Bits of the residual length in a code: `code = context << SYM_BITS | length`
+/// (lengths go up to 64).
+pub(super) const SYM_BITS: u32 = 7;
+const SYMS: usize = 1 << SYM_BITS;
+
+/// One chunk's residuals against its reference, analysed.
+pub(super) struct Analysis {
+    /// `context << SYM_BITS | length` of every word.
+    pub codes: Scratch<u16>,
+    /// Count of each code.
+    pub hist: Vec<u32>,
+    /// The raw bits below each residual's leading 1, packed (when asked for).
+    pub bits: Option<BitWriter<Scratch<u8>>>,
+    /// Total raw bits.
+    pub raw_bits: u64,
+}
+
+impl Analysis {
+    /// The histogram of context `c` as byte counts (lengths are below 256).
+    pub fn counts(&self, c: usize) -> [u32; 256] {
+        let mut h = [0u32; 256];
+        h[..SYMS].copy_from_slice(&self.hist[c * SYMS..(c + 1) * SYMS]);
+        h
+    }
+
+    /// Estimated coded size in bytes of a residual chunk (payload, tables, raw bits) of
+    /// `scale` times the analysed words, and the table of each context (`None` for unused
+    /// or constant contexts).
+    pub fn estimate(&self, scale: f64) -> (f64, Vec<Option<FreqTable>>) {
+        let hists: Vec<[u32; 256]> = (0..CONTEXTS).map(|c| self.counts(c)).collect();
+        let tables: Vec<Option<FreqTable>> = hists.iter().map(FreqTable::normalize).collect();
+        let (payload, fixed) = tables
+            .iter()
+            .zip(&hists)
+            .map(|(t, h)| t.as_ref().map_or((0.0, 2.0), |t| (t.coded_bytes(h), 40.0)))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (
+            (self.raw_bits as f64 / 8.0 + payload) * scale + fixed,
+            tables,
+        )
+    }
+}
+
+/// Analyses the words of `raw` against `reference` (same length); packs the raw bits
+/// when `pack` is set.
+pub(super) fn analyze(
+    raw: &[u8],
+    reference: &[u8],
+    (width, float): (usize, bool),
+    e_max: u8,
+    off: u64,
+    pack: bool,
+) -> Analysis {
+    let n = raw.len() / width;
+    let mut a = Analysis {
+        codes: scratch::words_dirty(n),
+        hist: vec![0u32; CONTEXTS * SYMS],
+        bits: pack.then(|| BitWriter::reusing(scratch::bytes_dirty(raw.len() + 16))),
+        raw_bits: 0,
+    };
+    let done = if width == 4 {
+        simd_analyze32(raw, reference, (float, e_max, off as u32), &mut a)
+    } else {
+        0
+    };
+    let at = done * width;
+    by_width!(
+        width,
+        analyze_w(
+            &raw[at..],
+            &reference[at..],
+            (float, e_max, off),
+            done,
+            &mut a
+        )
+    );
+    a
+}
+
+/// The scalar analysis of the words from `first` on (`raw` and `reference` start there).
+fn analyze_w<const W: usize>(
+    raw: &[u8],
+    reference: &[u8],
+    (float, e_max, off): (bool, u8, u64),
+    first: usize,
+    a: &mut Analysis,
+) {
+    let bits = 8 * W as u32;
+    let words = raw.chunks_exact(W).zip(reference.chunks_exact(W));
+    for ((x, r), code) in words.zip(a.codes[first..].iter_mut()) {
+        let z = residual(load::<W>(x), load::<W>(r), off, bits, float);
+        let len = 64 - z.leading_zeros();
+        let c = if float { context_of::<W>(r, e_max) } else { 0 };
+        *code = (c as u16) << SYM_BITS | len as u16;
+        a.hist[*code as usize] += 1;
+        let k = len.saturating_sub(1);
+        a.raw_bits += k as u64;
+        if let Some(bw) = a.bits.as_mut() {
+            bw.put(z & ((1u64 << k) - 1), k);
+        }
+    }
+}
+
+/// Analyses a prefix of 32-bit words with AVX2 when the CPU has it; returns the words done.
+fn simd_analyze32(
+    raw: &[u8],
+    reference: &[u8],
+    params: (bool, u8, u32),
+    a: &mut Analysis,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let n = (raw.len().min(reference.len()) / 4).min(a.codes.len()) / 8 * 8;
+        // SAFETY: AVX2 is present; the kernel reads `4 * n` bytes of `raw` and
+        // `reference` and writes `n` codes, all in bounds.
+        a.raw_bits += unsafe {
+            super::simd::analyze32(
+                &raw[..4 * n],
+                &reference[..4 * n],
+                params,
+                &mut a.codes[..n],
+                &mut a.hist,
+                a.bits.as_mut(),
+            )
+        };
+        return n;
+    }
+    let _ = (raw, reference, params, a);
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits.
+        #[test]
+        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..300),
+                                        off in any::<u32>(), float in any::<bool>(), e in any::<u8>()) {
+            let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
+            let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
+            let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
+            let a = analyze(&raw, &reference, (4, float), e_max, off as u64, true);
+            let mut b = Analysis {
+                codes: scratch::words(words.len()),
+                hist: vec![0u32; CONTEXTS * SYMS],
+                bits: Some(BitWriter::reusing(scratch::bytes(16))),
+                raw_bits: 0,
+            };
+            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64), 0, &mut b);
+            prop_assert_eq!(&a.codes[..], &b.codes[..]);
+            prop_assert_eq!(&a.hist, &b.hist);
+            prop_assert_eq!(a.raw_bits, b.raw_bits);
+            prop_assert_eq!(&a.bits.unwrap().finish()[..], &b.bits.unwrap().finish()[..]);
+        }
+    }
+}

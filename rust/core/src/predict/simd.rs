@@ -1,0 +1,219 @@
+//! AVX2 kernels for 32-bit words (fp32, int32, the halves of complex64), 8 or 32 words
+//! at a time. Callers check for AVX2 and keep scalar loops for the rest.
+
+use super::encode::SYM_BITS;
+use super::CONTEXTS;
+use crate::entropy::bits::BitWriter;
+use crate::scratch::Scratch;
+use std::arch::x86_64::*;
+
+/// Eight residuals' raw bits: lane j's 32 bits starting `rel[j]` (< 256 - 32) bits after
+/// `base`, from two unaligned loads and two dword permutes (no gathers). At least 40 bytes
+/// must be readable from `base`.
+#[inline(always)]
+unsafe fn window_bits(base: *const u8, rel: __m256i) -> __m256i {
+    let d = _mm256_srli_epi32::<5>(rel);
+    let sh = _mm256_and_si256(rel, _mm256_set1_epi32(31));
+    let lo = _mm256_loadu_si256(base as *const __m256i);
+    let hi = _mm256_loadu_si256(base.add(4) as *const __m256i);
+    let lo = _mm256_permutevar8x32_epi32(lo, d);
+    let hi = _mm256_permutevar8x32_epi32(hi, d);
+    // (hi:lo) >> sh in 32-bit lanes; a shift by 32 gives 0, as sh = 0 needs.
+    let up = _mm256_sllv_epi32(hi, _mm256_sub_epi32(_mm256_set1_epi32(32), sh));
+    _mm256_or_si256(_mm256_srlv_epi32(lo, sh), up)
+}
+
+/// Inclusive prefix sum of 8 u32 lanes.
+#[inline(always)]
+unsafe fn prefix_sum(k: __m256i) -> __m256i {
+    let s = _mm256_add_epi32(k, _mm256_slli_si256::<4>(k));
+    let s = _mm256_add_epi32(s, _mm256_slli_si256::<8>(s));
+    let carry = _mm256_shuffle_epi32::<0xff>(_mm256_permute2x128_si256::<0x08>(s, s));
+    _mm256_add_epi32(s, carry)
+}
+
+/// Order-preserving image of 8 float words (see `ord`).
+#[inline(always)]
+unsafe fn ord(w: __m256i, top: __m256i) -> __m256i {
+    _mm256_xor_si256(w, _mm256_or_si256(_mm256_srai_epi32::<31>(w), top))
+}
+
+/// Inverse of [`ord`].
+#[inline(always)]
+unsafe fn unord(o: __m256i, top: __m256i) -> __m256i {
+    let flip = _mm256_xor_si256(_mm256_srai_epi32::<31>(o), _mm256_set1_epi32(-1));
+    _mm256_xor_si256(o, _mm256_or_si256(flip, top))
+}
+
+/// Rebuilds 32-bit words from their residual lengths, the raw bits `data` (from bit
+/// `pos`; zero-padded by at least 16 bytes) and the reference, 8 words at a time while
+/// the bits of a whole group are certainly inside `data`. Returns (words done, bits used).
+#[target_feature(enable = "avx2")]
+pub unsafe fn rebuild32(
+    lengths: &[u8],
+    data: &[u8],
+    pos: usize,
+    reference: &[u8],
+    out: &mut [u8],
+    off: u32,
+    float: bool,
+) -> (usize, usize) {
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(i32::MIN);
+    let offv = _mm256_set1_epi32(off as i32);
+    let mut p = pos;
+    let mut i = 0;
+    // A group reads the 36 bytes from p / 8 (its last bit is 7 + 8 * 31 bits after p / 8).
+    while i + 8 <= lengths.len() && p / 8 + 40 <= data.len() {
+        let n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(lengths.as_ptr().add(i) as *const __m128i));
+        let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
+        let incl = prefix_sum(k);
+        let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32((p & 7) as i32));
+        let raw = window_bits(data.as_ptr().add(p / 8), rel);
+        let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+        // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
+        let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
+        let z = _mm256_or_si256(lead, low);
+        let d = _mm256_xor_si256(
+            _mm256_srli_epi32::<1>(z),
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
+        );
+        let r = _mm256_loadu_si256(reference.as_ptr().add(4 * i) as *const __m256i);
+        let x = if float {
+            unord(
+                _mm256_add_epi32(_mm256_add_epi32(ord(r, top), offv), d),
+                top,
+            )
+        } else {
+            _mm256_add_epi32(_mm256_add_epi32(r, offv), d)
+        };
+        _mm256_storeu_si256(out.as_mut_ptr().add(4 * i) as *mut __m256i, x);
+        p += _mm256_extract_epi32::<7>(incl) as u32 as usize;
+        i += 8;
+    }
+    (i, p - pos)
+}
+
+/// Context codes of 32-bit float words: `lut[min(e_max - exponent, CONTEXTS - 1)]` per
+/// word, 32 words at a time (`out.len()` a multiple of 32, `reference` 4 bytes per code).
+#[target_feature(enable = "avx2")]
+pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) {
+    let low8 = _mm256_set1_epi32(0xff);
+    let emax = _mm256_set1_epi8(e_max as i8);
+    let cap = _mm256_set1_epi8(CONTEXTS as i8 - 1);
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (i, o) in out.chunks_exact_mut(32).enumerate() {
+        let src = reference.as_ptr().add(128 * i) as *const __m256i;
+        let e = |g: usize| {
+            _mm256_and_si256(
+                _mm256_srli_epi32::<23>(_mm256_loadu_si256(src.add(g))),
+                low8,
+            )
+        };
+        let lo = _mm256_packus_epi32(e(0), e(1));
+        let hi = _mm256_packus_epi32(e(2), e(3));
+        let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+        let c = _mm256_min_epu8(_mm256_subs_epu8(emax, b), cap);
+        _mm256_storeu_si256(
+            o.as_mut_ptr() as *mut __m256i,
+            _mm256_shuffle_epi8(table, c),
+        );
+    }
+}
+
+/// Bit length of each u32 lane (0 for 0): the exponent of the lane's low 31 bits as a
+/// float, after clearing every bit with a 1 right above it (so rounding cannot carry into
+/// the next power of two); 32 where bit 31 is set.
+#[inline(always)]
+unsafe fn bit_length(z: __m256i) -> __m256i {
+    let low = _mm256_and_si256(z, _mm256_set1_epi32(i32::MAX));
+    let u = _mm256_andnot_si256(_mm256_srli_epi32::<1>(low), low);
+    let e = _mm256_srli_epi32::<23>(_mm256_castps_si256(_mm256_cvtepi32_ps(u)));
+    let n = _mm256_max_epi32(
+        _mm256_sub_epi32(e, _mm256_set1_epi32(126)),
+        _mm256_setzero_si256(),
+    );
+    let top = _mm256_and_si256(_mm256_srai_epi32::<31>(z), _mm256_set1_epi32(32));
+    _mm256_max_epi32(n, top)
+}
+
+/// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
+/// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
+/// packed raw bits (if `bw`); returns the raw bit count.
+#[target_feature(enable = "avx2")]
+pub unsafe fn analyze32(
+    raw: &[u8],
+    reference: &[u8],
+    (float, e_max, off): (bool, u8, u32),
+    codes: &mut [u16],
+    hist: &mut [u32],
+    mut bw: Option<&mut BitWriter<Scratch<u8>>>,
+) -> u64 {
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(i32::MIN);
+    let offv = _mm256_set1_epi32(off as i32);
+    let emax = _mm256_set1_epi32(e_max as i32);
+    let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
+    let mut raw_bits = _mm256_setzero_si256();
+    let (mut low, mut k, mut h) = ([0u64; 8], [0u32; 8], [0u16; 8]);
+    const SUB: usize = CONTEXTS << 6;
+    let mut sub = [[0u32; SUB]; 4];
+    for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
+        let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
+        let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
+        let (ox, or) = if float {
+            (ord(x, top), ord(r, top))
+        } else {
+            (x, r)
+        };
+        let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
+        let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
+        let n = bit_length(z);
+        let c = if float {
+            let t = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
+            _mm256_min_epu32(_mm256_sub_epi32(emax, t), cap)
+        } else {
+            _mm256_setzero_si256()
+        };
+        let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), n);
+        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(code, code));
+        _mm_storeu_si128(
+            cs.as_mut_ptr() as *mut __m128i,
+            _mm256_castsi256_si128(packed),
+        );
+        // Four sub-histograms over `context << 6 | length` (lengths <= 32 here), so repeats
+        // of one code do not wait on each other's increments.
+        let hidx = _mm256_or_si256(_mm256_slli_epi32::<6>(c), n);
+        let hidx = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(hidx, hidx));
+        _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(hidx));
+        for (j, &c) in h.iter().enumerate() {
+            sub[j & 3][c as usize & (SUB - 1)] += 1;
+        }
+        let kv = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
+        // 64-bit lane sums: even and odd lanes apart.
+        raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
+        raw_bits = _mm256_add_epi64(
+            raw_bits,
+            _mm256_and_si256(kv, _mm256_set1_epi64x(0xffff_ffff)),
+        );
+        if let Some(bw) = bw.as_mut() {
+            let lv = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), kv), z);
+            let lo = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(lv));
+            let hi = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(lv));
+            _mm256_storeu_si256(low.as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(low.as_mut_ptr().add(4) as *mut __m256i, hi);
+            _mm256_storeu_si256(k.as_mut_ptr() as *mut __m256i, kv);
+            bw.put_run(&low, &k);
+        }
+    }
+    for (i, count) in hist.iter_mut().enumerate() {
+        let (c, len) = (i >> SYM_BITS, i & ((1 << SYM_BITS) - 1));
+        if len <= 32 {
+            *count += sub.iter().map(|s| s[c << 6 | len]).sum::<u32>();
+        }
+    }
+    let mut lanes = [0u64; 4];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, raw_bits);
+    lanes.iter().sum()
+}
