@@ -262,6 +262,8 @@ class Case:
             "decode_s": dec,
             "encode_min_s": min(self.enc),
             "decode_min_s": min(self.dec),
+            "encode_runs_s": list(self.enc),
+            "decode_runs_s": list(self.dec),
             "encode_mbps": raw_bytes / MB / enc,
             "decode_mbps": raw_bytes / MB / dec,
         }
@@ -316,8 +318,21 @@ def speed_ratio(a, b, key: str):
     return None if a is None or b is None else a[key] / b[key]
 
 
+def paired_ratio(a, b, op: str):
+    """Median over runs of b's time / a's time in the same round (a's speed over b's).
+
+    Rounds are interleaved and short, so a burst of load from elsewhere slows both members
+    of a pair alike; the median of the per-round ratios is steadier than a ratio of medians.
+    """
+    if a is None or b is None:
+        return None
+    key = f"{op}_runs_s"
+    return statistics.median(tb / ta for ta, tb in zip(a[key], b[key]))
+
+
 def target_ratios(rows, dtypes, all_threads: int) -> dict:
-    """Per dtype: fastckpt/zipnn single-thread speed and fastckpt all-thread speed-up."""
+    """Per dtype: fastckpt/zipnn single-thread speed and fastckpt all-thread speed-up, as
+    ratios of medians and as medians of per-round ratios ("paired")."""
     out = {}
     for dt in dtypes:
         fc1, fcn = find_row(rows, dt, "fastckpt", 1), find_row(rows, dt, "fastckpt", all_threads)
@@ -327,6 +342,10 @@ def target_ratios(rows, dtypes, all_threads: int) -> dict:
             "decode_fastckpt_over_zipnn_1t": speed_ratio(fc1, zn1, "decode_mbps"),
             f"encode_speedup_{all_threads}t_over_1t": speed_ratio(fcn, fc1, "encode_mbps"),
             f"decode_speedup_{all_threads}t_over_1t": speed_ratio(fcn, fc1, "decode_mbps"),
+            "encode_fastckpt_over_zipnn_1t_paired": paired_ratio(fc1, zn1, "encode"),
+            "decode_fastckpt_over_zipnn_1t_paired": paired_ratio(fc1, zn1, "decode"),
+            f"encode_speedup_{all_threads}t_over_1t_paired": paired_ratio(fcn, fc1, "encode"),
+            f"decode_speedup_{all_threads}t_over_1t_paired": paired_ratio(fcn, fc1, "decode"),
         }
     return out
 
