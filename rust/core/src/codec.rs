@@ -4,6 +4,9 @@
 //! Chunk layout, plane after plane (plane 0 = exponent byte first):
 //! `u8 mode` then, for mode 0 (raw) the plane's bytes, for mode 1 (constant) the one byte
 //! value, for mode 2 (rANS) a [`FreqTable`] and a [`rans`] stream.
+//!
+//! Encoding is two steps ([`PlaneChunk`]): code the planes that pay for it, then, when the
+//! file is written, cut the raw planes out of the input straight into the file.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;

@@ -1,9 +1,10 @@
-//! Memory hints for large buffers.
+//! Memory hints and streaming stores for large buffers.
 //!
 //! Writing a fresh multi-megabyte buffer (a decoded tensor, an encoded file) faults in one
 //! 4 KiB page at a time; on a busy or virtualized host that costs more than the coding
 //! itself. Asking the kernel for transparent huge pages on the buffer's 2 MiB-aligned
-//! interior turns 512 faults into one. Hints never change a buffer's contents.
+//! interior turns 512 faults into one. Hints never change a buffer's contents. Output that
+//! is not read back soon is written with non-temporal stores ([`stream_copy`]).
 
 /// Buffers smaller than this are left alone: they hold no whole huge page worth the call.
 pub const MIN_HUGE_BYTES: usize = 4 << 20;
