@@ -395,8 +395,10 @@ pub(crate) mod simd {
     ) {
         let packed: [u64; 256] = std::array::from_fn(|s| pack(&syms[s]));
         encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+            // One load of the group's 8 symbols; each lane's byte by shifting.
             let at = LANES * b + 8 * g;
-            lookup8x2(|k| packed[full[at + k] as usize])
+            let s8 = u64::from_le_bytes(full[at..at + 8].try_into().expect("8 symbols"));
+            lookup8x2(|k| packed[(s8 >> (8 * k)) as u8 as usize])
         })
     }
 
