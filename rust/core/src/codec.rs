@@ -153,7 +153,18 @@ impl PlaneChunk {
                 }
             }
         }
-        if raw_planes.iter().all(Option::is_none) {
+        let raw_count = raw_planes.iter().filter(|d| d.is_some()).count();
+        if raw_count == 0 {
+            return;
+        }
+        if raw_count == 1 {
+            // One raw plane (bf16, fp16): extract it alone, no scratch for the others.
+            let (p, dst) = raw_planes
+                .into_iter()
+                .enumerate()
+                .find_map(|(p, d)| d.map(|d| (p, d)))
+                .expect("one raw plane");
+            fields::extract_uninit(raw, self.width, self.float, p, dst);
             return;
         }
         // Coded planes are cut out again into scratch and dropped.

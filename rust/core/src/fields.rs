@@ -46,9 +46,25 @@ pub fn split_uninit(raw: &[u8], width: usize, float: bool, planes: &mut [&mut [M
 /// Plane `p` alone of [`split`]'s output, into `out` (`raw.len() / width` bytes): for a
 /// chunk whose other planes are stored raw and written later, straight into the file.
 pub fn extract(raw: &[u8], width: usize, float: bool, p: usize, out: &mut [u8]) {
+    extract_uninit(raw, width, float, p, as_uninit(out))
+}
+
+/// [`extract`] into bytes that may not be initialized yet (all `raw.len() / width` are
+/// written): one raw plane straight into the output file.
+pub fn extract_uninit(
+    raw: &[u8],
+    width: usize,
+    float: bool,
+    p: usize,
+    out: &mut [MaybeUninit<u8>],
+) {
     debug_assert!(p < width);
     match width {
-        1 => out.copy_from_slice(raw),
+        1 => {
+            for (o, &b) in out.iter_mut().zip(raw) {
+                *o = MaybeUninit::new(b);
+            }
+        }
         2 | 4 => {
             // Whole 16-byte blocks with SSE2 (always present on x86-64), the rest portably.
             #[cfg(target_arch = "x86_64")]
@@ -66,7 +82,7 @@ pub fn extract(raw: &[u8], width: usize, float: bool, p: usize, out: &mut [u8]) 
     }
 }
 
-fn extract_w<const W: usize>(raw: &[u8], float: bool, p: usize, out: &mut [u8]) {
+fn extract_w<const W: usize>(raw: &[u8], float: bool, p: usize, out: &mut [MaybeUninit<u8>]) {
     let shift = 8 * (W - 1 - p) as u32;
     let bits = 8 * W as u32;
     for (o, c) in out.iter_mut().zip(raw.chunks_exact(W)) {
@@ -76,7 +92,7 @@ fn extract_w<const W: usize>(raw: &[u8], float: bool, p: usize, out: &mut [u8]) 
         if float {
             w = (w << 1 | w >> (bits - 1)) & (u64::MAX >> (64 - bits));
         }
-        *o = (w >> shift) as u8;
+        *o = MaybeUninit::new((w >> shift) as u8);
     }
 }
 
@@ -195,7 +211,13 @@ mod sse2 {
     }
 
     /// Plane `p` of 2- or 4-byte words, 16 words at a time; returns the words done.
-    pub fn extract(raw: &[u8], width: usize, float: bool, p: usize, out: &mut [u8]) -> usize {
+    pub fn extract(
+        raw: &[u8],
+        width: usize,
+        float: bool,
+        p: usize,
+        out: &mut [MaybeUninit<u8>],
+    ) -> usize {
         let blocks = (raw.len() / (16 * width)).min(out.len() / 16);
         // SAFETY: SSE2 is part of x86-64; block `b` reads the `16 * width` bytes of `raw`
         // at `16 * width * b` and writes the 16 bytes of `out` at `16 * b`, both in bounds.
