@@ -301,3 +301,27 @@ def test_shared_and_aliased_tensors():
     out = roundtrip(obj)
     assert_same_tree(obj, out)
     assert_same_tensor(snapshot, base)
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16", "float16", "int8"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_tensors_through_bytes_and_files(tmp_path, dtype_name, threads):
+    """Tensors of several MiB take the paths small ones skip: sampled plane decisions, raw
+    planes written straight into an uninitialized `bytes` or a file, huge-page advice, and
+    block-wise hashed decoding into fresh tensors. Inputs stay untouched."""
+    torch = need_torch()
+    gen = torch.Generator().manual_seed(7)
+    big = (torch.randn(1536, 1537, generator=gen) * 0.02).to(getattr(torch, dtype_name))
+    if dtype_name == "int8":
+        big = torch.randint(-128, 128, (3000, 2001), generator=gen, dtype=torch.int8)
+    obj = {"big": big, "small": big.flatten()[:777].clone(), "zeros": torch.zeros(3 << 20)}
+    snapshot = {k: v.clone() for k, v in obj.items()}
+    blob = fastckpt.encode(obj, threads=threads)
+    assert isinstance(blob, bytes)
+    assert_same_tree(obj, fastckpt.decode(blob, threads=threads))
+    path = tmp_path / "big.fckpt"
+    fastckpt.save(obj, path, threads=threads)
+    assert path.read_bytes() == blob
+    assert_same_tree(obj, fastckpt.load(path, threads=threads))
+    assert_same_tree(snapshot, obj)
