@@ -26,6 +26,8 @@ pub mod quant;
 pub mod relquant;
 pub mod scratch;
 pub mod sparse;
+#[cfg(test)]
+mod testing;
 
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;

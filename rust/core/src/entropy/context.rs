@@ -341,18 +341,14 @@ mod simd {
 mod tests {
     use super::*;
     use crate::entropy::freq::histogram;
+    use crate::testing::Lcg;
     use proptest::prelude::*;
 
     /// The AVX2 and scalar block decoders agree symbol for symbol and state for state.
     #[test]
     fn simd_matches_scalar() {
-        let mut s = 5u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            s >> 33
-        };
+        let mut rng = Lcg(5);
+        let mut next = || rng.next() >> 33;
         let n = 50_000;
         let ctx: Vec<u8> = (0..n).map(|_| (next() % 3) as u8).collect();
         let sym: Vec<u8> = ctx
@@ -392,13 +388,8 @@ mod tests {
     /// The AVX2 and scalar block encoders write the same words and end in the same states.
     #[test]
     fn simd_encoder_matches_scalar() {
-        let mut s = 9u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            s >> 33
-        };
+        let mut rng = Lcg(9);
+        let mut next = || rng.next() >> 33;
         let codes: Vec<u16> = (0..40_000)
             .map(|_| ((next() % 3) << 7 | (next().trailing_zeros() as u64).min(20)) as u16)
             .collect();

@@ -541,6 +541,7 @@ pub(crate) mod simd {
 mod tests {
     use super::*;
     use crate::entropy::freq::histogram;
+    use crate::testing::Lcg;
     use proptest::prelude::*;
 
     fn roundtrip(data: &[u8]) {
@@ -560,12 +561,10 @@ mod tests {
     /// The AVX2 and scalar encoders must produce identical words and states.
     #[test]
     fn simd_encoder_matches_scalar() {
-        let mut s = 11u64;
+        let mut rng = Lcg(11);
         let data: Vec<u8> = (0..64_000)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                let s = rng.next();
                 ((s >> 33).trailing_zeros() as u8).min(30) * 3 + (s >> 62) as u8
             })
             .collect();
@@ -585,12 +584,10 @@ mod tests {
     /// The AVX2 and scalar fast paths must agree symbol for symbol and state for state.
     #[test]
     fn simd_matches_scalar() {
-        let mut s = 7u64;
+        let mut rng = Lcg(7);
         let data: Vec<u8> = (0..100_000)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                let s = rng.next();
                 ((s >> 33).trailing_zeros() as u8).min(20) + (s >> 60) as u8
             })
             .collect();
@@ -649,12 +646,9 @@ mod tests {
     fn skewed_large_is_near_entropy() {
         // Geometric-ish distribution over 40 symbols, like a float exponent plane.
         let mut data = Vec::new();
-        let mut state = 12345u64;
+        let mut rng = Lcg(12345);
         for _ in 0..200_000 {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let z = (state >> 33).trailing_zeros().min(39) as u8;
+            let z = (rng.next() >> 33).trailing_zeros().min(39) as u8;
             data.push(100 + z);
         }
         let h = histogram(&data);

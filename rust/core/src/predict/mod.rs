@@ -200,6 +200,7 @@ fn read_models(r: &mut Reader) -> Result<Models> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Lcg;
     use proptest::prelude::*;
 
     proptest! {
@@ -309,13 +310,8 @@ mod tests {
 
     #[test]
     fn close_weights_compress_well() {
-        let mut s = 3u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut rng = Lcg(3);
+        let mut next = || rng.centered();
         let base: Vec<f32> = (0..100_000).map(|_| next() * 0.1).collect();
         let reference: Vec<u8> = base.iter().flat_map(|v| v.to_le_bytes()).collect();
         let raw: Vec<u8> = base
