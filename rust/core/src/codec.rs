@@ -200,6 +200,12 @@ pub fn copy_init(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) }
 }
 
+/// Estimated size of a rANS plane: its payload plus the fixed overhead and about two table
+/// bytes per present symbol.
+fn coded_estimate(payload: f64, present: usize) -> f64 {
+    payload + (RANS_OVERHEAD + 2 * present) as f64
+}
+
 /// Which planes may pay for coding. Large chunks are judged on a sample first: a plane
 /// whose sample is all but uniform (its estimated saving under half of [`MIN_SAVING`]) is
 /// stored raw without a full histogram. The plug-in entropy of a sample underestimates the
@@ -232,7 +238,7 @@ fn worth_coding(raw: &[u8], width: usize, float: bool) -> [bool; MAX_PLANES] {
             .map(|&v| -(v as f64) * (v as f64 / m).log2())
             .sum();
         let present = c.iter().filter(|&&v| v > 0).count();
-        let est = n as f64 * bits / m / 8.0 + (RANS_OVERHEAD + 2 * present) as f64;
+        let est = coded_estimate(n as f64 * bits / m / 8.0, present);
         *o = est < n as f64 * (1.0 - MIN_SAVING / 2.0);
     }
     out
@@ -261,7 +267,7 @@ fn code_plane(plane: &[u8], w: &mut Writer) -> bool {
         return true;
     };
     let present = counts.iter().filter(|&&c| c > 0).count();
-    let est = table.coded_bytes(&counts) + (RANS_OVERHEAD + present * 2) as f64;
+    let est = coded_estimate(table.coded_bytes(&counts), present);
     if est < plane.len() as f64 * (1.0 - MIN_SAVING) {
         w.u8(MODE_RANS);
         table.write(w);
