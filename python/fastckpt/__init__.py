@@ -20,7 +20,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _core, _tensors, _tree, lossy
+from . import _core, _memory, _tensors, _tree, lossy
 from .errors import (
     CorruptCheckpoint,
     FastckptError,
@@ -161,7 +161,7 @@ def _map_file(path: PathLike) -> np.ndarray:
 def _read_file(path: PathLike) -> np.ndarray:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        buf = np.empty(size, dtype=np.uint8)
+        buf = _memory.fresh(size)
         got = f.readinto(memoryview(buf))
     if got != size:
         raise CorruptCheckpoint(f"{path}: read {got} of {size} bytes")
@@ -194,13 +194,9 @@ def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int],
                     threads, reference: Any = None, references: dict | None = None):
     """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`)."""
     refs = _RefLookup(reference, references)
-    outs, bufs, ref_bufs = [], [], []
-    for i in indices:
-        t = infos[i]
-        obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
-        outs.append(obj)
-        bufs.append(buf)
-        ref_bufs.append(refs.get(t["reference"]))
+    made = _tensors.empty_all([infos[i] for i in indices], device)
+    outs, bufs = [obj for obj, _ in made], [buf for _, buf in made]
+    ref_bufs = [refs.get(infos[i]["reference"]) for i in indices]
     reader.decode_into(indices, bufs, threads, ref_bufs)
     return [_tensors.finish(o, infos[i]["tag"], device) for o, i in zip(outs, indices)]
 
@@ -216,6 +212,9 @@ def decode(data: Any, *, reference: Any = None, references: dict | None = None,
     `FormatError` on damaged input; never returns bad data. A near-lossless checkpoint
     decodes to the values it stored (not the originals) and warns
     `LossyCheckpointWarning` unless `lossy_ok`.
+
+    CPU tensors under one top-level key are cut from one huge-page buffer (fresh memory
+    is faulted in faster): each has its own storage, the buffer is freed with the last.
     """
     reader = _core.Reader(_as_array(data))
     return _materialize(reader, device, threads, reference, references, lossy_ok)

@@ -1,0 +1,45 @@
+"""Fresh buffers that are cheap to fill.
+
+Fresh memory is faulted in one 4 KiB page at a time as it is first written; on many hosts
+(virtual machines above all) that costs more than decoding into it. Large buffers are
+therefore taken from a private anonymous mapping advised to use 2 MiB transparent huge
+pages, which turns 512 faults into one.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+
+# Buffers below this size come from numpy: they hold no huge page worth a mapping.
+HUGE_MIN_BYTES = 4 << 20
+_HUGE_PAGE = 2 << 20
+
+
+def fresh(nbytes: int) -> np.ndarray:
+    """A writable uint8 array of `nbytes` (contents undefined); from a huge-page mapping,
+    starting on a 2 MiB boundary, when large enough and the platform has one."""
+    if nbytes < HUGE_MIN_BYTES or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return np.empty(nbytes, dtype=np.uint8)
+    mm = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        mm.madvise(mmap.MADV_HUGEPAGE)
+    whole = np.frombuffer(mm, dtype=np.uint8)
+    start = -whole.ctypes.data % _HUGE_PAGE
+    return whole[start : start + nbytes]
+
+
+def is_mapped(a: np.ndarray) -> bool:
+    """Whether `a` views a mapping made by `fresh` (for tests and diagnostics)."""
+    return mapping_of(a) is not None
+
+
+def mapping_of(a: np.ndarray) -> mmap.mmap | None:
+    """The mapping `a` views, if it was cut from one made by `fresh`."""
+    base: object = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
