@@ -82,11 +82,18 @@ fn main() {
         let th = min_time(5, || {
             std::hint::black_box(fastckpt_core::entropy::freq::histogram(&bufs[0]));
         });
+        let tc = min_time(5, || {
+            for plane in bufs[0].chunks(n.div_ceil(raw.len().div_ceil(1 << 20))) {
+                std::hint::black_box(fastckpt_core::entropy::freq::model_counts(plane));
+            }
+        });
         println!(
-            "{label} fields: split {:.0} MB/s, merge {:.0} MB/s, histogram(plane0) {:.0} MB/s",
+            "{label} fields: split {:.0} MB/s, merge {:.0} MB/s, histogram(plane0) {:.0} MB/s, \
+             model_counts(plane0, per chunk) {:.0} MB/s",
             mb / ts,
             mb / tm,
-            mb / th
+            mb / th,
+            mb / tc
         );
         let comp: usize = chunks.iter().map(Vec::len).sum();
         println!(

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
-use crate::entropy::freq::{histogram, FreqTable};
+use crate::entropy::freq::{model_counts, FreqTable};
 use crate::entropy::{rans, LANES};
 use crate::error::{Error, Result};
 use crate::fields::{self, MAX_PLANES};
@@ -260,14 +260,14 @@ pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
 /// Writes `plane` as a constant or rANS coded when that is smaller than raw; returns
 /// whether it did (nothing is written otherwise).
 fn code_plane(plane: &[u8], w: &mut Writer) -> bool {
-    let counts = histogram(plane);
+    let (counts, scale) = model_counts(plane);
     let Some(table) = FreqTable::normalize(&counts) else {
         w.u8(MODE_CONST);
         w.u8(plane.first().copied().unwrap_or(0));
         return true;
     };
     let present = counts.iter().filter(|&&c| c > 0).count();
-    let est = coded_estimate(table.coded_bytes(&counts), present);
+    let est = coded_estimate(table.coded_bytes(&counts) * scale, present);
     if est < plane.len() as f64 * (1.0 - MIN_SAVING) {
         w.u8(MODE_RANS);
         table.write(w);

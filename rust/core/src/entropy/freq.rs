@@ -11,6 +11,12 @@ pub const TOTAL: u32 = 1 << SCALE_BITS;
 /// Counts byte values; four sub-histograms hide the store-to-load latency of repeats.
 pub fn histogram(data: &[u8]) -> [u32; 256] {
     let mut h = [[0u32; 256]; 4];
+    count_into(&mut h, data);
+    sum_sub(&h)
+}
+
+/// Adds the bytes of `data` to the sub-histograms `h`.
+fn count_into(h: &mut [[u32; 256]; 4], data: &[u8]) {
     let mut it = data.chunks_exact(4);
     for c in &mut it {
         h[0][c[0] as usize] += 1;
@@ -21,11 +27,109 @@ pub fn histogram(data: &[u8]) -> [u32; 256] {
     for &b in it.remainder() {
         h[0][b as usize] += 1;
     }
+}
+
+/// One histogram from four sub-histograms.
+fn sum_sub(h: &[[u32; 256]; 4]) -> [u32; 256] {
     let mut out = [0u32; 256];
     for (s, o) in out.iter_mut().enumerate() {
         *o = h[0][s] + h[1][s] + h[2][s] + h[3][s];
     }
     out
+}
+
+/// Planes with at least this many symbols are modelled from a sample (see [`model_counts`]).
+pub const MODEL_SAMPLE_MIN: usize = 1 << 16;
+/// The sample: every symbol at an index `i` with `i % MODEL_STRIDE < MODEL_RUN` (1 in 8, in
+/// runs of 64). Fixed so that every encoder, CPU or GPU, builds the same table.
+pub const MODEL_RUN: usize = 64;
+/// See [`MODEL_RUN`].
+pub const MODEL_STRIDE: usize = 512;
+
+/// Counts to build `plane`'s frequency table from, and the factor that scales them to the
+/// whole plane. Small planes are counted exactly. Large ones are counted on the fixed 1-in-8
+/// sample (a table's shape needs far fewer symbols than a chunk holds; counting was a third
+/// of the coding time), and every value present but missed by the sample counts one: a
+/// vectorized pass finds those, so each symbol present gets a frequency and nothing else
+/// takes probability from the rest.
+pub fn model_counts(plane: &[u8]) -> ([u32; 256], f64) {
+    if plane.len() < MODEL_SAMPLE_MIN {
+        return (histogram(plane), 1.0);
+    }
+    let mut h = [[0u32; 256]; 4];
+    let mut sampled = 0usize;
+    for run in plane.chunks(MODEL_STRIDE) {
+        let run = &run[..run.len().min(MODEL_RUN)];
+        count_into(&mut h, run);
+        sampled += run.len();
+    }
+    let mut counts = sum_sub(&h);
+    let missed: [bool; 256] = std::array::from_fn(|v| counts[v] == 0);
+    for (c, found) in counts.iter_mut().zip(present_among(plane, &missed)) {
+        *c += found as u32;
+    }
+    (counts, plane.len() as f64 / sampled as f64)
+}
+
+/// Which of the values marked in `cand` occur in `data`. Meant for rare candidates: the
+/// AVX2 path tests 32 bytes at once and looks closer only at blocks holding one.
+pub fn present_among(data: &[u8], cand: &[bool; 256]) -> [bool; 256] {
+    let mut seen = [false; 256];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present.
+        unsafe { simd::present_among(data, cand, &mut seen) };
+        return seen;
+    }
+    mark_present(data, cand, &mut seen);
+    seen
+}
+
+/// Scalar [`present_among`], adding to `seen`.
+fn mark_present(data: &[u8], cand: &[bool; 256], seen: &mut [bool; 256]) {
+    for &b in data {
+        if cand[b as usize] {
+            seen[b as usize] = true;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! Set membership of 32 bytes at once: the candidate set as a 256-bit bitmap, byte
+    //! `v >> 3` picked by two 16-entry shuffles, bit `v & 7` by a third.
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn present_among(data: &[u8], cand: &[bool; 256], seen: &mut [bool; 256]) {
+        let mut bitmap = [0u8; 32];
+        for v in 0..256 {
+            bitmap[v >> 3] |= (cand[v] as u8) << (v & 7);
+        }
+        let low = _mm256_broadcastsi128_si256(_mm_loadu_si128(bitmap.as_ptr() as *const __m128i));
+        let high =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(bitmap.as_ptr().add(16) as *const __m128i));
+        let bits = _mm256_setr_epi8(
+            1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, -128, 0,
+            0, 0, 0, 0, 0, 0, 0,
+        );
+        let mut blocks = data.chunks_exact(32);
+        for block in &mut blocks {
+            let v = _mm256_loadu_si256(block.as_ptr() as *const __m256i);
+            let idx = _mm256_and_si256(_mm256_srli_epi16::<3>(v), _mm256_set1_epi8(0x1f));
+            let byte = _mm256_blendv_epi8(
+                _mm256_shuffle_epi8(low, idx),
+                _mm256_shuffle_epi8(high, idx),
+                _mm256_cmpgt_epi8(idx, _mm256_set1_epi8(15)),
+            );
+            let bit = _mm256_shuffle_epi8(bits, _mm256_and_si256(v, _mm256_set1_epi8(7)));
+            let hit = _mm256_and_si256(byte, bit);
+            if _mm256_testz_si256(hit, hit) == 0 {
+                super::mark_present(block, cand, seen);
+            }
+        }
+        super::mark_present(blocks.remainder(), cand, seen);
+    }
 }
 
 /// Index of the largest entry (lowest index on ties).
@@ -171,6 +275,39 @@ mod tests {
             } else {
                 prop_assert!(c.iter().filter(|&&x| x > 0).count() < 2);
             }
+        }
+    }
+
+    proptest! {
+        /// Sampled counts give a frequency to exactly the symbols present.
+        #[test]
+        fn model_counts_keep_exactly_the_present_symbols(
+            base in proptest::collection::vec(0u8..8, 1..64),
+            rare in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..40),
+            len in MODEL_SAMPLE_MIN - 100..MODEL_SAMPLE_MIN + 5000,
+        ) {
+            let mut plane: Vec<u8> = (0..len).map(|i| base[i % base.len()]).collect();
+            for (at, v) in rare {
+                plane[at % len] = v;
+            }
+            let (counts, scale) = model_counts(&plane);
+            let full = histogram(&plane);
+            for v in 0..256 {
+                prop_assert_eq!(counts[v] > 0, full[v] > 0, "value {}", v);
+            }
+            prop_assert!(scale >= 1.0);
+        }
+
+        /// The AVX2 membership pass agrees with the scalar one.
+        #[test]
+        fn present_among_matches_scalar(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            cand in proptest::collection::vec(any::<bool>(), 256),
+        ) {
+            let cand: [bool; 256] = std::array::from_fn(|v| cand[v]);
+            let mut want = [false; 256];
+            mark_present(&data, &cand, &mut want);
+            prop_assert_eq!(present_among(&data, &cand), want);
         }
     }
 
