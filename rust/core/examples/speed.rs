@@ -82,6 +82,14 @@ fn main() {
         let th = min_time(5, || {
             std::hint::black_box(fastckpt_core::entropy::freq::histogram(&bufs[0]));
         });
+        let mut one = vec![0u8; n];
+        let tx = min_time(5, || {
+            fastckpt_core::fields::extract(raw, w, true, 0, &mut one);
+        });
+        println!(
+            "{label} extract(plane0) {:.0} MB/s",
+            raw.len() as f64 / 1e6 / tx
+        );
         let tc = min_time(5, || {
             for plane in bufs[0].chunks(n.div_ceil(raw.len().div_ceil(1 << 20))) {
                 std::hint::black_box(fastckpt_core::entropy::freq::model_counts(plane));
