@@ -68,7 +68,12 @@ pub fn extract_uninit(
         2 | 4 => {
             // Whole 16-byte blocks with SSE2 (always present on x86-64), the rest portably.
             #[cfg(target_arch = "x86_64")]
-            let done = sse2::extract(raw, width, float, p, out);
+            let done = if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present.
+                unsafe { avx2::extract(raw, width, float, p, out) }
+            } else {
+                sse2::extract(raw, width, float, p, out)
+            };
             #[cfg(not(target_arch = "x86_64"))]
             let done = 0;
             let (raw, out) = (&raw[done * width..], &mut out[done..]);
@@ -174,6 +179,89 @@ fn merge4(planes: &[&[u8]], float: bool, raw: &mut [u8]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     merge_4(planes, float, raw)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! Plane extraction 32 words at a time, one loop per (width, float) so that the hot
+    //! loop carries no branch.
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// Plane `p` of 2- or 4-byte words, 32 words at a time; returns the words done.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn extract(
+        raw: &[u8],
+        width: usize,
+        float: bool,
+        p: usize,
+        out: &mut [MaybeUninit<u8>],
+    ) -> usize {
+        let blocks = (raw.len() / (32 * width)).min(out.len() / 32);
+        let shift = _mm_cvtsi32_si128(8 * (width - 1 - p) as i32);
+        let (src, dst) = (raw.as_ptr(), out.as_mut_ptr() as *mut u8);
+        match (width, float) {
+            (2, true) => words2::<true>(src, dst, blocks, shift),
+            (2, false) => words2::<false>(src, dst, blocks, shift),
+            (_, true) => words4::<true>(src, dst, blocks, shift),
+            (_, false) => words4::<false>(src, dst, blocks, shift),
+        }
+        blocks * 32
+    }
+
+    /// `blocks` x 32 two-byte words at `src` -> 32 bytes each at `dst`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn words2<const FLOAT: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        blocks: usize,
+        shift: __m128i,
+    ) {
+        let mask = _mm256_set1_epi16(0xff);
+        let byte = |v: __m256i| {
+            let v = if FLOAT {
+                _mm256_or_si256(_mm256_slli_epi16::<1>(v), _mm256_srli_epi16::<15>(v))
+            } else {
+                v
+            };
+            _mm256_and_si256(_mm256_srl_epi16(v, shift), mask)
+        };
+        for b in 0..blocks {
+            // SAFETY (caller): block `b` reads 64 bytes at `src + 64 b`, writes 32 at `dst + 32 b`.
+            let ld = |k: usize| _mm256_loadu_si256(src.add(64 * b + 32 * k) as *const __m256i);
+            let packed = _mm256_packus_epi16(byte(ld(0)), byte(ld(1)));
+            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            _mm256_storeu_si256(dst.add(32 * b) as *mut __m256i, v);
+        }
+    }
+
+    /// `blocks` x 32 four-byte words at `src` -> 32 bytes each at `dst`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn words4<const FLOAT: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        blocks: usize,
+        shift: __m128i,
+    ) {
+        let mask = _mm256_set1_epi32(0xff);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let byte = |v: __m256i| {
+            let v = if FLOAT {
+                _mm256_or_si256(_mm256_slli_epi32::<1>(v), _mm256_srli_epi32::<31>(v))
+            } else {
+                v
+            };
+            _mm256_and_si256(_mm256_srl_epi32(v, shift), mask)
+        };
+        for b in 0..blocks {
+            // SAFETY (caller): block `b` reads 128 bytes at `src + 128 b`, writes 32 at `dst + 32 b`.
+            let ld = |k: usize| _mm256_loadu_si256(src.add(128 * b + 32 * k) as *const __m256i);
+            let lo = _mm256_packs_epi32(byte(ld(0)), byte(ld(1)));
+            let hi = _mm256_packs_epi32(byte(ld(2)), byte(ld(3)));
+            let v = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+            _mm256_storeu_si256(dst.add(32 * b) as *mut __m256i, v);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -369,6 +457,28 @@ mod tests {
                 extract(raw, width, float, p, &mut got);
                 prop_assert_eq!(&got, want);
             }
+        }
+
+        /// The SSE2 fallback (used where AVX2 is absent) agrees with the portable loop.
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn sse2_extract_matches_portable(raw in proptest::collection::vec(any::<u8>(), 0..700),
+                                         four in any::<bool>(), float in any::<bool>(),
+                                         p in 0usize..4) {
+            let width = if four { 4 } else { 2 };
+            let (p, raw) = (p % width, &raw[..raw.len() / width * width]);
+            let n = raw.len() / width;
+            let (mut got, mut want) = (vec![0u8; n], vec![0u8; n]);
+            let done = sse2::extract(raw, width, float, p, as_uninit(&mut got));
+            let (rest_raw, rest) = (&raw[done * width..], as_uninit(&mut got[done..]));
+            if four {
+                extract_w::<4>(rest_raw, float, p, rest);
+                extract_w::<4>(raw, float, p, as_uninit(&mut want));
+            } else {
+                extract_w::<2>(rest_raw, float, p, rest);
+                extract_w::<2>(raw, float, p, as_uninit(&mut want));
+            }
+            prop_assert_eq!(got, want);
         }
 
         #[test]
