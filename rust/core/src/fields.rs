@@ -201,64 +201,58 @@ mod avx2 {
         let shift = _mm_cvtsi32_si128(8 * (width - 1 - p) as i32);
         let (src, dst) = (raw.as_ptr(), out.as_mut_ptr() as *mut u8);
         match (width, float) {
-            (2, true) => words2::<true>(src, dst, blocks, shift),
-            (2, false) => words2::<false>(src, dst, blocks, shift),
-            (_, true) => words4::<true>(src, dst, blocks, shift),
-            (_, false) => words4::<false>(src, dst, blocks, shift),
+            (2, true) => words::<2, true>(src, dst, blocks, shift),
+            (2, false) => words::<2, false>(src, dst, blocks, shift),
+            (_, true) => words::<4, true>(src, dst, blocks, shift),
+            (_, false) => words::<4, false>(src, dst, blocks, shift),
         }
         blocks * 32
     }
 
-    /// `blocks` x 32 two-byte words at `src` -> 32 bytes each at `dst`.
-    #[target_feature(enable = "avx2")]
-    unsafe fn words2<const FLOAT: bool>(
-        src: *const u8,
-        dst: *mut u8,
-        blocks: usize,
-        shift: __m128i,
-    ) {
-        let mask = _mm256_set1_epi16(0xff);
-        let byte = |v: __m256i| {
+    /// Each `W`-byte lane of `v` (sign rotated down for floats) shifted right by `shift`,
+    /// masked to its low byte.
+    #[inline(always)]
+    unsafe fn byte<const W: usize, const FLOAT: bool>(v: __m256i, shift: __m128i) -> __m256i {
+        if W == 2 {
             let v = if FLOAT {
                 _mm256_or_si256(_mm256_slli_epi16::<1>(v), _mm256_srli_epi16::<15>(v))
             } else {
                 v
             };
-            _mm256_and_si256(_mm256_srl_epi16(v, shift), mask)
-        };
-        for b in 0..blocks {
-            // SAFETY (caller): block `b` reads 64 bytes at `src + 64 b`, writes 32 at `dst + 32 b`.
-            let ld = |k: usize| _mm256_loadu_si256(src.add(64 * b + 32 * k) as *const __m256i);
-            let packed = _mm256_packus_epi16(byte(ld(0)), byte(ld(1)));
-            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
-            _mm256_storeu_si256(dst.add(32 * b) as *mut __m256i, v);
-        }
-    }
-
-    /// `blocks` x 32 four-byte words at `src` -> 32 bytes each at `dst`.
-    #[target_feature(enable = "avx2")]
-    unsafe fn words4<const FLOAT: bool>(
-        src: *const u8,
-        dst: *mut u8,
-        blocks: usize,
-        shift: __m128i,
-    ) {
-        let mask = _mm256_set1_epi32(0xff);
-        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let byte = |v: __m256i| {
+            _mm256_and_si256(_mm256_srl_epi16(v, shift), _mm256_set1_epi16(0xff))
+        } else {
             let v = if FLOAT {
                 _mm256_or_si256(_mm256_slli_epi32::<1>(v), _mm256_srli_epi32::<31>(v))
             } else {
                 v
             };
-            _mm256_and_si256(_mm256_srl_epi32(v, shift), mask)
-        };
+            _mm256_and_si256(_mm256_srl_epi32(v, shift), _mm256_set1_epi32(0xff))
+        }
+    }
+
+    /// `blocks` x 32 words of `W` bytes at `src` -> 32 bytes each at `dst`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn words<const W: usize, const FLOAT: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        blocks: usize,
+        shift: __m128i,
+    ) {
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         for b in 0..blocks {
-            // SAFETY (caller): block `b` reads 128 bytes at `src + 128 b`, writes 32 at `dst + 32 b`.
-            let ld = |k: usize| _mm256_loadu_si256(src.add(128 * b + 32 * k) as *const __m256i);
-            let lo = _mm256_packs_epi32(byte(ld(0)), byte(ld(1)));
-            let hi = _mm256_packs_epi32(byte(ld(2)), byte(ld(3)));
-            let v = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+            // SAFETY (caller): block `b` reads `32 W` bytes at `src + 32 W b` and writes 32
+            // at `dst + 32 b`.
+            let ld = |k: usize| {
+                let v = _mm256_loadu_si256(src.add(32 * W * b + 32 * k) as *const __m256i);
+                byte::<W, FLOAT>(v, shift)
+            };
+            let v = if W == 2 {
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(ld(0), ld(1)))
+            } else {
+                let lo = _mm256_packs_epi32(ld(0), ld(1));
+                let hi = _mm256_packs_epi32(ld(2), ld(3));
+                _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order)
+            };
             _mm256_storeu_si256(dst.add(32 * b) as *mut __m256i, v);
         }
     }
