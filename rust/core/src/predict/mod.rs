@@ -120,14 +120,9 @@ fn residual_chunk(
     if (0..CONTEXTS).all(|c| used >> c & 1 == 0 || tables[c].is_some()) {
         context::encode_codes(&a.codes, encode::SYM_BITS, tables, &mut w);
     } else {
-        // Branch-free compaction: constant words come and go unpredictably.
         let has: [bool; CONTEXTS] = std::array::from_fn(|c| tables[c].is_some());
-        let mut coded = scratch::words_dirty(a.codes.len() + 1);
-        let mut j = 0;
-        for &code in a.codes.iter() {
-            coded[j] = code;
-            j += has[(code >> encode::SYM_BITS) as usize & (CONTEXTS - 1)] as usize;
-        }
+        let mut coded = scratch::words_dirty(a.codes.len() + 16);
+        let j = encode::compact(&a.codes, &has, &mut coded);
         context::encode_codes(&coded[..j], encode::SYM_BITS, tables, &mut w);
     }
     let bytes = a.bits.expect("packed raw bits").finish();
