@@ -97,6 +97,16 @@ impl FreqTable {
         Some(FreqTable { freq })
     }
 
+    /// A table of total `2^bits` (`bits` below 12, so that the total fits a decode entry's
+    /// 12-bit frequency field) holding only `sym`: its coding steps leave a rANS state as
+    /// it is, so a context with one symbol costs no bits yet keeps its place in the lanes.
+    pub fn single(sym: u8, bits: u32) -> FreqTable {
+        debug_assert!(bits < SCALE_BITS);
+        let mut freq = [0u16; 256];
+        freq[sym as usize] = 1 << bits;
+        FreqTable { freq }
+    }
+
     /// The sum of the frequencies: `2^bits` of the table's scale.
     pub fn total(&self) -> u32 {
         self.freq.iter().map(|&f| f as u32).sum()

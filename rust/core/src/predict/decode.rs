@@ -21,19 +21,41 @@ pub(super) struct Models {
     pub tables: Vec<Option<FreqTable>>,
     /// Each context's single symbol, if it is constant.
     pub consts: [Option<u8>; CONTEXTS],
+    /// The tables' scale (bits).
+    pub scale: u32,
 }
 
-/// Every word's bit length: its context's constant, or the next coded symbol. The coded
-/// symbols are decoded in one pass (lanes count coded symbols only), then spread between
-/// the constants. `e_max` is the base exponent stored in the chunk; a reference whose
-/// largest exponent differs is not the encoder's (an error).
+/// Every word's bit length. With `consts_coded` (kind 2), every word's length is in the
+/// stream, constant contexts' under single-symbol tables. Otherwise (kind 1) a constant
+/// context's words take its constant and the stream holds the others (lanes count coded
+/// symbols only): they are decoded in one pass, then spread between the constants.
+/// `e_max` is the base exponent stored in the chunk; a reference whose largest exponent
+/// differs is not the encoder's (an error).
 pub(super) fn lengths(
     r: &mut Reader,
     reference: &[u8],
     kind: (usize, bool),
     e_max: u8,
     m: &Models,
+    consts_coded: bool,
 ) -> Result<Scratch<u8>> {
+    if consts_coded {
+        let tables: Vec<Option<FreqTable>> = (0..CONTEXTS)
+            .map(|c| match m.consts[c] {
+                Some(sym) => Some(FreqTable::single(sym, m.scale)),
+                None => m.tables[c].clone(),
+            })
+            .collect();
+        let model = DecodeModel::new(&tables)?;
+        let lut: [u8; CONTEXTS] = std::array::from_fn(|c| model.slot(c as u8).unwrap_or(MISSING));
+        let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
+        if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
+            return Err(mismatch());
+        }
+        let mut out = scratch::bytes_dirty(slots.len());
+        model.decode(r, &slots, &mut out)?;
+        return Ok(out);
+    }
     let model = DecodeModel::new(&m.tables)?;
     let lut: [u8; CONTEXTS] = std::array::from_fn(|c| match (m.consts[c], model.slot(c as u8)) {
         (Some(_), _) => CONST | c as u8,
@@ -42,9 +64,7 @@ pub(super) fn lengths(
     });
     let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
     if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
-        return Err(Error::Corrupt(
-            "reference context differs from the encoder's".into(),
-        ));
+        return Err(mismatch());
     }
     let mut out = scratch::bytes_dirty(slots.len());
     if m.consts.iter().all(Option::is_none) {
@@ -58,6 +78,11 @@ pub(super) fn lengths(
     let consts: [u8; CONTEXTS] = std::array::from_fn(|c| m.consts[c].unwrap_or(0));
     spread(&slots, &coded, &consts, &mut out);
     Ok(out)
+}
+
+/// The error of a reference whose base exponent is not the chunk's.
+fn mismatch() -> Error {
+    Error::Corrupt("reference context differs from the encoder's".into())
 }
 
 /// Whether a slot-map code is a constant context's.

@@ -115,31 +115,6 @@ fn analyze_w<const W: usize>(
     }
 }
 
-/// Copies the codes whose context has a table (`has`) to the front of `out` (16 spare
-/// slots past their count); returns their count. Constant contexts hold few words, so
-/// AVX2 copies whole groups of 16 codes without one; the rest goes branch-free.
-pub(super) fn compact(codes: &[u16], has: &[bool; CONTEXTS], out: &mut [u16]) -> usize {
-    let (done, mut j) = simd_compact(codes, has, out);
-    for &code in &codes[done..] {
-        out[j] = code;
-        j += has[(code >> SYM_BITS) as usize & (CONTEXTS - 1)] as usize;
-    }
-    j
-}
-
-/// The AVX2 prefix of [`compact`]: (codes read, codes written).
-fn simd_compact(codes: &[u16], has: &[bool; CONTEXTS], out: &mut [u16]) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        let n = codes.len().min(out.len().saturating_sub(16)) / 16 * 16;
-        // SAFETY: AVX2 is present; the kernel reads `n` codes and writes at most `n`
-        // codes plus 16 slots of slack, all inside `out`.
-        return unsafe { super::simd::compact16(&codes[..n], has, out) };
-    }
-    let _ = (codes, has, out);
-    (0, 0)
-}
-
 /// Analyses a prefix of 32-bit words with AVX2 when the CPU has it; returns the words done.
 fn simd_analyze32(
     raw: &[u8],
@@ -174,20 +149,6 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Compaction keeps exactly the codes of contexts with a table, in order, with
-        /// constant contexts in runs and alone.
-        #[test]
-        fn compact_matches_filter(runs in proptest::collection::vec((0u16..16, 1usize..40, 0u16..34), 0..40),
-                                  has in any::<[bool; CONTEXTS]>()) {
-            let codes: Vec<u16> = runs.iter()
-                .flat_map(|&(c, len, n)| std::iter::repeat_n(c << SYM_BITS | n, len))
-                .collect();
-            let mut out = vec![0u16; codes.len() + 16];
-            let j = compact(&codes, &has, &mut out);
-            let want: Vec<u16> = codes.iter().copied().filter(|&c| has[(c >> SYM_BITS) as usize]).collect();
-            prop_assert_eq!(&out[..j], &want[..]);
-        }
-
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits.
         #[test]
         fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..300),

@@ -9,10 +9,12 @@
 //!
 //! Chunk layout: `u8 kind` — 0: a standalone chunk ([`crate::codec`]) follows (chosen when
 //! the estimate says prediction does not pay); 2: residual chunk:
-//! `u8 table scale bits | u8 e_max | u64 offset | u16 context bitmap | per used context:
-//! u8 mode (1 const + u8 symbol, 2 table summing to 2^scale) | context rANS stream over
-//! the symbols of table contexts | u32 raw-bit byte count | bits`. Kind 1 (written before
-//! format 1.2, still read) is kind 2 without the scale byte, at scale 12.
+//! `u8 table scale bits (8..=11) | u8 e_max | u64 offset | u16 context bitmap | per used
+//! context: u8 mode (1 const + u8 symbol, 2 table summing to 2^scale) | context rANS
+//! stream over every word's length (a constant context codes under a table holding only
+//! its symbol: state unchanged, no bits) | u32 raw-bit byte count | bits`. Kind 1 (written
+//! before format 1.2, still read): kind 2 without the scale byte, at scale 12, and the
+//! stream skips the words of constant contexts (lanes count coded words only).
 //!
 //! The encoder writes tables of [`TABLE_BITS`]: sixteen 2^12-entry decode tables (256 KB)
 //! spill out of L1 and L2 and slow the decoder's table lookups, while the length alphabets
@@ -32,7 +34,6 @@ use crate::dtype::DType;
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
-use crate::scratch;
 use decode::Models;
 use word::{by_width, mask, offset};
 
@@ -131,14 +132,17 @@ fn residual_chunk(
             }
         }
     }
-    if (0..CONTEXTS).all(|c| used >> c & 1 == 0 || tables[c].is_some()) {
-        context::encode_codes(&a.codes, encode::SYM_BITS, tables, &mut w);
-    } else {
-        let has: [bool; CONTEXTS] = std::array::from_fn(|c| tables[c].is_some());
-        let mut coded = scratch::words_dirty(a.codes.len() + 16);
-        let j = encode::compact(&a.codes, &has, &mut coded);
-        context::encode_codes(&coded[..j], encode::SYM_BITS, tables, &mut w);
-    }
+    // Constant contexts code through single-symbol tables (no bits, no compaction).
+    let coded: Vec<Option<FreqTable>> = (0..CONTEXTS)
+        .map(|c| match &tables[c] {
+            None if used >> c & 1 == 1 => {
+                let sym = counts[c].iter().position(|&v| v > 0).unwrap_or(0);
+                Some(FreqTable::single(sym as u8, TABLE_BITS))
+            }
+            t => t.clone(),
+        })
+        .collect();
+    context::encode_codes(&a.codes, encode::SYM_BITS, &coded, &mut w);
     let bytes = a.bits.expect("packed raw bits").finish();
     w.u32(bytes.len() as u32);
     w.bytes(&bytes);
@@ -154,7 +158,12 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
         KIND_RESIDUAL => r.u8()? as u32,
         k => return Err(Error::Corrupt(format!("unknown predicted chunk kind {k}"))),
     };
-    if !crate::entropy::freq::SCALES.contains(&scale) {
+    // Kind 2 codes constant contexts under tables of total 2^scale, below 2^12.
+    let scales = match comp[0] {
+        KIND_RESIDUAL_12 => crate::entropy::freq::SCALES,
+        _ => *crate::entropy::freq::SCALES.start()..=crate::entropy::SCALE_BITS - 1,
+    };
+    if !scales.contains(&scale) {
         return Err(Error::Corrupt(format!("table scale {scale} out of range")));
     }
     let width = dtype.word_size();
@@ -171,6 +180,7 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
         (width, float),
         e_max,
         &models,
+        comp[0] == KIND_RESIDUAL,
     )?;
     let nbytes = r.u32()? as usize;
     let bits_data = r.take(nbytes)?;
@@ -196,6 +206,7 @@ fn read_models(r: &mut Reader, scale: u32) -> Result<Models> {
     let mut m = Models {
         tables: vec![None; CONTEXTS],
         consts: [None; CONTEXTS],
+        scale,
     };
     for c in (0..CONTEXTS).filter(|&c| used >> c & 1 == 1) {
         match r.u8()? {

@@ -128,36 +128,6 @@ pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out:
     bytes.into_iter().fold(0, u8::max)
 }
 
-/// The codes whose context has a table (`has`), to the front of `out`, 16 codes at a
-/// time: a group with none of a constant context is stored whole, the others code by
-/// code (`codes.len()` a multiple of 16; `out` has 16 slots more). Returns (codes read,
-/// codes written).
-#[target_feature(enable = "avx2")]
-pub unsafe fn compact16(codes: &[u16], has: &[bool; CONTEXTS], out: &mut [u16]) -> (usize, usize) {
-    let skip: [u8; 16] = std::array::from_fn(|c| if has[c] { 0 } else { 0xff });
-    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(skip.as_ptr() as *const __m128i));
-    let ctx_mask = _mm256_set1_epi16(CONTEXTS as i16 - 1);
-    let mut j = 0;
-    for group in codes.chunks_exact(16) {
-        let v = _mm256_loadu_si256(group.as_ptr() as *const __m256i);
-        let c = _mm256_and_si256(_mm256_srli_epi16::<{ SYM_BITS as i32 }>(v), ctx_mask);
-        // Contexts in the low byte of each u16; the high byte (0) looks up a 0 (context 0
-        // with a table) or 0xff, which the mask below ignores.
-        let hit = _mm256_shuffle_epi8(table, c);
-        let m = _mm256_movemask_epi8(hit) as u32 & 0x5555_5555;
-        if m == 0 {
-            _mm256_storeu_si256(out.as_mut_ptr().add(j) as *mut __m256i, v);
-            j += 16;
-            continue;
-        }
-        for &code in group {
-            out[j] = code;
-            j += has[(code >> SYM_BITS) as usize & (CONTEXTS - 1)] as usize;
-        }
-    }
-    (codes.len(), j)
-}
-
 /// Bit length of each u32 lane (0 for 0): the exponent of the lane's low 31 bits as a
 /// float, after clearing every bit with a 1 right above it (so rounding cannot carry into
 /// the next power of two); 32 where bit 31 is set.
