@@ -20,9 +20,11 @@ use crate::quant::{self, Plan};
 pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
-/// Format minor version this build writes when a file uses [`Codec::Quantized`] or
-/// [`Codec::Same`] (1.1); files without them are written as 1.0, readable by every 1.x reader.
-pub const MINOR: u16 = 1;
+/// Format minor version this build writes when a file uses [`Codec::Predicted`] (1.2:
+/// residual chunks may have scaled context tables, chunk kind 2); 1 when it uses
+/// [`Codec::Quantized`] or [`Codec::Same`] but no prediction (1.1); files without any of
+/// them are written as 1.0, readable by every 1.x reader.
+pub const MINOR: u16 = 2;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.
@@ -175,11 +177,15 @@ impl Header {
         let mut w = Writer::with_capacity(PREFIX_LEN + body.len() + 8);
         w.bytes(MAGIC);
         w.u16(MAJOR);
-        let new = self
-            .tensors
-            .iter()
-            .any(|t| matches!(t.codec, Codec::Same | Codec::Quantized));
-        w.u16(if new { MINOR } else { 0 });
+        let uses = |f: fn(&Codec) -> bool| self.tensors.iter().any(|t| f(&t.codec));
+        let minor = if uses(|c| matches!(c, Codec::Predicted)) {
+            MINOR
+        } else if uses(|c| matches!(c, Codec::Same | Codec::Quantized)) {
+            1
+        } else {
+            0
+        };
+        w.u16(minor);
         w.u32(0);
         w.u64(body.len() as u64);
         w.bytes(&body);

@@ -2,13 +2,11 @@
 //! layout and lane rules as [`super::rans`]. [`DecodeModel`] decodes a whole stream at
 //! once from each symbol's table slot (which callers may compute along with the context).
 
-use super::freq::{FreqTable, TOTAL};
+use super::freq::FreqTable;
 use super::rans::{fill_decode_table, EncSym, L};
 use super::{LANES, SCALE_BITS};
 use crate::container::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
-
-const MASK: u32 = TOTAL - 1;
 
 /// Codes `symbols[i]` under `tables[ctx[i]]`. Panics if a symbol's context has no table
 /// or its table lacks the symbol.
@@ -27,6 +25,7 @@ pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut 
 /// `code >> sym_bits`: [`encode`] with symbol and context packed in one u16 (so the
 /// caller can count and code them in one pass). Panics as [`encode`] does.
 pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], w: &mut Writer) {
+    let bits = scale_of(tables).expect("tables of one scale");
     let enc = enc_syms(tables, sym_bits);
     let n = codes.len();
     // Only the words below `pos` that the coder wrote are read.
@@ -37,12 +36,20 @@ pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], 
     for i in (full..n).rev() {
         put(&enc, codes[i], &mut x[i - full], &mut words, &mut pos);
     }
-    encode_blocks(&mut x, &enc, &codes[..full], &mut words, &mut pos);
+    encode_blocks(&mut x, &enc, bits, &codes[..full], &mut words, &mut pos);
     for s in x {
         w.u32(s);
     }
     w.u32((words.len() - pos) as u32);
     w.u16s(&words[pos..]);
+}
+
+/// The scale (in bits) that every present table shares ([`SCALE_BITS`] when none is
+/// present), or `None` when they differ.
+fn scale_of(tables: &[Option<FreqTable>]) -> Option<u32> {
+    let mut scales = tables.iter().flatten().map(FreqTable::scale_bits);
+    let first = scales.next().unwrap_or(SCALE_BITS);
+    scales.all(|b| b == first).then_some(first)
 }
 
 /// Encoder constants of every (context, symbol) code; a missing table or symbol gets the
@@ -67,10 +74,11 @@ fn put(enc: &[EncSym], code: u16, x: &mut u32, words: &mut [u16], pos: &mut usiz
     e.put(x, words, pos);
 }
 
-/// Encodes whole blocks of 32 codes, last block first.
+/// Encodes whole blocks of 32 codes, last block first, under tables of total `2^bits`.
 fn encode_blocks(
     x: &mut [u32; LANES],
     enc: &[EncSym],
+    bits: u32,
     full: &[u16],
     words: &mut [u16],
     pos: &mut usize,
@@ -79,10 +87,11 @@ fn encode_blocks(
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
         // (8 slots of slack, at most one word per symbol); lookups are bounds-checked.
-        let missing = unsafe { simd::encode_blocks(x, enc, full, words, pos) };
+        let missing = unsafe { simd::encode_blocks(x, enc, bits, full, words, pos) };
         assert!(!missing, "symbol without a table entry");
         return;
     }
+    let _ = bits;
     scalar_encode_blocks(x, enc, full, words, pos)
 }
 
@@ -117,11 +126,14 @@ pub fn decode(
     model.decode(r, &slots, &mut out[..n])
 }
 
-/// The decode tables of a set of contexts, back to back (entry `slot << SCALE_BITS | x`).
+/// The decode tables of a set of contexts, back to back (entry `slot << bits | x` for
+/// tables of total `2^bits`, all of one scale).
 /// Callers map each symbol's context to its table's slot ([`DecodeModel::slot`]) and
 /// decode with [`DecodeModel::decode`].
 pub struct DecodeModel {
     dt: Vec<u32>,
+    /// The tables' scale.
+    bits: u32,
     /// Slot of each context's table in `dt`, or `u8::MAX` when it has none.
     slot: [u8; 256],
     tables: u8,
@@ -137,18 +149,21 @@ impl DecodeModel {
         if count >= u8::MAX as usize {
             return Err(Error::Corrupt("too many context tables".into()));
         }
-        let mut dt = vec![0u32; count << SCALE_BITS];
+        let bits = scale_of(tables)
+            .ok_or_else(|| Error::Corrupt("context tables of different scales".into()))?;
+        let mut dt = vec![0u32; count << bits];
         let mut slot = [u8::MAX; 256];
         let mut k = 0;
         for (c, t) in tables.iter().enumerate() {
             if let Some(t) = t {
-                fill_decode_table(t, &mut dt[k << SCALE_BITS..(k + 1) << SCALE_BITS]);
+                fill_decode_table(t, &mut dt[k << bits..(k + 1) << bits]);
                 slot[c] = k as u8;
                 k += 1;
             }
         }
         Ok(DecodeModel {
             dt,
+            bits,
             slot,
             tables: count as u8,
         })
@@ -179,9 +194,13 @@ impl DecodeModel {
         let count = r.u32()? as usize;
         let words = Words(r.take(count * 2)?);
         let full = out.len() / LANES * LANES;
-        let (done, mut p) = fast_blocks(&mut x, &self.dt, &slots[..full], words, &mut out[..full]);
+        let dt = Dt {
+            t: &self.dt,
+            bits: self.bits,
+        };
+        let (done, mut p) = fast_blocks(&mut x, dt, &slots[..full], words, &mut out[..full]);
         for i in done..out.len() {
-            out[i] = step_checked(&mut x[i % LANES], &self.dt, slots[i], words, &mut p)?;
+            out[i] = step_checked(&mut x[i % LANES], dt, slots[i], words, &mut p)?;
         }
         if x.iter().any(|&s| s != L) || p != words.len() {
             return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
@@ -212,11 +231,32 @@ impl Words<'_> {
     }
 }
 
+/// A model's decode tables and their scale.
+#[derive(Clone, Copy)]
+struct Dt<'a> {
+    t: &'a [u32],
+    bits: u32,
+}
+
+impl Dt<'_> {
+    /// The entry of state `x` in the table in slot `slot`.
+    #[inline(always)]
+    fn entry(&self, slot: u8, x: u32) -> u32 {
+        self.t[(slot as usize) << self.bits | (x & ((1 << self.bits) - 1)) as usize]
+    }
+
+    /// The state after the symbol of entry `e` (before renormalization).
+    #[inline(always)]
+    fn next(&self, e: u32, x: u32) -> u32 {
+        (e >> 8 & 0xfff) * (x >> self.bits) + (e >> 20)
+    }
+}
+
 /// One decode step under table `slot` that checks the stream's bounds.
 #[inline(always)]
-fn step_checked(x: &mut u32, dt: &[u32], slot: u8, words: Words, p: &mut usize) -> Result<u8> {
-    let e = dt[(slot as usize) << SCALE_BITS | (*x & MASK) as usize];
-    let mut v = (e >> 8 & 0xfff) * (*x >> SCALE_BITS) + (e >> 20);
+fn step_checked(x: &mut u32, dt: Dt, slot: u8, words: Words, p: &mut usize) -> Result<u8> {
+    let e = dt.entry(slot, *x);
+    let mut v = dt.next(e, *x);
     if v < L {
         let b = words
             .0
@@ -233,7 +273,7 @@ fn step_checked(x: &mut u32, dt: &[u32], slot: u8, words: Words, p: &mut usize) 
 /// position). `slots` (valid slots of `dt`) and `out` have the same length, a multiple of 32.
 fn fast_blocks(
     x: &mut [u32; LANES],
-    dt: &[u32],
+    dt: Dt,
     slots: &[u8],
     words: Words,
     out: &mut [u8],
@@ -250,7 +290,7 @@ fn fast_blocks(
 
 fn scalar_fast_blocks(
     x: &mut [u32; LANES],
-    dt: &[u32],
+    dt: Dt,
     slots: &[u8],
     words: Words,
     out: &mut [u8],
@@ -264,8 +304,8 @@ fn scalar_fast_blocks(
         let w = &words.0[2 * p..2 * p + 2 * LANES];
         let mut k = 0;
         for l in 0..LANES {
-            let e = dt[(sl[l] as usize) << SCALE_BITS | (x[l] & MASK) as usize];
-            let v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
+            let e = dt.entry(sl[l], x[l]);
+            let v = dt.next(e, x[l]);
             let need = v < L;
             let wd = u16::from_le_bytes([w[2 * k], w[2 * k + 1]]) as u32;
             x[l] = if need { (v << 16) | wd } else { v };
@@ -282,7 +322,7 @@ fn scalar_fast_blocks(
 mod simd {
     //! AVX2 block decoding, 8 lanes at a time: the table index adds each symbol's slot
     //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
-    use super::{EncSym, Words, LANES, MASK, SCALE_BITS};
+    use super::{Dt, EncSym, Words, LANES};
     use crate::entropy::rans::simd::{decode_blocks, encode_blocks_with, lookup8x2, pack};
     use std::arch::x86_64::*;
 
@@ -292,6 +332,7 @@ mod simd {
     pub unsafe fn encode_blocks(
         x: &mut [u32; LANES],
         enc: &[EncSym],
+        bits: u32,
         full: &[u16],
         words: &mut [u16],
         pos: &mut usize,
@@ -309,7 +350,7 @@ mod simd {
         }
         let low12 = _mm256_set1_epi32(0xfff);
         let mut missing = _mm256_setzero_si256();
-        encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+        encode_blocks_with(x, full.len() / LANES, words, pos, bits, |b, g| {
             let at = LANES * b + 8 * g;
             let (info, rcp) = lookup8x2(|k| packed[full[at + k] as usize & mask]);
             let absent = _mm256_cmpeq_epi32(_mm256_and_si256(info, low12), _mm256_setzero_si256());
@@ -322,17 +363,18 @@ mod simd {
     #[target_feature(enable = "avx2")]
     pub unsafe fn fast_blocks(
         x: &mut [u32; LANES],
-        dt: &[u32],
+        dt: Dt,
         slots: &[u8],
         words: Words,
         out: &mut [u8],
     ) -> (usize, usize) {
-        let mask = _mm256_set1_epi32(MASK as i32);
-        decode_blocks(x, words.0, out, |at, s| {
+        let mask = _mm256_set1_epi32((1 << dt.bits) - 1);
+        let shift = _mm_cvtsi32_si128(dt.bits as i32);
+        decode_blocks(x, words.0, out, dt.bits, |at, s| {
             let sl = _mm_loadl_epi64(slots.as_ptr().add(at) as *const __m128i);
-            let base = _mm256_slli_epi32::<{ SCALE_BITS as i32 }>(_mm256_cvtepu8_epi32(sl));
+            let base = _mm256_sll_epi32(_mm256_cvtepu8_epi32(sl), shift);
             let idx = _mm256_or_si256(base, _mm256_and_si256(s, mask));
-            _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, idx)
+            _mm256_i32gather_epi32::<4>(dt.t.as_ptr() as *const i32, idx)
         })
     }
 }
@@ -347,6 +389,12 @@ mod tests {
     /// The AVX2 and scalar block decoders agree symbol for symbol and state for state.
     #[test]
     fn simd_matches_scalar() {
+        for bits in [12, 10, 9, 8] {
+            simd_matches_scalar_at(bits);
+        }
+    }
+
+    fn simd_matches_scalar_at(bits: u32) {
         let mut rng = Lcg(5);
         let mut next = || rng.next() >> 33;
         let n = 50_000;
@@ -363,7 +411,7 @@ mod tests {
                     .filter(|p| *p.1 == c)
                     .map(|p| *p.0)
                     .collect();
-                FreqTable::normalize(&histogram(&s))
+                FreqTable::normalize_scaled(&histogram(&s), bits)
             })
             .collect();
         let mut w = Writer::default();
@@ -377,8 +425,12 @@ mod tests {
         let full = n / LANES * LANES;
         let (mut xa, mut xb) = (x, x);
         let (mut oa, mut ob) = (vec![0u8; full], vec![0u8; full]);
-        let ra = fast_blocks(&mut xa, &model.dt, &ctx[..full], words, &mut oa);
-        let rb = scalar_fast_blocks(&mut xb, &model.dt, &ctx[..full], words, &mut ob);
+        let dt = Dt {
+            t: &model.dt,
+            bits: model.bits,
+        };
+        let ra = fast_blocks(&mut xa, dt, &ctx[..full], words, &mut oa);
+        let rb = scalar_fast_blocks(&mut xb, dt, &ctx[..full], words, &mut ob);
         assert_eq!(ra, rb);
         assert_eq!(xa, xb);
         assert_eq!(oa, ob);
@@ -388,6 +440,12 @@ mod tests {
     /// The AVX2 and scalar block encoders write the same words and end in the same states.
     #[test]
     fn simd_encoder_matches_scalar() {
+        for bits in [12, 10, 9, 8] {
+            simd_encoder_matches_scalar_at(bits);
+        }
+    }
+
+    fn simd_encoder_matches_scalar_at(bits: u32) {
         let mut rng = Lcg(9);
         let mut next = || rng.next() >> 33;
         let codes: Vec<u16> = (0..40_000)
@@ -399,7 +457,7 @@ mod tests {
                 for &code in codes.iter().filter(|&&k| k >> 7 == c) {
                     h[(code & 127) as usize] += 1;
                 }
-                FreqTable::normalize(&h)
+                FreqTable::normalize_scaled(&h, bits)
             })
             .collect();
         let enc = enc_syms(&tables, 7);
@@ -407,7 +465,7 @@ mod tests {
         let (mut wa, mut wb) = (vec![0u16; cap], vec![0u16; cap]);
         let (mut pa, mut pb) = (cap, cap);
         let (mut xa, mut xb) = ([L; LANES], [L; LANES]);
-        encode_blocks(&mut xa, &enc, &codes, &mut wa, &mut pa);
+        encode_blocks(&mut xa, &enc, bits, &codes, &mut wa, &mut pa);
         scalar_encode_blocks(&mut xb, &enc, &codes, &mut wb, &mut pb);
         assert_eq!((pa, xa), (pb, xb));
         assert_eq!(&wa[pa..], &wb[pb..]);
@@ -436,7 +494,8 @@ mod tests {
         }
 
         #[test]
-        fn context_roundtrip(pairs in proptest::collection::vec((0u8..3, 0u8..6), 0..3000)) {
+        fn context_roundtrip(pairs in proptest::collection::vec((0u8..3, 0u8..6), 0..3000),
+                             bits in 8u32..13) {
             let ctx: Vec<u8> = pairs.iter().map(|p| p.0).collect();
             let sym: Vec<u8> = pairs.iter().map(|p| p.0 * 7 + p.1).collect();
             let mut tables = vec![None, None, None];
@@ -447,7 +506,7 @@ mod tests {
                     h[255] += 1; // keep every used context codable in this test
                     h[254] += 1;
                 }
-                tables[c as usize] = FreqTable::normalize(&h);
+                tables[c as usize] = FreqTable::normalize_scaled(&h, bits);
             }
             let mut w = Writer::default();
             encode(&sym, &ctx, &tables, &mut w);

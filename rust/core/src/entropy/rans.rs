@@ -33,19 +33,24 @@ pub(crate) struct EncSym {
     bias: u32,
     cmpl_freq: u32,
     rcp_shift: u32,
+    /// The symbol's frequency (0: absent from its table).
+    freq: u32,
 }
 
 impl EncSym {
-    fn new(start: u32, freq: u32) -> EncSym {
-        let x_max = ((L >> SCALE_BITS) << 16) * freq;
-        let cmpl_freq = TOTAL - freq;
+    /// Constants of a symbol at `start` with frequency `freq` in a table of total `2^bits`.
+    fn new(start: u32, freq: u32, bits: u32) -> EncSym {
+        let total = 1 << bits;
+        let x_max = ((L >> bits) << 16) * freq;
+        let cmpl_freq = total - freq;
         if freq < 2 {
             EncSym {
                 x_max,
                 rcp_freq: u32::MAX,
-                bias: start + TOTAL - 1,
+                bias: start + total - 1,
                 cmpl_freq,
                 rcp_shift: 0,
+                freq,
             }
         } else {
             let mut shift = 0;
@@ -59,6 +64,7 @@ impl EncSym {
                 bias: start,
                 cmpl_freq,
                 rcp_shift: shift - 1,
+                freq,
             }
         }
     }
@@ -111,10 +117,11 @@ impl EncSym {
     /// Encoder constants for every symbol of `table`.
     pub(crate) fn table(table: &FreqTable) -> [EncSym; 256] {
         let cum = table.cumulative();
+        let bits = table.scale_bits();
         let mut syms = [EncSym::default(); 256];
         for s in 0..256 {
             if table.freq[s] > 0 {
-                syms[s] = EncSym::new(cum[s], table.freq[s] as u32);
+                syms[s] = EncSym::new(cum[s], table.freq[s] as u32, bits);
             }
         }
         syms
@@ -311,7 +318,7 @@ fn step_checked(x: &mut u32, dt: &DecodeTable, words: Words, p: &mut usize) -> R
 pub(crate) mod simd {
     //! AVX2 decoding of 8 lanes at a time: table gather, multiply-add, and a shuffle that
     //! hands the next words of the shared stream to the lanes that need them, in lane order.
-    use super::{DecodeTable, EncSym, Words, L, LANES, MASK, SCALE_BITS, TOTAL};
+    use super::{DecodeTable, EncSym, Words, L, LANES, MASK, SCALE_BITS};
     use std::arch::x86_64::*;
 
     /// For each 8-bit "needs a word" mask: lane j takes word index rank(j) (its position
@@ -380,7 +387,7 @@ pub(crate) mod simd {
     /// A symbol's encoder constants packed for [`lookup8x2`]: `rcp_freq << 32 | bias << 16
     /// | rcp_shift << 12 | freq` (freq 0 for a symbol the table lacks).
     pub(crate) fn pack(e: &EncSym) -> u64 {
-        let info = ((TOTAL - e.cmpl_freq) % TOTAL) | (e.rcp_shift << 12) | (e.bias << 16);
+        let info = e.freq | (e.rcp_shift << 12) | (e.bias << 16);
         (e.rcp_freq as u64) << 32 | info as u64
     }
 
@@ -394,7 +401,7 @@ pub(crate) mod simd {
         pos: &mut usize,
     ) {
         let packed: [u64; 256] = std::array::from_fn(|s| pack(&syms[s]));
-        encode_blocks_with(x, full.len() / LANES, words, pos, |b, g| {
+        encode_blocks_with(x, full.len() / LANES, words, pos, SCALE_BITS, |b, g| {
             // One load of the group's 8 symbols; each lane's byte by shifting.
             let at = LANES * b + 8 * g;
             let s8 = u64::from_le_bytes(full[at..at + 8].try_into().expect("8 symbols"));
@@ -404,18 +411,21 @@ pub(crate) mod simd {
 
     /// Encodes `blocks` whole blocks of 32 symbols, last block first and lane 31 first
     /// within a block; `entries(b, g)` gives the packed constants ([`lookup8x2`]) of lanes
-    /// `8g..8g + 8` of block `b`. Words go below `pos` (8 slots of slack must be there).
+    /// `8g..8g + 8` of block `b`, from tables of total `2^bits`. Words go below `pos` (8
+    /// slots of slack must be there).
     #[inline(always)]
     pub(crate) unsafe fn encode_blocks_with(
         x: &mut [u32; LANES],
         blocks: usize,
         words: &mut [u16],
         pos: &mut usize,
+        bits: u32,
         mut entries: impl FnMut(usize, usize) -> (__m256i, __m256i),
     ) {
         let low12 = _mm256_set1_epi32(0xfff);
         let low16 = _mm256_set1_epi32(0xffff);
-        let total = _mm256_set1_epi32(TOTAL as i32);
+        let total = _mm256_set1_epi32(1 << bits);
+        let xmax_shift = _mm_cvtsi32_si128(31 - bits as i32);
         let mut st = [_mm256_setzero_si256(); 4];
         for g in 0..4 {
             st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
@@ -427,7 +437,7 @@ pub(crate) mod simd {
                 let freq = _mm256_and_si256(info, low12);
                 let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
                 let bias = _mm256_srli_epi32::<16>(info);
-                let xmax = _mm256_slli_epi32::<19>(freq);
+                let xmax = _mm256_sll_epi32(freq, xmax_shift);
                 let xv = st[g];
                 // x >= x_max  <=>  x > x_max - 1 (both below 2^31, so signed compare works)
                 let over = _mm256_cmpgt_epi32(xv, _mm256_sub_epi32(xmax, _mm256_set1_epi32(1)));
@@ -455,18 +465,23 @@ pub(crate) mod simd {
         }
     }
 
-    /// One decode step of 8 lanes from their decode-table entries `e`: the states `s`
+    /// One decode step of 8 lanes from their decode-table entries `e` (tables of total
+    /// `2^bits`, `bits` in the low lane of `scale`): the states `s`
     /// advance (each lane that needs a word takes the next one of the stream at `w`, in
     /// lane order; 8 words are read, so at least 8 must be there, and `p` moves past the
     /// words taken) and the 8 symbols are stored at `o`.
     #[inline(always)]
-    unsafe fn step8(s: &mut __m256i, e: __m256i, w: *const u8, p: &mut usize, o: *mut u8) {
+    unsafe fn step8(
+        s: &mut __m256i,
+        e: __m256i,
+        scale: __m128i,
+        w: *const u8,
+        p: &mut usize,
+        o: *mut u8,
+    ) {
         let freq = _mm256_and_si256(_mm256_srli_epi32::<8>(e), _mm256_set1_epi32(0xfff));
         let bias = _mm256_srli_epi32::<20>(e);
-        let v = _mm256_add_epi32(
-            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<{ SCALE_BITS as i32 }>(*s)),
-            bias,
-        );
+        let v = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(*s, scale)), bias);
         let need = _mm256_cmpgt_epi32(_mm256_set1_epi32(L as i32), v);
         let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
         // 8 words widened to u32 and permuted so each needing lane sees its own word.
@@ -490,15 +505,18 @@ pub(crate) mod simd {
     }
 
     /// Decodes whole blocks of 32 symbols into `out` while at least 32 of the u16 `words`
-    /// remain; `entry(at, s)` gathers the decode-table entries of the 8 lanes with states
-    /// `s` whose symbols go to `out[at..at + 8]`. Returns (symbols done, words used).
+    /// remain; `entry(at, s)` gathers the decode-table entries (tables of total `2^bits`)
+    /// of the 8 lanes with states `s` whose symbols go to `out[at..at + 8]`. Returns
+    /// (symbols done, words used).
     #[inline(always)]
     pub(crate) unsafe fn decode_blocks(
         x: &mut [u32; LANES],
         words: &[u8],
         out: &mut [u8],
+        bits: u32,
         mut entry: impl FnMut(usize, __m256i) -> __m256i,
     ) -> (usize, usize) {
+        let scale = _mm_cvtsi32_si128(bits as i32);
         let (mut p, mut done) = (0usize, 0usize);
         let mut st = [_mm256_setzero_si256(); 4];
         for g in 0..4 {
@@ -510,6 +528,7 @@ pub(crate) mod simd {
                 step8(
                     s,
                     e,
+                    scale,
                     words.as_ptr().add(2 * p),
                     &mut p,
                     out.as_mut_ptr().add(done + 8 * g),
@@ -531,7 +550,7 @@ pub(crate) mod simd {
         out: &mut [u8],
     ) -> (usize, usize) {
         let mask = _mm256_set1_epi32(MASK as i32);
-        decode_blocks(x, words.0, out, |_, s| {
+        decode_blocks(x, words.0, out, SCALE_BITS, |_, s| {
             _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, _mm256_and_si256(s, mask))
         })
     }

@@ -32,47 +32,56 @@ pub(super) fn context_of<const W: usize>(w: &[u8], e_max: u8) -> u8 {
     e_max.saturating_sub(top::<W>(w)).min(CONTEXTS as u8 - 1)
 }
 
-/// Writes `lut[c]` for each reference word's context `c` into `out` (one byte per word).
+/// Writes `lut[c]` for each reference word's context `c` into `out` (one byte per word)
+/// and returns the largest top byte it saw (0 for integers), so that a decoder can check
+/// the base exponent stored in a chunk against its reference without a pass of its own.
 pub(super) fn map(
     reference: &[u8],
     (width, float): (usize, bool),
     e_max: u8,
     lut: &[u8; CONTEXTS],
     out: &mut [u8],
-) {
+) -> u8 {
     if !float {
         out.fill(lut[0]);
-        return;
+        return 0;
     }
-    let done = if width == 4 {
+    let (done, top) = if width == 4 {
         simd_map32(reference, e_max, lut, out)
     } else {
-        0
+        (0, 0)
     };
-    by_width!(
+    let rest = by_width!(
         width,
         map_w(&reference[done * width..], e_max, lut, &mut out[done..])
     );
+    top.max(rest)
 }
 
-fn map_w<const W: usize>(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) {
+fn map_w<const W: usize>(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) -> u8 {
+    let mut most = 0;
     for (o, w) in out.iter_mut().zip(reference.chunks_exact(W)) {
-        *o = lut[context_of::<W>(w, e_max) as usize];
+        let t = top::<W>(w);
+        most = most.max(t);
+        *o = lut[e_max.saturating_sub(t).min(CONTEXTS as u8 - 1) as usize];
     }
+    most
 }
 
-/// Maps a prefix of 32-bit words with AVX2 when the CPU has it; returns the words done.
-fn simd_map32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) -> usize {
+/// Maps a prefix of 32-bit words with AVX2 when the CPU has it; returns the words done
+/// and their largest top byte.
+fn simd_map32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) -> (usize, u8) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         let n = (reference.len() / 4).min(out.len()) / 32 * 32;
         // SAFETY: AVX2 is present; the kernel reads `4 * n` reference bytes and writes
         // `n` output bytes, both in bounds.
-        unsafe { super::simd::contexts32(&reference[..4 * n], e_max, lut, &mut out[..n]) };
-        return n;
+        let top =
+            unsafe { super::simd::contexts32(&reference[..4 * n], e_max, lut, &mut out[..n]) };
+        return (n, top);
     }
     let _ = (reference, e_max, lut, out);
-    0
+    (0, 0)
 }
 
 #[cfg(test)]
@@ -89,9 +98,11 @@ mod tests {
             let e_max = base(&reference, 4, true);
             let n = words.len();
             let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-            map(&reference, (4, true), e_max, &lut, &mut a);
-            map_w::<4>(&reference, e_max, &lut, &mut b);
+            let ta = map(&reference, (4, true), e_max, &lut, &mut a);
+            let tb = map_w::<4>(&reference, e_max, &lut, &mut b);
             prop_assert_eq!(a, b);
+            prop_assert_eq!(ta, e_max);
+            prop_assert_eq!(tb, e_max);
         }
     }
 }

@@ -21,18 +21,41 @@ pub(super) struct Models {
     pub tables: Vec<Option<FreqTable>>,
     /// Each context's single symbol, if it is constant.
     pub consts: [Option<u8>; CONTEXTS],
+    /// The tables' scale (bits).
+    pub scale: u32,
 }
 
-/// Every word's bit length: its context's constant, or the next coded symbol. The coded
-/// symbols are decoded in one pass (lanes count coded symbols only), then spread between
-/// the constants. `e_max` is the reference's base exponent.
+/// Every word's bit length. With `consts_coded` (kind 2), every word's length is in the
+/// stream, constant contexts' under single-symbol tables. Otherwise (kind 1) a constant
+/// context's words take its constant and the stream holds the others (lanes count coded
+/// symbols only): they are decoded in one pass, then spread between the constants.
+/// `e_max` is the base exponent stored in the chunk; a reference whose largest exponent
+/// differs is not the encoder's (an error).
 pub(super) fn lengths(
     r: &mut Reader,
     reference: &[u8],
     kind: (usize, bool),
     e_max: u8,
     m: &Models,
+    consts_coded: bool,
 ) -> Result<Scratch<u8>> {
+    if consts_coded {
+        let tables: Vec<Option<FreqTable>> = (0..CONTEXTS)
+            .map(|c| match m.consts[c] {
+                Some(sym) => Some(FreqTable::single(sym, m.scale)),
+                None => m.tables[c].clone(),
+            })
+            .collect();
+        let model = DecodeModel::new(&tables)?;
+        let lut: [u8; CONTEXTS] = std::array::from_fn(|c| model.slot(c as u8).unwrap_or(MISSING));
+        let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
+        if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
+            return Err(mismatch());
+        }
+        let mut out = scratch::bytes_dirty(slots.len());
+        model.decode(r, &slots, &mut out)?;
+        return Ok(out);
+    }
     let model = DecodeModel::new(&m.tables)?;
     let lut: [u8; CONTEXTS] = std::array::from_fn(|c| match (m.consts[c], model.slot(c as u8)) {
         (Some(_), _) => CONST | c as u8,
@@ -40,35 +63,80 @@ pub(super) fn lengths(
         (None, None) => MISSING,
     });
     let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
-    contexts::map(reference, kind, e_max, &lut, &mut slots);
+    if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
+        return Err(mismatch());
+    }
     let mut out = scratch::bytes_dirty(slots.len());
     if m.consts.iter().all(Option::is_none) {
         model.decode(r, &slots, &mut out)?;
         return Ok(out);
     }
-    // Branch-free compaction and spreading (constant words come and go unpredictably).
-    let is_const = |s: u8| s & 0xf0 == CONST;
     let mut coded_slots = scratch::bytes_dirty(slots.len() + 1);
-    let mut j = 0;
-    for &s in slots.iter() {
-        coded_slots[j] = s;
-        j += !is_const(s) as usize;
-    }
+    let j = compact(&slots, &mut coded_slots);
     let mut coded = scratch::bytes_dirty(j + 1);
     model.decode(r, &coded_slots[..j], &mut coded[..j])?;
     let consts: [u8; CONTEXTS] = std::array::from_fn(|c| m.consts[c].unwrap_or(0));
-    let mut j = 0;
-    for (o, &s) in out.iter_mut().zip(slots.iter()) {
-        // `coded` has one symbol per slot that is not a constant's (and one spare).
-        let c = is_const(s);
-        *o = if c {
-            consts[(s & 0x0f) as usize]
-        } else {
-            coded[j]
-        };
-        j += !c as usize;
-    }
+    spread(&slots, &coded, &consts, &mut out);
     Ok(out)
+}
+
+/// The error of a reference whose base exponent is not the chunk's.
+fn mismatch() -> Error {
+    Error::Corrupt("reference context differs from the encoder's".into())
+}
+
+/// Whether a slot-map code is a constant context's.
+#[inline(always)]
+fn is_const(s: u8) -> bool {
+    s & 0xf0 == CONST
+}
+
+/// Whether a block of slot-map codes holds a constant context's (branch-free, so that
+/// the check vectorizes).
+#[inline(always)]
+fn any_const(block: &[u8]) -> bool {
+    block.iter().fold(false, |m, &s| m | is_const(s))
+}
+
+/// Copies the slots that are not a constant's to the front of `coded` (one spare byte
+/// past their count); returns their count. Constant words are rare and come in runs:
+/// blocks of 32 without one are copied whole, the others branch-free word by word.
+fn compact(slots: &[u8], coded: &mut [u8]) -> usize {
+    let mut j = 0;
+    for block in slots.chunks(32) {
+        if !any_const(block) {
+            coded[j..j + block.len()].copy_from_slice(block);
+            j += block.len();
+            continue;
+        }
+        for &s in block {
+            coded[j] = s;
+            j += !is_const(s) as usize;
+        }
+    }
+    j
+}
+
+/// Fills `out` from `slots`: a constant context's word gets its constant, every other
+/// word the next symbol of `coded` (which holds one per such word, and one spare).
+fn spread(slots: &[u8], coded: &[u8], consts: &[u8; CONTEXTS], out: &mut [u8]) {
+    let mut j = 0;
+    for (o, block) in out.chunks_mut(32).zip(slots.chunks(32)) {
+        if !any_const(block) {
+            o.copy_from_slice(&coded[j..j + block.len()]);
+            j += block.len();
+            continue;
+        }
+        for (o, &s) in o.iter_mut().zip(block) {
+            let c = is_const(s);
+            *o = if c {
+                consts[(s & 0x0f) as usize]
+            } else {
+                coded[j]
+            };
+            j += !c as usize;
+        }
+    }
 }
 
 /// Checks that no context can yield a residual longer than the word (`bits`).
@@ -196,6 +264,32 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Block-wise compaction and spreading match the word-by-word definition, with
+        /// constant words in runs and alone, over lengths that are no multiple of 32.
+        #[test]
+        fn compact_and_spread_match_naive(runs in proptest::collection::vec((any::<bool>(), 1usize..80, 0u8..16), 0..40)) {
+            let slots: Vec<u8> = runs.iter()
+                .flat_map(|&(c, len, v)| std::iter::repeat_n(if c { CONST | v } else { v }, len))
+                .collect();
+            let mut coded = vec![0u8; slots.len() + 1];
+            let j = compact(&slots, &mut coded);
+            let want: Vec<u8> = slots.iter().copied().filter(|&s| !is_const(s)).collect();
+            prop_assert_eq!(&coded[..j], &want[..]);
+            let symbols: Vec<u8> = (0..=j).map(|k| (k * 7) as u8).collect();
+            let consts: [u8; CONTEXTS] = std::array::from_fn(|c| 100 + c as u8);
+            let mut out = vec![0u8; slots.len()];
+            spread(&slots, &symbols, &consts, &mut out);
+            let mut k = 0;
+            for (o, &s) in out.iter().zip(&slots) {
+                if is_const(s) {
+                    prop_assert_eq!(*o, consts[(s & 15) as usize]);
+                } else {
+                    prop_assert_eq!(*o, symbols[k]);
+                    k += 1;
+                }
+            }
+        }
+
         /// The AVX2 prefix and the scalar loop rebuild the same words from the same bits.
         #[test]
         fn simd_rebuild_matches_scalar(words in proptest::collection::vec((any::<u32>(), 0u8..33), 0..700),

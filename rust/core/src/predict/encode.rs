@@ -4,7 +4,7 @@
 
 use super::contexts::context_of;
 use super::word::{by_width, load, residual};
-use super::CONTEXTS;
+use super::{CONTEXTS, TABLE_BITS};
 use crate::entropy::bits::BitWriter;
 use crate::entropy::freq::FreqTable;
 use crate::scratch::{self, Scratch};
@@ -39,7 +39,10 @@ impl Analysis {
     /// or constant contexts).
     pub fn estimate(&self, scale: f64) -> (f64, Vec<Option<FreqTable>>) {
         let hists: Vec<[u32; 256]> = (0..CONTEXTS).map(|c| self.counts(c)).collect();
-        let tables: Vec<Option<FreqTable>> = hists.iter().map(FreqTable::normalize).collect();
+        let tables: Vec<Option<FreqTable>> = hists
+            .iter()
+            .map(|h| FreqTable::normalize_scaled(h, TABLE_BITS))
+            .collect();
         let (payload, fixed) = tables
             .iter()
             .zip(&hists)

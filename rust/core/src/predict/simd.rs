@@ -95,14 +95,16 @@ pub unsafe fn rebuild32(
 }
 
 /// Context codes of 32-bit float words: `lut[min(e_max - exponent, CONTEXTS - 1)]` per
-/// word, 32 words at a time (`out.len()` a multiple of 32, `reference` 4 bytes per code).
+/// word, 32 words at a time (`out.len()` a multiple of 32, `reference` 4 bytes per code);
+/// returns the largest exponent seen.
 #[target_feature(enable = "avx2")]
-pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) {
+pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out: &mut [u8]) -> u8 {
     let low8 = _mm256_set1_epi32(0xff);
     let emax = _mm256_set1_epi8(e_max as i8);
     let cap = _mm256_set1_epi8(CONTEXTS as i8 - 1);
     let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut most = _mm256_setzero_si256();
     for (i, o) in out.chunks_exact_mut(32).enumerate() {
         let src = reference.as_ptr().add(128 * i) as *const __m256i;
         let e = |g: usize| {
@@ -114,12 +116,16 @@ pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out:
         let lo = _mm256_packus_epi32(e(0), e(1));
         let hi = _mm256_packus_epi32(e(2), e(3));
         let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+        most = _mm256_max_epu8(most, b);
         let c = _mm256_min_epu8(_mm256_subs_epu8(emax, b), cap);
         _mm256_storeu_si256(
             o.as_mut_ptr() as *mut __m256i,
             _mm256_shuffle_epi8(table, c),
         );
     }
+    let mut bytes = [0u8; 32];
+    _mm256_storeu_si256(bytes.as_mut_ptr() as *mut __m256i, most);
+    bytes.into_iter().fold(0, u8::max)
 }
 
 /// Bit length of each u32 lane (0 for 0): the exponent of the lane's low 31 bits as a
