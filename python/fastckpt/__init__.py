@@ -194,9 +194,13 @@ def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int],
                     threads, reference: Any = None, references: dict | None = None):
     """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`)."""
     refs = _RefLookup(reference, references)
-    made = _tensors.empty_all([infos[i] for i in indices], device)
-    outs, bufs = [obj for obj, _ in made], [buf for _, buf in made]
-    ref_bufs = [refs.get(infos[i]["reference"]) for i in indices]
+    outs, bufs, ref_bufs = [], [], []
+    for i in indices:
+        t = infos[i]
+        obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
+        outs.append(obj)
+        bufs.append(buf)
+        ref_bufs.append(refs.get(t["reference"]))
     reader.decode_into(indices, bufs, threads, ref_bufs)
     return [_tensors.finish(o, infos[i]["tag"], device) for o, i in zip(outs, indices)]
 
@@ -212,9 +216,6 @@ def decode(data: Any, *, reference: Any = None, references: dict | None = None,
     `FormatError` on damaged input; never returns bad data. A near-lossless checkpoint
     decodes to the values it stored (not the originals) and warns
     `LossyCheckpointWarning` unless `lossy_ok`.
-
-    CPU tensors under one top-level key are cut from one huge-page buffer (fresh memory
-    is faulted in faster): each has its own storage, the buffer is freed with the last.
     """
     reader = _core.Reader(_as_array(data))
     return _materialize(reader, device, threads, reference, references, lossy_ok)

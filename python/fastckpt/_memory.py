@@ -1,9 +1,13 @@
 """Fresh buffers that are cheap to fill.
 
 Fresh memory is faulted in one 4 KiB page at a time as it is first written; on many hosts
-(virtual machines above all) that costs more than decoding into it. Large buffers are
-therefore taken from a private anonymous mapping advised to use 2 MiB transparent huge
-pages, which turns 512 faults into one.
+(virtual machines above all) that costs more than decoding into it. Buffers too large for
+the C allocator to serve from memory it already holds (glibc maps anything above 32 MiB
+afresh) are therefore taken from a private anonymous mapping advised to use 2 MiB
+transparent huge pages, which turns 512 faults into one. Smaller ones come from numpy, whose
+allocator can hand back memory that is already mapped. (Decoded tensors are ordinary torch /
+numpy allocations: a shared huge-page arena for them was measured slower on repeated loads,
+since it always takes fresh memory where the heap reuses it.)
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import mmap
 
 import numpy as np
 
-# Buffers below this size come from numpy: they hold no huge page worth a mapping.
-HUGE_MIN_BYTES = 4 << 20
+# Buffers below this size come from numpy (glibc's largest threshold for fresh mappings).
+HUGE_MIN_BYTES = 32 << 20
 _HUGE_PAGE = 2 << 20
 
 
@@ -30,13 +34,8 @@ def fresh(nbytes: int) -> np.ndarray:
     return whole[start : start + nbytes]
 
 
-def is_mapped(a: np.ndarray) -> bool:
-    """Whether `a` views a mapping made by `fresh` (for tests and diagnostics)."""
-    return mapping_of(a) is not None
-
-
 def mapping_of(a: np.ndarray) -> mmap.mmap | None:
-    """The mapping `a` views, if it was cut from one made by `fresh`."""
+    """The mapping `a` views, if it was cut from one made by `fresh` (for tests)."""
     base: object = a
     while isinstance(base, np.ndarray):
         base = base.base

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from . import _memory
 from .errors import UnsupportedError
 
 _NUMPY_NAMES = {
@@ -80,49 +79,6 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
     np_dtype = _numpy_dtype(dtype)
     a = np.empty(shape, dtype=np_dtype)
     return a, a.reshape(-1).view(np.uint8)
-
-
-_ALIGN = 64  # torch's CPU alignment; covers every dtype's own
-
-
-def empty_all(infos: list[dict], device: str) -> list[tuple[Any, np.ndarray]]:
-    """Allocates outputs for tensor `infos`; returns [(tensor or array, uint8 buffer view)].
-
-    Tensors under one top-level key (the whole object when it is flat) are cut from one
-    buffer of `_memory.fresh` (huge pages when the group holds at least
-    `_memory.HUGE_MIN_BYTES`), as torch's mmap loading shares one file mapping: each tensor
-    keeps its own storage (disjoint, so safetensors and torch's serializer see separate
-    tensors), and the memory is returned
-    when the last tensor of the group is freed.
-    """
-    outs: list = [None] * len(infos)
-    groups: dict[str, list[int]] = {}
-    for k, t in enumerate(infos):
-        groups.setdefault(t["name"].split("/", 1)[0] if "/" in t["name"] else "", []).append(k)
-    for members in groups.values():
-        sizes = [infos[k]["raw_bytes"] for k in members]
-        padded = [-(-n // _ALIGN) * _ALIGN for n in sizes]
-        if sum(padded) < _memory.HUGE_MIN_BYTES:
-            for k in members:
-                t = infos[k]
-                outs[k] = empty(t["dtype"], t["shape"], t["tag"], device)
-            continue
-        arena, offset = _memory.fresh(sum(padded)), 0
-        for k, n, step in zip(members, sizes, padded):
-            t = infos[k]
-            outs[k] = _view(arena[offset : offset + n], t["dtype"], t["shape"], t["tag"])
-            offset += step
-    return outs
-
-
-def _view(buf: np.ndarray, dtype: str, shape: tuple[int, ...], tag: str):
-    """Output of the saved kind over `buf` (its own storage), and `buf` itself."""
-    if tag == "torch":
-        torch = _torch() or _import_torch()
-        if not len(buf):
-            return torch.empty(shape, dtype=getattr(torch, dtype)), buf
-        return torch.from_numpy(buf).view(getattr(torch, dtype)).view(shape), buf
-    return buf.view(_numpy_dtype(dtype)).reshape(shape), buf
 
 
 def finish(obj: Any, tag: str, device: str):
