@@ -1,5 +1,14 @@
 //! Rayon thread pools keyed by thread count, built once and reused across calls.
+//!
+//! One thread means the calling thread itself: handing the work to a pool thread while
+//! the caller sleeps made single-threaded calls up to twice as slow on the 2-vCPU VM
+//! measured (the caller's core idles while another is woken; pinning both to one core did
+//! not show it). The caller becomes thread 0 of a one-thread pool of its own
+//! (`ThreadPoolBuilder::use_current_thread`), so nested parallel iterators stay on it.
+//! (A caller-inclusive pool of two threads did not share work: rayon does not run its
+//! work-stealing loop on such a thread, so larger pools keep their own threads.)
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -9,11 +18,24 @@ use crate::error::{Error, Result};
 
 static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
 
-/// Runs `f` on a pool of `threads` workers (`None`: rayon's global pool, all cores).
+thread_local! {
+    /// The calling thread as a one-thread pool (`None` where one cannot be built, e.g. on
+    /// another pool's worker). Rayon leaks such a pool's registry: one per calling thread.
+    static CALLER: OnceCell<Option<ThreadPool>> = const { OnceCell::new() };
+}
+
+/// Runs `f` on a pool of `threads` workers (`None`: rayon's global pool, all cores; one:
+/// the calling thread, see the module notes).
 pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
     let Some(n) = threads else { return Ok(f()) };
     if n == 0 {
         return Err(Error::InvalidArgument("threads must be at least 1".into()));
+    }
+    if n == 1 && CALLER.with(|c| c.get_or_init(caller_pool).is_some()) {
+        // Runs inline: the calling thread is this pool's only thread.
+        return Ok(CALLER
+            .with(|c| c.get().and_then(Option::as_ref).map(|p| p.install(f)))
+            .expect("the pool was built above"));
     }
     let pool = {
         let mut pools = POOLS
@@ -33,4 +55,52 @@ pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) ->
         }
     };
     Ok(pool.install(f))
+}
+
+/// A one-thread pool whose thread is the calling thread.
+fn caller_pool() -> Option<ThreadPool> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build()
+        .ok()?;
+    pool.current_thread_index().is_some().then_some(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    /// One thread: every item runs on the caller, nested calls too.
+    #[test]
+    fn one_thread_is_the_caller() {
+        let me = std::thread::current().id();
+        let ids: Vec<_> = install(Some(1), || {
+            (0..1000)
+                .into_par_iter()
+                .map(|_| std::thread::current().id())
+                .collect()
+        })
+        .unwrap();
+        assert!(ids.iter().all(|&id| id == me));
+        let nested = install(Some(1), || install(Some(1), || 7).unwrap()).unwrap();
+        assert_eq!(nested, 7);
+    }
+
+    /// More threads: results in order, same as one thread; zero is refused.
+    #[test]
+    fn pools_agree_and_zero_is_refused() {
+        let sum = |n| {
+            install(Some(n), || {
+                (0..100_000u64).into_par_iter().map(|x| x * x).sum::<u64>()
+            })
+            .unwrap()
+        };
+        assert_eq!(sum(1), sum(2));
+        assert_eq!(sum(2), sum(3));
+        assert!(install(Some(0), || ()).is_err());
+        let other = std::thread::spawn(move || sum(1)).join().unwrap();
+        assert_eq!(other, sum(1));
+    }
 }
