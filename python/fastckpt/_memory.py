@@ -32,13 +32,3 @@ def fresh(nbytes: int) -> np.ndarray:
     whole = np.frombuffer(mm, dtype=np.uint8)
     start = -whole.ctypes.data % _HUGE_PAGE
     return whole[start : start + nbytes]
-
-
-def mapping_of(a: np.ndarray) -> mmap.mmap | None:
-    """The mapping `a` views, if it was cut from one made by `fresh` (for tests)."""
-    base: object = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if isinstance(base, memoryview):
-        base = base.obj
-    return base if isinstance(base, mmap.mmap) else None

@@ -5,8 +5,9 @@
 //! measured (the caller's core idles while another is woken; pinning both to one core did
 //! not show it). The caller becomes thread 0 of a one-thread pool of its own
 //! (`ThreadPoolBuilder::use_current_thread`), so nested parallel iterators stay on it.
-//! (A caller-inclusive pool of two threads did not share work: rayon does not run its
-//! work-stealing loop on such a thread, so larger pools keep their own threads.)
+//! Larger pools keep their own threads: a caller-inclusive pool of two threads, tried,
+//! ran as one (most likely because the caller was already thread 0 of its one-thread
+//! pool, and a thread belongs to one rayon pool only).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
