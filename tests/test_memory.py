@@ -1,53 +1,115 @@
-"""Fresh buffers (`fastckpt._memory.fresh`): huge-page mappings for large file reads."""
+"""The buffer pool (`fastckpt._memory`, core `pool`): decoded tensors and file reads in
+reusable page-aligned buffers, reused after they are freed, with a cap and an off switch."""
 
 from __future__ import annotations
 
-import mmap
+import gc
 
 import fastckpt
 import numpy as np
+import pytest
 import torch
-from fastckpt import _memory
+from fastckpt import _core, _memory
 
 MIB = 1 << 20
 
 
-def mapping_of(a: np.ndarray) -> mmap.mmap | None:
-    """The mapping `a` views, if it was cut from one made by `_memory.fresh`."""
+def pool_buffer(a: np.ndarray) -> _core.Buffer | None:
+    """The pooled buffer array `a` lives in, if any."""
     base: object = a
     while isinstance(base, np.ndarray):
         base = base.base
-    if isinstance(base, memoryview):
-        base = base.obj
-    return base if isinstance(base, mmap.mmap) else None
+    return base if isinstance(base, _core.Buffer) else None
 
 
-def test_small_buffers_come_from_numpy():
-    for n in (0, 1, 4 * MIB, _memory.HUGE_MIN_BYTES - 1):
+@pytest.fixture
+def pool_on():
+    """An empty pool (other tests leave buffers in it) with room for these tests."""
+    old = fastckpt.set_pool_limit(0)
+    fastckpt.set_pool_limit(256 * MIB)
+    yield
+    fastckpt.set_pool_limit(old)
+
+
+def test_small_buffers_come_from_numpy(pool_on):
+    for n in (0, 1, 4096, _memory.POOL_MIN_BYTES - 1):
         a = _memory.fresh(n)
-        assert len(a) == n and a.dtype == np.uint8 and mapping_of(a) is None
+        assert len(a) == n and a.dtype == np.uint8 and pool_buffer(a) is None
 
 
-def test_large_buffers_are_writable_and_start_on_huge_page_boundaries():
-    for n in (_memory.HUGE_MIN_BYTES, _memory.HUGE_MIN_BYTES + 3):
+def test_large_buffers_are_aligned_writable_and_reused(pool_on):
+    for n in (_memory.POOL_MIN_BYTES, 3 * MIB + 5):
         a = _memory.fresh(n)
-        assert len(a) == n and a.flags.writeable and mapping_of(a) is not None
-        assert a.ctypes.data % (2 * MIB) == 0
+        assert len(a) == n and a.flags.writeable and pool_buffer(a) is not None
+        assert a.ctypes.data % (2 * MIB if n >= 2 * MIB else 4096) == 0
         a[:] = 7
         a[-1] = 9
         assert int(a[:-1].sum()) == 7 * (n - 1) and a[-1] == 9
+        at = a.ctypes.data
+        del a
+        gc.collect()
+        assert _core.pooled_bytes() >= n
+        b = _memory.fresh(n)
+        assert b.ctypes.data == at  # the freed buffer, reused
 
 
-def test_large_files_are_read_into_huge_page_buffers(tmp_path):
+def test_decoded_tensors_are_pooled_exact_and_usable(pool_on):
     g = torch.Generator().manual_seed(0)
-    sd = {"w": torch.randn(11 * MIB, generator=g), "b": torch.arange(5)}
+    sd = {"w": torch.randn(300, 700, generator=g), "h": torch.randn(99_999, generator=g).half(),
+          "b": torch.randn(5, generator=g), "m": torch.ones(200_000, dtype=torch.bool),
+          "z": torch.randn(4, 40_000, generator=g, dtype=torch.complex64)[:, ::3]}
+    out = fastckpt.decode(fastckpt.encode(sd))
+    for k, t in sd.items():
+        assert out[k].dtype == t.dtype and torch.equal(out[k], t.contiguous()), k
+        assert out[k].is_contiguous()
+    assert out["w"].data_ptr() % 4096 == 0
+    out["w"] += 1  # writable, and the caller's tensor is untouched
+    assert torch.equal(out["w"], sd["w"] + 1)
+    before = _core.pooled_bytes()
+    del out
+    gc.collect()
+    big = [t.contiguous().numel() * t.element_size() for t in sd.values()]
+    assert _core.pooled_bytes() - before >= sum(n for n in big if n >= _memory.POOL_MIN_BYTES)
+    arr = fastckpt.decode(fastckpt.encode({"a": np.arange(100_000.0).reshape(1000, 100)}))["a"]
+    assert arr.shape == (1000, 100) and np.array_equal(arr.ravel(), np.arange(100_000.0))
+    assert pool_buffer(arr) is not None
+
+
+def test_a_second_decode_reuses_the_first_ones_memory(pool_on):
+    sd = {"w": torch.randn(1 << 20)}
+    blob = fastckpt.encode(sd)
+    first = fastckpt.decode(blob)["w"]
+    at = first.data_ptr()
+    del first
+    gc.collect()
+    again = fastckpt.decode(blob)["w"]
+    assert again.data_ptr() == at and torch.equal(again, sd["w"])
+
+
+def test_limit_zero_turns_pooling_off():
+    old = fastckpt.set_pool_limit(0)
+    try:
+        assert _core.pooled_bytes() == 0
+        assert pool_buffer(_memory.fresh(4 * MIB)) is None
+        sd = {"w": torch.randn(100_000)}
+        t = fastckpt.decode(fastckpt.encode(sd))["w"]
+        assert torch.equal(t, sd["w"])
+        del t
+        gc.collect()
+        assert _core.pooled_bytes() == 0
+    finally:
+        fastckpt.set_pool_limit(old)
+
+
+def test_large_files_are_read_into_pooled_buffers(tmp_path, pool_on):
+    g = torch.Generator().manual_seed(0)
+    sd = {"w": torch.randn(3 * MIB, generator=g), "b": torch.arange(5)}
     path = tmp_path / "w.fckpt"
     fastckpt.save(sd, path)
-    assert path.stat().st_size >= _memory.HUGE_MIN_BYTES
     buf = fastckpt._read_file(path)
-    assert mapping_of(buf) is not None
+    assert pool_buffer(buf) is not None
     assert bytes(buf) == path.read_bytes()
     back = fastckpt.load(path)
     assert all(torch.equal(back[k], sd[k]) for k in sd)
-    back["w"] += 1  # an ordinary tensor of its own, outliving the read buffer
+    back["w"] += 1  # a tensor of its own, outliving the read buffer
     assert torch.equal(back["w"], sd["w"] + 1)

@@ -21,6 +21,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core, _memory, _tensors, _tree, lossy
+from ._memory import set_pool_limit
 from .errors import (
     CorruptCheckpoint,
     FastckptError,
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "safetensors", "encode", "decode", "save", "load", "inspect", "read_tensor",
     "FastckptError", "FormatError", "CorruptCheckpoint", "ReferenceMismatch", "UnsupportedError",
-    "LossyCheckpointWarning", "PRESETS", "Store",
+    "LossyCheckpointWarning", "PRESETS", "Store", "set_pool_limit",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]

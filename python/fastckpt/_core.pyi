@@ -24,6 +24,26 @@ class Ext:
     value: Any
     def __init__(self, kind: str, value: Any) -> None: ...
 
+POOL_MIN_BYTES: int
+
+class Buffer:
+    """A page-aligned byte buffer from the core's pool; `numpy.asarray(buffer)` views it,
+    and its memory returns to the pool once no array or tensor over it is left."""
+
+    def __init__(self, len: int) -> None: ...
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+    def __len__(self) -> int: ...
+
+def set_pool_limit(nbytes: int) -> int:
+    """Sets the cap on unused pooled bytes (0: pooling off); returns the previous cap."""
+
+def pool_limit() -> int:
+    """The cap on unused pooled bytes."""
+
+def pooled_bytes() -> int:
+    """Bytes of unused buffers the pool keeps now."""
+
 TensorSpec = tuple[str, str, Sequence[int], str, npt.NDArray[np.uint8]]
 
 def encode(

@@ -1,34 +1,43 @@
-"""Fresh buffers that are cheap to fill.
+"""Fresh buffers that are cheap to fill, from the core's buffer pool.
 
 Fresh memory is faulted in one 4 KiB page at a time as it is first written; on many hosts
-(virtual machines above all) that costs more than decoding into it. Buffers too large for
-the C allocator to serve from memory it already holds (glibc maps anything above 32 MiB
-afresh) are therefore taken from a private anonymous mapping advised to use 2 MiB
-transparent huge pages, which turns 512 faults into one. Smaller ones come from numpy, whose
-allocator can hand back memory that is already mapped. (Decoded tensors are ordinary torch /
-numpy allocations: a shared huge-page arena for them was measured slower on repeated loads,
-since it always takes fresh memory where the heap reuses it.)
+(virtual machines above all) that costs more than decoding into it. Large buffers (file
+reads, decoded tensors) therefore come from `_core.Buffer`: a mapping of its own, on a
+2 MiB boundary and advised to use transparent huge pages, which goes back to a pool when
+the last array or tensor over it is freed, so the next load of about that size reuses it
+without a single fault. `set_pool_limit` caps the unused memory the pool keeps.
 """
 
 from __future__ import annotations
 
-import mmap
-
 import numpy as np
 
-# Buffers below this size come from numpy (glibc's largest threshold for fresh mappings).
-HUGE_MIN_BYTES = 32 << 20
-_HUGE_PAGE = 2 << 20
+from . import _core
+
+# Smaller buffers come from numpy, whose allocator serves them from memory it holds.
+POOL_MIN_BYTES: int = _core.POOL_MIN_BYTES
+
+
+def pooled(nbytes: int) -> bool:
+    """Whether a buffer of `nbytes` comes from the pool (large enough, pooling on)."""
+    return nbytes >= POOL_MIN_BYTES and _core.pool_limit() > 0
 
 
 def fresh(nbytes: int) -> np.ndarray:
-    """A writable uint8 array of `nbytes` (contents undefined); from a huge-page mapping,
-    starting on a 2 MiB boundary, when large enough and the platform has one."""
-    if nbytes < HUGE_MIN_BYTES or not hasattr(mmap, "MAP_ANONYMOUS"):
+    """A writable uint8 array of `nbytes` (contents undefined); a pooled, page-aligned
+    buffer (2 MiB-aligned from 2 MiB up) when `pooled(nbytes)`."""
+    if not pooled(nbytes):
         return np.empty(nbytes, dtype=np.uint8)
-    mm = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        mm.madvise(mmap.MADV_HUGEPAGE)
-    whole = np.frombuffer(mm, dtype=np.uint8)
-    start = -whole.ctypes.data % _HUGE_PAGE
-    return whole[start : start + nbytes]
+    return np.asarray(_core.Buffer(nbytes))
+
+
+def set_pool_limit(nbytes: int) -> int:
+    """Caps the bytes of freed buffers kept for reuse (default 1 GiB); returns the previous
+    cap. 0 turns pooling off: what is kept is released and decoded tensors are ordinary
+    numpy / torch allocations again."""
+    return _core.set_pool_limit(nbytes)
+
+
+def pooled_bytes() -> int:
+    """Bytes of freed buffers the pool keeps for reuse now."""
+    return _core.pooled_bytes()

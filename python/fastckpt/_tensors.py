@@ -6,11 +6,13 @@ handed to the core are a read-only view. Outputs are allocated here and filled i
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
 import numpy as np
 
+from . import _memory
 from .errors import UnsupportedError
 
 _NUMPY_NAMES = {
@@ -71,14 +73,26 @@ def _torch_raw(t):
 
 
 def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
-    """Allocates an output tensor of the saved kind and returns (tensor, uint8 buffer view)."""
+    """Allocates an output tensor of the saved kind and returns (tensor, uint8 buffer view).
+
+    Large outputs live in buffers of the core's pool (`_memory.fresh`): huge pages on
+    first use, and memory of tensors already freed on the next load."""
     if tag == "torch":
         torch = _torch() or _import_torch()
-        t = torch.empty(shape, dtype=getattr(torch, dtype))
-        return t, t.reshape(-1).view(torch.uint8).numpy()
+        tdtype = getattr(torch, dtype)
+        nbytes = math.prod(shape) * tdtype.itemsize
+        if not _memory.pooled(nbytes):
+            t = torch.empty(shape, dtype=tdtype)
+            return t, t.reshape(-1).view(torch.uint8).numpy()
+        raw = _memory.fresh(nbytes)
+        return torch.from_numpy(raw).view(tdtype).reshape(shape), raw
     np_dtype = _numpy_dtype(dtype)
-    a = np.empty(shape, dtype=np_dtype)
-    return a, a.reshape(-1).view(np.uint8)
+    nbytes = math.prod(shape) * np_dtype.itemsize
+    if not _memory.pooled(nbytes):
+        a = np.empty(shape, dtype=np_dtype)
+        return a, a.reshape(-1).view(np.uint8)
+    raw = _memory.fresh(nbytes)
+    return raw.view(np_dtype).reshape(shape), raw
 
 
 def finish(obj: Any, tag: str, device: str):

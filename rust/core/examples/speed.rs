@@ -26,7 +26,10 @@ fn main() {
     let fp32: Vec<u8> = buf[8 + n..].iter().copied().take(16 << 20).collect();
     let bf16: Vec<u8> = fp32.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect();
     hash_speed(&fp32);
-    whole(&buf[8 + n..]);
+    let all = &buf[8 + n..];
+    let all_bf16: Vec<u8> = all.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect();
+    whole(all, DType::F32);
+    whole(&all_bf16, DType::BF16);
     for (label, dtype, raw) in [("fp32", DType::F32, &fp32), ("bf16", DType::BF16, &bf16)] {
         let w = dtype.size();
         let plane: Vec<u8> = raw
@@ -129,24 +132,26 @@ fn hash_speed(raw: &[u8]) {
     );
 }
 
-/// Whole-checkpoint encode/decode through the container, one thread.
-fn whole(data: &[u8]) {
+/// Whole-checkpoint encode/decode through the container, one and two threads.
+fn whole(data: &[u8], dtype: DType) {
+    let w = dtype.size();
     use fastckpt_core::{encode, EncodeOptions, TensorIn, Value};
     let inputs: Vec<TensorIn> = data
         .chunks(4 << 20)
         .enumerate()
         .map(|(i, c)| TensorIn {
             name: format!("t{i}"),
-            dtype: DType::F32,
-            shape: vec![(c.len() / 4) as u64],
+            dtype,
+            shape: vec![(c.len() / w) as u64],
             tag: String::new(),
-            data: &c[..c.len() / 4 * 4],
+            data: &c[..c.len() / w * w],
             reference: None,
             lossy: None,
         })
         .collect();
+    let label = dtype.name();
     for threads in [1, 2] {
-        whole_threads(&inputs, threads);
+        whole_threads(&inputs, threads, label);
     }
     // The same encode plus the copy into one fresh buffer, as `bytes` needs it.
     let opts = EncodeOptions {
@@ -157,14 +162,14 @@ fn whole(data: &[u8]) {
         encode(&inputs, &Value::None, &opts).unwrap().to_vec();
     });
     println!(
-        "whole fp32 (1 thread): encode + copy to a fresh buffer {:.0} MB/s",
+        "whole {label} (1 thread): encode + copy to a fresh buffer {:.0} MB/s",
         data.len() as f64 / 1e6 / tv
     );
 }
 
 /// Encode (file written into a reused buffer) and decode (into reused buffers) with
 /// `threads` workers: no fresh pages.
-fn whole_threads(inputs: &[fastckpt_core::TensorIn], threads: usize) {
+fn whole_threads(inputs: &[fastckpt_core::TensorIn], threads: usize, label: &str) {
     use fastckpt_core::{encode, Checkpoint, EncodeOptions, Value};
     let opts = EncodeOptions {
         threads: Some(threads),
@@ -188,7 +193,7 @@ fn whole_threads(inputs: &[fastckpt_core::TensorIn], threads: usize) {
     });
     let mb: f64 = inputs.iter().map(|t| t.data.len()).sum::<usize>() as f64 / 1e6;
     println!(
-        "whole fp32 ({threads} threads): encode {:.0} MB/s, decode {:.0} MB/s",
+        "whole {label} ({threads} threads): encode {:.0} MB/s, decode {:.0} MB/s",
         mb / te,
         mb / td
     );

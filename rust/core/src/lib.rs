@@ -21,6 +21,7 @@ pub mod hash;
 pub mod lossy;
 pub mod memory;
 pub mod parallel;
+pub mod pool;
 pub mod predict;
 pub mod quant;
 pub mod relquant;

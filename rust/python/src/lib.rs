@@ -54,6 +54,63 @@ impl Ext {
     }
 }
 
+/// A reusable page-aligned byte buffer from the core's pool (`fastckpt_core::pool`),
+/// seen by numpy through `__array_interface__`: the array keeps it alive, and its memory
+/// goes back to the pool when the last array or tensor over it is gone.
+#[pyclass(module = "fastckpt._core", frozen)]
+struct Buffer {
+    ptr: usize,
+    len: usize,
+    _owned: fastckpt_core::pool::Buffer,
+}
+
+#[pymethods]
+impl Buffer {
+    #[new]
+    fn new(len: usize) -> PyResult<Self> {
+        let mut owned = fastckpt_core::pool::Buffer::new(len).ok_or_else(|| {
+            pyo3::exceptions::PyMemoryError::new_err(format!("cannot map {len} bytes"))
+        })?;
+        Ok(Buffer {
+            ptr: owned.as_mut_ptr() as usize,
+            len,
+            _owned: owned,
+        })
+    }
+
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("shape", (self.len,))?;
+        d.set_item("typestr", "|u1")?;
+        d.set_item("data", (self.ptr, false))?;
+        d.set_item("version", 3)?;
+        Ok(d)
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+}
+
+/// Sets the cap on unused pooled buffer bytes (0 releases them all); returns the old cap.
+#[pyfunction]
+fn set_pool_limit(py: Python<'_>, nbytes: usize) -> usize {
+    py.detach(|| fastckpt_core::pool::set_limit(nbytes))
+}
+
+/// The cap on unused pooled buffer bytes (0: pooling is off).
+#[pyfunction]
+fn pool_limit() -> usize {
+    fastckpt_core::pool::limit()
+}
+
+/// Bytes of unused buffers the pool holds now.
+#[pyfunction]
+fn pooled_bytes() -> usize {
+    fastckpt_core::pool::pooled_bytes()
+}
+
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// The one mapping from core errors to the Python exceptions of `fastckpt.errors`.
@@ -415,7 +472,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TensorRef>()?;
     m.add_class::<Ext>()?;
     m.add_class::<Reader>()?;
+    m.add_class::<Buffer>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
+    m.add_function(wrap_pyfunction!(set_pool_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(pooled_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(pool_limit, m)?)?;
+    m.add("POOL_MIN_BYTES", fastckpt_core::pool::MIN_BYTES)?;
     dedup::register(m)?;
     m.add("FORMAT_VERSION", fastckpt_core::container::format::MAJOR)?;
     m.add("FORMAT_MINOR", fastckpt_core::container::format::MINOR)?;
