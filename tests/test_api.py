@@ -104,6 +104,22 @@ def test_encode_does_not_mutate_torch_inputs():
     assert isinstance(param, torch.nn.Parameter)
 
 
+@requires_torch
+def test_encoding_leaves_callers_storages_resizable(tmp_path):
+    """Reading a tensor's bytes must not pin its storage (`Tensor.numpy()` would, for good;
+    FSDP frees parameter memory by resizing storages to 0)."""
+    torch = need_torch()
+    g = torch.Generator().manual_seed(1)
+    prev = {"w": torch.randn(200, 300, generator=g), "b": torch.randn(5, generator=g).bfloat16()}
+    cur = {k: v + 1 for k, v in prev.items()}
+    fastckpt.encode(cur, reference=prev)
+    fastckpt.save(cur, tmp_path / "c.fckpt")
+    fastckpt.Store(tmp_path / "store").save(1, cur)
+    for t in (*prev.values(), *cur.values()):
+        assert t.untyped_storage().resizable()
+        t.untyped_storage().resize_(0)  # what FSDP does to free a parameter
+
+
 def test_encode_does_not_mutate_numpy_inputs():
     views = _numpy_views()
     before = {k: digest(v) for k, v in views.items()}

@@ -66,10 +66,31 @@ def _torch_raw(t):
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    t = t.resolve_conj().resolve_neg().contiguous()
-    raw = t.reshape(-1).view(_torch().uint8).numpy()
-    raw.flags.writeable = False
-    return name, tuple(t.shape), "torch", raw, t
+    if t.is_conj() or t.is_neg() or not t.is_contiguous():
+        t = t.resolve_conj().resolve_neg().contiguous()
+    return name, tuple(t.shape), "torch", _bytes_of(t), t
+
+
+class _TensorBytes:
+    """A tensor's bytes as numpy sees them (`__array_interface__`), owning the tensor.
+
+    `Tensor.numpy()` would mark the tensor's storage as never resizable again, for good: a
+    side effect on the caller's tensors (FSDP, for one, resizes storages to free them)."""
+
+    __slots__ = ("__array_interface__", "tensor")
+
+    def __init__(self, t: Any, nbytes: int, readonly: bool) -> None:
+        self.tensor = t
+        self.__array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "version": 3,
+                                    "data": (t.data_ptr(), readonly)}
+
+
+def _bytes_of(t: Any, readonly: bool = True) -> np.ndarray:
+    """The uint8 numpy view of a contiguous CPU tensor, leaving the tensor as it was."""
+    nbytes = t.numel() * t.element_size()
+    if nbytes == 0:
+        return np.empty(0, dtype=np.uint8)
+    return np.asarray(_TensorBytes(t, nbytes, readonly))
 
 
 def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
@@ -83,9 +104,11 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
         nbytes = math.prod(shape) * tdtype.itemsize
         if not _memory.pooled(nbytes):
             t = torch.empty(shape, dtype=tdtype)
-            return t, t.reshape(-1).view(torch.uint8).numpy()
+            return t, _bytes_of(t, readonly=False)
         raw = _memory.fresh(nbytes)
-        return torch.from_numpy(raw).view(tdtype).reshape(shape), raw
+        if dtype not in _NUMPY_TORCH_SAFE:
+            return torch.from_numpy(raw).view(tdtype).reshape(shape), raw
+        return torch.from_numpy(raw.view(_NUMPY_TORCH_SAFE[dtype]).reshape(shape)), raw
     np_dtype = _numpy_dtype(dtype)
     nbytes = math.prod(shape) * np_dtype.itemsize
     if not _memory.pooled(nbytes):
@@ -93,6 +116,12 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
         return a, a.reshape(-1).view(np.uint8)
     raw = _memory.fresh(nbytes)
     return raw.view(np_dtype).reshape(shape), raw
+
+
+# Dtypes whose numpy arrays torch.from_numpy takes as the same torch dtype.
+_NUMPY_TORCH_SAFE = {name: np.dtype(name) for name in (
+    "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
+    "complex64", "complex128")}
 
 
 def finish(obj: Any, tag: str, device: str):
