@@ -116,7 +116,11 @@ fn give(map: Mapping) {
     if limit() == 0 {
         return; // dropped: unmapped
     }
-    map.lazy_free();
+    if map.cap >= HUGE_PAGE {
+        // Most of the pooled bytes, few calls (each costs a TLB shootdown); smaller
+        // buffers stay as they are, within the limit.
+        map.lazy_free();
+    }
     let mut evicted = Vec::new();
     {
         let mut free = free_list();
