@@ -20,7 +20,7 @@ fn base_w<const W: usize>(reference: &[u8]) -> u8 {
 /// Top byte of a float word after rotating the sign to bit 0: its exponent (or the
 /// exponent's top bits).
 #[inline(always)]
-fn top<const W: usize>(w: &[u8]) -> u8 {
+pub(super) fn top<const W: usize>(w: &[u8]) -> u8 {
     let bits = 8 * W as u32;
     let v = load::<W>(w);
     (((v << 1 | v >> (bits - 1)) & mask(bits)) >> (bits - 8)) as u8

@@ -24,6 +24,7 @@ mod choice;
 mod contexts;
 mod decode;
 mod encode;
+mod fused;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 mod word;
@@ -173,6 +174,9 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
     let off = r.u64()? & mask(bits);
     let models = read_models(&mut r, scale)?;
     decode::check_symbols(&models, bits)?;
+    if comp[0] == KIND_RESIDUAL && width == 4 {
+        return fused::decode32(&mut r, reference, out, (float, e_max, off as u32), &models);
+    }
     let n = reference.len().min(out.len()) / width;
     let lengths = decode::lengths(
         &mut r,
@@ -182,21 +186,9 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
         &models,
         comp[0] == KIND_RESIDUAL,
     )?;
-    let nbytes = r.u32()? as usize;
-    let bits_data = r.take(nbytes)?;
-    if r.remaining() != 0 {
-        return Err(Error::Corrupt(format!(
-            "{} stray bytes after chunk",
-            r.remaining()
-        )));
-    }
+    let bits_data = decode::raw_bits(&mut r)?;
     let used = decode::rebuild(&lengths, bits_data, reference, out, (width, float, off));
-    if used.div_ceil(8) != nbytes {
-        return Err(Error::Corrupt(
-            "raw bits do not match the residual lengths".into(),
-        ));
-    }
-    Ok(())
+    decode::check_used(used, bits_data.len())
 }
 
 /// Reads the context bitmap and each used context's constant or table (of total

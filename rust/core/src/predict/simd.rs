@@ -45,6 +45,41 @@ unsafe fn unord(o: __m256i, top: __m256i) -> __m256i {
     _mm256_xor_si256(o, _mm256_or_si256(flip, top))
 }
 
+/// Rebuilds 8 32-bit words from their residual lengths `n` (32-bit lanes, each at most
+/// 32), their raw bits from bit `shift` (< 8) of `src` (40 bytes readable there), their
+/// reference words `r` and the chunk offset `off` (all lanes); returns the words and the
+/// raw bits used.
+#[inline(always)]
+pub(super) unsafe fn rebuild8(
+    n: __m256i,
+    src: *const u8,
+    shift: usize,
+    r: __m256i,
+    off: __m256i,
+    float: bool,
+) -> (__m256i, usize) {
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(i32::MIN);
+    let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
+    let incl = prefix_sum(k);
+    let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32(shift as i32));
+    let raw = window_bits(src, rel);
+    let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+    // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
+    let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
+    let z = _mm256_or_si256(lead, low);
+    let d = _mm256_xor_si256(
+        _mm256_srli_epi32::<1>(z),
+        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
+    );
+    let x = if float {
+        unord(_mm256_add_epi32(_mm256_add_epi32(ord(r, top), off), d), top)
+    } else {
+        _mm256_add_epi32(_mm256_add_epi32(r, off), d)
+    };
+    (x, _mm256_extract_epi32::<7>(incl) as u32 as usize)
+}
+
 /// Rebuilds 32-bit words from their residual lengths, the raw bits `data` (from bit
 /// `pos`; zero-padded by at least 16 bytes) and the reference, 8 words at a time while
 /// the bits of a whole group are certainly inside `data`. Returns (words done, bits used).
@@ -58,40 +93,34 @@ pub unsafe fn rebuild32(
     off: u32,
     float: bool,
 ) -> (usize, usize) {
-    let one = _mm256_set1_epi32(1);
-    let top = _mm256_set1_epi32(i32::MIN);
     let offv = _mm256_set1_epi32(off as i32);
     let mut p = pos;
     let mut i = 0;
     // A group reads the 36 bytes from p / 8 (its last bit is 7 + 8 * 31 bits after p / 8).
     while i + 8 <= lengths.len() && p / 8 + 40 <= data.len() {
         let n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(lengths.as_ptr().add(i) as *const __m128i));
-        let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
-        let incl = prefix_sum(k);
-        let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32((p & 7) as i32));
-        let raw = window_bits(data.as_ptr().add(p / 8), rel);
-        let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
-        // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
-        let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
-        let z = _mm256_or_si256(lead, low);
-        let d = _mm256_xor_si256(
-            _mm256_srli_epi32::<1>(z),
-            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
-        );
         let r = _mm256_loadu_si256(reference.as_ptr().add(4 * i) as *const __m256i);
-        let x = if float {
-            unord(
-                _mm256_add_epi32(_mm256_add_epi32(ord(r, top), offv), d),
-                top,
-            )
-        } else {
-            _mm256_add_epi32(_mm256_add_epi32(r, offv), d)
-        };
+        let (x, used) = rebuild8(n, data.as_ptr().add(p / 8), p & 7, r, offv, float);
         _mm256_storeu_si256(out.as_mut_ptr().add(4 * i) as *mut __m256i, x);
-        p += _mm256_extract_epi32::<7>(incl) as u32 as usize;
+        p += used;
         i += 8;
     }
     (i, p - pos)
+}
+
+/// Table slots of 8 float reference words `r` (32-bit lanes): `lut[min(e_max - top,
+/// CONTEXTS - 1)]` with the context's byte of `lut` (16 bytes, repeated in both halves),
+/// and the words' top bytes (exponents).
+#[inline(always)]
+pub(super) unsafe fn slots8(r: __m256i, emax: __m256i, lut: __m256i) -> (__m256i, __m256i) {
+    let t = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
+    let c = _mm256_min_epi32(
+        _mm256_max_epi32(_mm256_sub_epi32(emax, t), _mm256_setzero_si256()),
+        _mm256_set1_epi32(CONTEXTS as i32 - 1),
+    );
+    // Bytes 1..3 of each lane index past the table (0x80): they shuffle to 0.
+    let idx = _mm256_or_si256(c, _mm256_set1_epi32(0x8080_8000u32 as i32));
+    (_mm256_shuffle_epi8(lut, idx), t)
 }
 
 /// Context codes of 32-bit float words: `lut[min(e_max - exponent, CONTEXTS - 1)]` per
