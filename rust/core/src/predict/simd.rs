@@ -173,6 +173,58 @@ unsafe fn bit_length(z: __m256i) -> __m256i {
     _mm256_max_epi32(n, top)
 }
 
+/// Raw bits of residuals merged in pairs (up to 62 bits each) and written in runs with
+/// [`BitWriter::put_wide_run`]: half the serial writer steps of one value at a time.
+struct Pairs {
+    vals: [u64; Pairs::CAP],
+    lens: [u32; Pairs::CAP],
+    len: usize,
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Pairs {
+            vals: [0; Pairs::CAP],
+            lens: [0; Pairs::CAP],
+            len: 0,
+        }
+    }
+}
+
+impl Pairs {
+    const CAP: usize = 256;
+
+    /// Adds 8 values `lv` of `kv` bits (32-bit lanes, in order), writing out when full.
+    #[inline(always)]
+    unsafe fn push(&mut self, lv: __m256i, kv: __m256i, bw: &mut BitWriter<Scratch<u8>>) {
+        let low32 = _mm256_set1_epi64x(0xffff_ffff);
+        let k_even = _mm256_and_si256(kv, low32);
+        let merged = _mm256_or_si256(
+            _mm256_and_si256(lv, low32),
+            _mm256_sllv_epi64(_mm256_srli_epi64::<32>(lv), k_even),
+        );
+        let m = _mm256_add_epi64(k_even, _mm256_srli_epi64::<32>(kv));
+        // 64-bit lengths to 32-bit: the low dword of each lane.
+        let m = _mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+        _mm256_storeu_si256(self.vals.as_mut_ptr().add(self.len) as *mut __m256i, merged);
+        _mm_storeu_si128(
+            self.lens.as_mut_ptr().add(self.len) as *mut __m128i,
+            _mm256_castsi256_si128(m),
+        );
+        self.len += 4;
+        if self.len == Self::CAP {
+            self.flush(bw);
+        }
+    }
+
+    /// Writes out the values held.
+    #[inline(always)]
+    fn flush(&mut self, bw: &mut BitWriter<Scratch<u8>>) {
+        bw.put_wide_run(&self.vals[..self.len], &self.lens[..self.len]);
+        self.len = 0;
+    }
+}
+
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
 /// packed raw bits (if `bw`); returns the raw bit count.
@@ -191,9 +243,12 @@ pub unsafe fn analyze32(
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
-    let (mut low, mut k, mut h) = ([0u64; 8], [0u32; 8], [0u16; 8]);
-    const SUB: usize = CONTEXTS << 6;
-    let mut sub = [[0u32; SUB]; 4];
+    let mut h = [0u16; 8];
+    // Eight sub-histograms (one per lane) over `context * 33 + length` (lengths <= 32
+    // here), so that repeats of one code do not wait on each other's increments.
+    const SUB: usize = CONTEXTS * 33;
+    let mut sub = [[0u32; SUB]; 8];
+    let mut pairs = Pairs::default();
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
         let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
         let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
@@ -217,13 +272,11 @@ pub unsafe fn analyze32(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        // Four sub-histograms over `context << 6 | length` (lengths <= 32 here), so repeats
-        // of one code do not wait on each other's increments.
-        let hidx = _mm256_or_si256(_mm256_slli_epi32::<6>(c), n);
+        let hidx = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<5>(c), c), n);
         let hidx = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(hidx, hidx));
         _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(hidx));
-        for (j, &c) in h.iter().enumerate() {
-            sub[j & 3][c as usize & (SUB - 1)] += 1;
+        for (s, &c) in sub.iter_mut().zip(&h) {
+            s[(c as usize).min(SUB - 1)] += 1;
         }
         let kv = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
         // 64-bit lane sums: even and odd lanes apart.
@@ -234,18 +287,16 @@ pub unsafe fn analyze32(
         );
         if let Some(bw) = bw.as_mut() {
             let lv = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), kv), z);
-            let lo = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(lv));
-            let hi = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(lv));
-            _mm256_storeu_si256(low.as_mut_ptr() as *mut __m256i, lo);
-            _mm256_storeu_si256(low.as_mut_ptr().add(4) as *mut __m256i, hi);
-            _mm256_storeu_si256(k.as_mut_ptr() as *mut __m256i, kv);
-            bw.put_run(&low, &k);
+            pairs.push(lv, kv, bw);
         }
+    }
+    if let Some(bw) = bw.as_mut() {
+        pairs.flush(bw);
     }
     for (i, count) in hist.iter_mut().enumerate() {
         let (c, len) = (i >> SYM_BITS, i & ((1 << SYM_BITS) - 1));
         if len <= 32 {
-            *count += sub.iter().map(|s| s[c << 6 | len]).sum::<u32>();
+            *count += sub.iter().map(|s| s[c * 33 + len]).sum::<u32>();
         }
     }
     let mut lanes = [0u64; 4];
