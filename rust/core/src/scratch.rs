@@ -38,11 +38,28 @@ impl<T: Copy + Default + 'static> Drop for Scratch<T> {
     }
 }
 
+/// The pooled buffer that fits `len` best: the shortest already holding `len` elements
+/// (nothing to fill), else the longest (least to fill), so that small requests do not
+/// take (and shorten) the chunk-sized buffers that large ones then refill.
+fn pop_fitting<T: Copy + Default + 'static>(
+    pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>,
+    len: usize,
+) -> Vec<T> {
+    pool.with(|p| {
+        let mut p = p.borrow_mut();
+        let fits = (0..p.len())
+            .filter(|&i| p[i].len() >= len)
+            .min_by_key(|&i| p[i].len());
+        let best = fits.or_else(|| (0..p.len()).max_by_key(|&i| p[i].len()));
+        best.map(|i| p.swap_remove(i)).unwrap_or_default()
+    })
+}
+
 fn take<T: Copy + Default + 'static>(
     pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>,
     len: usize,
 ) -> Scratch<T> {
-    let mut buf = pool.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    let mut buf = pop_fitting(pool, len);
     buf.clear();
     buf.resize(len, T::default());
     Scratch { buf, pool }
@@ -54,7 +71,7 @@ fn take_dirty<T: Copy + Default + 'static>(
     pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<T>>>>,
     len: usize,
 ) -> Scratch<T> {
-    let mut buf = pool.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    let mut buf = pop_fitting(pool, len);
     buf.truncate(len);
     buf.resize(len, T::default());
     Scratch { buf, pool }

@@ -121,6 +121,16 @@ impl<B: AsMut<Vec<u8>>> BitWriter<B> {
         8 * self.pos as u64 + self.fill as u64
     }
 
+    /// The packed bytes so far (the last one zero-padded), borrowed: the buffer keeps its
+    /// length (a pooled buffer then needs no refill for its next chunk-sized use).
+    pub fn packed(&mut self) -> &[u8] {
+        let end = self.pos + self.fill.div_ceil(8) as usize;
+        self.room(8);
+        let out = self.out.as_mut();
+        out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        &out[..end]
+    }
+
     /// The buffer, cut to the packed bytes (the last one zero-padded).
     pub fn finish(mut self) -> B {
         let end = self.pos + self.fill.div_ceil(8) as usize;
@@ -238,6 +248,7 @@ mod tests {
                     wide.put_wide_run(&[pair[0].0, pair[1].0], &[pair[0].1, pair[1].1]);
                 }
             }
+            prop_assert_eq!(wide.packed(), &bytes[..]);
             prop_assert_eq!(&wide.finish()[..], &bytes[..]);
             let mut r = BitReader::new(&bytes);
             for &(v, n) in &vals {

@@ -144,9 +144,10 @@ fn residual_chunk(
         })
         .collect();
     context::encode_codes(&a.codes, encode::SYM_BITS, &coded, &mut w);
-    let bytes = a.bits.expect("packed raw bits").finish();
+    let mut bits = a.bits.expect("packed raw bits");
+    let bytes = bits.packed();
     w.u32(bytes.len() as u32);
-    w.bytes(&bytes);
+    w.bytes(bytes);
     w.into_inner()
 }
 

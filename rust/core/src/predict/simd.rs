@@ -123,6 +123,26 @@ pub(super) unsafe fn slots8(r: __m256i, emax: __m256i, lut: __m256i) -> (__m256i
     (_mm256_shuffle_epi8(lut, idx), t)
 }
 
+/// The largest top byte (exponent) of 32-bit float words, 32 at a time in four
+/// independent maxima (`reference.len()` a multiple of 128).
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_top32(reference: &[u8]) -> u8 {
+    let mut most = [_mm256_setzero_si256(); 4];
+    for block in reference.chunks_exact(128) {
+        for (g, m) in most.iter_mut().enumerate() {
+            let w = _mm256_loadu_si256(block.as_ptr().add(32 * g) as *const __m256i);
+            *m = _mm256_max_epu32(*m, _mm256_srli_epi32::<24>(_mm256_slli_epi32::<1>(w)));
+        }
+    }
+    let m = _mm256_max_epu32(
+        _mm256_max_epu32(most[0], most[1]),
+        _mm256_max_epu32(most[2], most[3]),
+    );
+    let mut lanes = [0u32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, m);
+    lanes.into_iter().fold(0, u32::max) as u8
+}
+
 /// Context codes of 32-bit float words: `lut[min(e_max - exponent, CONTEXTS - 1)]` per
 /// word, 32 words at a time (`out.len()` a multiple of 32, `reference` 4 bytes per code);
 /// returns the largest exponent seen.
