@@ -84,8 +84,8 @@ fn encode_blocks(
     pos: &mut usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
+    if super::avx2_bmi2_popcnt() {
+        // SAFETY: AVX2, BMI2 and POPCNT are present; stores stay inside `words` because `pos` >= 8 always
         // (8 slots of slack, at most one word per symbol); lookups are bounds-checked.
         let missing = unsafe { simd::encode_blocks(x, enc, bits, full, words, pos) };
         assert!(!missing, "symbol without a table entry");
@@ -281,8 +281,8 @@ fn fused_blocks<F: Fused>(
     f: &mut F,
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; slots are clamped to the last table, words are read
+    if super::avx2_bmi2_popcnt() {
+        // SAFETY: AVX2, BMI2 and POPCNT are present; slots are clamped to the last table, words are read
         // only while 32 remain, and `f` is called for whole groups below `full`.
         return unsafe { simd::fused_blocks(x, dt, last, words, full, f) };
     }
@@ -420,7 +420,7 @@ mod simd {
 
     /// AVX2 twin of the scalar block loop in [`super::encode_blocks`]; returns whether a
     /// code had no table entry (its stream is then garbage).
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn encode_blocks(
         x: &mut [u32; LANES],
         enc: &[EncSym],
@@ -471,7 +471,7 @@ mod simd {
         })
     }
     /// AVX2 block loop of `DecodeModel::decode_with`: slots from `f`, clamped to `last`.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn fused_blocks<F: Fused>(
         x: &mut [u32; LANES],
         dt: Dt,

@@ -10,7 +10,11 @@ pub(super) fn base(reference: &[u8], width: usize, float: bool) -> u8 {
     if !float {
         return 0;
     }
-    let done = if width == 4 { simd_base32(reference) } else { None };
+    let done = if width == 4 {
+        simd_base32(reference)
+    } else {
+        None
+    };
     match done {
         Some((at, top)) => top.max(base_w::<4>(&reference[at..])),
         None => by_width!(width, base_w(reference)),

@@ -114,8 +114,9 @@ pub unsafe fn rebuild32(
 #[inline(always)]
 pub(super) unsafe fn slots8(r: __m256i, emax: __m256i, lut: __m256i) -> (__m256i, __m256i) {
     let t = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
-    let c = _mm256_min_epi32(
-        _mm256_max_epi32(_mm256_sub_epi32(emax, t), _mm256_setzero_si256()),
+    // Saturating 16-bit steps: each lane's high half stays 0 (0 - 0, min(0, 0)).
+    let c = _mm256_min_epu16(
+        _mm256_subs_epu16(emax, t),
         _mm256_set1_epi32(CONTEXTS as i32 - 1),
     );
     // Bytes 1..3 of each lane index past the table (0x80): they shuffle to 0.
@@ -248,7 +249,7 @@ impl Pairs {
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
 /// packed raw bits (if `bw`); returns the raw bit count.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
 pub unsafe fn analyze32(
     raw: &[u8],
     reference: &[u8],
