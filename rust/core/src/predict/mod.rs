@@ -29,7 +29,7 @@ mod fused;
 mod simd;
 mod word;
 
-use crate::codec;
+use crate::codec::{self, PlaneChunk};
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
 use crate::entropy::context;
@@ -83,9 +83,9 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
         None => !(float && est < 0.5 * raw.len() as f64),
     };
     if trial {
-        let standalone = codec::encode_chunk(raw, dtype);
+        let standalone = PlaneChunk::encode(raw, dtype);
         if est >= standalone.len() as f64 {
-            return wrap_standalone(standalone);
+            return wrap_standalone(&standalone, raw);
         }
     }
     residual_chunk(a, &tables, e_max, off, est)
@@ -93,13 +93,18 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
 
 /// A standalone chunk behind its kind byte.
 fn standalone_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
-    wrap_standalone(codec::encode_chunk(raw, dtype))
+    wrap_standalone(&PlaneChunk::encode(raw, dtype), raw)
 }
 
-fn wrap_standalone(standalone: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(standalone.len() + 1);
+/// The kind byte and the standalone chunk `planes` of `raw`, written in place (no copy
+/// of a finished standalone chunk).
+fn wrap_standalone(planes: &PlaneChunk, raw: &[u8]) -> Vec<u8> {
+    let len = planes.len();
+    let mut out = Vec::with_capacity(len + 1);
     out.push(KIND_STANDALONE);
-    out.extend_from_slice(&standalone);
+    planes.write(raw, &mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `write` initialized the `len` bytes after the kind byte.
+    unsafe { out.set_len(len + 1) };
     out
 }
 
