@@ -16,6 +16,10 @@
 //! before format 1.2, still read): kind 2 without the scale byte, at scale 12, and the
 //! stream skips the words of constant contexts (lanes count coded words only).
 //!
+//! Kind-2 chunks of 32-bit words decode in one pass (`fused`): context, length and word
+//! per group of 8, since every word's length is in the stream at the word's position;
+//! other widths and kind 1 decode lengths first, then words (`decode`).
+//!
 //! The encoder writes tables of [`TABLE_BITS`]: sixteen 2^12-entry decode tables (256 KB)
 //! spill out of L1 and L2 and slow the decoder's table lookups, while the length alphabets
 //! (a dozen symbols per context) lose almost nothing to coarser probabilities.
