@@ -51,6 +51,21 @@ impl Writer {
     }
     /// A slice of u16 words, little-endian.
     pub fn u16s(&mut self, words: &[u16]) {
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: a u16 has no padding and its bytes in memory are its little-endian
+            // bytes on this target; the view covers exactly the slice.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 2 * words.len()) };
+            self.buf.extend_from_slice(bytes);
+        }
+        #[cfg(not(target_endian = "little"))]
+        self.u16s_swapped(words);
+    }
+
+    /// [`Writer::u16s`] word by word (big-endian targets).
+    #[cfg(not(target_endian = "little"))]
+    fn u16s_swapped(&mut self, words: &[u16]) {
         let start = self.buf.len();
         self.buf.resize(start + words.len() * 2, 0);
         for (d, w) in self.buf[start..].chunks_exact_mut(2).zip(words) {

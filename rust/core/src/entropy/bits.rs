@@ -79,9 +79,56 @@ impl<B: AsMut<Vec<u8>>> BitWriter<B> {
         (self.acc, self.fill, self.pos) = (acc, fill, pos);
     }
 
+    /// Appends `vals[i]` (its low `ns[i]` <= 64 bits, higher bits zero) for each `i`: for
+    /// values of more than 56 bits (e.g. two short ones merged), which [`Self::put_run`]
+    /// cannot take. Inside the run the accumulator holds up to 63 bits and is stored whole
+    /// (8 bytes) at every value, moving on by 8 bytes when full, branch-free.
+    #[inline(always)]
+    pub fn put_wide_run(&mut self, vals: &[u64], ns: &[u32]) {
+        let count = vals.len().min(ns.len());
+        self.room(8 * count + 16);
+        let out = self.out.as_mut().as_mut_ptr();
+        let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
+        for (&v, &n) in vals.iter().zip(ns) {
+            assert!(n <= 64, "{n} bits in one value");
+            debug_assert!(n == 64 || v >> n == 0);
+            acc |= v << fill;
+            // SAFETY: `room` made 8 bytes per value (each moves `pos` by at most 8) plus
+            // the 8 of this store available from the starting position.
+            unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
+            let total = fill + n;
+            let full = total >> 6;
+            pos += 8 * full as usize;
+            // The bits of `v` that did not fit (none when `fill` is 0).
+            acc = if full == 1 {
+                (v >> 1) >> (63 - fill)
+            } else {
+                acc
+            };
+            fill = total & 63;
+        }
+        // Back to whole bytes out and fewer than 8 bits held.
+        // SAFETY: within the room made above (8 bytes past the last value's position).
+        unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
+        let bytes = fill >> 3;
+        pos += bytes as usize;
+        acc = if bytes == 0 { acc } else { acc >> (8 * bytes) };
+        (self.acc, self.fill, self.pos) = (acc, fill & 7, pos);
+    }
+
     /// Bits written so far.
     pub fn bits(&self) -> u64 {
         8 * self.pos as u64 + self.fill as u64
+    }
+
+    /// The packed bytes so far (the last one zero-padded), borrowed: the buffer keeps its
+    /// length (a pooled buffer then needs no refill for its next chunk-sized use).
+    pub fn packed(&mut self) -> &[u8] {
+        let end = self.pos + self.fill.div_ceil(8) as usize;
+        self.room(8);
+        let out = self.out.as_mut();
+        out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        &out[..end]
     }
 
     /// The buffer, cut to the packed bytes (the last one zero-padded).
@@ -189,6 +236,20 @@ mod tests {
                 w.put(v, n);
             }
             let bytes = w.finish();
+            // Merged in pairs (up to 64 bits each) through `put_wide_run`: the same bytes.
+            let mut wide = BitWriter::with_capacity(0);
+            for pair in vals.chunks(2) {
+                let (v, n) = pair.iter().rev().fold((0u64, 0u32), |(a, m), &(v, n)| {
+                    ((a.checked_shl(n).unwrap_or(0)) | v, m + n)
+                });
+                if n <= 64 {
+                    wide.put_wide_run(&[v], &[n]);
+                } else {
+                    wide.put_wide_run(&[pair[0].0, pair[1].0], &[pair[0].1, pair[1].1]);
+                }
+            }
+            prop_assert_eq!(wide.packed(), &bytes[..]);
+            prop_assert_eq!(&wide.finish()[..], &bytes[..]);
             let mut r = BitReader::new(&bytes);
             for &(v, n) in &vals {
                 prop_assert_eq!(r.get(n), v);

@@ -84,8 +84,8 @@ fn encode_blocks(
     pos: &mut usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
+    if super::avx2_bmi2_popcnt() {
+        // SAFETY: AVX2, BMI2 and POPCNT are present; stores stay inside `words` because `pos` >= 8 always
         // (8 slots of slack, at most one word per symbol); lookups are bounds-checked.
         let missing = unsafe { simd::encode_blocks(x, enc, bits, full, words, pos) };
         assert!(!missing, "symbol without a table entry");
@@ -209,6 +209,96 @@ impl DecodeModel {
     }
 }
 
+/// The receiving end of [`DecodeModel::decode_with`]: it gives each symbol's table slot
+/// and takes each decoded symbol, so that callers can compute slots from their own data
+/// and use symbols at once, without arrays of either.
+pub(crate) trait Fused {
+    /// The table slot of symbol `i` (one past the last table or more is clamped to it;
+    /// the sink reports slots it knows to be wrong itself).
+    fn slot(&mut self, i: usize) -> u8;
+    /// Symbol `i`, decoded by the checked (tail or scalar) path.
+    fn take(&mut self, i: usize, sym: u8);
+    /// The slots of symbols `at..at + 8` in 32-bit lanes (clamped as in [`Fused::slot`]).
+    ///
+    /// # Safety
+    /// Called only with AVX2 present, for whole groups below the symbol count.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn slots8(&mut self, at: usize) -> std::arch::x86_64::__m256i;
+    /// The decode-table entries (symbol in the low byte) of symbols `at..at + 8`.
+    ///
+    /// # Safety
+    /// As [`Fused::slots8`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn take8(&mut self, at: usize, entries: std::arch::x86_64::__m256i);
+}
+
+impl DecodeModel {
+    /// Decodes `n` symbols from the stream that follows in `r`, slots from `f` and symbols
+    /// to `f` in order of position: whole blocks by groups of 8 with AVX2 when `fast`
+    /// (tests turn it off to compare), the rest one by one. Errors as
+    /// [`DecodeModel::decode`]; a model without tables is an error unless `n` is 0.
+    pub(crate) fn decode_with<F: Fused>(
+        &self,
+        r: &mut Reader,
+        n: usize,
+        f: &mut F,
+        fast: bool,
+    ) -> Result<()> {
+        if self.tables == 0 && n > 0 {
+            return Err(Error::Corrupt(
+                "symbol under a context without a table".into(),
+            ));
+        }
+        let mut x = read_states(r)?;
+        let count = r.u32()? as usize;
+        let words = Words(r.take(count * 2)?);
+        let dt = Dt {
+            t: &self.dt,
+            bits: self.bits,
+        };
+        let last = self.tables.saturating_sub(1);
+        let full = if fast { n / LANES * LANES } else { 0 };
+        let (done, mut p) = fused_blocks(&mut x, dt, last, words, full, f);
+        for i in done..n {
+            let slot = f.slot(i).min(last);
+            f.take(i, step_checked(&mut x[i % LANES], dt, slot, words, &mut p)?);
+        }
+        if x.iter().any(|&s| s != L) || p != words.len() {
+            return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The AVX2 block loop of [`DecodeModel::decode_with`] over the first `full` symbols (a
+/// multiple of 32); returns (symbols done, word position). Without AVX2, none.
+fn fused_blocks<F: Fused>(
+    x: &mut [u32; LANES],
+    dt: Dt,
+    last: u8,
+    words: Words,
+    full: usize,
+    f: &mut F,
+) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_bmi2_popcnt() {
+        // SAFETY: AVX2, BMI2 and POPCNT are present; slots are clamped to the last table, words are read
+        // only while 32 remain, and `f` is called for whole groups below `full`.
+        return unsafe { simd::fused_blocks(x, dt, last, words, full, f) };
+    }
+    let _ = (x, dt, last, words, full, f);
+    (0, 0)
+}
+
+/// Moves `r` past a stream written by [`encode`] without decoding it (so that a caller
+/// can reach what follows the stream first).
+pub fn skip_stream(r: &mut Reader) -> Result<()> {
+    r.take(4 * LANES)?;
+    let count = r.u32()? as usize;
+    r.take(2 * count)?;
+    Ok(())
+}
+
 /// The 32 initial lane states, each checked to lie in `[L, 2^31)`.
 fn read_states(r: &mut Reader) -> Result<[u32; LANES]> {
     let mut x = [0u32; LANES];
@@ -322,13 +412,15 @@ fn scalar_fast_blocks(
 mod simd {
     //! AVX2 block decoding, 8 lanes at a time: the table index adds each symbol's slot
     //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
-    use super::{Dt, EncSym, Words, LANES};
-    use crate::entropy::rans::simd::{decode_blocks, encode_blocks_with, lookup8x2, pack};
+    use super::{Dt, EncSym, Fused, Words, LANES};
+    use crate::entropy::rans::simd::{
+        decode_blocks, decode_blocks_with, encode_blocks_with, lookup8x2, pack,
+    };
     use std::arch::x86_64::*;
 
     /// AVX2 twin of the scalar block loop in [`super::encode_blocks`]; returns whether a
     /// code had no table entry (its stream is then garbage).
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn encode_blocks(
         x: &mut [u32; LANES],
         enc: &[EncSym],
@@ -341,7 +433,8 @@ mod simd {
         // is checked to be in range first).
         let size = enc.len().next_power_of_two();
         let mask = size - 1;
-        if full.iter().any(|&c| c as usize >= enc.len()) {
+        // A branch-free maximum (it vectorizes; `any` would test code by code).
+        if full.iter().fold(0, |m, &c| m.max(c)) as usize >= enc.len() && !full.is_empty() {
             return true;
         }
         let mut packed = vec![0u64; size];
@@ -376,6 +469,33 @@ mod simd {
             let idx = _mm256_or_si256(base, _mm256_and_si256(s, mask));
             _mm256_i32gather_epi32::<4>(dt.t.as_ptr() as *const i32, idx)
         })
+    }
+    /// AVX2 block loop of `DecodeModel::decode_with`: slots from `f`, clamped to `last`.
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
+    pub unsafe fn fused_blocks<F: Fused>(
+        x: &mut [u32; LANES],
+        dt: Dt,
+        last: u8,
+        words: Words,
+        full: usize,
+        f: &mut F,
+    ) -> (usize, usize) {
+        let mask = _mm256_set1_epi32((1 << dt.bits) - 1);
+        let shift = _mm_cvtsi32_si128(dt.bits as i32);
+        let last = _mm256_set1_epi32(last as i32);
+        decode_blocks_with(
+            x,
+            words.0,
+            full,
+            dt.bits,
+            f,
+            |f, at, s| {
+                let slot = _mm256_min_epu32(f.slots8(at), last);
+                let idx = _mm256_or_si256(_mm256_sll_epi32(slot, shift), _mm256_and_si256(s, mask));
+                _mm256_i32gather_epi32::<4>(dt.t.as_ptr() as *const i32, idx)
+            },
+            |f, at, e| f.take8(at, e),
+        )
     }
 }
 

@@ -17,3 +17,11 @@ pub const SCALE_BITS: u32 = 12;
 /// Interleaved coder lanes per stream: symbol `i` belongs to lane `i % LANES`. Independent
 /// lanes give the CPU instruction-level parallelism and a GPU one lane per thread.
 pub const LANES: usize = 32;
+
+/// Whether the CPU has AVX2, BMI1/2 and POPCNT (kernels built for all four: the word
+/// counts and variable shifts of the rANS loops then take one instruction each).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_bmi2_popcnt() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx2") && has!("bmi1") && has!("bmi2") && has!("popcnt")
+}

@@ -466,19 +466,11 @@ pub(crate) mod simd {
     }
 
     /// One decode step of 8 lanes from their decode-table entries `e` (tables of total
-    /// `2^bits`, `bits` in the low lane of `scale`): the states `s`
-    /// advance (each lane that needs a word takes the next one of the stream at `w`, in
-    /// lane order; 8 words are read, so at least 8 must be there, and `p` moves past the
-    /// words taken) and the 8 symbols are stored at `o`.
+    /// `2^bits`, `bits` in the low lane of `scale`): the states `s` advance (each lane
+    /// that needs a word takes the next one of the stream at `w`, in lane order; 8 words
+    /// are read, so at least 8 must be there, and `p` moves past the words taken).
     #[inline(always)]
-    unsafe fn step8(
-        s: &mut __m256i,
-        e: __m256i,
-        scale: __m128i,
-        w: *const u8,
-        p: &mut usize,
-        o: *mut u8,
-    ) {
+    unsafe fn advance8(s: &mut __m256i, e: __m256i, scale: __m128i, w: *const u8, p: &mut usize) {
         let freq = _mm256_and_si256(_mm256_srli_epi32::<8>(e), _mm256_set1_epi32(0xfff));
         let bias = _mm256_srli_epi32::<20>(e);
         let v = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(*s, scale)), bias);
@@ -493,6 +485,11 @@ pub(crate) mod simd {
         );
         *p += m.count_ones() as usize;
         *s = _mm256_blendv_epi8(v, renormed, need);
+    }
+
+    /// Stores the symbols (low bytes) of 8 decode-table entries at `o`.
+    #[inline(always)]
+    unsafe fn store_symbols8(e: __m256i, o: *mut u8) {
         let pick = _mm256_setr_epi8(
             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
             -1, -1, -1, -1, -1, -1, -1, -1, -1,
@@ -514,7 +511,34 @@ pub(crate) mod simd {
         words: &[u8],
         out: &mut [u8],
         bits: u32,
-        mut entry: impl FnMut(usize, __m256i) -> __m256i,
+        entry: impl FnMut(usize, __m256i) -> __m256i,
+    ) -> (usize, usize) {
+        let n = out.len();
+        let o = out.as_mut_ptr();
+        let mut entry = entry;
+        decode_blocks_with(
+            x,
+            words,
+            n,
+            bits,
+            &mut (),
+            |_, at, s| entry(at, s),
+            |_, at, e| store_symbols8(e, o.add(at)),
+        )
+    }
+
+    /// [`decode_blocks`] for `n` symbols that hands each group's 8 decode-table entries
+    /// (symbol in the low byte) to `take(state, at, entries)` instead of storing the
+    /// symbols; `entry` and `take` share the caller's `state`.
+    #[inline(always)]
+    pub(crate) unsafe fn decode_blocks_with<T>(
+        x: &mut [u32; LANES],
+        words: &[u8],
+        n: usize,
+        bits: u32,
+        state: &mut T,
+        mut entry: impl FnMut(&mut T, usize, __m256i) -> __m256i,
+        mut take: impl FnMut(&mut T, usize, __m256i),
     ) -> (usize, usize) {
         let scale = _mm_cvtsi32_si128(bits as i32);
         let (mut p, mut done) = (0usize, 0usize);
@@ -522,17 +546,15 @@ pub(crate) mod simd {
         for g in 0..4 {
             st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
         }
-        while done + LANES <= out.len() && words.len() / 2 - p >= LANES {
-            for (g, s) in st.iter_mut().enumerate() {
-                let e = entry(done + 8 * g, *s);
-                step8(
-                    s,
-                    e,
-                    scale,
-                    words.as_ptr().add(2 * p),
-                    &mut p,
-                    out.as_mut_ptr().add(done + 8 * g),
-                );
+        while done + LANES <= n && words.len() / 2 - p >= LANES {
+            // All four lookups first (independent lanes overlap), then the state steps
+            // and the symbols in lane order.
+            let e: [__m256i; 4] = std::array::from_fn(|g| entry(state, done + 8 * g, st[g]));
+            for g in 0..4 {
+                advance8(&mut st[g], e[g], scale, words.as_ptr().add(2 * p), &mut p);
+            }
+            for (g, &e) in e.iter().enumerate() {
+                take(state, done + 8 * g, e);
             }
             done += LANES;
         }

@@ -13,7 +13,7 @@ use crate::scratch::{self, Scratch};
 /// Slot-map code of constant context `c`: `CONST | c` (table slots are below 16).
 const CONST: u8 = 0xe0;
 /// Slot-map code of a context that has neither a table nor a constant.
-const MISSING: u8 = 0xff;
+pub(super) const MISSING: u8 = 0xff;
 
 /// The per-context models of a chunk, as read from its header.
 pub(super) struct Models {
@@ -40,14 +40,7 @@ pub(super) fn lengths(
     consts_coded: bool,
 ) -> Result<Scratch<u8>> {
     if consts_coded {
-        let tables: Vec<Option<FreqTable>> = (0..CONTEXTS)
-            .map(|c| match m.consts[c] {
-                Some(sym) => Some(FreqTable::single(sym, m.scale)),
-                None => m.tables[c].clone(),
-            })
-            .collect();
-        let model = DecodeModel::new(&tables)?;
-        let lut: [u8; CONTEXTS] = std::array::from_fn(|c| model.slot(c as u8).unwrap_or(MISSING));
+        let (model, lut) = coded_model(m)?;
         let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
         if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
             return Err(mismatch());
@@ -80,8 +73,46 @@ pub(super) fn lengths(
     Ok(out)
 }
 
+/// The decode model of a kind-2 chunk (constant contexts under single-symbol tables) and
+/// each context's table slot ([`MISSING`] for contexts without one).
+pub(super) fn coded_model(m: &Models) -> Result<(DecodeModel, [u8; CONTEXTS])> {
+    let tables: Vec<Option<FreqTable>> = (0..CONTEXTS)
+        .map(|c| match m.consts[c] {
+            Some(sym) => Some(FreqTable::single(sym, m.scale)),
+            None => m.tables[c].clone(),
+        })
+        .collect();
+    let model = DecodeModel::new(&tables)?;
+    let lut = std::array::from_fn(|c| model.slot(c as u8).unwrap_or(MISSING));
+    Ok((model, lut))
+}
+
+/// The raw bits that end a residual chunk (`u32` byte count, bytes); bytes after them
+/// are an error.
+pub(super) fn raw_bits<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
+    let nbytes = r.u32()? as usize;
+    let bits = r.take(nbytes)?;
+    if r.remaining() != 0 {
+        return Err(Error::Corrupt(format!(
+            "{} stray bytes after chunk",
+            r.remaining()
+        )));
+    }
+    Ok(bits)
+}
+
+/// Checks the raw bits the words consumed against the stored bytes.
+pub(super) fn check_used(used: usize, nbytes: usize) -> Result<()> {
+    if used.div_ceil(8) != nbytes {
+        return Err(Error::Corrupt(
+            "raw bits do not match the residual lengths".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The error of a reference whose base exponent is not the chunk's.
-fn mismatch() -> Error {
+pub(super) fn mismatch() -> Error {
     Error::Corrupt("reference context differs from the encoder's".into())
 }
 

@@ -123,9 +123,9 @@ fn simd_analyze32(
     a: &mut Analysis,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::entropy::avx2_bmi2_popcnt() {
         let n = (raw.len().min(reference.len()) / 4).min(a.codes.len()) / 8 * 8;
-        // SAFETY: AVX2 is present; the kernel reads `4 * n` bytes of `raw` and
+        // SAFETY: AVX2, BMI2 and POPCNT are present; the kernel reads `4 * n` bytes of `raw` and
         // `reference` and writes `n` codes, all in bounds.
         a.raw_bits += unsafe {
             super::simd::analyze32(

@@ -16,6 +16,10 @@
 //! before format 1.2, still read): kind 2 without the scale byte, at scale 12, and the
 //! stream skips the words of constant contexts (lanes count coded words only).
 //!
+//! Kind-2 chunks of 32-bit words decode in one pass (`fused`): context, length and word
+//! per group of 8, since every word's length is in the stream at the word's position;
+//! other widths and kind 1 decode lengths first, then words (`decode`).
+//!
 //! The encoder writes tables of [`TABLE_BITS`]: sixteen 2^12-entry decode tables (256 KB)
 //! spill out of L1 and L2 and slow the decoder's table lookups, while the length alphabets
 //! (a dozen symbols per context) lose almost nothing to coarser probabilities.
@@ -24,11 +28,12 @@ mod choice;
 mod contexts;
 mod decode;
 mod encode;
+mod fused;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 mod word;
 
-use crate::codec;
+use crate::codec::{self, PlaneChunk};
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
 use crate::entropy::context;
@@ -82,9 +87,9 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
         None => !(float && est < 0.5 * raw.len() as f64),
     };
     if trial {
-        let standalone = codec::encode_chunk(raw, dtype);
+        let standalone = PlaneChunk::encode(raw, dtype);
         if est >= standalone.len() as f64 {
-            return wrap_standalone(standalone);
+            return wrap_standalone(&standalone, raw);
         }
     }
     residual_chunk(a, &tables, e_max, off, est)
@@ -92,13 +97,18 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
 
 /// A standalone chunk behind its kind byte.
 fn standalone_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
-    wrap_standalone(codec::encode_chunk(raw, dtype))
+    wrap_standalone(&PlaneChunk::encode(raw, dtype), raw)
 }
 
-fn wrap_standalone(standalone: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(standalone.len() + 1);
+/// The kind byte and the standalone chunk `planes` of `raw`, written in place (no copy
+/// of a finished standalone chunk).
+fn wrap_standalone(planes: &PlaneChunk, raw: &[u8]) -> Vec<u8> {
+    let len = planes.len();
+    let mut out = Vec::with_capacity(len + 1);
     out.push(KIND_STANDALONE);
-    out.extend_from_slice(&standalone);
+    planes.write(raw, &mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `write` initialized the `len` bytes after the kind byte.
+    unsafe { out.set_len(len + 1) };
     out
 }
 
@@ -143,9 +153,10 @@ fn residual_chunk(
         })
         .collect();
     context::encode_codes(&a.codes, encode::SYM_BITS, &coded, &mut w);
-    let bytes = a.bits.expect("packed raw bits").finish();
+    let mut bits = a.bits.expect("packed raw bits");
+    let bytes = bits.packed();
     w.u32(bytes.len() as u32);
-    w.bytes(&bytes);
+    w.bytes(bytes);
     w.into_inner()
 }
 
@@ -173,6 +184,9 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
     let off = r.u64()? & mask(bits);
     let models = read_models(&mut r, scale)?;
     decode::check_symbols(&models, bits)?;
+    if comp[0] == KIND_RESIDUAL && width == 4 {
+        return fused::decode32(&mut r, reference, out, (float, e_max, off as u32), &models);
+    }
     let n = reference.len().min(out.len()) / width;
     let lengths = decode::lengths(
         &mut r,
@@ -182,21 +196,9 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
         &models,
         comp[0] == KIND_RESIDUAL,
     )?;
-    let nbytes = r.u32()? as usize;
-    let bits_data = r.take(nbytes)?;
-    if r.remaining() != 0 {
-        return Err(Error::Corrupt(format!(
-            "{} stray bytes after chunk",
-            r.remaining()
-        )));
-    }
+    let bits_data = decode::raw_bits(&mut r)?;
     let used = decode::rebuild(&lengths, bits_data, reference, out, (width, float, off));
-    if used.div_ceil(8) != nbytes {
-        return Err(Error::Corrupt(
-            "raw bits do not match the residual lengths".into(),
-        ));
-    }
-    Ok(())
+    decode::check_used(used, bits_data.len())
 }
 
 /// Reads the context bitmap and each used context's constant or table (of total

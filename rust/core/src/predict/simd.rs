@@ -45,6 +45,41 @@ unsafe fn unord(o: __m256i, top: __m256i) -> __m256i {
     _mm256_xor_si256(o, _mm256_or_si256(flip, top))
 }
 
+/// Rebuilds 8 32-bit words from their residual lengths `n` (32-bit lanes, each at most
+/// 32), their raw bits from bit `shift` (< 8) of `src` (40 bytes readable there), their
+/// reference words `r` and the chunk offset `off` (all lanes); returns the words and the
+/// raw bits used.
+#[inline(always)]
+pub(super) unsafe fn rebuild8(
+    n: __m256i,
+    src: *const u8,
+    shift: usize,
+    r: __m256i,
+    off: __m256i,
+    float: bool,
+) -> (__m256i, usize) {
+    let one = _mm256_set1_epi32(1);
+    let top = _mm256_set1_epi32(i32::MIN);
+    let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
+    let incl = prefix_sum(k);
+    let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32(shift as i32));
+    let raw = window_bits(src, rel);
+    let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+    // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
+    let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
+    let z = _mm256_or_si256(lead, low);
+    let d = _mm256_xor_si256(
+        _mm256_srli_epi32::<1>(z),
+        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
+    );
+    let x = if float {
+        unord(_mm256_add_epi32(_mm256_add_epi32(ord(r, top), off), d), top)
+    } else {
+        _mm256_add_epi32(_mm256_add_epi32(r, off), d)
+    };
+    (x, _mm256_extract_epi32::<7>(incl) as u32 as usize)
+}
+
 /// Rebuilds 32-bit words from their residual lengths, the raw bits `data` (from bit
 /// `pos`; zero-padded by at least 16 bytes) and the reference, 8 words at a time while
 /// the bits of a whole group are certainly inside `data`. Returns (words done, bits used).
@@ -58,40 +93,55 @@ pub unsafe fn rebuild32(
     off: u32,
     float: bool,
 ) -> (usize, usize) {
-    let one = _mm256_set1_epi32(1);
-    let top = _mm256_set1_epi32(i32::MIN);
     let offv = _mm256_set1_epi32(off as i32);
     let mut p = pos;
     let mut i = 0;
     // A group reads the 36 bytes from p / 8 (its last bit is 7 + 8 * 31 bits after p / 8).
     while i + 8 <= lengths.len() && p / 8 + 40 <= data.len() {
         let n = _mm256_cvtepu8_epi32(_mm_loadl_epi64(lengths.as_ptr().add(i) as *const __m128i));
-        let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
-        let incl = prefix_sum(k);
-        let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32((p & 7) as i32));
-        let raw = window_bits(data.as_ptr().add(p / 8), rel);
-        let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
-        // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
-        let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
-        let z = _mm256_or_si256(lead, low);
-        let d = _mm256_xor_si256(
-            _mm256_srli_epi32::<1>(z),
-            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
-        );
         let r = _mm256_loadu_si256(reference.as_ptr().add(4 * i) as *const __m256i);
-        let x = if float {
-            unord(
-                _mm256_add_epi32(_mm256_add_epi32(ord(r, top), offv), d),
-                top,
-            )
-        } else {
-            _mm256_add_epi32(_mm256_add_epi32(r, offv), d)
-        };
+        let (x, used) = rebuild8(n, data.as_ptr().add(p / 8), p & 7, r, offv, float);
         _mm256_storeu_si256(out.as_mut_ptr().add(4 * i) as *mut __m256i, x);
-        p += _mm256_extract_epi32::<7>(incl) as u32 as usize;
+        p += used;
         i += 8;
     }
     (i, p - pos)
+}
+
+/// Table slots of 8 float reference words `r` (32-bit lanes): `lut[min(e_max - top,
+/// CONTEXTS - 1)]` with the context's byte of `lut` (16 bytes, repeated in both halves),
+/// and the words' top bytes (exponents).
+#[inline(always)]
+pub(super) unsafe fn slots8(r: __m256i, emax: __m256i, lut: __m256i) -> (__m256i, __m256i) {
+    let t = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
+    // Saturating 16-bit steps: each lane's high half stays 0 (0 - 0, min(0, 0)).
+    let c = _mm256_min_epu16(
+        _mm256_subs_epu16(emax, t),
+        _mm256_set1_epi32(CONTEXTS as i32 - 1),
+    );
+    // Bytes 1..3 of each lane index past the table (0x80): they shuffle to 0.
+    let idx = _mm256_or_si256(c, _mm256_set1_epi32(0x8080_8000u32 as i32));
+    (_mm256_shuffle_epi8(lut, idx), t)
+}
+
+/// The largest top byte (exponent) of 32-bit float words, 32 at a time in four
+/// independent maxima (`reference.len()` a multiple of 128).
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_top32(reference: &[u8]) -> u8 {
+    let mut most = [_mm256_setzero_si256(); 4];
+    for block in reference.chunks_exact(128) {
+        for (g, m) in most.iter_mut().enumerate() {
+            let w = _mm256_loadu_si256(block.as_ptr().add(32 * g) as *const __m256i);
+            *m = _mm256_max_epu32(*m, _mm256_srli_epi32::<24>(_mm256_slli_epi32::<1>(w)));
+        }
+    }
+    let m = _mm256_max_epu32(
+        _mm256_max_epu32(most[0], most[1]),
+        _mm256_max_epu32(most[2], most[3]),
+    );
+    let mut lanes = [0u32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, m);
+    lanes.into_iter().fold(0, u32::max) as u8
 }
 
 /// Context codes of 32-bit float words: `lut[min(e_max - exponent, CONTEXTS - 1)]` per
@@ -144,10 +194,62 @@ unsafe fn bit_length(z: __m256i) -> __m256i {
     _mm256_max_epi32(n, top)
 }
 
+/// Raw bits of residuals merged in pairs (up to 62 bits each) and written in runs with
+/// [`BitWriter::put_wide_run`]: half the serial writer steps of one value at a time.
+struct Pairs {
+    vals: [u64; Pairs::CAP],
+    lens: [u32; Pairs::CAP],
+    len: usize,
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Pairs {
+            vals: [0; Pairs::CAP],
+            lens: [0; Pairs::CAP],
+            len: 0,
+        }
+    }
+}
+
+impl Pairs {
+    const CAP: usize = 256;
+
+    /// Adds 8 values `lv` of `kv` bits (32-bit lanes, in order), writing out when full.
+    #[inline(always)]
+    unsafe fn push(&mut self, lv: __m256i, kv: __m256i, bw: &mut BitWriter<Scratch<u8>>) {
+        let low32 = _mm256_set1_epi64x(0xffff_ffff);
+        let k_even = _mm256_and_si256(kv, low32);
+        let merged = _mm256_or_si256(
+            _mm256_and_si256(lv, low32),
+            _mm256_sllv_epi64(_mm256_srli_epi64::<32>(lv), k_even),
+        );
+        let m = _mm256_add_epi64(k_even, _mm256_srli_epi64::<32>(kv));
+        // 64-bit lengths to 32-bit: the low dword of each lane.
+        let m = _mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+        _mm256_storeu_si256(self.vals.as_mut_ptr().add(self.len) as *mut __m256i, merged);
+        _mm_storeu_si128(
+            self.lens.as_mut_ptr().add(self.len) as *mut __m128i,
+            _mm256_castsi256_si128(m),
+        );
+        self.len += 4;
+        if self.len == Self::CAP {
+            self.flush(bw);
+        }
+    }
+
+    /// Writes out the values held.
+    #[inline(always)]
+    fn flush(&mut self, bw: &mut BitWriter<Scratch<u8>>) {
+        bw.put_wide_run(&self.vals[..self.len], &self.lens[..self.len]);
+        self.len = 0;
+    }
+}
+
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
 /// packed raw bits (if `bw`); returns the raw bit count.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
 pub unsafe fn analyze32(
     raw: &[u8],
     reference: &[u8],
@@ -162,9 +264,12 @@ pub unsafe fn analyze32(
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
-    let (mut low, mut k, mut h) = ([0u64; 8], [0u32; 8], [0u16; 8]);
-    const SUB: usize = CONTEXTS << 6;
-    let mut sub = [[0u32; SUB]; 4];
+    let mut h = [0u16; 8];
+    // Eight sub-histograms (one per lane) over `context * 33 + length` (lengths <= 32
+    // here), so that repeats of one code do not wait on each other's increments.
+    const SUB: usize = CONTEXTS * 33;
+    let mut sub = [[0u32; SUB]; 8];
+    let mut pairs = Pairs::default();
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
         let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
         let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
@@ -188,13 +293,11 @@ pub unsafe fn analyze32(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        // Four sub-histograms over `context << 6 | length` (lengths <= 32 here), so repeats
-        // of one code do not wait on each other's increments.
-        let hidx = _mm256_or_si256(_mm256_slli_epi32::<6>(c), n);
+        let hidx = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<5>(c), c), n);
         let hidx = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(hidx, hidx));
         _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(hidx));
-        for (j, &c) in h.iter().enumerate() {
-            sub[j & 3][c as usize & (SUB - 1)] += 1;
+        for (s, &c) in sub.iter_mut().zip(&h) {
+            s[(c as usize).min(SUB - 1)] += 1;
         }
         let kv = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
         // 64-bit lane sums: even and odd lanes apart.
@@ -205,18 +308,16 @@ pub unsafe fn analyze32(
         );
         if let Some(bw) = bw.as_mut() {
             let lv = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), kv), z);
-            let lo = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(lv));
-            let hi = _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(lv));
-            _mm256_storeu_si256(low.as_mut_ptr() as *mut __m256i, lo);
-            _mm256_storeu_si256(low.as_mut_ptr().add(4) as *mut __m256i, hi);
-            _mm256_storeu_si256(k.as_mut_ptr() as *mut __m256i, kv);
-            bw.put_run(&low, &k);
+            pairs.push(lv, kv, bw);
         }
+    }
+    if let Some(bw) = bw.as_mut() {
+        pairs.flush(bw);
     }
     for (i, count) in hist.iter_mut().enumerate() {
         let (c, len) = (i >> SYM_BITS, i & ((1 << SYM_BITS) - 1));
         if len <= 32 {
-            *count += sub.iter().map(|s| s[c << 6 | len]).sum::<u32>();
+            *count += sub.iter().map(|s| s[c * 33 + len]).sum::<u32>();
         }
     }
     let mut lanes = [0u64; 4];

@@ -1,0 +1,314 @@
+//! Decoding a kind-2 residual chunk of 32-bit words in one pass: each word's context
+//! (from its reference word), its residual length (context rANS) and the word itself
+//! (raw bits and reference), 8 words at a time, with no arrays of contexts or lengths
+//! in between. Kind 2 codes every word's length, so stream position i is word i.
+
+use super::decode::{check_used, coded_model, mismatch, raw_bits, Models, MISSING};
+use super::word::{load, unresidual};
+use super::{contexts, CONTEXTS};
+use crate::container::bytes::Reader;
+use crate::entropy::bits::BitReader;
+use crate::entropy::context::{skip_stream, Fused};
+use crate::error::{Error, Result};
+
+/// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
+/// `reference.len() / 4` words of `out`; errors as the two-pass decoder does.
+pub(super) fn decode32(
+    r: &mut Reader,
+    reference: &[u8],
+    out: &mut [u8],
+    (float, e_max, off): (bool, u8, u32),
+    m: &Models,
+) -> Result<()> {
+    let (model, lut) = coded_model(m)?;
+    let mut ahead = r.clone();
+    skip_stream(&mut ahead)?;
+    let bits = raw_bits(&mut ahead)?;
+    let n = reference.len().min(out.len()) / 4;
+    let (reference, out) = (&reference[..4 * n], &mut out[..4 * n]);
+    let used = if float {
+        run::<true>(
+            r,
+            &model,
+            n,
+            Sink::new(reference, out, bits, lut, e_max, off),
+        )?
+    } else {
+        run::<false>(
+            r,
+            &model,
+            n,
+            Sink::new(reference, out, bits, lut, e_max, off),
+        )?
+    };
+    check_used(used, bits.len())
+}
+
+/// Runs the fused decode and the sink's checks; returns the raw bits used.
+fn run<const F: bool>(
+    r: &mut Reader,
+    model: &crate::entropy::context::DecodeModel,
+    n: usize,
+    mut sink: Sink<F>,
+) -> Result<usize> {
+    model.decode_with(r, n, &mut sink, FAST.with(|f| f.get()))?;
+    let (most, worst) = sink.seen();
+    if worst == MISSING && n > 0 {
+        return Err(Error::Corrupt(
+            "symbol under a context without a table".into(),
+        ));
+    }
+    if F && most != sink.e_max {
+        return Err(mismatch());
+    }
+    Ok(sink.bits.position())
+}
+
+thread_local! {
+    /// Whether whole blocks take the AVX2 loop (tests turn it off to compare).
+    static FAST: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// The words' side of the fused decode (`F`: float words).
+struct Sink<'a, const F: bool> {
+    reference: &'a [u8],
+    out: &'a mut [u8],
+    bits: BitReader<'a>,
+    /// The raw bits' last (up to) 64 bytes, then zeros: groups near the end read here.
+    tail: [u8; 128],
+    tail_at: usize,
+    /// Slot of each context ([`MISSING`] without a table).
+    lut: [u8; CONTEXTS],
+    e_max: u8,
+    off: u32,
+    /// Largest top byte and slot seen by the scalar path.
+    most: u8,
+    worst: u8,
+    #[cfg(target_arch = "x86_64")]
+    v: simd::State,
+}
+
+impl<'a, const F: bool> Sink<'a, F> {
+    fn new(
+        reference: &'a [u8],
+        out: &'a mut [u8],
+        bits: &'a [u8],
+        lut: [u8; CONTEXTS],
+        e_max: u8,
+        off: u32,
+    ) -> Self {
+        let tail_at = bits.len().saturating_sub(64);
+        let mut tail = [0u8; 128];
+        tail[..bits.len() - tail_at].copy_from_slice(&bits[tail_at..]);
+        Sink {
+            reference,
+            out,
+            bits: BitReader::new(bits),
+            tail,
+            tail_at,
+            lut,
+            e_max,
+            off,
+            most: 0,
+            worst: 0,
+            #[cfg(target_arch = "x86_64")]
+            v: simd::State::new(&lut, e_max, off),
+        }
+    }
+
+    /// Largest top byte (floats) and slot seen over every word.
+    fn seen(&self) -> (u8, u8) {
+        #[cfg(target_arch = "x86_64")]
+        let (most, worst) = self.v.seen();
+        #[cfg(not(target_arch = "x86_64"))]
+        let (most, worst) = (0, 0);
+        (self.most.max(most), self.worst.max(worst))
+    }
+
+    /// 40 readable bytes from the raw bits' byte `at` (zeros past their end).
+    #[inline(always)]
+    fn window(&self, at: usize) -> *const u8 {
+        let data = self.bits.data();
+        if at + 40 <= data.len() {
+            // SAFETY: in bounds, checked just above.
+            unsafe { data.as_ptr().add(at) }
+        } else {
+            // At most 64 + 40 bytes into `tail`.
+            self.tail[at.min(data.len()) - self.tail_at..].as_ptr()
+        }
+    }
+}
+
+impl<const F: bool> Fused for Sink<'_, F> {
+    #[inline(always)]
+    fn slot(&mut self, i: usize) -> u8 {
+        let c = if F {
+            let w = &self.reference[4 * i..4 * i + 4];
+            self.most = self.most.max(contexts::top::<4>(w));
+            contexts::context_of::<4>(w, self.e_max)
+        } else {
+            0
+        };
+        let s = self.lut[c as usize];
+        self.worst = self.worst.max(s);
+        s
+    }
+
+    #[inline(always)]
+    fn take(&mut self, i: usize, sym: u8) {
+        let n = sym as u32;
+        // n <= 32 (the tables were checked): the leading 1 is (1 << n) >> 1 (none for 0).
+        let z = ((1u64 << n) >> 1) | self.bits.get_short(n.saturating_sub(1));
+        let r = load::<4>(&self.reference[4 * i..]);
+        let x = unresidual(z, r, self.off as u64, 32, F) as u32;
+        self.out[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn slots8(&mut self, at: usize) -> std::arch::x86_64::__m256i {
+        self.v.slots8::<F>(self.reference.as_ptr().add(4 * at))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn take8(&mut self, at: usize, entries: std::arch::x86_64::__m256i) {
+        let p = self.bits.position();
+        let src = self.window(p / 8);
+        let used = self.v.take8::<F>(
+            entries,
+            src,
+            p & 7,
+            self.reference.as_ptr().add(4 * at),
+            self.out.as_mut_ptr().add(4 * at),
+        );
+        self.bits.skip(used);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! The sink's AVX2 state: constants and the running maxima of top bytes and slots.
+    use super::super::simd::{rebuild8, slots8};
+    use super::CONTEXTS;
+    use std::arch::x86_64::*;
+
+    pub(super) struct State {
+        lut: __m256i,
+        emax: __m256i,
+        off: __m256i,
+        most: __m256i,
+        worst: __m256i,
+    }
+
+    impl State {
+        pub(super) fn new(lut: &[u8; CONTEXTS], e_max: u8, off: u32) -> State {
+            let mut l = [0u8; 32];
+            l[..16].copy_from_slice(lut);
+            l[16..].copy_from_slice(lut);
+            // SAFETY: plain SSE2/AVX loads and sets of in-bounds arrays; `__m256i` values
+            // are only used by AVX2 code.
+            unsafe {
+                State {
+                    lut: _mm256_loadu_si256(l.as_ptr() as *const __m256i),
+                    emax: _mm256_set1_epi32(e_max as i32),
+                    off: _mm256_set1_epi32(off as i32),
+                    most: _mm256_setzero_si256(),
+                    worst: _mm256_setzero_si256(),
+                }
+            }
+        }
+
+        /// Largest top byte and slot over the groups seen.
+        pub(super) fn seen(&self) -> (u8, u8) {
+            let mut a = [0u32; 16];
+            // SAFETY: stores into a local array of 64 bytes.
+            unsafe {
+                _mm256_storeu_si256(a.as_mut_ptr() as *mut __m256i, self.most);
+                _mm256_storeu_si256(a.as_mut_ptr().add(8) as *mut __m256i, self.worst);
+            }
+            let most = a[..8].iter().fold(0, |m, &v| m.max(v));
+            let worst = a[8..].iter().fold(0, |m, &v| m.max(v));
+            (most as u8, worst as u8)
+        }
+
+        /// The slots of the 8 reference words at `r` (32 readable bytes).
+        #[inline(always)]
+        pub(super) unsafe fn slots8<const F: bool>(&mut self, r: *const u8) -> __m256i {
+            let s = if F {
+                let (s, t) = slots8(_mm256_loadu_si256(r as *const __m256i), self.emax, self.lut);
+                self.most = _mm256_max_epu32(self.most, t);
+                s
+            } else {
+                // Integers: context 0 for every word.
+                _mm256_shuffle_epi8(self.lut, _mm256_set1_epi32(0x8080_8000u32 as i32))
+            };
+            self.worst = _mm256_max_epu32(self.worst, s);
+            s
+        }
+
+        /// Rebuilds the 8 words at `out` (32 writable bytes) from their decode-table
+        /// entries, the raw bits at `src` from bit `shift` and the reference words at `r`;
+        /// returns the raw bits used.
+        #[inline(always)]
+        pub(super) unsafe fn take8<const F: bool>(
+            &self,
+            entries: __m256i,
+            src: *const u8,
+            shift: usize,
+            r: *const u8,
+            out: *mut u8,
+        ) -> usize {
+            let n = _mm256_and_si256(entries, _mm256_set1_epi32(0xff));
+            let r = _mm256_loadu_si256(r as *const __m256i);
+            let (x, used) = rebuild8(n, src, shift, r, self.off, F);
+            _mm256_storeu_si256(out as *mut __m256i, x);
+            used
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{decode_chunk, encode_chunk};
+    use super::FAST;
+    use crate::dtype::DType;
+    use proptest::prelude::*;
+
+    /// Decodes `comp` with the block loop and one by one: same result, same bytes.
+    fn both(comp: &[u8], reference: &[u8], dtype: DType) -> (Vec<u8>, bool, Vec<u8>, bool) {
+        let n = reference.len();
+        let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+        let ra = decode_chunk(comp, reference, dtype, &mut a).is_ok();
+        FAST.with(|f| f.set(false));
+        let rb = decode_chunk(comp, reference, dtype, &mut b).is_ok();
+        FAST.with(|f| f.set(true));
+        (a, ra, b, rb)
+    }
+
+    proptest! {
+        /// The AVX2 block loop and the scalar path agree on valid and damaged chunks of
+        /// every 32-bit dtype (floats and integers), lengths no multiple of 32 included.
+        #[test]
+        fn block_loop_matches_scalar(vals in proptest::collection::vec((-1.0f32..1.0, 0u8..4), 0..3000),
+                                     flip in any::<usize>(), d in 0usize..3) {
+            let dtype = [DType::F32, DType::I32, DType::U32][d];
+            let reference: Vec<u8> = vals.iter().flat_map(|v| v.0.to_le_bytes()).collect();
+            let raw: Vec<u8> = vals.iter()
+                .map(|&(v, k)| if k == 0 { v } else { v * (1.0 + 1e-4 * k as f32) })
+                .flat_map(|v| v.to_le_bytes()).collect();
+            let mut comp = encode_chunk(&raw, &reference, dtype);
+            let (a, ra, b, rb) = both(&comp, &reference, dtype);
+            prop_assert!(ra && rb);
+            prop_assert_eq!(&a, &raw);
+            prop_assert_eq!(&b, &raw);
+            let bit = flip % (comp.len() * 8);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let (a, ra, b, rb) = both(&comp, &reference, dtype);
+            prop_assert_eq!(ra, rb);
+            if ra {
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
+}
