@@ -163,9 +163,9 @@ fn encode_blocks(
     pos: &mut usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; stores stay inside `words` because `pos` >= 8 always
-        // (8 slots of slack, at most one word per symbol).
+    if super::avx2_bmi2_popcnt() {
+        // SAFETY: AVX2, BMI1/2 and POPCNT are present; stores stay inside `words` because
+        // `pos` >= 8 always (8 slots of slack, at most one word per symbol).
         return unsafe { simd::encode_blocks(x, syms, full, words, pos) };
     }
     scalar_encode_blocks(x, syms, full, words, pos)
@@ -265,9 +265,10 @@ fn fast_blocks(
     out: &mut [u8],
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; `simd::fast_blocks` reads `words` only below
-        // `words.len()` (it stops while 32 words remain) and writes `out` in bounds.
+    if super::avx2_bmi2_popcnt() {
+        // SAFETY: AVX2, BMI1/2 and POPCNT are present; `simd::fast_blocks` reads `words`
+        // only below `words.len()` (it stops while 32 words remain) and writes `out` in
+        // bounds.
         return unsafe { simd::fast_blocks(x, dt, words, out) };
     }
     scalar_fast_blocks(x, dt, words, out)
@@ -392,7 +393,7 @@ pub(crate) mod simd {
     }
 
     /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn encode_blocks(
         x: &mut [u32; LANES],
         syms: &[EncSym; 256],
@@ -564,7 +565,7 @@ pub(crate) mod simd {
         (done, p)
     }
 
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub(super) unsafe fn fast_blocks(
         x: &mut [u32; LANES],
         dt: &DecodeTable,
