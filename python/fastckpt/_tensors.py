@@ -118,6 +118,17 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
     return raw.view(np_dtype).reshape(shape), raw
 
 
+def cpu_copy(t: Any) -> Any:
+    """A contiguous CPU copy of torch tensor `t`, in pooled memory when large (copies kept
+    for a while, like a store's cached references, then reuse freed memory)."""
+    name = str(t.dtype).removeprefix("torch.")
+    if t.layout != _torch().strided or t.is_quantized or name not in _NUMPY_NAMES:
+        return t.detach().to("cpu", copy=True)
+    out, _raw = empty(name, tuple(t.shape), "torch", "cpu")
+    out.copy_(t.detach())
+    return out
+
+
 # Dtypes whose numpy arrays torch.from_numpy takes as the same torch dtype.
 _NUMPY_TORCH_SAFE = {name: np.dtype(name) for name in (
     "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",

@@ -215,10 +215,9 @@ class Store:
     def _read(self, entry: dict, refs: dict, device: str) -> Any:
         """Decodes one checkpoint file given its decoded references ({key: object}),
         checking its fingerprint."""
-        from . import decode, inspect
+        from . import _read_file, decode, inspect
 
-        with open(self._file(entry), "rb") as f:
-            data = f.read()
+        data = _read_file(self._file(entry))
         if _fingerprint(inspect(data), len(data)) != entry["fingerprint"]:
             raise _StaleFile(f"{entry['file']} does not match its manifest entry")
         if entry["mode"] == "chain":
@@ -651,7 +650,7 @@ def _snapshot(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.copy()
     if _tensors.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
+        return _tensors.cpu_copy(obj)
     if isinstance(obj, dict):
         return {k: _snapshot(v) for k, v in obj.items()}
     if isinstance(obj, list):
