@@ -18,6 +18,7 @@ use crate::entropy::{rans, LANES};
 use crate::error::{Error, Result};
 use crate::fields::{self, MAX_PLANES};
 use crate::hash::Hasher128;
+use crate::pool::Held;
 
 /// A plane is entropy coded only when that saves at least this fraction of its bytes:
 /// near-uniform mantissa planes stay raw, which keeps decode fast at no real cost.
@@ -39,6 +40,9 @@ const SAMPLE_RUN: usize = 256;
 thread_local! {
     /// Per-thread plane scratch, reused across chunks to avoid page-faulting fresh memory.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread buffer the coded planes are written into before they are kept (as a
+    /// [`Held`] copy of exactly their size).
+    static CODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
@@ -71,7 +75,7 @@ pub struct PlaneChunk {
     float: bool,
     n: usize,
     /// Mode byte and payload of each coded plane, back to back.
-    coded: Vec<u8>,
+    coded: Held,
     /// Per plane, its span in `coded`; `None` for a raw plane.
     spans: [Option<(usize, usize)>; MAX_PLANES],
 }
@@ -82,7 +86,7 @@ impl PlaneChunk {
         let (width, float) = (dtype.word_size(), dtype.is_float());
         let n = raw.len() / width;
         let candidates = worth_coding(raw, width, float);
-        let mut w = Writer::default();
+        let mut w = Writer::reusing(CODED.with(|c| c.take()));
         let mut spans = [None; MAX_PLANES];
         let mut code = |p: usize, plane: &[u8], w: &mut Writer| {
             let start = w.len();
@@ -105,11 +109,13 @@ impl PlaneChunk {
                 code(p, plane, &mut w);
             });
         }
+        let coded = Held::copy_of(w.as_slice());
+        CODED.with(|c| c.replace(w.into_inner()));
         PlaneChunk {
             width,
             float,
             n,
-            coded: w.into_inner(),
+            coded,
             spans,
         }
     }
@@ -141,7 +147,7 @@ impl PlaneChunk {
             match self.spans[p] {
                 Some((a, b)) => {
                     let (dst, tail) = rest.split_at_mut(b - a);
-                    copy_init(dst, &self.coded[a..b]);
+                    copy_init(dst, &self.coded.as_slice()[a..b]);
                     raw_planes.push(None);
                     rest = tail;
                 }

@@ -78,6 +78,14 @@ impl Buffer {
         self.len == 0
     }
 
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        let at = self.map.as_ref().map_or(NonNull::dangling(), |m| m.ptr);
+        // SAFETY: the mapping is at least `len` bytes and always initialized; `&self`
+        // allows no writes meanwhile.
+        unsafe { std::slice::from_raw_parts(at.as_ptr(), self.len) }
+    }
+
     /// The bytes, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.len;
@@ -91,6 +99,37 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(map) = self.map.take() {
             give(map);
+        }
+    }
+}
+
+/// Bytes kept for a while (an encoded chunk until its file is written): in a pooled buffer
+/// when large, so that encoding checkpoint after checkpoint reuses memory instead of
+/// faulting in fresh pages; on the heap otherwise.
+pub enum Held {
+    /// Small (or pooling off): an ordinary allocation.
+    Heap(Vec<u8>),
+    /// Large: a pooled buffer.
+    Pooled(Buffer),
+}
+
+impl Held {
+    /// A copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> Held {
+        if bytes.len() >= MIN_BYTES && limit() > 0 {
+            if let Some(mut b) = Buffer::new(bytes.len()) {
+                b.as_mut_slice().copy_from_slice(bytes);
+                return Held::Pooled(b);
+            }
+        }
+        Held::Heap(bytes.to_vec())
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Held::Heap(v) => v,
+            Held::Pooled(b) => b.as_slice(),
         }
     }
 }
@@ -316,6 +355,15 @@ mod tests {
         drop(d);
         assert_eq!(pooled_bytes(), 0, "limit 0 keeps nothing");
         set_limit(old);
+    }
+
+    #[test]
+    fn held_bytes_are_copies() {
+        for n in [0, 5, MIN_BYTES - 1, MIN_BYTES, 300_001] {
+            let src: Vec<u8> = (0..n).map(|i| (i * 13 + 1) as u8).collect();
+            let h = Held::copy_of(&src);
+            assert_eq!(h.as_slice(), &src[..]);
+        }
     }
 
     #[test]

@@ -11,6 +11,11 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer appending to `buf` after clearing it (reuses its memory).
+    pub fn reusing(mut buf: Vec<u8>) -> Writer {
+        buf.clear();
+        Writer { buf }
+    }
     /// A writer with `n` bytes reserved.
     pub fn with_capacity(n: usize) -> Writer {
         Writer {
