@@ -57,11 +57,19 @@ def _numpy_raw(a: np.ndarray):
     return name, tuple(a.shape), "numpy", raw, a
 
 
+def _torch_dtype_name(t) -> str | None:
+    """The dtype name of a dense, non-quantized tensor of a supported dtype; else None."""
+    if t.layout != _torch().strided or t.is_quantized:
+        return None
+    name = str(t.dtype).removeprefix("torch.")
+    return name if name in _NUMPY_NAMES else None
+
+
 def _torch_raw(t):
     if t.layout != _torch().strided or t.is_quantized or t.device.type == "meta":
         raise UnsupportedError(f"tensor with layout {t.layout} on {t.device} is not supported")
-    name = str(t.dtype).removeprefix("torch.")
-    if name not in _NUMPY_NAMES:
+    name = _torch_dtype_name(t)
+    if name is None:
         raise UnsupportedError(f"torch dtype {t.dtype} is not supported")
     t = t.detach()
     if t.device.type != "cpu":
@@ -121,8 +129,8 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
 def cpu_copy(t: Any) -> Any:
     """A contiguous CPU copy of torch tensor `t`, in pooled memory when large (copies kept
     for a while, like a store's cached references, then reuse freed memory)."""
-    name = str(t.dtype).removeprefix("torch.")
-    if t.layout != _torch().strided or t.is_quantized or name not in _NUMPY_NAMES:
+    name = _torch_dtype_name(t)
+    if name is None:
         return t.detach().to("cpu", copy=True)
     out, _raw = empty(name, tuple(t.shape), "torch", "cpu")
     out.copy_(t.detach())

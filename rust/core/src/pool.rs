@@ -1,4 +1,5 @@
-//! Reusable page-aligned buffers for decoded tensors and file reads.
+//! Reusable page-aligned buffers for decoded tensors, file reads and encoded chunks kept
+//! until their file is written ([`Held`]).
 //!
 //! A fresh buffer is faulted in one 4 KiB page at a time as it is first written; on
 //! virtual machines each fault costs microseconds, more than decoding the page. Buffers
