@@ -234,6 +234,24 @@ def test_big_tensor_with_specials_and_odd_size():
     assert torch.isnan(out).any()
 
 
+@requires_torch
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+@pytest.mark.parametrize("n_specials", [0, 1, 700, 40_000])
+def test_big_half_floats_pair_coded_exponents(name, n_specials):
+    """bf16/fp16 exponent planes are coded two bytes per symbol (pair mode, escaped bytes for
+    the rare values outside its window): exact for odd sizes and special values, identical
+    for any thread count, and still compressing."""
+    need_torch()
+    n = BIG_N + 7
+    bits = make_bits(name, n, seed=17 + n_specials, mode="realistic", n_specials=n_specials)
+    t = torch_from_bits(name, (n,), bits)
+    data = fastckpt.encode(t, threads=2)
+    assert data == fastckpt.encode(t, threads=1)
+    assert_same_tensor(t, fastckpt.decode(data, threads=2))
+    assert_same_tensor(t, fastckpt.decode(data, threads=1))
+    assert len(data) < (0.8 if name == "bfloat16" else 0.9) * n * 2
+
+
 def test_big_numpy_arrays_multichunk():
     rng = np.random.default_rng(5)
     obj = {

@@ -1,9 +1,10 @@
 //! The chunk codec: one chunk of a tensor's words is split into byte planes
-//! ([`crate::fields`]) and each plane is stored the cheapest of three ways.
+//! ([`crate::fields`]) and each plane is stored the cheapest of four ways.
 //!
 //! Chunk layout, plane after plane (plane 0 = exponent byte first):
 //! `u8 mode` then, for mode 0 (raw) the plane's bytes, for mode 1 (constant) the one byte
-//! value, for mode 2 (rANS) a [`FreqTable`] and a [`rans`] stream.
+//! value, for mode 2 (rANS) a [`FreqTable`] and a [`rans`] stream, for mode 3 (pairs,
+//! [`pairs`]) `u8 lo | u32 k | k escaped bytes |` a table and a stream of pair symbols.
 //!
 //! Encoding is two steps ([`PlaneChunk`]): code the planes that pay for it, then, when the
 //! file is written, cut the raw planes out of the input straight into the file.
@@ -14,7 +15,7 @@ use std::mem::MaybeUninit;
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
 use crate::entropy::freq::{model_counts, FreqTable};
-use crate::entropy::{rans, LANES};
+use crate::entropy::{pairs, rans, LANES};
 use crate::error::{Error, Result};
 use crate::fields::{self, MAX_PLANES};
 use crate::hash::Hasher128;
@@ -27,6 +28,18 @@ pub const MIN_SAVING: f64 = 0.01;
 const MODE_RAW: u8 = 0;
 const MODE_CONST: u8 = 1;
 const MODE_RANS: u8 = 2;
+const MODE_PAIRS: u8 = 3;
+
+/// A plane of 2-byte words (bf16, fp16) is pair coded ([`pairs`]) when that costs at most
+/// this fraction more than one symbol per byte: there the exponent plane's rANS steps are
+/// most of the work, and halving them speeds decode up by about 40% for about 0.5% of the
+/// plane's size (0.1% of the chunk). Other planes are pair coded only when no larger.
+const PAIR_SLACK_2BYTE: f64 = 0.015;
+/// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
+const PAIR_MIN_BYTES: usize = 1 << 12;
+/// Pair coding is tried only when at most 1 in this many bytes (on the model's counts)
+/// falls outside the window: escaped bytes are stored raw.
+const PAIR_MAX_ESCAPES: u64 = 256;
 
 /// Fixed bytes of a rANS plane besides the payload: mode, bitmap, lane counts and states.
 const RANS_OVERHEAD: usize = 1 + 32 + 8 * LANES;
@@ -88,9 +101,10 @@ impl PlaneChunk {
         let candidates = worth_coding(raw, width, float);
         let mut w = Writer::reusing(CODED.with(|c| c.take()));
         let mut spans = [None; MAX_PLANES];
+        let slack = if width == 2 { PAIR_SLACK_2BYTE } else { 0.0 };
         let mut code = |p: usize, plane: &[u8], w: &mut Writer| {
             let start = w.len();
-            if code_plane(plane, w) {
+            if code_plane(plane, slack, w) {
                 spans[p] = Some((start, w.len()));
             }
         };
@@ -257,15 +271,16 @@ pub fn encode_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
 
 /// Stores one plane of bytes raw, as a constant, or rANS coded, whichever is smallest.
 pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
-    if !code_plane(plane, w) {
+    if !code_plane(plane, 0.0, w) {
         w.u8(MODE_RAW);
         w.bytes(plane);
     }
 }
 
-/// Writes `plane` as a constant or rANS coded when that is smaller than raw; returns
-/// whether it did (nothing is written otherwise).
-fn code_plane(plane: &[u8], w: &mut Writer) -> bool {
+/// Writes `plane` as a constant or rANS coded (pair coded when that costs at most
+/// `pair_slack` more) when that is smaller than raw; returns whether it did (nothing is
+/// written otherwise).
+fn code_plane(plane: &[u8], pair_slack: f64, w: &mut Writer) -> bool {
     let (counts, scale) = model_counts(plane);
     let Some(table) = FreqTable::normalize(&counts) else {
         w.u8(MODE_CONST);
@@ -274,14 +289,48 @@ fn code_plane(plane: &[u8], w: &mut Writer) -> bool {
     };
     let present = counts.iter().filter(|&&c| c > 0).count();
     let est = coded_estimate(table.coded_bytes(&counts) * scale, present);
-    if est < plane.len() as f64 * (1.0 - MIN_SAVING) {
+    if est >= plane.len() as f64 * (1.0 - MIN_SAVING) {
+        return false;
+    }
+    if !code_pairs(plane, &counts, est * (1.0 + pair_slack), w) {
         w.u8(MODE_RANS);
         table.write(w);
         rans::encode(plane, &table, w);
-        true
-    } else {
-        false
     }
+    true
+}
+
+/// Writes `plane` pair coded when its bytes nearly all fit one window and the estimate
+/// is at most `bound` bytes; returns whether it did (nothing is written otherwise).
+fn code_pairs(plane: &[u8], counts: &[u32; 256], bound: f64, w: &mut Writer) -> bool {
+    if plane.len() < PAIR_MIN_BYTES {
+        return false;
+    }
+    let (lo, held) = pairs::window(counts);
+    let total: u64 = counts.iter().map(|&c| c as u64).sum();
+    if (total - held) * PAIR_MAX_ESCAPES > total {
+        return false;
+    }
+    pairs::with_symbols(pairs::symbol_count(plane.len()), |symbols| {
+        let mut escapes = Vec::new();
+        pairs::pair_up(plane, lo, symbols, &mut escapes);
+        let (counts, scale) = model_counts(symbols);
+        let Some(table) = FreqTable::normalize(&counts) else {
+            return false;
+        };
+        let present = counts.iter().filter(|&&c| c > 0).count();
+        let est = coded_estimate(table.coded_bytes(&counts) * scale, present);
+        if est + (5 + escapes.len()) as f64 > bound {
+            return false;
+        }
+        w.u8(MODE_PAIRS);
+        w.u8(lo);
+        w.u32(escapes.len() as u32);
+        w.bytes(&escapes);
+        table.write(w);
+        rans::encode(symbols, &table, w);
+        true
+    })
 }
 
 /// Decompresses one chunk into `out` (whole `dtype` elements). `comp` must be consumed
@@ -362,6 +411,26 @@ pub(crate) fn decode_plane<'a>(r: &mut Reader<'a>, buf: &mut [u8]) -> Result<Opt
             rans::decode(r, &table, buf)?;
             Ok(None)
         }
+        MODE_PAIRS => {
+            let lo = r.u8()?;
+            if lo as usize > 256 - pairs::WINDOW {
+                return Err(Error::Corrupt(format!("pair window at {lo}")));
+            }
+            let escaped = r.u32()? as usize;
+            if escaped > buf.len() {
+                return Err(Error::Corrupt(format!(
+                    "{escaped} escaped bytes in a plane of {}",
+                    buf.len()
+                )));
+            }
+            let escapes = r.take(escaped)?;
+            let table = FreqTable::read(r)?;
+            pairs::with_symbols(pairs::symbol_count(buf.len()), |symbols| {
+                rans::decode(r, &table, symbols)?;
+                pairs::expand(symbols, lo, escapes, buf)
+            })?;
+            Ok(None)
+        }
         m => Err(Error::Corrupt(format!("unknown plane mode {m}"))),
     }
 }
@@ -392,6 +461,77 @@ mod tests {
             let mut out = vec![0u8; raw.len()];
             decode_chunk(&comp, DType::F32, &mut out).unwrap();
             prop_assert_eq!(out, raw);
+        }
+    }
+
+    /// bf16 words of a weight-like tensor: narrow exponents, with `specials` of every
+    /// `period` words replaced by ones outside any window (zeros, NaN, Inf, subnormals).
+    fn bf16_weights(n: usize, period: usize, seed: u64) -> Vec<u8> {
+        let specials = [0x0000u16, 0x8000, 0x7fc1, 0xff80, 0x0001, 0x7f7f, 0x4480];
+        (0..n as u64)
+            .map(|i| {
+                let r = noise(i ^ seed);
+                if i as usize % period == period - 1 {
+                    specials[(r % 7) as usize]
+                } else {
+                    // Exponents 0x78..0x7c: |x| in [2^-7, 2^-2), any sign and mantissa.
+                    ((r & 0x807f) | (0x78 + r % 5) << 7) as u16
+                }
+            })
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn pair_coded_chunks_roundtrip(n in 2000usize..9000, period in 3usize..5000, seed in any::<u64>()) {
+            let raw = bf16_weights(n, period, seed);
+            roundtrips(&raw, DType::BF16);
+            roundtrips(&raw[..raw.len() / 4 * 4], DType::F16);
+        }
+    }
+
+    #[test]
+    fn bf16_exponents_are_pair_coded_within_the_slack() {
+        let raw = bf16_weights(50_001, 997, 7);
+        let comp = encode_chunk(&raw, DType::BF16);
+        assert_eq!(comp[0], MODE_PAIRS);
+        let single = {
+            let mut w = Writer::default();
+            let plane: Vec<u8> = raw
+                .chunks(2)
+                .map(|w| (u16::from_le_bytes([w[0], w[1]]).rotate_left(1) >> 8) as u8)
+                .collect();
+            assert!(code_plane(&plane, 0.0, &mut w));
+            w.len()
+        };
+        let paired = comp.len() - (1 + 50_001);
+        assert!(
+            paired as f64 <= single as f64 * (1.0 + PAIR_SLACK_2BYTE),
+            "{paired} vs {single}"
+        );
+        assert_eq!(roundtrips(&raw, DType::BF16), comp.len());
+    }
+
+    #[test]
+    fn corrupt_pair_headers_are_errors() {
+        let raw = bf16_weights(20_000, 997, 3);
+        let comp = encode_chunk(&raw, DType::BF16);
+        assert_eq!(comp[0], MODE_PAIRS);
+        let mut out = vec![0u8; raw.len()];
+        for (at, v) in [(1, 250u8), (2, 0xff), (5, 0x7f)] {
+            let mut bad = comp.clone();
+            bad[at] = v;
+            assert!(
+                decode_chunk(&bad, DType::BF16, &mut out).is_err(),
+                "byte {at} = {v}"
+            );
+        }
+        for cut in [1, 3, 6, comp.len() / 2, comp.len() - 1] {
+            assert!(
+                decode_chunk(&comp[..cut], DType::BF16, &mut out).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -20,11 +20,12 @@ use crate::quant::{self, Plan};
 pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
-/// Format minor version this build writes when a file uses [`Codec::Predicted`] (1.2:
-/// residual chunks may have scaled context tables, chunk kind 2); 1 when it uses
-/// [`Codec::Quantized`] or [`Codec::Same`] but no prediction (1.1); files without any of
-/// them are written as 1.0, readable by every 1.x reader.
-pub const MINOR: u16 = 2;
+/// Format minor version this build writes when a file has coded byte planes, i.e. a
+/// tensor of [`Codec::Planes`], [`Codec::Predicted`] or [`Codec::Quantized`] (1.3: planes
+/// may be pair coded, mode 3; 1.2: residual chunks may have scaled context tables, chunk
+/// kind 2); 1 when it uses only [`Codec::Same`] (1.1); files without any of them are
+/// written as 1.0, readable by every 1.x reader.
+pub const MINOR: u16 = 3;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.
@@ -178,9 +179,9 @@ impl Header {
         w.bytes(MAGIC);
         w.u16(MAJOR);
         let uses = |f: fn(&Codec) -> bool| self.tensors.iter().any(|t| f(&t.codec));
-        let minor = if uses(|c| matches!(c, Codec::Predicted)) {
+        let minor = if uses(|c| !matches!(c, Codec::Same)) {
             MINOR
-        } else if uses(|c| matches!(c, Codec::Same | Codec::Quantized)) {
+        } else if uses(|c| matches!(c, Codec::Same)) {
             1
         } else {
             0

@@ -820,7 +820,9 @@ mod tests {
             Err(Error::Reference(_))
         ));
         let plain = file(&[tensor("x", &a, None)]);
-        assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), 0);
+        assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), format::MINOR);
+        let same_only = file(&[tensor("x", &a, Some(&a))]);
+        assert_eq!(u16::from_le_bytes([same_only[10], same_only[11]]), 1);
     }
 
     /// Writing to a stream, to memory and through `to_vec` give the same file, which

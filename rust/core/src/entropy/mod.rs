@@ -8,6 +8,7 @@ pub mod bits;
 pub mod context;
 pub mod freq;
 pub mod ints;
+pub mod pairs;
 pub mod rans;
 
 /// Probability precision: tables sum to `1 << SCALE_BITS`. 12 bits keeps the decode table

@@ -1,0 +1,299 @@
+//! Pair symbols: two bytes of a plane become one rANS symbol, halving the coder's steps.
+//!
+//! Exponent planes use a handful of neighbouring values, but at one byte per float word
+//! (bf16, fp16) their rANS steps dominate encode and decode. When nearly every byte of a
+//! plane falls in a window of [`WINDOW`] consecutive values `lo..lo + 15`, each byte is
+//! mapped to its rank `byte - lo` (or [`ESCAPE`] outside the window) and each pair of
+//! ranks to one symbol `rank(b[2i]) << 4 | rank(b[2i + 1])` (an odd plane's last symbol
+//! pads with rank 0). The symbols are coded as any plane; the escaped bytes are kept
+//! apart, in plane order. One rANS step then yields two bytes, and the symbol alphabet
+//! (at most 256) still fits the coder's tables.
+
+use std::cell::RefCell;
+
+use crate::error::{Error, Result};
+
+/// Values a window covers: ranks `0..WINDOW`; [`ESCAPE`] marks a byte outside it.
+pub const WINDOW: usize = 15;
+/// Rank of a byte outside the window: the byte itself is stored apart.
+pub const ESCAPE: u8 = WINDOW as u8;
+
+thread_local! {
+    /// Per-thread pair-symbol buffer, reused across planes.
+    static SYMBOLS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a per-thread buffer of `len` bytes (contents unspecified).
+pub fn with_symbols<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SYMBOLS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// Pair symbols of a plane of `n` bytes.
+pub fn symbol_count(n: usize) -> usize {
+    n.div_ceil(2)
+}
+
+/// The window start `lo` (at most `256 - WINDOW`) whose [`WINDOW`] values hold the most of
+/// `counts`, and how many they hold.
+pub fn window(counts: &[u32; 256]) -> (u8, u64) {
+    let mut held: u64 = counts[..WINDOW].iter().map(|&c| c as u64).sum();
+    let (mut best, mut best_held) = (0usize, held);
+    for lo in 1..=256 - WINDOW {
+        held = held + counts[lo + WINDOW - 1] as u64 - counts[lo - 1] as u64;
+        if held > best_held {
+            (best, best_held) = (lo, held);
+        }
+    }
+    (best as u8, best_held)
+}
+
+/// Rank of `b` in the window starting at `lo`.
+#[inline(always)]
+fn rank(b: u8, lo: u8) -> u8 {
+    b.wrapping_sub(lo).min(ESCAPE)
+}
+
+/// Maps `plane` to pair symbols in `symbols` ([`symbol_count`] bytes) and appends the
+/// bytes outside the window at `lo` to `escapes`, in plane order.
+pub fn pair_up(plane: &[u8], lo: u8, symbols: &mut [u8], escapes: &mut Vec<u8>) {
+    assert_eq!(symbols.len(), symbol_count(plane.len()), "pair buffer size");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; the kernel stays within both slices.
+        done = unsafe { avx2::pair_up(plane, lo, symbols, escapes) };
+    }
+    let mut pairs = plane[2 * done..].chunks(2);
+    for (s, pair) in symbols[done..].iter_mut().zip(&mut pairs) {
+        let r0 = rank(pair[0], lo);
+        let r1 = pair.get(1).map_or(0, |&b| rank(b, lo));
+        for (&r, &b) in [r0, r1].iter().zip(pair) {
+            if r == ESCAPE {
+                escapes.push(b);
+            }
+        }
+        *s = r0 << 4 | r1;
+    }
+}
+
+/// Inverts [`pair_up`]: expands `symbols` into `out` (whose length says whether the last
+/// symbol holds one byte or two), taking the escaped bytes from `escapes`. An escape count
+/// that does not match, an escaped byte inside the window or a non-zero pad is an error.
+pub fn expand(symbols: &[u8], lo: u8, escapes: &[u8], out: &mut [u8]) -> Result<()> {
+    if symbols.len() != symbol_count(out.len()) {
+        return Err(Error::Corrupt(
+            "pair symbol count does not match the plane".into(),
+        ));
+    }
+    let mut next = 0;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; the kernel stays within the slices.
+        done = unsafe { avx2::expand(symbols, lo, escapes, &mut next, out) }?;
+    }
+    expand_scalar(
+        &symbols[done..],
+        lo,
+        escapes,
+        &mut next,
+        &mut out[2 * done..],
+    )?;
+    if next != escapes.len() {
+        return Err(Error::Corrupt("stray escaped bytes".into()));
+    }
+    Ok(())
+}
+
+/// [`expand`] one symbol at a time, taking escaped bytes from `escapes[*next..]`.
+fn expand_scalar(
+    symbols: &[u8],
+    lo: u8,
+    escapes: &[u8],
+    next: &mut usize,
+    out: &mut [u8],
+) -> Result<()> {
+    for (s, pair) in symbols.iter().zip(out.chunks_mut(2)) {
+        let ranks = [s >> 4, s & 15];
+        if pair.len() == 1 && ranks[1] != 0 {
+            return Err(Error::Corrupt("non-zero pad in a pair symbol".into()));
+        }
+        for (o, &r) in pair.iter_mut().zip(&ranks) {
+            *o = if r == ESCAPE {
+                let b = *escapes
+                    .get(*next)
+                    .ok_or_else(|| Error::Corrupt("too few escaped bytes".into()))?;
+                *next += 1;
+                if rank(b, lo) != ESCAPE {
+                    return Err(Error::Corrupt("escaped byte inside the window".into()));
+                }
+                b
+            } else {
+                lo.wrapping_add(r)
+            };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! 32 pair symbols (64 plane bytes) at a time; blocks with an escape go the scalar way.
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Ranks of 32 bytes at `p`, and a bit mask of the escaped ones.
+    #[inline(always)]
+    unsafe fn ranks32(p: *const u8, lo: __m256i) -> (__m256i, u32) {
+        let v = _mm256_loadu_si256(p as *const __m256i);
+        let r = _mm256_min_epu8(_mm256_sub_epi8(v, lo), _mm256_set1_epi8(ESCAPE as i8));
+        let esc = _mm256_movemask_epi8(_mm256_cmpeq_epi8(r, _mm256_set1_epi8(ESCAPE as i8)));
+        (r, esc as u32)
+    }
+
+    /// 16 pair symbols of 32 ranks (even rank high nibble), in the low byte of each u16.
+    #[inline(always)]
+    unsafe fn pair16(r: __m256i) -> __m256i {
+        let even = _mm256_and_si256(_mm256_slli_epi16::<4>(r), _mm256_set1_epi16(0xf0));
+        _mm256_or_si256(even, _mm256_srli_epi16::<8>(r))
+    }
+
+    /// [`super::pair_up`]'s whole blocks; returns the symbols done.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn pair_up(
+        plane: &[u8],
+        lo: u8,
+        symbols: &mut [u8],
+        escapes: &mut Vec<u8>,
+    ) -> usize {
+        let blocks = plane.len() / 64;
+        let lov = _mm256_set1_epi8(lo as i8);
+        let (src, dst) = (plane.as_ptr(), symbols.as_mut_ptr());
+        for k in 0..blocks {
+            let (a, ea) = ranks32(src.add(64 * k), lov);
+            let (b, eb) = ranks32(src.add(64 * k + 32), lov);
+            // packus interleaves the 128-bit halves: fix the order with one permute.
+            let packed = _mm256_packus_epi16(pair16(a), pair16(b));
+            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            _mm256_storeu_si256(dst.add(32 * k) as *mut __m256i, s);
+            if (ea | eb) != 0 {
+                let block = &plane[64 * k..64 * k + 64];
+                escapes.extend(block.iter().filter(|&&b| super::rank(b, lo) == ESCAPE));
+            }
+        }
+        blocks * 32
+    }
+
+    /// [`super::expand`]'s whole blocks (blocks with an escape one symbol at a time);
+    /// returns the symbols done.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn expand(
+        symbols: &[u8],
+        lo: u8,
+        escapes: &[u8],
+        next: &mut usize,
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let blocks = (out.len() / 64).min(symbols.len() / 32);
+        let lov = _mm256_set1_epi8(lo as i8);
+        let nib = _mm256_set1_epi8(15);
+        for k in 0..blocks {
+            let s = _mm256_loadu_si256(symbols.as_ptr().add(32 * k) as *const __m256i);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(s), nib);
+            let low = _mm256_and_si256(s, nib);
+            let esc = _mm256_or_si256(_mm256_cmpeq_epi8(hi, nib), _mm256_cmpeq_epi8(low, nib));
+            if _mm256_movemask_epi8(esc) != 0 {
+                let (syms, dst) = (&symbols[32 * k..32 * k + 32], &mut out[64 * k..64 * k + 64]);
+                super::expand_scalar(syms, lo, escapes, next, dst)?;
+                continue;
+            }
+            // Bytes 2i, 2i + 1 = hi[i], low[i]; unpack works within 128-bit halves.
+            let a = _mm256_add_epi8(_mm256_unpacklo_epi8(hi, low), lov);
+            let b = _mm256_add_epi8(_mm256_unpackhi_epi8(hi, low), lov);
+            let dst = out.as_mut_ptr().add(64 * k);
+            _mm256_storeu_si256(dst as *mut __m256i, _mm256_permute2x128_si256::<0x20>(a, b));
+            _mm256_storeu_si256(
+                dst.add(32) as *mut __m256i,
+                _mm256_permute2x128_si256::<0x31>(a, b),
+            );
+        }
+        Ok(32 * blocks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roundtrip(plane: &[u8], lo: u8) {
+        let mut symbols = vec![0; symbol_count(plane.len())];
+        let mut escapes = Vec::new();
+        pair_up(plane, lo, &mut symbols, &mut escapes);
+        let expected: Vec<u8> = plane
+            .iter()
+            .copied()
+            .filter(|&b| rank(b, lo) == ESCAPE)
+            .collect();
+        assert_eq!(escapes, expected);
+        let mut out = vec![0; plane.len()];
+        expand(&symbols, lo, &escapes, &mut out).unwrap();
+        assert_eq!(out, plane);
+    }
+
+    proptest! {
+        #[test]
+        fn pairs_roundtrip(plane in proptest::collection::vec(100u8..120, 0..700), lo in 95u8..110) {
+            roundtrip(&plane, lo);
+        }
+
+        #[test]
+        fn pairs_roundtrip_any_bytes(plane in proptest::collection::vec(any::<u8>(), 0..300), lo in any::<u8>()) {
+            roundtrip(&plane, lo.min((256 - WINDOW) as u8));
+        }
+
+        #[test]
+        fn wrong_escapes_are_errors(plane in proptest::collection::vec(0u8..40, 1..500), drop_one in any::<bool>()) {
+            let mut symbols = vec![0; symbol_count(plane.len())];
+            let mut escapes = Vec::new();
+            pair_up(&plane, 10, &mut symbols, &mut escapes);
+            prop_assume!(!escapes.is_empty() || !drop_one);
+            if drop_one { escapes.pop(); } else { escapes.push(0); }
+            let mut out = vec![0; plane.len()];
+            prop_assert!(expand(&symbols, 10, &escapes, &mut out).is_err());
+        }
+    }
+
+    #[test]
+    fn window_finds_the_densest_run() {
+        let mut counts = [0u32; 256];
+        for (v, c) in counts.iter_mut().enumerate().skip(100).take(20) {
+            *c = 1000 - (v as u32 - 100) * 10;
+        }
+        counts[255] = 50_000;
+        let (lo, held) = window(&counts);
+        assert_eq!(lo, (256 - WINDOW) as u8);
+        assert_eq!(held, 50_000);
+        counts[255] = 0;
+        let (lo, _) = window(&counts);
+        assert_eq!(lo, 100);
+    }
+
+    #[test]
+    fn odd_plane_pads_with_rank_zero_and_rejects_other_pads() {
+        let plane = [7u8, 8, 9];
+        let mut symbols = vec![0; 2];
+        let mut escapes = Vec::new();
+        pair_up(&plane, 7, &mut symbols, &mut escapes);
+        assert_eq!(symbols, [0x01, 0x20]);
+        let mut out = [0u8; 3];
+        assert!(expand(&[0x01, 0x21], 7, &[], &mut out).is_err());
+        assert!(expand(&[0x01], 7, &[], &mut out).is_err());
+    }
+}
