@@ -504,17 +504,20 @@ fn encode_one<'a>(
             escapes: c.escapes,
         };
     }
-    let raw_hash = hash::h128(raw);
     match &t.reference {
-        None => CodedChunk {
-            bytes: ChunkBytes::Planes(Box::new(PlaneChunk::encode(raw, t.dtype)), raw),
-            raw_hash,
-            ref_hash: None,
-            predicted: false,
-            max_error: 0.0,
-            escapes: 0,
-        },
+        None => {
+            let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype);
+            CodedChunk {
+                bytes: ChunkBytes::Planes(Box::new(planes), raw),
+                raw_hash,
+                ref_hash: None,
+                predicted: false,
+                max_error: 0.0,
+                escapes: 0,
+            }
+        }
         Some(r) => {
+            let raw_hash = hash::h128(raw);
             let rc = &r.data[range];
             let bytes = predict::encode_chunk(raw, rc, t.dtype);
             let predicted = bytes.first() != Some(&0);

@@ -190,8 +190,7 @@ mod avx2 {
         blocks * 32
     }
 
-    /// [`super::expand`]'s whole blocks (blocks with an escape one symbol at a time);
-    /// returns the symbols done.
+    /// [`super::expand`]'s whole blocks; returns the symbols done.
     #[target_feature(enable = "avx2")]
     pub unsafe fn expand(
         symbols: &[u8],
@@ -207,23 +206,52 @@ mod avx2 {
             let s = _mm256_loadu_si256(symbols.as_ptr().add(32 * k) as *const __m256i);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(s), nib);
             let low = _mm256_and_si256(s, nib);
-            let esc = _mm256_or_si256(_mm256_cmpeq_epi8(hi, nib), _mm256_cmpeq_epi8(low, nib));
-            if _mm256_movemask_epi8(esc) != 0 {
-                let (syms, dst) = (&symbols[32 * k..32 * k + 32], &mut out[64 * k..64 * k + 64]);
-                super::expand_scalar(syms, lo, escapes, next, dst)?;
-                continue;
-            }
             // Bytes 2i, 2i + 1 = hi[i], low[i]; unpack works within 128-bit halves.
-            let a = _mm256_add_epi8(_mm256_unpacklo_epi8(hi, low), lov);
-            let b = _mm256_add_epi8(_mm256_unpackhi_epi8(hi, low), lov);
+            let (first, second) = interleave(hi, low);
             let dst = out.as_mut_ptr().add(64 * k);
-            _mm256_storeu_si256(dst as *mut __m256i, _mm256_permute2x128_si256::<0x20>(a, b));
-            _mm256_storeu_si256(
-                dst.add(32) as *mut __m256i,
-                _mm256_permute2x128_si256::<0x31>(a, b),
-            );
+            _mm256_storeu_si256(dst as *mut __m256i, _mm256_add_epi8(first, lov));
+            _mm256_storeu_si256(dst.add(32) as *mut __m256i, _mm256_add_epi8(second, lov));
+            let any = _mm256_or_si256(_mm256_cmpeq_epi8(hi, nib), _mm256_cmpeq_epi8(low, nib));
+            if _mm256_movemask_epi8(any) != 0 {
+                let (e0, e1) = interleave(_mm256_cmpeq_epi8(hi, nib), _mm256_cmpeq_epi8(low, nib));
+                let mask = _mm256_movemask_epi8(e0) as u32 as u64
+                    | (_mm256_movemask_epi8(e1) as u32 as u64) << 32;
+                patch(&mut out[64 * k..64 * k + 64], mask, lo, escapes, next)?;
+            }
         }
         Ok(32 * blocks)
+    }
+
+    /// 64 bytes `a[0], b[0], a[1], b[1], ...` of two 32-byte vectors, as two vectors.
+    #[inline(always)]
+    unsafe fn interleave(a: __m256i, b: __m256i) -> (__m256i, __m256i) {
+        let (l, h) = (_mm256_unpacklo_epi8(a, b), _mm256_unpackhi_epi8(a, b));
+        (
+            _mm256_permute2x128_si256::<0x20>(l, h),
+            _mm256_permute2x128_si256::<0x31>(l, h),
+        )
+    }
+
+    /// Writes the next escaped bytes at the positions of `mask`'s set bits in `block`.
+    fn patch(
+        block: &mut [u8],
+        mut mask: u64,
+        lo: u8,
+        escapes: &[u8],
+        next: &mut usize,
+    ) -> Result<()> {
+        while mask != 0 {
+            let b = *escapes
+                .get(*next)
+                .ok_or_else(|| Error::Corrupt("too few escaped bytes".into()))?;
+            if rank(b, lo) != ESCAPE {
+                return Err(Error::Corrupt("escaped byte inside the window".into()));
+            }
+            block[mask.trailing_zeros() as usize] = b;
+            *next += 1;
+            mask &= mask - 1;
+        }
+        Ok(())
     }
 }
 
@@ -265,6 +293,18 @@ mod tests {
             pair_up(&plane, 10, &mut symbols, &mut escapes);
             prop_assume!(!escapes.is_empty() || !drop_one);
             if drop_one { escapes.pop(); } else { escapes.push(0); }
+            let mut out = vec![0; plane.len()];
+            prop_assert!(expand(&symbols, 10, &escapes, &mut out).is_err());
+        }
+
+        #[test]
+        fn escaped_bytes_inside_the_window_are_errors(plane in proptest::collection::vec(0u8..40, 1..500), at in any::<usize>()) {
+            let mut symbols = vec![0; symbol_count(plane.len())];
+            let mut escapes = Vec::new();
+            pair_up(&plane, 10, &mut symbols, &mut escapes);
+            prop_assume!(!escapes.is_empty());
+            let k = at % escapes.len();
+            escapes[k] = 10 + (at % WINDOW) as u8;
             let mut out = vec![0; plane.len()];
             prop_assert!(expand(&symbols, 10, &escapes, &mut out).is_err());
         }

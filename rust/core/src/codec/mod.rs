@@ -33,7 +33,8 @@ const MODE_PAIRS: u8 = 3;
 /// A plane of 2-byte words (bf16, fp16) is pair coded ([`pairs`]) when that costs at most
 /// this fraction more than one symbol per byte: there the exponent plane's rANS steps are
 /// most of the work, and halving them speeds decode up by about 40% for about 0.5% of the
-/// plane's size (0.1% of the chunk). Other planes are pair coded only when no larger.
+/// plane's size (0.1% of the chunk). Planes of wider words, where the exponent plane is a
+/// smaller part of the work, keep one symbol per byte and are not tried.
 const PAIR_SLACK_2BYTE: f64 = 0.015;
 /// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
 const PAIR_MIN_BYTES: usize = 1 << 12;
@@ -68,6 +69,26 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
+/// Hands `raw` (words of `width` bytes) to `cut(block, first word of the block)`: whole,
+/// or, when there is a `hasher`, in blocks of [`HASH_BLOCK_WORDS`] each hashed first, so
+/// that `cut` reads it from L1 instead of memory.
+fn in_blocks(
+    raw: &[u8],
+    width: usize,
+    hasher: Option<&mut Hasher128>,
+    mut cut: impl FnMut(&[u8], usize),
+) {
+    match hasher {
+        None => cut(raw, 0),
+        Some(h) => {
+            for (k, block) in raw.chunks(HASH_BLOCK_WORDS * width).enumerate() {
+                h.update(block);
+                cut(block, k * HASH_BLOCK_WORDS);
+            }
+        }
+    }
+}
+
 /// Cuts `scratch` into `width` planes of `n` bytes each.
 fn plane_slices(scratch: &mut [u8], n: usize, width: usize) -> Vec<&mut [u8]> {
     let mut planes = Vec::with_capacity(width);
@@ -97,11 +118,31 @@ impl PlaneChunk {
     /// Codes the planes of `raw` (whole `dtype` words) that pay for it.
     pub fn encode(raw: &[u8], dtype: DType) -> PlaneChunk {
         let (width, float) = (dtype.word_size(), dtype.is_float());
+        Self::encode_planes(raw, dtype, &worth_coding(raw, width, float), None)
+    }
+
+    /// [`PlaneChunk::encode`], also returning [`crate::hash::h128`] of `raw`, computed
+    /// block by block as the planes are cut out (each block is read from memory once).
+    pub fn encode_hashed(raw: &[u8], dtype: DType) -> (PlaneChunk, u128) {
+        let (width, float) = (dtype.word_size(), dtype.is_float());
+        let mut h = Hasher128::default();
+        let chunk = Self::encode_planes(raw, dtype, &worth_coding(raw, width, float), Some(&mut h));
+        (chunk, h.digest())
+    }
+
+    /// Codes the `candidates` planes of `raw` one by one, each only if it pays; feeds
+    /// `raw` to `hasher` on the way.
+    fn encode_planes(
+        raw: &[u8],
+        dtype: DType,
+        candidates: &[bool; MAX_PLANES],
+        hasher: Option<&mut Hasher128>,
+    ) -> PlaneChunk {
+        let (width, float) = (dtype.word_size(), dtype.is_float());
         let n = raw.len() / width;
-        let candidates = worth_coding(raw, width, float);
         let mut w = Writer::reusing(CODED.with(|c| c.take()));
         let mut spans = [None; MAX_PLANES];
-        let slack = if width == 2 { PAIR_SLACK_2BYTE } else { 0.0 };
+        let slack = (width == 2).then_some(PAIR_SLACK_2BYTE);
         let mut code = |p: usize, plane: &[u8], w: &mut Writer| {
             let start = w.len();
             if code_plane(plane, slack, w) {
@@ -112,22 +153,43 @@ impl PlaneChunk {
         if count > 1 {
             with_scratch(raw.len(), |scratch| {
                 let mut planes = plane_slices(scratch, n, width);
-                fields::split(raw, width, float, &mut planes);
+                in_blocks(raw, width, hasher, |block, at| {
+                    let m = block.len() / width;
+                    let mut part: Vec<&mut [u8]> =
+                        planes.iter_mut().map(|p| &mut p[at..at + m]).collect();
+                    fields::split(block, width, float, &mut part);
+                });
                 for p in (0..width).filter(|&p| candidates[p]) {
                     code(p, planes[p], &mut w);
                 }
             });
         } else if let Some(p) = (0..width).find(|&p| candidates[p]) {
             with_scratch(n, |plane| {
-                fields::extract(raw, width, float, p, plane);
+                in_blocks(raw, width, hasher, |block, at| {
+                    let part = &mut plane[at..at + block.len() / width];
+                    fields::extract(block, width, float, p, part);
+                });
                 code(p, plane, &mut w);
             });
+        } else if let Some(h) = hasher {
+            h.update(raw);
         }
+        Self::keep(w, spans, dtype, n)
+    }
+
+    /// The chunk of `n` words of `dtype` whose coded planes were written to `w` (taken from
+    /// the per-thread buffer, which gets it back) at `spans`.
+    fn keep(
+        w: Writer,
+        spans: [Option<(usize, usize)>; MAX_PLANES],
+        dtype: DType,
+        n: usize,
+    ) -> PlaneChunk {
         let coded = Held::copy_of(w.as_slice());
         CODED.with(|c| c.replace(w.into_inner()));
         PlaneChunk {
-            width,
-            float,
+            width: dtype.word_size(),
+            float: dtype.is_float(),
             n,
             coded,
             spans,
@@ -271,28 +333,37 @@ pub fn encode_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
 
 /// Stores one plane of bytes raw, as a constant, or rANS coded, whichever is smallest.
 pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
-    if !code_plane(plane, 0.0, w) {
+    if !code_plane(plane, None, w) {
         w.u8(MODE_RAW);
         w.bytes(plane);
     }
 }
 
-/// Writes `plane` as a constant or rANS coded (pair coded when that costs at most
-/// `pair_slack` more) when that is smaller than raw; returns whether it did (nothing is
-/// written otherwise).
-fn code_plane(plane: &[u8], pair_slack: f64, w: &mut Writer) -> bool {
+/// Writes `plane` as a constant or rANS coded (pair coded when that costs at most the
+/// fraction `pair_slack` more) when that is smaller than raw; returns whether it did
+/// (nothing is written otherwise).
+fn code_plane(plane: &[u8], pair_slack: Option<f64>, w: &mut Writer) -> bool {
     let (counts, scale) = model_counts(plane);
     let Some(table) = FreqTable::normalize(&counts) else {
         w.u8(MODE_CONST);
         w.u8(plane.first().copied().unwrap_or(0));
         return true;
     };
-    let present = counts.iter().filter(|&&c| c > 0).count();
-    let est = coded_estimate(table.coded_bytes(&counts) * scale, present);
-    if est >= plane.len() as f64 * (1.0 - MIN_SAVING) {
+    let est = estimate(&table, &counts, scale);
+    if !pays(est, plane.len()) {
         return false;
     }
-    if !code_pairs(plane, &counts, est * (1.0 + pair_slack), w) {
+    let paired = pair_slack.is_some_and(|slack| {
+        pair_window(plane.len(), &counts).is_some_and(|lo| {
+            pairs::with_symbols(pairs::symbol_count(plane.len()), |symbols| {
+                let mut escapes = Vec::new();
+                pairs::pair_up(plane, lo, symbols, &mut escapes);
+                let counted = model_counts(symbols);
+                write_pairs(lo, symbols, &escapes, &counted, est * (1.0 + slack), w)
+            })
+        })
+    });
+    if !paired {
         w.u8(MODE_RANS);
         table.write(w);
         rans::encode(plane, &table, w);
@@ -300,37 +371,50 @@ fn code_plane(plane: &[u8], pair_slack: f64, w: &mut Writer) -> bool {
     true
 }
 
-/// Writes `plane` pair coded when its bytes nearly all fit one window and the estimate
-/// is at most `bound` bytes; returns whether it did (nothing is written otherwise).
-fn code_pairs(plane: &[u8], counts: &[u32; 256], bound: f64, w: &mut Writer) -> bool {
-    if plane.len() < PAIR_MIN_BYTES {
-        return false;
-    }
+/// Estimated size of a plane coded under `table`, from its model counts and their scale.
+fn estimate(table: &FreqTable, counts: &[u32; 256], scale: f64) -> f64 {
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    coded_estimate(table.coded_bytes(counts) * scale, present)
+}
+
+/// Whether coding a plane of `n` bytes with estimated size `est` beats storing it raw.
+fn pays(est: f64, n: usize) -> bool {
+    est < n as f64 * (1.0 - MIN_SAVING)
+}
+
+/// The window for pair coding a plane of `n` bytes with model `counts`: `None` when the
+/// plane is too short or too many bytes fall outside the best window.
+fn pair_window(n: usize, counts: &[u32; 256]) -> Option<u8> {
     let (lo, held) = pairs::window(counts);
     let total: u64 = counts.iter().map(|&c| c as u64).sum();
-    if (total - held) * PAIR_MAX_ESCAPES > total {
+    (n >= PAIR_MIN_BYTES && (total - held) * PAIR_MAX_ESCAPES <= total).then_some(lo)
+}
+
+/// Writes a plane's pair `symbols` (window `lo`, `escapes`, model counts and scale
+/// `counted`) when the estimate is at most `bound` bytes; returns whether it did
+/// (nothing is written otherwise).
+fn write_pairs(
+    lo: u8,
+    symbols: &[u8],
+    escapes: &[u8],
+    counted: &([u32; 256], f64),
+    bound: f64,
+    w: &mut Writer,
+) -> bool {
+    let (counts, scale) = counted;
+    let Some(table) = FreqTable::normalize(counts) else {
+        return false;
+    };
+    if estimate(&table, counts, *scale) + (5 + escapes.len()) as f64 > bound {
         return false;
     }
-    pairs::with_symbols(pairs::symbol_count(plane.len()), |symbols| {
-        let mut escapes = Vec::new();
-        pairs::pair_up(plane, lo, symbols, &mut escapes);
-        let (counts, scale) = model_counts(symbols);
-        let Some(table) = FreqTable::normalize(&counts) else {
-            return false;
-        };
-        let present = counts.iter().filter(|&&c| c > 0).count();
-        let est = coded_estimate(table.coded_bytes(&counts) * scale, present);
-        if est + (5 + escapes.len()) as f64 > bound {
-            return false;
-        }
-        w.u8(MODE_PAIRS);
-        w.u8(lo);
-        w.u32(escapes.len() as u32);
-        w.bytes(&escapes);
-        table.write(w);
-        rans::encode(symbols, &table, w);
-        true
-    })
+    w.u8(MODE_PAIRS);
+    w.u8(lo);
+    w.u32(escapes.len() as u32);
+    w.bytes(escapes);
+    table.write(w);
+    rans::encode(symbols, &table, w);
+    true
 }
 
 /// Decompresses one chunk into `out` (whole `dtype` elements). `comp` must be consumed
@@ -341,7 +425,8 @@ pub fn decode_chunk(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
     })
 }
 
-/// Words merged per block by [`decode_chunk_hashed`]: a block stays in L1 to be hashed.
+/// Words per block hashed on the way in [`decode_chunk_hashed`] and
+/// [`PlaneChunk::encode_hashed`]: a block stays in L1 between the hash and the planes.
 const HASH_BLOCK_WORDS: usize = 4096;
 
 /// Like [`decode_chunk`], also returning [`crate::hash::h128`] of the decoded bytes: each
@@ -491,6 +576,20 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn hashed_encode_matches_plain_encode_and_hash(
+            n in 0usize..40_000, period in 3usize..3000, d in 0usize..17, seed in any::<u64>()) {
+            let dtype = DType::all()[d];
+            let raw = bf16_weights(n, period, seed);
+            let raw = &raw[..raw.len() / dtype.size() * dtype.size()];
+            let (chunk, hash) = PlaneChunk::encode_hashed(raw, dtype);
+            prop_assert_eq!(hash, crate::hash::h128(raw));
+            prop_assert_eq!(chunk.to_vec(raw), encode_chunk(raw, dtype));
+        }
+    }
+
     #[test]
     fn bf16_exponents_are_pair_coded_within_the_slack() {
         let raw = bf16_weights(50_001, 997, 7);
@@ -502,7 +601,7 @@ mod tests {
                 .chunks(2)
                 .map(|w| (u16::from_le_bytes([w[0], w[1]]).rotate_left(1) >> 8) as u8)
                 .collect();
-            assert!(code_plane(&plane, 0.0, &mut w));
+            assert!(code_plane(&plane, None, &mut w));
             w.len()
         };
         let paired = comp.len() - (1 + 50_001);
