@@ -457,6 +457,32 @@ fn chunk_seeds() -> Vec<(String, Vec<u8>)> {
             out.push((format!("{}_{count}.chunk", d.name()), seed));
         }
     }
+    // Pair-coded exponent planes (mode 3): bf16/fp16 weights with zeros and Inf/NaN among
+    // them, so that some bytes are escaped.
+    for (d, count) in [(DType::BF16, 40_001usize), (DType::F16, 65_535)] {
+        // Magnitudes within a few binades (top byte 0x78..0x7c after the sign rotation),
+        // every 499th word a zero, Inf or NaN.
+        let raw: Vec<u8> = (0..count)
+            .flat_map(|k| {
+                let r = rng.next();
+                let w = match k % 499 {
+                    0 => [0x0000, 0x7f80, 0x7fc1][k % 3],
+                    _ => (r & 0x807f) as u16 | (0x78 + (r >> 32) as u16 % 5) << 7,
+                };
+                w.to_le_bytes()
+            })
+            .collect();
+        let comp = encode_chunk(&raw, d);
+        assert_eq!(comp[0], 3, "{} seed must be pair coded", d.name());
+        let i = DType::all()
+            .iter()
+            .position(|&x| x == d)
+            .expect("listed dtype");
+        let mut seed = vec![i as u8];
+        seed.extend_from_slice(&(count as u16).to_le_bytes());
+        seed.extend_from_slice(&comp);
+        out.push((format!("{}_{count}_pairs.chunk", d.name()), seed));
+    }
     out
 }
 

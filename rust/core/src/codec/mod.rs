@@ -39,8 +39,9 @@ const PAIR_SLACK_2BYTE: f64 = 0.015;
 /// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
 const PAIR_MIN_BYTES: usize = 1 << 12;
 /// Pair coding is tried only when at most 1 in this many bytes (on the model's counts)
-/// falls outside the window: escaped bytes are stored raw.
-const PAIR_MAX_ESCAPES: u64 = 256;
+/// falls outside the window: escaped bytes are stored raw, and the size estimate (which
+/// counts them) decides the rest.
+const PAIR_MAX_ESCAPES: u64 = 64;
 
 /// Fixed bytes of a rANS plane besides the payload: mode, bitmap, lane counts and states.
 const RANS_OVERHEAD: usize = 1 + 32 + 8 * LANES;
