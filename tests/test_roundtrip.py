@@ -252,6 +252,37 @@ def test_big_half_floats_pair_coded_exponents(name, n_specials):
     assert len(data) < (0.8 if name == "bfloat16" else 0.9) * n * 2
 
 
+@settings(max_examples=examples(25), deadline=None)
+@given(
+    n=st.integers(4096, 40_000),
+    top=st.integers(0, 255),
+    spread=st.integers(1, 24),
+    special_every=st.integers(2, 5000),
+    half=st.sampled_from(["float16", "bfloat16", "uint16"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_half_float_exponent_windows_hypothesis(n, top, spread, special_every, half, seed):
+    """2-byte words whose top bytes (for floats: after the sign rotation) sit in a window of
+    any width and place, with every k-th word a zero, Inf, NaN payload or subnormal: the
+    plane coder picks pairs, escapes or one byte per symbol, and the round trip is exact."""
+    rng = np.random.default_rng(seed)
+    tops = (top + rng.integers(0, spread, n)) % 256
+    words = (tops.astype(np.uint16) << 7) | (rng.integers(0, 1 << 16, n).astype(np.uint16) & 0x807F)
+    specials = np.array([0x0000, 0x8000, 0x7F80, 0xFFC1, 0x7C00, 0x7E01, 0x0001, 0x8003], np.uint16)
+    words[::special_every] = specials[rng.integers(0, len(specials), len(words[::special_every]))]
+    if half == "bfloat16":
+        torch = need_torch()
+        t = torch.from_numpy(words.view(np.int16).copy()).view(torch.bfloat16)
+        out = fastckpt.decode(fastckpt.encode({"w": t}))["w"]
+        assert out.dtype == torch.bfloat16
+        assert np.array_equal(out.view(torch.int16).numpy().view(np.uint16), words)
+        return
+    arr = words.view(np.float16) if half == "float16" else words
+    out = fastckpt.decode(fastckpt.encode({"w": arr}))["w"]
+    assert out.dtype == arr.dtype
+    assert np.array_equal(out.view(np.uint16), words)
+
+
 def test_big_numpy_arrays_multichunk():
     rng = np.random.default_rng(5)
     obj = {
