@@ -21,6 +21,8 @@ use crate::fields::{self, MAX_PLANES};
 use crate::hash::Hasher128;
 use crate::pool::Held;
 
+mod paired;
+
 /// A plane is entropy coded only when that saves at least this fraction of its bytes:
 /// near-uniform mantissa planes stay raw, which keeps decode fast at no real cost.
 pub const MIN_SAVING: f64 = 0.01;
@@ -36,12 +38,6 @@ const MODE_PAIRS: u8 = 3;
 /// plane's size (0.1% of the chunk). Planes of wider words, where the exponent plane is a
 /// smaller part of the work, keep one symbol per byte and are not tried.
 const PAIR_SLACK_2BYTE: f64 = 0.015;
-/// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
-const PAIR_MIN_BYTES: usize = 1 << 12;
-/// Pair coding is tried only when at most 1 in this many bytes (on the model's counts)
-/// falls outside the window: escaped bytes are stored raw, and the size estimate (which
-/// counts them) decides the rest.
-const PAIR_MAX_ESCAPES: u64 = 64;
 
 /// Fixed bytes of a rANS plane besides the payload: mode, bitmap, lane counts and states.
 const RANS_OVERHEAD: usize = 1 + 32 + 8 * LANES;
@@ -344,6 +340,9 @@ pub(crate) fn encode_plane(plane: &[u8], w: &mut Writer) {
 /// fraction `pair_slack` more) when that is smaller than raw; returns whether it did
 /// (nothing is written otherwise).
 fn code_plane(plane: &[u8], pair_slack: Option<f64>, w: &mut Writer) -> bool {
+    if pair_slack.is_some_and(|slack| paired::code(plane, slack, w)) {
+        return true;
+    }
     let (counts, scale) = model_counts(plane);
     let Some(table) = FreqTable::normalize(&counts) else {
         w.u8(MODE_CONST);
@@ -354,21 +353,9 @@ fn code_plane(plane: &[u8], pair_slack: Option<f64>, w: &mut Writer) -> bool {
     if !pays(est, plane.len()) {
         return false;
     }
-    let paired = pair_slack.is_some_and(|slack| {
-        pair_window(plane.len(), &counts).is_some_and(|lo| {
-            pairs::with_symbols(pairs::symbol_count(plane.len()), |symbols| {
-                let mut escapes = Vec::new();
-                pairs::pair_up(plane, lo, symbols, &mut escapes);
-                let counted = model_counts(symbols);
-                write_pairs(lo, symbols, &escapes, &counted, est * (1.0 + slack), w)
-            })
-        })
-    });
-    if !paired {
-        w.u8(MODE_RANS);
-        table.write(w);
-        rans::encode(plane, &table, w);
-    }
+    w.u8(MODE_RANS);
+    table.write(w);
+    rans::encode(plane, &table, w);
     true
 }
 
@@ -381,41 +368,6 @@ fn estimate(table: &FreqTable, counts: &[u32; 256], scale: f64) -> f64 {
 /// Whether coding a plane of `n` bytes with estimated size `est` beats storing it raw.
 fn pays(est: f64, n: usize) -> bool {
     est < n as f64 * (1.0 - MIN_SAVING)
-}
-
-/// The window for pair coding a plane of `n` bytes with model `counts`: `None` when the
-/// plane is too short or too many bytes fall outside the best window.
-fn pair_window(n: usize, counts: &[u32; 256]) -> Option<u8> {
-    let (lo, held) = pairs::window(counts);
-    let total: u64 = counts.iter().map(|&c| c as u64).sum();
-    (n >= PAIR_MIN_BYTES && (total - held) * PAIR_MAX_ESCAPES <= total).then_some(lo)
-}
-
-/// Writes a plane's pair `symbols` (window `lo`, `escapes`, model counts and scale
-/// `counted`) when the estimate is at most `bound` bytes; returns whether it did
-/// (nothing is written otherwise).
-fn write_pairs(
-    lo: u8,
-    symbols: &[u8],
-    escapes: &[u8],
-    counted: &([u32; 256], f64),
-    bound: f64,
-    w: &mut Writer,
-) -> bool {
-    let (counts, scale) = counted;
-    let Some(table) = FreqTable::normalize(counts) else {
-        return false;
-    };
-    if estimate(&table, counts, *scale) + (5 + escapes.len()) as f64 > bound {
-        return false;
-    }
-    w.u8(MODE_PAIRS);
-    w.u8(lo);
-    w.u32(escapes.len() as u32);
-    w.bytes(escapes);
-    table.write(w);
-    rans::encode(symbols, &table, w);
-    true
 }
 
 /// Decompresses one chunk into `out` (whole `dtype` elements). `comp` must be consumed

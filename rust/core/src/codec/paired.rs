@@ -1,0 +1,140 @@
+//! The encoder's choice of pair coding ([`pairs`], plane mode 3) for planes of 2-byte words.
+//!
+//! Pairs are tried first, and decided without modelling the plane one byte at a time: the
+//! window comes from a thin sample, and the one-byte-per-symbol size the pairs are held
+//! against is estimated from the pair symbols' own counts (each symbol counts for both of
+//! its bytes) and the escaped bytes. Only when pairs do not pay is the plane modelled byte
+//! by byte ([`super::code_plane`]): exponent planes of bf16 and fp16 weights then pass over
+//! the plane once instead of twice.
+
+use super::*;
+
+/// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
+const PAIR_MIN_BYTES: usize = 1 << 12;
+/// Pairs are written only when at most 1 in this many bytes falls outside the window:
+/// escaped bytes are stored raw.
+const PAIR_MAX_ESCAPES: usize = 64;
+/// The window is chosen on the bytes at indices `i` with `i % WINDOW_STRIDE < WINDOW_RUN`.
+const WINDOW_STRIDE: usize = 4096;
+/// See [`WINDOW_STRIDE`].
+const WINDOW_RUN: usize = 64;
+
+/// Writes `plane` pair coded when that is estimated to cost at most the fraction `slack`
+/// more than one symbol per byte (and beats raw); returns whether it did (nothing is
+/// written otherwise).
+pub(super) fn code(plane: &[u8], slack: f64, w: &mut Writer) -> bool {
+    let n = plane.len();
+    if n < PAIR_MIN_BYTES {
+        return false;
+    }
+    let (lo, _) = pairs::window(&window_sample(plane));
+    pairs::with_symbols(pairs::symbol_count(n), |symbols| {
+        let mut escapes = Vec::new();
+        pairs::pair_up(plane, lo, symbols, &mut escapes);
+        if escapes.len() * PAIR_MAX_ESCAPES > n {
+            return false;
+        }
+        let counted = model_counts(symbols);
+        let bytes = byte_counts(&counted, lo, &escapes);
+        let Some(table) = FreqTable::normalize(&bytes) else {
+            return false;
+        };
+        let single = estimate(&table, &bytes, 1.0);
+        pays(single, n) && write(lo, symbols, &escapes, &counted, single * (1.0 + slack), w)
+    })
+}
+
+/// Counts of the plane's bytes at [`WINDOW_STRIDE`]'s sample positions (a 64th of them).
+fn window_sample(plane: &[u8]) -> [u32; 256] {
+    let mut counts = [0u32; 256];
+    for run in plane.chunks(WINDOW_STRIDE) {
+        for &b in &run[..run.len().min(WINDOW_RUN)] {
+            counts[b as usize] += 1;
+        }
+    }
+    counts
+}
+
+/// Estimated counts of the plane's byte values, from the pair symbols' model counts and
+/// scale (`counted`: each symbol counts for both of its ranks' values) and the escaped
+/// bytes (counted exactly). Every value seen counts at least one.
+fn byte_counts(counted: &([u32; 256], f64), lo: u8, escapes: &[u8]) -> [u32; 256] {
+    let (symbols, scale) = counted;
+    let mut scaled = [0f64; 256];
+    for (s, &c) in symbols.iter().enumerate().filter(|(_, &c)| c > 0) {
+        for rank in [s >> 4, s & 15] {
+            if rank < pairs::WINDOW {
+                scaled[lo as usize + rank] += c as f64 * scale;
+            }
+        }
+    }
+    let mut counts = [0u32; 256];
+    for (c, &x) in counts.iter_mut().zip(&scaled) {
+        *c = if x > 0.0 {
+            (x.round() as u32).max(1)
+        } else {
+            0
+        };
+    }
+    for &b in escapes {
+        counts[b as usize] += 1;
+    }
+    counts
+}
+
+/// Writes a plane's pair `symbols` (window `lo`, `escapes`, model counts and scale
+/// `counted`) when the estimate is at most `bound` bytes; returns whether it did
+/// (nothing is written otherwise).
+fn write(
+    lo: u8,
+    symbols: &[u8],
+    escapes: &[u8],
+    counted: &([u32; 256], f64),
+    bound: f64,
+    w: &mut Writer,
+) -> bool {
+    let (counts, scale) = counted;
+    let Some(table) = FreqTable::normalize(counts) else {
+        return false;
+    };
+    if estimate(&table, counts, *scale) + (5 + escapes.len()) as f64 > bound {
+        return false;
+    }
+    w.u8(MODE_PAIRS);
+    w.u8(lo);
+    w.u32(escapes.len() as u32);
+    w.bytes(escapes);
+    table.write(w);
+    rans::encode(symbols, &table, w);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entropy::freq::histogram;
+
+    #[test]
+    fn byte_counts_of_exact_pair_counts_are_the_plane_histogram() {
+        let plane: Vec<u8> = (0..5000u32)
+            .map(|i| match i % 97 {
+                0 => 3,
+                k => 100 + (k * k % 7) as u8,
+            })
+            .collect();
+        let mut symbols = vec![0; pairs::symbol_count(plane.len())];
+        let mut escapes = Vec::new();
+        pairs::pair_up(&plane, 100, &mut symbols, &mut escapes);
+        let counted = (histogram(&symbols), 1.0);
+        assert_eq!(byte_counts(&counted, 100, &escapes), histogram(&plane));
+    }
+
+    #[test]
+    fn short_or_scattered_planes_are_left_alone() {
+        let mut w = Writer::default();
+        assert!(!code(&[7u8; 4000], 0.5, &mut w));
+        let scattered: Vec<u8> = (0..20_000u32).map(|i| (i * 37 % 251) as u8).collect();
+        assert!(!code(&scattered, 0.5, &mut w));
+        assert_eq!(w.len(), 0);
+    }
+}
