@@ -451,7 +451,7 @@ pub(crate) fn decode_plane<'a>(r: &mut Reader<'a>, buf: &mut [u8]) -> Result<Opt
         }
         MODE_PAIRS => {
             let lo = r.u8()?;
-            if lo as usize > 256 - pairs::WINDOW {
+            if lo > pairs::MAX_LO {
                 return Err(Error::Corrupt(format!("pair window at {lo}")));
             }
             let escaped = r.u32()? as usize;

@@ -8,6 +8,7 @@
 //! the plane once instead of twice.
 
 use super::*;
+use crate::entropy::freq::sampled_counts;
 
 /// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
 const PAIR_MIN_BYTES: usize = 1 << 12;
@@ -27,7 +28,8 @@ pub(super) fn code(plane: &[u8], slack: f64, w: &mut Writer) -> bool {
     if n < PAIR_MIN_BYTES {
         return false;
     }
-    let (lo, _) = pairs::window(&window_sample(plane));
+    let (sample, _) = sampled_counts(plane, WINDOW_STRIDE, WINDOW_RUN);
+    let (lo, _) = pairs::window(&sample);
     pairs::with_symbols(pairs::symbol_count(n), |symbols| {
         let mut escapes = Vec::new();
         pairs::pair_up(plane, lo, symbols, &mut escapes);
@@ -42,17 +44,6 @@ pub(super) fn code(plane: &[u8], slack: f64, w: &mut Writer) -> bool {
         let single = estimate(&table, &bytes, 1.0);
         pays(single, n) && write(lo, symbols, &escapes, &counted, single * (1.0 + slack), w)
     })
-}
-
-/// Counts of the plane's bytes at [`WINDOW_STRIDE`]'s sample positions (a 64th of them).
-fn window_sample(plane: &[u8]) -> [u32; 256] {
-    let mut counts = [0u32; 256];
-    for run in plane.chunks(WINDOW_STRIDE) {
-        for &b in &run[..run.len().min(WINDOW_RUN)] {
-            counts[b as usize] += 1;
-        }
-    }
-    counts
 }
 
 /// Estimated counts of the plane's byte values, from the pair symbols' model counts and

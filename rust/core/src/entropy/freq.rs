@@ -61,19 +61,25 @@ pub fn model_counts(plane: &[u8]) -> ([u32; 256], f64) {
     if plane.len() < MODEL_SAMPLE_MIN {
         return (histogram(plane), 1.0);
     }
-    let mut h = [[0u32; 256]; 4];
-    let mut sampled = 0usize;
-    for run in plane.chunks(MODEL_STRIDE) {
-        let run = &run[..run.len().min(MODEL_RUN)];
-        count_into(&mut h, run);
-        sampled += run.len();
-    }
-    let mut counts = sum_sub(&h);
+    let (mut counts, sampled) = sampled_counts(plane, MODEL_STRIDE, MODEL_RUN);
     let missed: [bool; 256] = std::array::from_fn(|v| counts[v] == 0);
     for (c, found) in counts.iter_mut().zip(present_among(plane, &missed)) {
         *c += found as u32;
     }
     (counts, plane.len() as f64 / sampled as f64)
+}
+
+/// Counts of the bytes of `plane` at the indices `i` with `i % stride < run`, and how many
+/// those are: a fixed sample that every encoder can reproduce.
+pub fn sampled_counts(plane: &[u8], stride: usize, run: usize) -> ([u32; 256], usize) {
+    let mut h = [[0u32; 256]; 4];
+    let mut sampled = 0usize;
+    for part in plane.chunks(stride) {
+        let part = &part[..part.len().min(run)];
+        count_into(&mut h, part);
+        sampled += part.len();
+    }
+    (sum_sub(&h), sampled)
 }
 
 /// Which of the values marked in `cand` occur in `data`. Meant for rare candidates: the

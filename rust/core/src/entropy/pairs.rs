@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 pub const WINDOW: usize = 15;
 /// Rank of a byte outside the window: the byte itself is stored apart.
 pub const ESCAPE: u8 = WINDOW as u8;
+/// The largest window start: the window's values stay below 256.
+pub const MAX_LO: u8 = (256 - WINDOW) as u8;
 
 thread_local! {
     /// Per-thread pair-symbol buffer, reused across planes.
@@ -39,12 +41,12 @@ pub fn symbol_count(n: usize) -> usize {
     n.div_ceil(2)
 }
 
-/// The window start `lo` (at most `256 - WINDOW`) whose [`WINDOW`] values hold the most of
+/// The window start `lo` (at most [`MAX_LO`]) whose [`WINDOW`] values hold the most of
 /// `counts`, and how many they hold.
 pub fn window(counts: &[u32; 256]) -> (u8, u64) {
     let mut held: u64 = counts[..WINDOW].iter().map(|&c| c as u64).sum();
     let (mut best, mut best_held) = (0usize, held);
-    for lo in 1..=256 - WINDOW {
+    for lo in 1..=MAX_LO as usize {
         held = held + counts[lo + WINDOW - 1] as u64 - counts[lo - 1] as u64;
         if held > best_held {
             (best, best_held) = (lo, held);
@@ -126,14 +128,7 @@ fn expand_scalar(
         }
         for (o, &r) in pair.iter_mut().zip(&ranks) {
             *o = if r == ESCAPE {
-                let b = *escapes
-                    .get(*next)
-                    .ok_or_else(|| Error::Corrupt("too few escaped bytes".into()))?;
-                *next += 1;
-                if rank(b, lo) != ESCAPE {
-                    return Err(Error::Corrupt("escaped byte inside the window".into()));
-                }
-                b
+                take_escape(escapes, next, lo)?
             } else {
                 lo.wrapping_add(r)
             };
@@ -142,9 +137,23 @@ fn expand_scalar(
     Ok(())
 }
 
+/// The escaped byte `escapes[*next]`, moving `next` past it; missing, or inside the window
+/// at `lo`, it is an error.
+fn take_escape(escapes: &[u8], next: &mut usize, lo: u8) -> Result<u8> {
+    let b = *escapes
+        .get(*next)
+        .ok_or_else(|| Error::Corrupt("too few escaped bytes".into()))?;
+    if rank(b, lo) != ESCAPE {
+        return Err(Error::Corrupt("escaped byte inside the window".into()));
+    }
+    *next += 1;
+    Ok(b)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! 32 pair symbols (64 plane bytes) at a time; blocks with an escape go the scalar way.
+    //! 32 pair symbols (64 plane bytes) at a time; escaped bytes are gathered (pairing) or
+    //! patched in by bit mask (expanding) only in the blocks that hold one.
     use super::*;
     use std::arch::x86_64::*;
 
@@ -241,14 +250,7 @@ mod avx2 {
         next: &mut usize,
     ) -> Result<()> {
         while mask != 0 {
-            let b = *escapes
-                .get(*next)
-                .ok_or_else(|| Error::Corrupt("too few escaped bytes".into()))?;
-            if rank(b, lo) != ESCAPE {
-                return Err(Error::Corrupt("escaped byte inside the window".into()));
-            }
-            block[mask.trailing_zeros() as usize] = b;
-            *next += 1;
+            block[mask.trailing_zeros() as usize] = super::take_escape(escapes, next, lo)?;
             mask &= mask - 1;
         }
         Ok(())
@@ -283,7 +285,7 @@ mod tests {
 
         #[test]
         fn pairs_roundtrip_any_bytes(plane in proptest::collection::vec(any::<u8>(), 0..300), lo in any::<u8>()) {
-            roundtrip(&plane, lo.min((256 - WINDOW) as u8));
+            roundtrip(&plane, lo.min(MAX_LO));
         }
 
         #[test]
@@ -318,7 +320,7 @@ mod tests {
         }
         counts[255] = 50_000;
         let (lo, held) = window(&counts);
-        assert_eq!(lo, (256 - WINDOW) as u8);
+        assert_eq!(lo, MAX_LO);
         assert_eq!(held, 50_000);
         counts[255] = 0;
         let (lo, _) = window(&counts);
