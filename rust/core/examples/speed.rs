@@ -1,5 +1,7 @@
 //! Quick single-thread speed probe (min of N runs, robust on a busy machine):
 //! `cargo run --release --example speed -- <file.safetensors>`.
+
+mod common;
 use std::time::Instant;
 
 use fastckpt_core::container::bytes::{Reader, Writer};
@@ -134,21 +136,8 @@ fn hash_speed(raw: &[u8]) {
 
 /// Whole-checkpoint encode/decode through the container, one and two threads.
 fn whole(data: &[u8], dtype: DType) {
-    let w = dtype.size();
-    use fastckpt_core::{encode, EncodeOptions, TensorIn, Value};
-    let inputs: Vec<TensorIn> = data
-        .chunks(4 << 20)
-        .enumerate()
-        .map(|(i, c)| TensorIn {
-            name: format!("t{i}"),
-            dtype,
-            shape: vec![(c.len() / w) as u64],
-            tag: String::new(),
-            data: &c[..c.len() / w * w],
-            reference: None,
-            lossy: None,
-        })
-        .collect();
+    use fastckpt_core::{encode, EncodeOptions, Value};
+    let inputs = common::tensors_of(data, dtype);
     let label = dtype.name();
     for threads in [1, 2] {
         whole_threads(&inputs, threads, label);

@@ -1,7 +1,9 @@
 //! Whole-model encode or decode in a loop into reused buffers (for `perf record` and A/B
 //! timing of two builds): `cargo run --release --example whole_loop -- <file.safetensors>
 //! <f32|bf16> <enc|dec> <threads> <runs>`; prints the median and best MB/s.
-use fastckpt_core::{encode, Checkpoint, DType, EncodeOptions, TensorIn, Value};
+
+mod common;
+use fastckpt_core::{encode, Checkpoint, DType, EncodeOptions, Value};
 use std::time::Instant;
 
 fn main() {
@@ -17,22 +19,9 @@ fn main() {
     } else {
         (DType::F32, all.to_vec())
     };
-    let w = dtype.size();
     let threads: usize = a[4].parse().unwrap();
     let runs: usize = a[5].parse().unwrap();
-    let inputs: Vec<TensorIn> = data
-        .chunks(4 << 20)
-        .enumerate()
-        .map(|(i, c)| TensorIn {
-            name: format!("t{i}"),
-            dtype,
-            shape: vec![(c.len() / w) as u64],
-            tag: String::new(),
-            data: &c[..c.len() / w * w],
-            reference: None,
-            lossy: None,
-        })
-        .collect();
+    let inputs = common::tensors_of(&data, dtype);
     let opts = EncodeOptions {
         threads: Some(threads),
         ..Default::default()
