@@ -20,11 +20,11 @@ use crate::quant::{self, Plan};
 pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
-/// Format minor version this build writes when a file uses [`Codec::Predicted`] (1.2:
-/// residual chunks may have scaled context tables, chunk kind 2); 1 when it uses
+/// Format minor version this build writes when a file uses [`Codec::Predicted`] (1.3:
+/// residual chunks may be token chunks, kind 3; 1.2: scaled context tables, kind 2); 1 when it uses
 /// [`Codec::Quantized`] or [`Codec::Same`] but no prediction (1.1); files without any of
 /// them are written as 1.0, readable by every 1.x reader.
-pub const MINOR: u16 = 2;
+pub const MINOR: u16 = 3;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.
