@@ -35,7 +35,7 @@ pub(super) fn estimates(
     raw: &[u8],
     reference: &[u8],
     dtype: DType,
-    (e_max, off): (u8, u64),
+    params: (u8, u64, u32),
 ) -> (f64, f64) {
     let width = dtype.word_size();
     let n = raw.len() / width;
@@ -47,7 +47,7 @@ pub(super) fn estimates(
         rs.extend_from_slice(&reference[at]);
     }
     let scale = n as f64 / (runs * RUN) as f64;
-    let a = encode::analyze(&xs, &rs, (width, dtype.is_float()), e_max, off, false);
+    let a = encode::analyze(&xs, &rs, (width, dtype.is_float()), params, false);
     let residual = a.estimate(scale).0;
     (residual, standalone(&xs, dtype, scale, n))
 }

@@ -1,7 +1,7 @@
-//! Decoding a residual chunk: the bit length of every word (context-modelled rANS or its
-//! context's constant), then the words from lengths, raw bits and the reference.
+//! Decoding a residual chunk: the bit length or token of every word (context-modelled
+//! rANS or its context's constant), then the words from those, raw bits and the reference.
 
-use super::word::{by_width, load, unresidual};
+use super::word::{by_width, load, token_bits, unresidual, untoken};
 use super::{contexts, CONTEXTS};
 use crate::container::bytes::Reader;
 use crate::entropy::bits::BitReader;
@@ -25,8 +25,8 @@ pub(super) struct Models {
     pub scale: u32,
 }
 
-/// Every word's bit length. With `consts_coded` (kind 2), every word's length is in the
-/// stream, constant contexts' under single-symbol tables. Otherwise (kind 1) a constant
+/// Every word's symbol (bit length, or token in kind 3). With `consts_coded` (kinds 2 and
+/// 3), every word's symbol is in the stream, constant contexts' under single-symbol tables. Otherwise (kind 1) a constant
 /// context's words take its constant and the stream holds the others (lanes count coded
 /// symbols only): they are decoded in one pass, then spread between the constants.
 /// `e_max` is the base exponent stored in the chunk; a reference whose largest exponent
@@ -170,8 +170,9 @@ fn spread(slots: &[u8], coded: &[u8], consts: &[u8; CONTEXTS], out: &mut [u8]) {
     }
 }
 
-/// Checks that no context can yield a residual longer than the word (`bits`).
-pub(super) fn check_symbols(m: &Models, bits: u32) -> Result<()> {
+/// Checks that no context can yield a symbol above `limit` (a residual longer than the
+/// word: its width for lengths, `word::max_token` for tokens).
+pub(super) fn check_symbols(m: &Models, limit: u32) -> Result<()> {
     let longest = m
         .tables
         .iter()
@@ -180,29 +181,68 @@ pub(super) fn check_symbols(m: &Models, bits: u32) -> Result<()> {
         .chain(m.consts.iter().flatten().map(|&k| k as usize))
         .max()
         .unwrap_or(0);
-    if longest as u32 > bits {
+    if longest as u32 > limit {
         return Err(Error::Corrupt(format!(
-            "residual of {longest} bits in a {bits}-bit word"
+            "residual symbol {longest} above the word's {limit}"
         )));
     }
     Ok(())
 }
 
-/// Rebuilds the words from bit lengths, raw bits and the reference; returns the raw bits
-/// consumed (the caller checks them against the stored byte count).
+/// Rebuilds the words from bit lengths (`tb` None) or tokens of `tb` top bits, raw bits
+/// and the reference; returns the raw bits consumed (the caller checks them against the
+/// stored byte count).
 pub(super) fn rebuild(
-    lengths: &[u8],
+    symbols: &[u8],
     bits: &[u8],
     reference: &[u8],
     out: &mut [u8],
-    (width, float, off): (usize, bool, u64),
+    (width, float, off, tb): (usize, bool, u64, Option<u32>),
 ) -> usize {
     let mut br = BitReader::new(bits);
-    by_width!(
-        width,
-        rebuild_w(lengths, &mut br, reference, out, (off, float))
-    );
+    match tb {
+        None => by_width!(
+            width,
+            rebuild_w(symbols, &mut br, reference, out, (off, float))
+        ),
+        Some(tb) => by_width!(
+            width,
+            rebuild_tokens(symbols, &mut br, reference, out, (off, tb, float))
+        ),
+    }
     br.position()
+}
+
+/// [`rebuild`] from tokens.
+fn rebuild_tokens<const W: usize>(
+    tokens: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    (off, tb, float): (u64, u32, bool),
+) {
+    if float {
+        rebuild_token_words::<W, true>(tokens, br, reference, out, (off, tb))
+    } else {
+        rebuild_token_words::<W, false>(tokens, br, reference, out, (off, tb))
+    }
+}
+
+/// The scalar token loop of [`rebuild`] with the word size and float-ness as constants.
+fn rebuild_token_words<const W: usize, const F: bool>(
+    tokens: &[u8],
+    br: &mut BitReader,
+    reference: &[u8],
+    out: &mut [u8],
+    (off, tb): (u64, u32),
+) {
+    let bits = 8 * W as u32;
+    let words = out.chunks_exact_mut(W).zip(reference.chunks_exact(W));
+    for ((o, rw), &t) in words.zip(tokens) {
+        let z = untoken(t, tb, br.get(token_bits(t, tb)));
+        let x = unresidual(z, load::<W>(rw), off, bits, F);
+        o.copy_from_slice(&x.to_le_bytes()[..W]);
+    }
 }
 
 fn rebuild_w<const W: usize>(

@@ -1,36 +1,35 @@
-//! Encoding a chunk: one pass computes every word's context and residual length (packed
+//! Encoding a chunk: one pass computes every word's context and residual token (packed
 //! in one u16 code), their per-context histogram and the raw bits; the estimates decide
-//! between residual and standalone coding; the context rANS coder codes the lengths.
+//! between residual and standalone coding; the context rANS coder codes the tokens.
 
 use super::contexts::context_of;
-use super::word::{by_width, load, residual};
+use super::word::{by_width, load, residual, token};
 use super::{CONTEXTS, TABLE_BITS};
 use crate::entropy::bits::BitWriter;
 use crate::entropy::freq::FreqTable;
 use crate::scratch::{self, Scratch};
 
-/// Bits of the residual length in a code: `code = context << SYM_BITS | length`
-/// (lengths go up to 64).
-pub(super) const SYM_BITS: u32 = 7;
+/// Bits of the residual token in a code: `code = context << SYM_BITS | token`.
+pub(super) const SYM_BITS: u32 = 8;
 const SYMS: usize = 1 << SYM_BITS;
 
 /// One chunk's residuals against its reference, analysed.
 pub(super) struct Analysis {
-    /// `context << SYM_BITS | length` of every word.
+    /// `context << SYM_BITS | token` of every word.
     pub codes: Scratch<u16>,
     /// Count of each code.
     pub hist: Vec<u32>,
-    /// The raw bits below each residual's leading 1, packed (when asked for).
+    /// The raw bits of each residual's token, packed (when asked for).
     pub bits: Option<BitWriter<Scratch<u8>>>,
     /// Total raw bits.
     pub raw_bits: u64,
 }
 
 impl Analysis {
-    /// The histogram of context `c` as byte counts (lengths are below 256).
+    /// The histogram of context `c` as byte counts.
     pub fn counts(&self, c: usize) -> [u32; 256] {
         let mut h = [0u32; 256];
-        h[..SYMS].copy_from_slice(&self.hist[c * SYMS..(c + 1) * SYMS]);
+        h.copy_from_slice(&self.hist[c * SYMS..(c + 1) * SYMS]);
         h
     }
 
@@ -55,14 +54,13 @@ impl Analysis {
     }
 }
 
-/// Analyses the words of `raw` against `reference` (same length); packs the raw bits
-/// when `pack` is set.
+/// Analyses the words of `raw` against `reference` (same length) with tokens of `tb`
+/// top bits; packs the raw bits when `pack` is set.
 pub(super) fn analyze(
     raw: &[u8],
     reference: &[u8],
     (width, float): (usize, bool),
-    e_max: u8,
-    off: u64,
+    (e_max, off, tb): (u8, u64, u32),
     pack: bool,
 ) -> Analysis {
     let n = raw.len() / width;
@@ -73,7 +71,7 @@ pub(super) fn analyze(
         raw_bits: 0,
     };
     let done = if width == 4 {
-        simd_analyze32(raw, reference, (float, e_max, off as u32), &mut a)
+        simd_analyze32(raw, reference, (float, e_max, off as u32, tb), &mut a)
     } else {
         0
     };
@@ -83,7 +81,7 @@ pub(super) fn analyze(
         analyze_w(
             &raw[at..],
             &reference[at..],
-            (float, e_max, off),
+            (float, e_max, off, tb),
             done,
             &mut a
         )
@@ -95,7 +93,7 @@ pub(super) fn analyze(
 fn analyze_w<const W: usize>(
     raw: &[u8],
     reference: &[u8],
-    (float, e_max, off): (bool, u8, u64),
+    (float, e_max, off, tb): (bool, u8, u64, u32),
     first: usize,
     a: &mut Analysis,
 ) {
@@ -103,14 +101,13 @@ fn analyze_w<const W: usize>(
     let words = raw.chunks_exact(W).zip(reference.chunks_exact(W));
     for ((x, r), code) in words.zip(a.codes[first..].iter_mut()) {
         let z = residual(load::<W>(x), load::<W>(r), off, bits, float);
-        let len = 64 - z.leading_zeros();
+        let (t, low, k) = token(z, tb);
         let c = if float { context_of::<W>(r, e_max) } else { 0 };
-        *code = (c as u16) << SYM_BITS | len as u16;
+        *code = (c as u16) << SYM_BITS | t as u16;
         a.hist[*code as usize] += 1;
-        let k = len.saturating_sub(1);
         a.raw_bits += k as u64;
         if let Some(bw) = a.bits.as_mut() {
-            bw.put(z & ((1u64 << k) - 1), k);
+            bw.put(low, k);
         }
     }
 }
@@ -119,7 +116,7 @@ fn analyze_w<const W: usize>(
 fn simd_analyze32(
     raw: &[u8],
     reference: &[u8],
-    params: (bool, u8, u32),
+    params: (bool, u8, u32, u32),
     a: &mut Analysis,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
@@ -152,18 +149,19 @@ mod tests {
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits.
         #[test]
         fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..300),
-                                        off in any::<u32>(), float in any::<bool>(), e in any::<u8>()) {
+                                        off in any::<u32>(), float in any::<bool>(), e in any::<u8>(),
+                                        tb in 0u32..3) {
             let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
             let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
             let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
-            let a = analyze(&raw, &reference, (4, float), e_max, off as u64, true);
+            let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true);
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
                 bits: Some(BitWriter::reusing(scratch::bytes(16))),
                 raw_bits: 0,
             };
-            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64), 0, &mut b);
+            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), 0, &mut b);
             prop_assert_eq!(&a.codes[..], &b.codes[..]);
             prop_assert_eq!(&a.hist, &b.hist);
             prop_assert_eq!(a.raw_bits, b.raw_bits);

@@ -1,10 +1,10 @@
-//! Decoding a kind-2 residual chunk of 32-bit words in one pass: each word's context
-//! (from its reference word), its residual length (context rANS) and the word itself
-//! (raw bits and reference), 8 words at a time, with no arrays of contexts or lengths
-//! in between. Kind 2 codes every word's length, so stream position i is word i.
+//! Decoding a kind-2 or kind-3 residual chunk of 32-bit words in one pass: each word's
+//! context (from its reference word), its residual length or token (context rANS) and the
+//! word itself (raw bits and reference), 8 words at a time, with no arrays of contexts or
+//! symbols in between. Both kinds code every word's symbol, so stream position i is word i.
 
 use super::decode::{check_used, coded_model, mismatch, raw_bits, Models, MISSING};
-use super::word::{load, unresidual};
+use super::word::{load, token_bits, unresidual, untoken};
 use super::{contexts, CONTEXTS};
 use crate::container::bytes::Reader;
 use crate::entropy::bits::BitReader;
@@ -12,12 +12,13 @@ use crate::entropy::context::{skip_stream, Fused};
 use crate::error::{Error, Result};
 
 /// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
-/// `reference.len() / 4` words of `out`; errors as the two-pass decoder does.
+/// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,
+/// kind 2) or tokens of `tb` top bits (kind 3); errors as the two-pass decoder does.
 pub(super) fn decode32(
     r: &mut Reader,
     reference: &[u8],
     out: &mut [u8],
-    (float, e_max, off): (bool, u8, u32),
+    (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
     m: &Models,
 ) -> Result<()> {
     let (model, lut) = coded_model(m)?;
@@ -26,31 +27,27 @@ pub(super) fn decode32(
     let bits = raw_bits(&mut ahead)?;
     let n = reference.len().min(out.len()) / 4;
     let (reference, out) = (&reference[..4 * n], &mut out[..4 * n]);
-    let used = if float {
-        run::<true>(
-            r,
-            &model,
-            n,
-            Sink::new(reference, out, bits, lut, e_max, off),
-        )?
-    } else {
-        run::<false>(
-            r,
-            &model,
-            n,
-            Sink::new(reference, out, bits, lut, e_max, off),
-        )?
+    let data = (reference, out, bits, lut);
+    let params = (e_max, off, tb.unwrap_or(0));
+    let used = match (float, tb.is_some()) {
+        (true, false) => run::<true, false>(r, &model, n, data, params)?,
+        (false, false) => run::<false, false>(r, &model, n, data, params)?,
+        (true, true) => run::<true, true>(r, &model, n, data, params)?,
+        (false, true) => run::<false, true>(r, &model, n, data, params)?,
     };
     check_used(used, bits.len())
 }
 
-/// Runs the fused decode and the sink's checks; returns the raw bits used.
-fn run<const F: bool>(
+/// Runs the fused decode into a sink of `data` (reference, output, raw bits, slot map)
+/// and `params`, then the sink's checks; returns the raw bits used.
+fn run<const F: bool, const T: bool>(
     r: &mut Reader,
     model: &crate::entropy::context::DecodeModel,
     n: usize,
-    mut sink: Sink<F>,
+    (reference, out, bits, lut): (&[u8], &mut [u8], &[u8], [u8; CONTEXTS]),
+    params: (u8, u32, u32),
 ) -> Result<usize> {
+    let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params);
     model.decode_with(r, n, &mut sink, FAST.with(|f| f.get()))?;
     let (most, worst) = sink.seen();
     if worst == MISSING && n > 0 {
@@ -69,8 +66,9 @@ thread_local! {
     static FAST: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// The words' side of the fused decode (`F`: float words).
-struct Sink<'a, const F: bool> {
+/// The words' side of the fused decode (`F`: float words; `T`: symbols are tokens of
+/// `tb` top bits, else lengths).
+struct Sink<'a, const F: bool, const T: bool> {
     reference: &'a [u8],
     out: &'a mut [u8],
     bits: BitReader<'a>,
@@ -81,6 +79,7 @@ struct Sink<'a, const F: bool> {
     lut: [u8; CONTEXTS],
     e_max: u8,
     off: u32,
+    tb: u32,
     /// Largest top byte and slot seen by the scalar path.
     most: u8,
     worst: u8,
@@ -88,14 +87,13 @@ struct Sink<'a, const F: bool> {
     v: simd::State,
 }
 
-impl<'a, const F: bool> Sink<'a, F> {
+impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
     fn new(
         reference: &'a [u8],
         out: &'a mut [u8],
         bits: &'a [u8],
         lut: [u8; CONTEXTS],
-        e_max: u8,
-        off: u32,
+        (e_max, off, tb): (u8, u32, u32),
     ) -> Self {
         let tail_at = bits.len().saturating_sub(64);
         let mut tail = [0u8; 128];
@@ -109,10 +107,11 @@ impl<'a, const F: bool> Sink<'a, F> {
             lut,
             e_max,
             off,
+            tb,
             most: 0,
             worst: 0,
             #[cfg(target_arch = "x86_64")]
-            v: simd::State::new(&lut, e_max, off),
+            v: simd::State::new(&lut, e_max, off, tb),
         }
     }
 
@@ -139,7 +138,7 @@ impl<'a, const F: bool> Sink<'a, F> {
     }
 }
 
-impl<const F: bool> Fused for Sink<'_, F> {
+impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[inline(always)]
     fn slot(&mut self, i: usize) -> u8 {
         let c = if F {
@@ -156,9 +155,14 @@ impl<const F: bool> Fused for Sink<'_, F> {
 
     #[inline(always)]
     fn take(&mut self, i: usize, sym: u8) {
-        let n = sym as u32;
-        // n <= 32 (the tables were checked): the leading 1 is (1 << n) >> 1 (none for 0).
-        let z = ((1u64 << n) >> 1) | self.bits.get_short(n.saturating_sub(1));
+        let z = if T {
+            let raw = self.bits.get_short(token_bits(sym, self.tb));
+            untoken(sym, self.tb, raw)
+        } else {
+            let n = sym as u32;
+            // n <= 32 (the tables were checked): the leading 1 is (1 << n) >> 1 (none for 0).
+            ((1u64 << n) >> 1) | self.bits.get_short(n.saturating_sub(1))
+        };
         let r = load::<4>(&self.reference[4 * i..]);
         let x = unresidual(z, r, self.off as u64, 32, F) as u32;
         self.out[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
@@ -175,7 +179,7 @@ impl<const F: bool> Fused for Sink<'_, F> {
     unsafe fn take8(&mut self, at: usize, entries: std::arch::x86_64::__m256i) {
         let p = self.bits.position();
         let src = self.window(p / 8);
-        let used = self.v.take8::<F>(
+        let used = self.v.take8::<F, T>(
             entries,
             src,
             p & 7,
@@ -189,7 +193,7 @@ impl<const F: bool> Fused for Sink<'_, F> {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     //! The sink's AVX2 state: constants and the running maxima of top bytes and slots.
-    use super::super::simd::{rebuild8, slots8};
+    use super::super::simd::{rebuild8, rebuild8_tokens, slots8};
     use super::CONTEXTS;
     use std::arch::x86_64::*;
 
@@ -197,12 +201,13 @@ mod simd {
         lut: __m256i,
         emax: __m256i,
         off: __m256i,
+        tb: __m256i,
         most: __m256i,
         worst: __m256i,
     }
 
     impl State {
-        pub(super) fn new(lut: &[u8; CONTEXTS], e_max: u8, off: u32) -> State {
+        pub(super) fn new(lut: &[u8; CONTEXTS], e_max: u8, off: u32, tb: u32) -> State {
             let mut l = [0u8; 32];
             l[..16].copy_from_slice(lut);
             l[16..].copy_from_slice(lut);
@@ -213,6 +218,7 @@ mod simd {
                     lut: _mm256_loadu_si256(l.as_ptr() as *const __m256i),
                     emax: _mm256_set1_epi32(e_max as i32),
                     off: _mm256_set1_epi32(off as i32),
+                    tb: _mm256_set1_epi32(tb as i32),
                     most: _mm256_setzero_si256(),
                     worst: _mm256_setzero_si256(),
                 }
@@ -251,7 +257,7 @@ mod simd {
         /// entries, the raw bits at `src` from bit `shift` and the reference words at `r`;
         /// returns the raw bits used.
         #[inline(always)]
-        pub(super) unsafe fn take8<const F: bool>(
+        pub(super) unsafe fn take8<const F: bool, const T: bool>(
             &self,
             entries: __m256i,
             src: *const u8,
@@ -259,9 +265,13 @@ mod simd {
             r: *const u8,
             out: *mut u8,
         ) -> usize {
-            let n = _mm256_and_si256(entries, _mm256_set1_epi32(0xff));
+            let s = _mm256_and_si256(entries, _mm256_set1_epi32(0xff));
             let r = _mm256_loadu_si256(r as *const __m256i);
-            let (x, used) = rebuild8(n, src, shift, r, self.off, F);
+            let (x, used) = if T {
+                rebuild8_tokens(s, self.tb, src, shift, (r, self.off), F)
+            } else {
+                rebuild8(s, src, shift, r, self.off, F)
+            };
             _mm256_storeu_si256(out as *mut __m256i, x);
             used
         }

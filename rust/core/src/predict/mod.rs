@@ -2,23 +2,29 @@
 //!
 //! Each word x is coded against its reference word r as the zigzagged difference `z` of
 //! their order-preserving integer images (floats: sign-magnitude mapped to unsigned order),
-//! split into its bit length `n` (an rANS symbol) and the `n - 1` bits below the leading 1
-//! (stored raw). `n` is modelled with the reference itself as context: the reference's
+//! split into a token (an rANS symbol) and raw bits. The token (kind 3) is `z` itself when
+//! `z < 2^(tb + 2)`; otherwise, with `n` the bit length of `z`, `(n - tb - 1) << (tb + 1)`,
+//! the `tb` bits below the leading 1 and the lowest bit of `z` (the sign of the
+//! difference, lopsided for Adam's second moment); the `n - tb - 2` bits in between are
+//! raw. Kinds 1 and 2 code the bit length `n` alone and the `n - 1` bits below the leading
+//! 1 raw. The symbol is modelled with the reference itself as context: the reference's
 //! exponent relative to the chunk's largest, since a step of similar absolute size spans
 //! more units in the last place on small values than on large ones.
 //!
 //! Chunk layout: `u8 kind` — 0: a standalone chunk ([`crate::codec`]) follows (chosen when
-//! the estimate says prediction does not pay); 2: residual chunk:
-//! `u8 table scale bits (8..=11) | u8 e_max | u64 offset | u16 context bitmap | per used
-//! context: u8 mode (1 const + u8 symbol, 2 table summing to 2^scale) | context rANS
-//! stream over every word's length (a constant context codes under a table holding only
-//! its symbol: state unchanged, no bits) | u32 raw-bit byte count | bits`. Kind 1 (written
-//! before format 1.2, still read): kind 2 without the scale byte, at scale 12, and the
-//! stream skips the words of constant contexts (lanes count coded words only).
+//! the estimate says prediction does not pay); 3: token chunk: `u8 table scale bits
+//! (8..=11) | u8 top bits tb (0..=2, tokens fitting a byte) | u8 e_max | u64 offset | u16
+//! context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table summing to
+//! 2^scale) | context rANS stream over every word's token (a constant context codes under a
+//! table holding only its symbol: state unchanged, no bits) | u32 raw-bit byte count |
+//! bits`. Kind 2 (written by format 1.2 and 1.3, still read): kind 3 without the top-bits
+//! byte, symbols are lengths. Kind 1 (written before format 1.2, still read): kind 2
+//! without the scale byte, at scale 12, and the stream skips the words of constant
+//! contexts (lanes count coded words only).
 //!
-//! Kind-2 chunks of 32-bit words decode in one pass (`fused`): context, length and word
-//! per group of 8, since every word's length is in the stream at the word's position;
-//! other widths and kind 1 decode lengths first, then words (`decode`).
+//! Kind-2 and kind-3 chunks of 32-bit words decode in one pass (`fused`): context, symbol
+//! and word per group of 8, since every word's symbol is in the stream at the word's
+//! position; other widths and kind 1 decode symbols first, then words (`decode`).
 //!
 //! The encoder writes tables of [`TABLE_BITS`]: sixteen 2^12-entry decode tables (256 KB)
 //! spill out of L1 and L2 and slow the decoder's table lookups, while the length alphabets
@@ -53,7 +59,15 @@ pub const TABLE_BITS: u32 = 10;
 const KIND_STANDALONE: u8 = 0;
 /// Residual chunk with 2^12 tables and no scale byte (read only).
 const KIND_RESIDUAL_12: u8 = 1;
+/// Residual chunk of lengths (format 1.2 to 1.3, read only).
 const KIND_RESIDUAL: u8 = 2;
+/// Residual chunk of tokens: lengths with the top bits and the sign bit of the residual.
+const KIND_TOKENS: u8 = 3;
+
+/// Top bits in the tokens the encoder writes (tokens up to 123 for 32-bit words, 251
+/// for 64-bit ones). On real trajectories (MiniLM fine-tune, GPT from scratch) 1 bit
+/// beats 2 at table scale 10: the larger alphabets' tables cost more than they save.
+const TOP_BITS: u32 = 1;
 
 /// Bit width and float-ness of one word of `dtype`.
 fn word_kind(dtype: DType) -> (u32, bool) {
@@ -69,15 +83,16 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
     let (bits, float) = word_kind(dtype);
     let e_max = contexts::base(reference, width, float);
     let off = by_width!(width, offset(raw, reference, bits, float));
+    let params = (e_max, off, TOP_BITS);
     let mut sampled = None;
     if raw.len() / width >= choice::MIN_WORDS {
-        let (residual, standalone) = choice::estimates(raw, reference, dtype, (e_max, off));
+        let (residual, standalone) = choice::estimates(raw, reference, dtype, params);
         if residual > standalone * (1.0 + choice::MARGIN_SAMPLED) {
             return standalone_chunk(raw, dtype);
         }
         sampled = Some(standalone);
     }
-    let a = encode::analyze(raw, reference, (width, float), e_max, off, true);
+    let a = encode::analyze(raw, reference, (width, float), params, true);
     let (est, tables) = a.estimate(1.0);
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
@@ -92,7 +107,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
             return wrap_standalone(&standalone, raw);
         }
     }
-    residual_chunk(a, &tables, e_max, off, est)
+    residual_chunk(a, &tables, params, est)
 }
 
 /// A standalone chunk behind its kind byte.
@@ -116,13 +131,13 @@ fn wrap_standalone(planes: &PlaneChunk, raw: &[u8]) -> Vec<u8> {
 fn residual_chunk(
     a: encode::Analysis,
     tables: &[Option<FreqTable>],
-    e_max: u8,
-    off: u64,
+    (e_max, off, tb): (u8, u64, u32),
     est: f64,
 ) -> Vec<u8> {
     let mut w = Writer::with_capacity(est as usize + 1024);
-    w.u8(KIND_RESIDUAL);
+    w.u8(KIND_TOKENS);
     w.u8(TABLE_BITS as u8);
+    w.u8(tb as u8);
     w.u8(e_max);
     w.u64(off);
     let counts: Vec<[u32; 256]> = (0..CONTEXTS).map(|c| a.counts(c)).collect();
@@ -163,42 +178,58 @@ fn residual_chunk(
 /// Decodes a chunk written by [`encode_chunk`] into `out`, given the same reference chunk.
 pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
     let mut r = Reader::new(comp);
-    let scale = match r.u8()? {
-        KIND_STANDALONE => return codec::decode_chunk(&comp[1..], dtype, out),
-        KIND_RESIDUAL_12 => crate::entropy::SCALE_BITS,
-        KIND_RESIDUAL => r.u8()? as u32,
+    let kind = r.u8()?;
+    if kind == KIND_STANDALONE {
+        return codec::decode_chunk(&comp[1..], dtype, out);
+    }
+    let width = dtype.word_size();
+    let (bits, float) = word_kind(dtype);
+    let (scale, tb) = read_scale(&mut r, kind, bits)?;
+    // `decode::lengths` checks the base exponent against the reference's.
+    let e_max = r.u8()?;
+    let off = r.u64()? & mask(bits);
+    let models = read_models(&mut r, scale)?;
+    let limit = tb.map_or(bits, |tb| word::max_token(bits, tb));
+    decode::check_symbols(&models, limit)?;
+    if kind != KIND_RESIDUAL_12 && width == 4 {
+        let params = (float, e_max, off as u32, tb);
+        return fused::decode32(&mut r, reference, out, params, &models);
+    }
+    let n = reference.len().min(out.len()) / width;
+    let symbols = decode::lengths(
+        &mut r,
+        &reference[..n * width],
+        (width, float),
+        e_max,
+        &models,
+        kind != KIND_RESIDUAL_12,
+    )?;
+    let bits_data = decode::raw_bits(&mut r)?;
+    let used = decode::rebuild(&symbols, bits_data, reference, out, (width, float, off, tb));
+    decode::check_used(used, bits_data.len())
+}
+
+/// Reads what follows the kind byte of a residual chunk up to the base exponent: the
+/// tables' scale and (kind 3) the tokens' top bits, each checked.
+fn read_scale(r: &mut Reader, kind: u8, bits: u32) -> Result<(u32, Option<u32>)> {
+    let (scale, tb) = match kind {
+        KIND_RESIDUAL_12 => (crate::entropy::SCALE_BITS, None),
+        KIND_RESIDUAL => (r.u8()? as u32, None),
+        KIND_TOKENS => (r.u8()? as u32, Some(r.u8()? as u32)),
         k => return Err(Error::Corrupt(format!("unknown predicted chunk kind {k}"))),
     };
-    // Kind 2 codes constant contexts under tables of total 2^scale, below 2^12.
-    let scales = match comp[0] {
+    // Kinds 2 and 3 code constant contexts under tables of total 2^scale, below 2^12.
+    let scales = match kind {
         KIND_RESIDUAL_12 => crate::entropy::freq::SCALES,
         _ => *crate::entropy::freq::SCALES.start()..=crate::entropy::SCALE_BITS - 1,
     };
     if !scales.contains(&scale) {
         return Err(Error::Corrupt(format!("table scale {scale} out of range")));
     }
-    let width = dtype.word_size();
-    let (bits, float) = word_kind(dtype);
-    // `decode::lengths` checks the base exponent against the reference's.
-    let e_max = r.u8()?;
-    let off = r.u64()? & mask(bits);
-    let models = read_models(&mut r, scale)?;
-    decode::check_symbols(&models, bits)?;
-    if comp[0] == KIND_RESIDUAL && width == 4 {
-        return fused::decode32(&mut r, reference, out, (float, e_max, off as u32), &models);
+    if let Some(tb) = tb.filter(|&tb| tb > 2 || word::max_token(bits, tb) > 255) {
+        return Err(Error::Corrupt(format!("{tb} token top bits out of range")));
     }
-    let n = reference.len().min(out.len()) / width;
-    let lengths = decode::lengths(
-        &mut r,
-        &reference[..n * width],
-        (width, float),
-        e_max,
-        &models,
-        comp[0] == KIND_RESIDUAL,
-    )?;
-    let bits_data = decode::raw_bits(&mut r)?;
-    let used = decode::rebuild(&lengths, bits_data, reference, out, (width, float, off));
-    decode::check_used(used, bits_data.len())
+    Ok((scale, tb))
 }
 
 /// Reads the context bitmap and each used context's constant or table (of total
@@ -319,8 +350,8 @@ mod tests {
             let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|v| v.to_le_bytes()).collect() };
             let (reference, raw) = (bytes(&reference), bytes(&raw));
             let comp = encode_chunk(&raw, &reference, DType::F32);
-            if comp[0] == KIND_RESIDUAL && n > 3 {
-                let m = read_models(&mut Reader::new(&comp[11..]), TABLE_BITS).unwrap();
+            if comp[0] == KIND_TOKENS && n > 3 {
+                let m = read_models(&mut Reader::new(&comp[12..]), TABLE_BITS).unwrap();
                 assert!(m.consts.iter().any(Option::is_some), "n = {n}");
                 seen += 1;
             }
@@ -369,7 +400,7 @@ mod tests {
         decode_chunk(old, &reference, DType::F32, &mut out).unwrap();
         assert_eq!(out, raw);
         let new = encode_chunk(&raw, &reference, DType::F32);
-        assert_eq!((new[0], new[1] as u32), (KIND_RESIDUAL, TABLE_BITS));
+        assert_eq!((new[0], new[1] as u32), (KIND_TOKENS, TABLE_BITS));
         let mut out = vec![0u8; raw.len()];
         decode_chunk(&new, &reference, DType::F32, &mut out).unwrap();
         assert_eq!(out, raw);
@@ -378,6 +409,40 @@ mod tests {
             let mut c = new.clone();
             c[1] = bad;
             assert!(decode_chunk(&c, &reference, DType::F32, &mut out).is_err());
+        }
+        // So are top bits out of range.
+        for bad in [3u8, 255] {
+            let mut c = new.clone();
+            c[2] = bad;
+            assert!(decode_chunk(&c, &reference, DType::F32, &mut out).is_err());
+        }
+    }
+
+    /// Kind-2 chunks (lengths only, written by format 1.2 and 1.3) of the golden pair as
+    /// float32 (fused decoder) and as bfloat16 (two-pass decoder) still decode; today's
+    /// encoder writes kind 3, which decodes to the same data.
+    #[test]
+    fn kind2_chunks_still_decode() {
+        let (reference, raw) = golden_pair();
+        let old: [(&[u8], DType); 2] = [
+            (
+                include_bytes!("testdata/residual_kind2_f32.bin"),
+                DType::F32,
+            ),
+            (
+                include_bytes!("testdata/residual_kind2_bf16.bin"),
+                DType::BF16,
+            ),
+        ];
+        for (old, dtype) in old {
+            assert_eq!(old[0], KIND_RESIDUAL);
+            let mut out = vec![0u8; raw.len()];
+            decode_chunk(old, &reference, dtype, &mut out).unwrap();
+            assert_eq!(out, raw);
+            let new = encode_chunk(&raw, &reference, dtype);
+            assert_eq!(new[0], KIND_TOKENS);
+            decode_chunk(&new, &reference, dtype, &mut out).unwrap();
+            assert_eq!(out, raw);
         }
     }
 
@@ -394,7 +459,7 @@ mod tests {
             .collect();
         let comp = encode_chunk(&raw, &reference, DType::F32);
         let standalone = codec::encode_chunk(&raw, DType::F32);
-        assert_eq!(comp[0], KIND_RESIDUAL);
+        assert_eq!(comp[0], KIND_TOKENS);
         assert!(
             comp.len() * 10 < standalone.len() * 8,
             "{} vs {}",

@@ -45,6 +45,36 @@ unsafe fn unord(o: __m256i, top: __m256i) -> __m256i {
     _mm256_xor_si256(o, _mm256_or_si256(flip, top))
 }
 
+/// The raw bits of 8 residuals: lane j's `k[j]` bits, packed one after another from bit
+/// `shift` (< 8) of `src` (40 bytes readable there); returns them and their total.
+#[inline(always)]
+unsafe fn raw8(k: __m256i, src: *const u8, shift: usize) -> (__m256i, usize) {
+    let incl = prefix_sum(k);
+    let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32(shift as i32));
+    let raw = window_bits(src, rel);
+    let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+    (low, _mm256_extract_epi32::<7>(incl) as u32 as usize)
+}
+
+/// The words of 8 zigzagged residuals `z` against reference words `r` and the chunk
+/// offset `off` (all lanes).
+#[inline(always)]
+unsafe fn word8(z: __m256i, r: __m256i, off: __m256i, float: bool) -> __m256i {
+    let top = _mm256_set1_epi32(i32::MIN);
+    let d = _mm256_xor_si256(
+        _mm256_srli_epi32::<1>(z),
+        _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_and_si256(z, _mm256_set1_epi32(1)),
+        ),
+    );
+    if float {
+        unord(_mm256_add_epi32(_mm256_add_epi32(ord(r, top), off), d), top)
+    } else {
+        _mm256_add_epi32(_mm256_add_epi32(r, off), d)
+    }
+}
+
 /// Rebuilds 8 32-bit words from their residual lengths `n` (32-bit lanes, each at most
 /// 32), their raw bits from bit `shift` (< 8) of `src` (40 bytes readable there), their
 /// reference words `r` and the chunk offset `off` (all lanes); returns the words and the
@@ -59,25 +89,43 @@ pub(super) unsafe fn rebuild8(
     float: bool,
 ) -> (__m256i, usize) {
     let one = _mm256_set1_epi32(1);
-    let top = _mm256_set1_epi32(i32::MIN);
     let k = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
-    let incl = prefix_sum(k);
-    let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32(shift as i32));
-    let raw = window_bits(src, rel);
-    let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+    let (low, used) = raw8(k, src, shift);
     // Leading 1 at bit n - 1 (none for n = 0): 2^31 >> (32 - n).
-    let lead = _mm256_srlv_epi32(top, _mm256_sub_epi32(_mm256_set1_epi32(32), n));
-    let z = _mm256_or_si256(lead, low);
-    let d = _mm256_xor_si256(
-        _mm256_srli_epi32::<1>(z),
-        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(z, one)),
+    let lead = _mm256_srlv_epi32(
+        _mm256_set1_epi32(i32::MIN),
+        _mm256_sub_epi32(_mm256_set1_epi32(32), n),
     );
-    let x = if float {
-        unord(_mm256_add_epi32(_mm256_add_epi32(ord(r, top), off), d), top)
-    } else {
-        _mm256_add_epi32(_mm256_add_epi32(r, off), d)
-    };
-    (x, _mm256_extract_epi32::<7>(incl) as u32 as usize)
+    (word8(_mm256_or_si256(lead, low), r, off, float), used)
+}
+
+/// [`rebuild8`] from tokens `t` of `tb` top bits (both in 32-bit lanes, tokens at most
+/// `word::max_token(32, tb)`) instead of lengths (see `word::untoken`).
+#[inline(always)]
+pub(super) unsafe fn rebuild8_tokens(
+    t: __m256i,
+    tb: __m256i,
+    src: *const u8,
+    shift: usize,
+    (r, off): (__m256i, __m256i),
+    float: bool,
+) -> (__m256i, usize) {
+    let one = _mm256_set1_epi32(1);
+    let tb1 = _mm256_add_epi32(tb, one);
+    let q = _mm256_srlv_epi32(t, tb1);
+    let q1 = _mm256_min_epu32(q, one);
+    let k = _mm256_sub_epi32(q, q1);
+    let (low, used) = raw8(k, src, shift);
+    let hi = _mm256_andnot_si256(
+        _mm256_sllv_epi32(_mm256_set1_epi32(-1), tb),
+        _mm256_srli_epi32::<1>(t),
+    );
+    let m = _mm256_or_si256(hi, _mm256_sllv_epi32(q1, tb));
+    let z = _mm256_or_si256(
+        _mm256_sllv_epi32(m, _mm256_add_epi32(k, one)),
+        _mm256_or_si256(_mm256_slli_epi32::<1>(low), _mm256_and_si256(t, one)),
+    );
+    (word8(z, r, off, float), used)
 }
 
 /// Rebuilds 32-bit words from their residual lengths, the raw bits `data` (from bit
@@ -246,6 +294,29 @@ impl Pairs {
     }
 }
 
+/// Tokens of 8 residuals `z` with `tb` top bits (see `word::token`), their raw bits and
+/// the count of those: (token, raw bits, count) in 32-bit lanes.
+#[inline(always)]
+unsafe fn tokens8(z: __m256i, tb: __m256i) -> (__m256i, __m256i, __m256i) {
+    let one = _mm256_set1_epi32(1);
+    let n = bit_length(z);
+    let tb1 = _mm256_add_epi32(tb, one);
+    // q = n - tb - 1 (0 below): the token's length class; below class 1 the token is z.
+    let q = _mm256_max_epi32(_mm256_sub_epi32(n, tb1), _mm256_setzero_si256());
+    let k = _mm256_sub_epi32(q, _mm256_min_epu32(q, one));
+    let hi = _mm256_srlv_epi32(z, _mm256_max_epu32(q, one));
+    let hi = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), tb), hi);
+    let t = _mm256_or_si256(
+        _mm256_sllv_epi32(q, tb1),
+        _mm256_or_si256(_mm256_slli_epi32::<1>(hi), _mm256_and_si256(z, one)),
+    );
+    let low = _mm256_andnot_si256(
+        _mm256_sllv_epi32(_mm256_set1_epi32(-1), k),
+        _mm256_srli_epi32::<1>(z),
+    );
+    (t, low, k)
+}
+
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
 /// packed raw bits (if `bw`); returns the raw bit count.
@@ -253,22 +324,22 @@ impl Pairs {
 pub unsafe fn analyze32(
     raw: &[u8],
     reference: &[u8],
-    (float, e_max, off): (bool, u8, u32),
+    (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
     mut bw: Option<&mut BitWriter<Scratch<u8>>>,
 ) -> u64 {
-    let one = _mm256_set1_epi32(1);
     let top = _mm256_set1_epi32(i32::MIN);
     let offv = _mm256_set1_epi32(off as i32);
+    let tbv = _mm256_set1_epi32(tb as i32);
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
     let mut h = [0u16; 8];
-    // Eight sub-histograms (one per lane) over `context * 33 + length` (lengths <= 32
-    // here), so that repeats of one code do not wait on each other's increments.
-    const SUB: usize = CONTEXTS * 33;
-    let mut sub = [[0u32; SUB]; 8];
+    // Four sub-histograms over codes (lanes j and j + 4 share one), so that repeats of
+    // one code do not wait on each other's increments.
+    const SUB: usize = CONTEXTS << SYM_BITS;
+    let mut sub = vec![[0u32; SUB]; 4];
     let mut pairs = Pairs::default();
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
         let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
@@ -280,26 +351,26 @@ pub unsafe fn analyze32(
         };
         let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
         let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
-        let n = bit_length(z);
+        let (t, lv, kv) = tokens8(z, tbv);
         let c = if float {
-            let t = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
-            _mm256_min_epu32(_mm256_sub_epi32(emax, t), cap)
+            let e = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
+            _mm256_min_epu32(_mm256_sub_epi32(emax, e), cap)
         } else {
             _mm256_setzero_si256()
         };
-        let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), n);
+        let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), t);
         let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(code, code));
         _mm_storeu_si128(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        let hidx = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<5>(c), c), n);
-        let hidx = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(hidx, hidx));
-        _mm_storeu_si128(h.as_mut_ptr() as *mut __m128i, _mm256_castsi256_si128(hidx));
-        for (s, &c) in sub.iter_mut().zip(&h) {
-            s[(c as usize).min(SUB - 1)] += 1;
+        _mm_storeu_si128(
+            h.as_mut_ptr() as *mut __m128i,
+            _mm256_castsi256_si128(packed),
+        );
+        for (j, &c) in h.iter().enumerate() {
+            sub[j & 3][(c as usize).min(SUB - 1)] += 1;
         }
-        let kv = _mm256_sub_epi32(n, _mm256_min_epu32(n, one));
         // 64-bit lane sums: even and odd lanes apart.
         raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
         raw_bits = _mm256_add_epi64(
@@ -307,18 +378,14 @@ pub unsafe fn analyze32(
             _mm256_and_si256(kv, _mm256_set1_epi64x(0xffff_ffff)),
         );
         if let Some(bw) = bw.as_mut() {
-            let lv = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), kv), z);
             pairs.push(lv, kv, bw);
         }
     }
     if let Some(bw) = bw.as_mut() {
         pairs.flush(bw);
     }
-    for (i, count) in hist.iter_mut().enumerate() {
-        let (c, len) = (i >> SYM_BITS, i & ((1 << SYM_BITS) - 1));
-        if len <= 32 {
-            *count += sub.iter().map(|s| s[c * 33 + len]).sum::<u32>();
-        }
+    for (i, count) in hist.iter_mut().enumerate().take(SUB) {
+        *count += sub.iter().map(|s| s[i]).sum::<u32>();
     }
     let mut lanes = [0u64; 4];
     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, raw_bits);

@@ -58,6 +58,43 @@ pub(super) fn unresidual(z: u64, r: u64, off: u64, bits: u32, float: bool) -> u6
     )
 }
 
+/// The token of residual `z` with `tb` top bits (kind 3): `z` itself below
+/// `2^(tb + 2)`; otherwise, with `n` its bit length, `(n - tb - 1) << (tb + 1)`, then the
+/// `tb` bits below the leading 1, then the lowest bit (the difference's sign). Returns
+/// (token, raw bits, their count): the `n - tb - 2` bits above the lowest one.
+#[inline(always)]
+pub(super) fn token(z: u64, tb: u32) -> (u8, u64, u32) {
+    let n = 64 - z.leading_zeros();
+    if n < tb + 2 {
+        return (z as u8, 0, 0);
+    }
+    let k = n - tb - 2;
+    let hi = (z >> (k + 1)) & ((1 << tb) - 1);
+    let t = ((n - tb - 1) as u64) << (tb + 1) | hi << 1 | (z & 1);
+    (t as u8, (z >> 1) & ((1u64 << k) - 1), k)
+}
+
+/// The raw-bit count of token `t` with `tb` top bits (see [`token`]).
+#[inline(always)]
+pub(super) fn token_bits(t: u8, tb: u32) -> u32 {
+    ((t as u32) >> (tb + 1)).saturating_sub(1)
+}
+
+/// Inverse of [`token`]: the residual of token `t` and its `token_bits(t, tb)` raw bits.
+#[inline(always)]
+pub(super) fn untoken(t: u8, tb: u32, raw: u64) -> u64 {
+    let t = t as u64;
+    let q = t >> (tb + 1);
+    let k = q.saturating_sub(1);
+    let m = (t >> 1 & ((1 << tb) - 1)) | q.min(1) << tb;
+    m << (k + 1) | raw << 1 | (t & 1)
+}
+
+/// The largest token of a `bits`-bit word with `tb` top bits.
+pub(super) fn max_token(bits: u32, tb: u32) -> u32 {
+    ((bits - tb - 1) << (tb + 1)) | ((1 << (tb + 1)) - 1)
+}
+
 /// A little-endian word of `W` bytes (a fixed-size copy the compiler turns into one load).
 #[inline(always)]
 pub(super) fn load<const W: usize>(b: &[u8]) -> u64 {
@@ -127,6 +164,23 @@ mod tests {
             let (x, r) = (x & mask(bits), r & mask(bits));
             let off = x.wrapping_mul(r) & mask(bits);
             prop_assert_eq!(unresidual(residual(x, r, off, bits, float), r, off, bits, float), x);
+        }
+
+        /// Tokens invert with their raw bits, stay below the width's bound and equal small
+        /// residuals.
+        #[test]
+        fn token_inverts(z in any::<u64>(), shift in 0u32..64, wi in 0usize..4, tb in 0u32..3) {
+            let bits = [8u32, 16, 32, 64][wi];
+            prop_assume!(bits < 64 || tb < 2);
+            let z = (z >> shift) & mask(bits);
+            let (t, raw, k) = token(z, tb);
+            prop_assert_eq!(token_bits(t, tb), k);
+            prop_assert!(raw < 1u64 << k);
+            prop_assert!(t as u32 <= max_token(bits, tb));
+            prop_assert_eq!(untoken(t, tb, raw), z);
+            if z < 1 << (tb + 2) {
+                prop_assert_eq!(t as u64, z);
+            }
         }
     }
 }
