@@ -103,6 +103,25 @@ def _explicit_references(specs, tensor_references: dict):
     return paired
 
 
+_FLOATS = {"float16", "bfloat16", "float32", "float64"}
+
+
+def _sides(specs, refs):
+    """The core's `sides` argument: a predicted Adam second moment (`.../exp_avg_sq`)
+    takes its contexts from its first moment (`.../exp_avg` beside it, same dtype and
+    shape), which says where fresh gradients landed; None when no tensor has one."""
+    if not refs:
+        return None
+    index = {spec[0]: k for k, spec in enumerate(specs)}
+    sides = []
+    for (name, dtype, shape, _tag, _raw), ref in zip(specs, refs):
+        k = index.get(name[: -len("_sq")]) if name.endswith("/exp_avg_sq") else None
+        ok = (ref is not None and k is not None and dtype in _FLOATS
+              and specs[k][1] == dtype and list(specs[k][2]) == list(shape))
+        sides.append(k if ok else None)
+    return sides if any(s is not None for s in sides) else None
+
+
 def _is_raw(value: Any, nbytes: int) -> bool:
     return (isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1
             and value.nbytes == nbytes and value.flags.c_contiguous)
@@ -133,7 +152,8 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
     specs, structure, _owners = _prepare(obj)
     refs = _references(specs, reference, reference_id, tensor_references)
     lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
-    return _core.encode(specs, structure, threads, chunk_bytes, None, refs, lossy_specs)
+    return _core.encode(specs, structure, threads, chunk_bytes, None, refs, lossy_specs,
+                        sides=_sides(specs, refs))
 
 
 def _as_array(data: Any) -> np.ndarray:
@@ -193,8 +213,13 @@ class _RefLookup:
 
 def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int], device: str,
                     threads, reference: Any = None, references: dict | None = None):
-    """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`)."""
+    """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`), and with them
+    the side tensors they take their contexts from (decoded, not returned)."""
     refs = _RefLookup(reference, references)
+    wanted = len(indices)
+    names = {t["name"]: k for k, t in enumerate(infos)}
+    needed = {names[infos[i]["side"]] for i in indices if infos[i]["side"]} - set(indices)
+    indices = list(indices) + sorted(needed)
     outs, bufs, ref_bufs = [], [], []
     for i in indices:
         t = infos[i]
@@ -203,7 +228,8 @@ def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int],
         bufs.append(buf)
         ref_bufs.append(refs.get(t["reference"]))
     reader.decode_into(indices, bufs, threads, ref_bufs)
-    return [_tensors.finish(o, infos[i]["tag"], device) for o, i in zip(outs, indices)]
+    return [_tensors.finish(o, infos[i]["tag"], device)
+            for o, i in zip(outs[:wanted], indices[:wanted])]
 
 
 def decode(data: Any, *, reference: Any = None, references: dict | None = None,
@@ -255,7 +281,8 @@ def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=
     fd, tmp = tempfile.mkstemp(prefix=".fastckpt-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        _core.encode(specs, structure, threads, chunk_bytes, tmp, refs, lossy_specs)
+        _core.encode(specs, structure, threads, chunk_bytes, tmp, refs, lossy_specs,
+                     sides=_sides(specs, refs))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -55,12 +55,14 @@ def encode(
     references: Sequence[tuple[str, str, npt.NDArray[np.uint8]] | None] | None = None,
     lossy: Sequence[tuple[str, float, float, bool] | None] | None = None,
     sparse_block: int | None = None,
+    sides: Sequence[int | None] | None = None,
 ) -> bytes | None:
     """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
     file bytes, or writes and fsyncs `path` and returns None. `references[k]` is
     (checkpoint id, tensor name, raw bytes) to predict tensor k from; `lossy[k]` is
     (class, error bound, prune fraction, non-negative) to code it near-losslessly;
-    `sparse_block` is the block size of near-lossless block-sparse packing."""
+    `sparse_block` is the block size of near-lossless block-sparse packing; `sides[k]` is
+    the index of a sibling tensor whose words give predicted tensor k its contexts."""
 
 class Reader:
     """A parsed checkpoint over a uint8 array."""

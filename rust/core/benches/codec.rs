@@ -161,6 +161,7 @@ fn bench_checkpoint(c: &mut Criterion, sets: &[Set]) {
                 data: v,
                 reference: None,
                 lossy: None,
+                side: None,
             })
             .collect();
         let structure = Value::List((0..inputs.len() as u64).map(Value::Tensor).collect());

@@ -258,11 +258,12 @@ type LossyArg = (String, f64, f64, bool, bool);
 
 /// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure; `references`
 /// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from,
-/// `lossy` with a `(class, error_bound, prune, nonneg)` near-lossless spec.
+/// `lossy` with a `(class, error_bound, prune, nonneg)` near-lossless spec, `sides` with
+/// the index of a sibling tensor whose words give a predicted tensor its contexts.
 /// Returns the file as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
 #[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None,
-                    lossy=None, sparse_block=None))]
+                    lossy=None, sparse_block=None, sides=None))]
 #[allow(clippy::too_many_arguments)]
 fn encode(
     py: Python<'_>,
@@ -274,15 +275,18 @@ fn encode(
     references: Option<Vec<Option<RefArg<'_>>>>,
     lossy: Option<Vec<Option<LossyArg>>>,
     sparse_block: Option<u32>,
+    sides: Option<Vec<Option<usize>>>,
 ) -> PyResult<Option<Py<PyBytes>>> {
     let structure = to_value(structure, 0)?;
     let references = references.unwrap_or_default();
     let lossy = lossy.unwrap_or_default();
+    let sides = sides.unwrap_or_default();
     if (!references.is_empty() && references.len() != tensors.len())
         || (!lossy.is_empty() && lossy.len() != tensors.len())
+        || (!sides.is_empty() && sides.len() != tensors.len())
     {
         return Err(PyValueError::new_err(
-            "references and lossy must pair one-to-one with tensors",
+            "references, lossy and sides must pair one-to-one with tensors",
         ));
     }
     let mut inputs = Vec::with_capacity(tensors.len());
@@ -313,6 +317,7 @@ fn encode(
                     relative,
                 },
             ),
+            side: sides.get(k).copied().flatten(),
         });
     }
     let mut opts = EncodeOptions {
@@ -415,6 +420,7 @@ impl Reader {
                 d.set_item("codec", t.codec.name())?;
                 d.set_item("lossy", t.is_lossy())?;
                 d.set_item("params", from_value(py, &t.params)?)?;
+                d.set_item("side", t.side())?;
                 match &t.reference {
                     Some(r) => {
                         let rd = PyDict::new(py);

@@ -16,6 +16,7 @@ pub fn tensors_of(data: &[u8], dtype: DType) -> Vec<TensorIn<'_>> {
             data: &c[..c.len() / w * w],
             reference: None,
             lossy: None,
+            side: None,
         })
         .collect()
 }

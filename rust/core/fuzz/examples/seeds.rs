@@ -195,6 +195,7 @@ fn encode_seed(
                 data,
             }),
             lossy: lossy.cloned(),
+            side: None,
         })
         .collect();
     let opts = EncodeOptions {
@@ -505,6 +506,26 @@ fn predict_seeds() -> Vec<(String, Vec<u8>)> {
             seed.extend_from_slice(&comp);
             out.push((format!("{}_{count}.pchunk", d.name()), seed));
         }
+    }
+    // Side-context chunks (kind 4) need 16384 words; the target's side tensor is the
+    // reference rotated by one element.
+    for d in [DType::F32, DType::F16, DType::F64] {
+        let count = 17_000usize;
+        let i = DType::all().iter().position(|&x| x == d).expect("listed");
+        let reference = reference_for(&format!("side_{}", d.name()), d, count * d.size());
+        let raw = perturb(&reference, d, &mut rng);
+        let mut side = reference.clone();
+        side.rotate_left(d.size());
+        let comp = predict::encode_chunk_side(&raw, &reference, Some(&side), d);
+        let mut back = vec![0u8; raw.len()];
+        predict::decode_chunk_side(&comp, &reference, Some(&side), d, &mut back)
+            .expect("seed side chunk must decode");
+        assert!(back == raw && predict::is_side_chunk(&comp), "seed side chunk");
+        let mut seed = vec![i as u8];
+        seed.extend_from_slice(&(count as u16).to_le_bytes());
+        seed.extend_from_slice(&reference);
+        seed.extend_from_slice(&comp);
+        out.push((format!("side_{}.pchunk", d.name()), seed));
     }
     out
 }

@@ -174,6 +174,7 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
                     data,
                 }),
             lossy: None,
+            side: None,
         })
         .collect();
     let opts = EncodeOptions {

@@ -5,10 +5,11 @@
 //! * `DType::all()[selector % 17]` is the dtype; the chunk holds `count` elements (at most
 //!   65535 x 16 bytes) and the reference is the next `count x size` input bytes (padded
 //!   with zeros when the input is shorter; the coded chunk is what follows it).
-//! * `predict::decode_chunk(chunk, reference, dtype, buf)` must not panic. When it
+//! * The side tensor (contexts of kind-4 chunks) is the reference rotated by one element.
+//! * `predict::decode_chunk_side(chunk, reference, side, dtype, buf)` must not panic. When it
 //!   succeeds it must have written every byte (same result into a buffer pre-filled with
 //!   another pattern), and those bytes must round-trip against the same reference.
-//! * Round trip: `predict::encode_chunk` of the coded bytes themselves (cut to whole
+//! * Round trip: `predict::encode_chunk_side` of the coded bytes themselves (cut to whole
 //!   elements, at most the reference's length) against the reference's prefix decodes
 //!   back to exactly those bytes.
 //! * Allocation stays linear in the chunk size.
@@ -18,7 +19,7 @@
 mod common;
 
 use common::{peak_heap, split_reference, Counting};
-use fastckpt_core::predict::{decode_chunk, encode_chunk};
+use fastckpt_core::predict::{decode_chunk_side, encode_chunk_side};
 use fastckpt_core::DType;
 use libfuzzer_sys::fuzz_target;
 
@@ -37,29 +38,32 @@ fuzz_target!(|data: &[u8]| {
     let size = dtype.size();
     let n = u16::from_le_bytes([*c0, *c1]) as usize * size;
     let (reference, chunk) = split_reference(rest, n);
+    let mut side = reference.clone();
+    side.rotate_left(size.min(n));
 
     let mut a = vec![0x5au8; n];
-    let (res, heap) = peak_heap(|| decode_chunk(chunk, &reference, dtype, &mut a));
+    let decode = |out: &mut [u8]| decode_chunk_side(chunk, &reference, Some(&side), dtype, out);
+    let (res, heap) = peak_heap(|| decode(&mut a));
     assert!(
         heap <= 8 * n + HEAP_SLACK,
         "decoding {n} bytes allocated {heap}"
     );
     if res.is_ok() {
         let mut b = vec![0xa5u8; n];
-        decode_chunk(chunk, &reference, dtype, &mut b).expect("decoding is deterministic");
+        decode(&mut b).expect("decoding is deterministic");
         assert!(
             a == b,
             "predict::decode_chunk succeeded without writing every byte"
         );
-        roundtrip(&a, &reference, dtype);
+        roundtrip(&a, &reference, &side, dtype);
     }
 
     let m = chunk.len().min(n) / size * size;
-    roundtrip(&chunk[..m], &reference[..m], dtype);
+    roundtrip(&chunk[..m], &reference[..m], &side[..m], dtype);
 });
 
-fn roundtrip(raw: &[u8], reference: &[u8], dtype: DType) {
-    let (comp, heap) = peak_heap(|| encode_chunk(raw, reference, dtype));
+fn roundtrip(raw: &[u8], reference: &[u8], side: &[u8], dtype: DType) {
+    let (comp, heap) = peak_heap(|| encode_chunk_side(raw, reference, Some(side), dtype));
     // Per word: a u64 residual, its length and context, and the reference's top byte.
     let words = raw.len() / dtype.word_size();
     assert!(
@@ -68,7 +72,8 @@ fn roundtrip(raw: &[u8], reference: &[u8], dtype: DType) {
         raw.len()
     );
     let mut out = vec![0u8; raw.len()];
-    decode_chunk(&comp, reference, dtype, &mut out).expect("an encoded chunk must decode");
+    decode_chunk_side(&comp, reference, Some(side), dtype, &mut out)
+        .expect("an encoded chunk must decode");
     assert!(
         out == raw,
         "{dtype:?} predicted chunk of {} bytes did not round-trip",

@@ -68,6 +68,9 @@ impl Codec {
     }
 }
 
+/// Key of a predicted tensor's params naming its side tensor ([`TensorEntry::side`]).
+pub const SIDE_KEY: &str = "side";
+
 /// Where a tensor was predicted from: decoding needs that tensor, checked by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -141,6 +144,17 @@ impl TensorEntry {
     /// Whether decoding gives back values that differ from what was encoded.
     pub fn is_lossy(&self) -> bool {
         self.codec == Codec::Quantized
+    }
+    /// The sibling tensor of this checkpoint whose words give a predicted tensor's
+    /// contexts (format 1.3: params `{"side": name}`); decoding needs it decoded first.
+    pub fn side(&self) -> Option<&str> {
+        match (&self.codec, &self.params) {
+            (Codec::Predicted, Value::Map(items)) => match items.as_slice() {
+                [(Value::Str(k), Value::Str(name))] if k == SIDE_KEY => Some(name),
+                _ => None,
+            },
+            _ => None,
+        }
     }
     /// Raw bytes per full chunk.
     pub fn chunk_raw_bytes(&self) -> usize {
@@ -263,6 +277,7 @@ impl Header {
                 "chunks cover {offset} bytes, data section is {data_len}"
             )));
         }
+        check_sides(&tensors)?;
         let structure = Value::read(r)?;
         if r.remaining() != 0 {
             return Err(Error::Format("stray bytes at the end of the header".into()));
@@ -284,6 +299,26 @@ impl Header {
             data_len,
         })
     }
+}
+
+/// Checks every side tensor: another tensor of the file, of the same dtype, shape and
+/// chunking, without a side of its own (so one decoding pass before serves them all).
+fn check_sides(tensors: &[TensorEntry]) -> Result<()> {
+    for t in tensors {
+        let Some(name) = t.side() else { continue };
+        let bad = |m: &str| Error::Format(format!("tensor {:?}: side tensor {name:?} {m}", t.name));
+        let s = tensors
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| bad("is missing"))?;
+        if s.name == t.name || s.side().is_some() {
+            return Err(bad("has a side tensor itself"));
+        }
+        if (s.dtype, &s.shape, s.chunk_words) != (t.dtype, &t.shape, t.chunk_words) {
+            return Err(bad("differs in dtype, shape or chunking"));
+        }
+    }
+    Ok(())
 }
 
 /// A tensor's identity: xxh3-128 over its chunk size and its chunks' raw xxh3-128 hashes.
@@ -377,6 +412,14 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
                 .map_err(|e| ctx(e.to_string()))?
                 .alpha
                 != 0.0
+        }
+        Codec::Predicted => {
+            let side_only = matches!(&params, Value::Map(items)
+                if matches!(items.as_slice(), [(Value::Str(k), Value::Str(_))] if k == SIDE_KEY));
+            if params != Value::None && !side_only {
+                return Err(ctx("a predicted tensor's params name only its side".into()));
+            }
+            true
         }
         other => other.needs_reference(),
     };

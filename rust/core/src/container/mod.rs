@@ -45,6 +45,10 @@ pub struct TensorIn<'a> {
     pub reference: Option<RefIn<'a>>,
     /// Near-lossless coding for this tensor (ignored for dtypes that cannot be quantized).
     pub lossy: Option<LossySpec>,
+    /// Index of a sibling tensor of this checkpoint (same dtype and size, lossless, no side
+    /// of its own) whose words give this tensor's contexts when it is predicted, as Adam's
+    /// first moment does for its second ([`crate::predict`]); decoding then needs it.
+    pub side: Option<usize>,
 }
 
 /// Near-lossless coding asked for one tensor ([`crate::quant`]).
@@ -250,9 +254,10 @@ pub fn encode<'a>(
             .map(|(t, &(chunk, _))| lossy_plan(t, chunk, opts.sparse_block))
             .collect()
     })?;
+    let sides: Vec<Option<&[u8]>> = tensors.iter().map(|t| side_data(t, tensors)).collect();
     let coded: Vec<CodedChunk> = parallel::install(opts.threads, || {
         jobs.par_iter()
-            .map(|&(i, k)| encode_one(&tensors[i], plans[i].0, k, lossy[i].as_ref()))
+            .map(|&(i, k)| encode_one(&tensors[i], sides[i], plans[i].0, k, lossy[i].as_ref()))
             .collect()
     })?;
     let mut entries = Vec::with_capacity(tensors.len());
@@ -264,7 +269,11 @@ pub fn encode<'a>(
         let parts: Vec<CodedChunk> = it.by_ref().take(n).collect();
         let entry = match (same, &t.reference) {
             (Some(raw_hash), Some(r)) => same_entry(t, r, chunk_words, raw_hash),
-            _ => coded_entry(t, chunk_words, parts, lp.as_ref(), &mut offset, &mut chunks),
+            _ => {
+                let side = t.side.map(|s| tensors[s].name.as_str());
+                let coded = (parts, lp.as_ref(), side);
+                coded_entry(t, chunk_words, coded, &mut offset, &mut chunks)
+            }
         };
         entries.push(entry);
     }
@@ -306,16 +315,30 @@ fn same_entry(t: &TensorIn, r: &RefIn, chunk_words: u64, raw_hash: u128) -> Tens
     }
 }
 
-/// The entry of a coded tensor; appends its chunks to `chunks` at `offset`.
+/// The bytes of the side tensor that gives `t` its contexts, when `t` can use one: `t`
+/// predicted and lossless, the side lossless (a reader decodes it exactly).
+fn side_data<'a>(t: &TensorIn, tensors: &[TensorIn<'a>]) -> Option<&'a [u8]> {
+    let s = &tensors[t.side?];
+    (t.reference.is_some() && t.lossy.is_none() && s.lossy.is_none()).then_some(s.data)
+}
+
+/// The entry of a coded tensor (its chunks, near-lossless plan and side tensor's name);
+/// appends its chunks to `chunks` at `offset`.
 fn coded_entry<'a>(
     t: &TensorIn,
     chunk_words: u64,
-    mut parts: Vec<CodedChunk<'a>>,
-    lossy: Option<&LossyPlan>,
+    (mut parts, lossy, side): (Vec<CodedChunk<'a>>, Option<&LossyPlan>, Option<&str>),
     offset: &mut u64,
     chunks: &mut Vec<ChunkBytes<'a>>,
 ) -> TensorEntry {
-    let params = lossy.map_or(Value::None, |lp| lp.params(&parts));
+    let params = match (lossy, side) {
+        (Some(lp), _) => lp.params(&parts),
+        (None, Some(name)) if parts.iter().any(|c| c.side) => Value::Map(vec![(
+            Value::Str(format::SIDE_KEY.to_owned()),
+            Value::Str(name.to_owned()),
+        )]),
+        _ => Value::None,
+    };
     // A tensor none of whose chunks used its reference is stored standalone, so it
     // decodes without the reference.
     let predicted = parts.iter().any(|c| c.predicted);
@@ -369,6 +392,8 @@ struct CodedChunk<'a> {
     ref_hash: Option<u128>,
     /// Whether the chunk really used the reference.
     predicted: bool,
+    /// Whether the chunk's contexts came from the side tensor.
+    side: bool,
     /// Largest decoding error and exactly stored elements (near-lossless only).
     max_error: f64,
     escapes: usize,
@@ -483,6 +508,7 @@ fn relative_plan(t: &TensorIn, spec: &LossySpec, block: u32, rms: f64) -> Option
 
 fn encode_one<'a>(
     t: &TensorIn<'a>,
+    side: Option<&[u8]>,
     chunk: usize,
     k: usize,
     lossy: Option<&LossyPlan>,
@@ -500,6 +526,7 @@ fn encode_one<'a>(
             raw_hash: c.decoded_hash,
             ref_hash: rc.map(hash::h128),
             predicted: rc.is_some(),
+            side: false,
             max_error: c.max_error,
             escapes: c.escapes,
         };
@@ -512,16 +539,19 @@ fn encode_one<'a>(
                 raw_hash,
                 ref_hash: None,
                 predicted: false,
+                side: false,
                 max_error: 0.0,
                 escapes: 0,
             }
         }
         Some(r) => {
             let raw_hash = hash::h128(raw);
-            let rc = &r.data[range];
-            let bytes = predict::encode_chunk(raw, rc, t.dtype);
+            let rc = &r.data[range.clone()];
+            let sc = side.map(|s| &s[range]);
+            let bytes = predict::encode_chunk_side(raw, rc, sc, t.dtype);
             let predicted = bytes.first() != Some(&0);
             CodedChunk {
+                side: predict::is_side_chunk(&bytes),
                 bytes: ChunkBytes::Done(bytes),
                 raw_hash,
                 ref_hash: Some(hash::h128(rc)),
@@ -531,6 +561,19 @@ fn encode_one<'a>(
             }
         }
     }
+}
+
+/// Checks that tensor `s` can give `t` its contexts (see [`TensorIn::side`]).
+fn check_side(t: &TensorIn, s: usize, tensors: &[TensorIn]) -> Result<()> {
+    let bad = |m: &str| Error::InvalidArgument(format!("{:?}: side tensor {s} {m}", t.name));
+    let side = tensors.get(s).ok_or_else(|| bad("does not exist"))?;
+    if side.side.is_some() || std::ptr::eq(side, t) {
+        return Err(bad("has a side tensor itself"));
+    }
+    if (side.dtype, &side.shape) != (t.dtype, &t.shape) {
+        return Err(bad("differs in dtype or shape"));
+    }
+    Ok(())
 }
 
 fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
@@ -565,6 +608,9 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
                     t.data.len()
                 )));
             }
+        }
+        if let Some(s) = t.side {
+            check_side(t, s, tensors)?;
         }
         if let Some(l) = &t.lossy {
             if !(l.error_bound.is_finite() && l.error_bound >= 0.0) {
@@ -604,12 +650,16 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
 /// One decode request: tensor index, output buffer, and the reference's raw bytes if any.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>);
 
-/// One chunk to decode: its tensor, its index entry, its output and its reference slice.
+/// A decode request with the side tensor's decoded bytes, when the tensor has one.
+type SideJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// One chunk to decode: its tensor, its index entry, its output, its reference and side
+/// slices and its near-lossless plan.
 type ChunkJob<'a, 'b> = (
     &'a TensorEntry,
     &'a ChunkEntry,
     &'b mut [u8],
-    Option<&'b [u8]>,
+    (Option<&'b [u8]>, Option<&'b [u8]>),
     Option<&'b Plan>,
 );
 
@@ -673,15 +723,58 @@ impl<'a> Checkpoint<'a> {
 
     /// Like [`Checkpoint::decode_into`], each job also offering the reference tensor's raw
     /// bytes (required for predicted tensors; checked against the stored reference hash).
+    /// A tensor with a side tensor ([`TensorEntry::side`]) needs that tensor among the
+    /// jobs: side tensors are decoded first, then the tensors that use them.
     pub fn decode_with(&self, jobs: Vec<DecodeJob<'_>>, threads: Option<usize>) -> Result<()> {
+        let mut sides = Vec::with_capacity(jobs.len());
+        for (i, _, _) in &jobs {
+            sides.push(match self.entry(*i)?.side() {
+                Some(name) => Some(self.find(name)?),
+                None => None,
+            });
+        }
+        let (mut first, mut then): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for (job, side) in jobs.into_iter().zip(sides) {
+            match side {
+                Some(s) => then.push((job, s)),
+                None => first.push(job),
+            }
+        }
+        let pass: Vec<SideJob> = first
+            .iter_mut()
+            .map(|(i, out, r)| (*i, &mut **out, *r, None))
+            .collect();
+        self.decode_pass(pass, threads)?;
+        let mut pass = Vec::with_capacity(then.len());
+        for ((i, out, r), s) in then {
+            let side = first
+                .iter()
+                .find(|j| j.0 == s)
+                .map(|j| &*j.1)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "{:?} takes its contexts from {:?}: decode both together",
+                        self.header.tensors[i].name, self.header.tensors[s].name
+                    ))
+                })?;
+            pass.push((i, out, r, Some(side)));
+        }
+        self.decode_pass(pass, threads)
+    }
+
+    /// Decodes jobs that need nothing decoded before them, all chunks in parallel.
+    fn decode_pass(&self, jobs: Vec<SideJob<'_>>, threads: Option<usize>) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let mut work: Vec<ChunkJob> = Vec::new();
         let mut refs = Vec::new();
         let plans: Vec<Option<Plan>> = jobs
             .iter()
-            .map(|(i, _, _)| self.entry(*i)?.plan())
+            .map(|(i, _, _, _)| self.entry(*i)?.plan())
             .collect::<Result<_>>()?;
         let mut copies: Vec<(&mut [u8], &[u8])> = Vec::new();
-        for ((i, out, reference), plan) in jobs.into_iter().zip(&plans) {
+        for ((i, out, reference, side), plan) in jobs.into_iter().zip(&plans) {
             let t = self.entry(i)?;
             memory::advise_huge(out);
             if out.len() as u64 != t.raw_bytes() {
@@ -711,8 +804,10 @@ impl<'a> Checkpoint<'a> {
             }
             let step = t.chunk_raw_bytes();
             for (k, (c, dst)) in t.chunks.iter().zip(out.chunks_mut(step)).enumerate() {
-                let rc = reference.map(|d| &d[k * step..k * step + dst.len()]);
-                work.push((t, c, dst, rc, plan.as_ref()));
+                let at = k * step..k * step + dst.len();
+                let rc = reference.map(|d| &d[at.clone()]);
+                let sc = side.map(|d| &d[at]);
+                work.push((t, c, dst, (rc, sc), plan.as_ref()));
             }
         }
         parallel::install(threads, || {
@@ -747,14 +842,16 @@ impl<'a> Checkpoint<'a> {
         t: &TensorEntry,
         c: &ChunkEntry,
         dst: &mut [u8],
-        reference: Option<&[u8]>,
+        (reference, side): (Option<&[u8]>, Option<&[u8]>),
         plan: Option<&Plan>,
     ) -> Result<()> {
         let at = |what: &str| format!("tensor {:?} chunk at offset {}: {what}", t.name, c.offset);
         let comp = &self.data[c.offset as usize..(c.offset + c.len) as usize];
         let decoded = match (plan, reference) {
             (Some(plan), rc) => lossy::decode_chunk(comp, rc, t.dtype, plan, dst).map(|_| None),
-            (None, Some(rc)) => predict::decode_chunk(comp, rc, t.dtype, dst).map(|_| None),
+            (None, Some(rc)) => {
+                predict::decode_chunk_side(comp, rc, side, t.dtype, dst).map(|_| None)
+            }
             (None, None) => codec::decode_chunk_hashed(comp, t.dtype, dst).map(Some),
         };
         let hashed = decoded.map_err(|e| match e {
@@ -787,6 +884,7 @@ mod tests {
                 data: d,
             }),
             lossy: None,
+            side: None,
         }
     }
 
@@ -826,6 +924,72 @@ mod tests {
         assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), format::MINOR);
         let same_only = file(&[tensor("x", &a, Some(&a))]);
         assert_eq!(u16::from_le_bytes([same_only[10], same_only[11]]), 1);
+    }
+
+    /// A predicted tensor with a side tensor records its name, decodes together with it
+    /// (in either job order) and refuses to decode without it; bad sides are refused.
+    #[test]
+    fn side_tensor_is_recorded_and_needed() {
+        let mut rng = crate::testing::Lcg(3);
+        let n = 40_000usize;
+        let f = |v: Vec<f32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let v0: Vec<f32> = (0..n).map(|_| 1e-6 * (1.0 + rng.centered())).collect();
+        let m: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    0.0
+                } else {
+                    rng.centered() * 1e-3
+                }
+            })
+            .collect();
+        let v1: Vec<f32> = v0
+            .iter()
+            .zip(&m)
+            .map(|(v, g)| v * 0.98 + 0.08 * g * g)
+            .collect();
+        let (v0, m, v1) = (f(v0), f(m), f(v1));
+        let m0: Vec<u8> = m.iter().map(|b| b ^ 1).collect();
+        let mut sq = tensor("v", &v1, Some(&v0));
+        sq.side = Some(0);
+        let tensors = [tensor("m", &m, Some(&m0)), sq];
+        let structure = Value::List(vec![Value::Tensor(0), Value::Tensor(1)]);
+        let opts = EncodeOptions::default();
+        let bytes = encode(&tensors, &structure, &opts).unwrap().to_vec();
+        let ck = Checkpoint::parse(&bytes).unwrap();
+        assert_eq!(ck.tensors()[1].side(), Some("m"));
+        assert_eq!(ck.tensors()[0].side(), None);
+        let (mut a, mut b) = (vec![0u8; m.len()], vec![0u8; v1.len()]);
+        ck.decode_with(vec![(1, &mut b, Some(&v0)), (0, &mut a, Some(&m0))], None)
+            .unwrap();
+        assert_eq!((a.as_slice(), b.as_slice()), (m.as_slice(), v1.as_slice()));
+        let alone = ck.decode_with(vec![(1, &mut b, Some(&v0))], None);
+        assert!(matches!(alone, Err(Error::InvalidArgument(_))));
+        // A header naming a missing side, the tensor itself, or extra params is refused.
+        for params in [("side", "nope"), ("side", "v"), ("sides", "m")] {
+            let (mut header, data) = Header::parse(&bytes).unwrap();
+            header.tensors[1].params = Value::Map(vec![(
+                Value::Str(params.0.into()),
+                Value::Str(params.1.into()),
+            )]);
+            let mut edited = header.to_prefix_bytes();
+            edited.extend_from_slice(data);
+            let err = Checkpoint::parse(&edited).unwrap_err();
+            assert!(matches!(err, Error::Format(_)), "{params:?}: {err:?}");
+        }
+        // A side of another shape, a chain of sides and a missing tensor are refused.
+        let short = &m[..400];
+        let mut bad = tensors.clone();
+        bad[0].data = short;
+        bad[0].shape = vec![100];
+        bad[0].reference = None;
+        assert!(encode(&bad, &structure, &opts).is_err());
+        let mut chain = tensors.clone();
+        chain[0].side = Some(1);
+        assert!(encode(&chain, &structure, &opts).is_err());
+        let mut missing = tensors.clone();
+        missing[1].side = Some(7);
+        assert!(encode(&missing, &structure, &opts).is_err());
     }
 
     /// Writing to a stream, to memory and through `to_vec` give the same file, which

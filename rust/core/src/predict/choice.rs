@@ -47,7 +47,7 @@ pub(super) fn estimates(
         rs.extend_from_slice(&reference[at]);
     }
     let scale = n as f64 / (runs * RUN) as f64;
-    let a = encode::analyze(&xs, &rs, (width, dtype.is_float()), params, false);
+    let a = encode::analyze(&xs, &rs, (width, dtype.is_float()), params, false, None);
     let residual = a.estimate(scale).0;
     (residual, standalone(&xs, dtype, scale, n))
 }

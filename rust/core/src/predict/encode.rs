@@ -55,13 +55,15 @@ impl Analysis {
 }
 
 /// Analyses the words of `raw` against `reference` (same length) with tokens of `tb`
-/// top bits; packs the raw bits when `pack` is set.
+/// top bits; packs the raw bits when `pack` is set. Contexts come from the reference's
+/// exponents under `e_max`, or from `side` (one context per word) when given.
 pub(super) fn analyze(
     raw: &[u8],
     reference: &[u8],
     (width, float): (usize, bool),
     (e_max, off, tb): (u8, u64, u32),
     pack: bool,
+    side: Option<&[u8]>,
 ) -> Analysis {
     let n = raw.len() / width;
     let mut a = Analysis {
@@ -70,7 +72,7 @@ pub(super) fn analyze(
         bits: pack.then(|| BitWriter::reusing(scratch::bytes_dirty(raw.len() + 16))),
         raw_bits: 0,
     };
-    let done = if width == 4 {
+    let done = if width == 4 && side.is_none() {
         simd_analyze32(raw, reference, (float, e_max, off as u32, tb), &mut a)
     } else {
         0
@@ -82,27 +84,32 @@ pub(super) fn analyze(
             &raw[at..],
             &reference[at..],
             (float, e_max, off, tb),
-            done,
+            (done, side),
             &mut a
         )
     );
     a
 }
 
-/// The scalar analysis of the words from `first` on (`raw` and `reference` start there).
+/// The scalar analysis of the words from `first` on (`raw` and `reference` start there;
+/// `side`, the contexts of all words, at word 0).
 fn analyze_w<const W: usize>(
     raw: &[u8],
     reference: &[u8],
     (float, e_max, off, tb): (bool, u8, u64, u32),
-    first: usize,
+    (first, side): (usize, Option<&[u8]>),
     a: &mut Analysis,
 ) {
     let bits = 8 * W as u32;
     let words = raw.chunks_exact(W).zip(reference.chunks_exact(W));
-    for ((x, r), code) in words.zip(a.codes[first..].iter_mut()) {
+    for (i, ((x, r), code)) in words.zip(a.codes[first..].iter_mut()).enumerate() {
         let z = residual(load::<W>(x), load::<W>(r), off, bits, float);
         let (t, low, k) = token(z, tb);
-        let c = if float { context_of::<W>(r, e_max) } else { 0 };
+        let c = match side {
+            Some(ctx) => ctx[first + i],
+            None if float => context_of::<W>(r, e_max),
+            None => 0,
+        };
         *code = (c as u16) << SYM_BITS | t as u16;
         a.hist[*code as usize] += 1;
         a.raw_bits += k as u64;
@@ -154,14 +161,14 @@ mod tests {
             let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
             let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
             let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
-            let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true);
+            let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, None);
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
                 bits: Some(BitWriter::reusing(scratch::bytes(16))),
                 raw_bits: 0,
             };
-            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), 0, &mut b);
+            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, None), &mut b);
             prop_assert_eq!(&a.codes[..], &b.codes[..]);
             prop_assert_eq!(&a.hist, &b.hist);
             prop_assert_eq!(a.raw_bits, b.raw_bits);

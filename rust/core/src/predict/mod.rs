@@ -35,6 +35,7 @@ mod contexts;
 mod decode;
 mod encode;
 mod fused;
+mod side;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 mod word;
@@ -45,6 +46,7 @@ use crate::dtype::DType;
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
+use crate::scratch;
 use decode::Models;
 use word::{by_width, mask, offset};
 
@@ -63,6 +65,8 @@ const KIND_RESIDUAL_12: u8 = 1;
 const KIND_RESIDUAL: u8 = 2;
 /// Residual chunk of tokens: lengths with the top bits and the sign bit of the residual.
 const KIND_TOKENS: u8 = 3;
+/// Token chunk whose contexts come from a sibling tensor ([`side`]).
+const KIND_SIDE: u8 = 4;
 
 /// Top bits in the tokens the encoder writes (tokens up to 123 for 32-bit words, 251
 /// for 64-bit ones). On real trajectories (MiniLM fine-tune, GPT from scratch) 1 bit
@@ -79,8 +83,24 @@ fn word_kind(dtype: DType) -> (u32, bool) {
 /// sample settle clear cases; close ones compare the exact residual estimate with the
 /// standalone chunk itself.
 pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
+    encode_chunk_side(raw, reference, None, dtype)
+}
+
+/// [`encode_chunk`] with the same-sized chunk of a sibling tensor, `side`, whose words
+/// give the contexts ([`side`], kind 4) when `dtype` is a float type that takes them.
+pub fn encode_chunk_side(
+    raw: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+) -> Vec<u8> {
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
+    let side = side.filter(|s| {
+        s.len() == raw.len()
+            && side::log_shift(dtype).is_some()
+            && raw.len() / width >= side::MIN_WORDS
+    });
     let e_max = contexts::base(reference, width, float);
     let off = by_width!(width, offset(raw, reference, bits, float));
     let params = (e_max, off, TOP_BITS);
@@ -92,7 +112,14 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
         }
         sampled = Some(standalone);
     }
-    let a = encode::analyze(raw, reference, (width, float), params, true);
+    let ctx = side.map(|s| {
+        let at = side::choose(s, reference, dtype);
+        let mut ctx = scratch::bytes_dirty(raw.len() / width);
+        side::map(s, reference, dtype, at, &side::IDENTITY, &mut ctx);
+        (at, ctx)
+    });
+    let ctx_words = ctx.as_ref().map(|(_, c)| &c[..]);
+    let a = encode::analyze(raw, reference, (width, float), params, true, ctx_words);
     let (est, tables) = a.estimate(1.0);
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
@@ -107,7 +134,25 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
             return wrap_standalone(&standalone, raw);
         }
     }
-    residual_chunk(a, &tables, params, est)
+    let contexts = match ctx {
+        Some((at, _)) => Contexts::Side(at),
+        None => Contexts::Exponent(e_max),
+    };
+    residual_chunk(a, &tables, (contexts, off, TOP_BITS), est)
+}
+
+/// Whether an encoded chunk takes its contexts from a side tensor (kind 4).
+pub fn is_side_chunk(comp: &[u8]) -> bool {
+    comp.first() == Some(&KIND_SIDE)
+}
+
+/// Where a residual chunk's contexts come from.
+#[derive(Clone, Copy)]
+enum Contexts {
+    /// The reference's exponent below the chunk's largest (kind 3).
+    Exponent(u8),
+    /// A sibling tensor's words, with the chunk's `(base, shift)` (kind 4).
+    Side((i16, u8)),
 }
 
 /// A standalone chunk behind its kind byte.
@@ -131,14 +176,24 @@ fn wrap_standalone(planes: &PlaneChunk, raw: &[u8]) -> Vec<u8> {
 fn residual_chunk(
     a: encode::Analysis,
     tables: &[Option<FreqTable>],
-    (e_max, off, tb): (u8, u64, u32),
+    (contexts, off, tb): (Contexts, u64, u32),
     est: f64,
 ) -> Vec<u8> {
     let mut w = Writer::with_capacity(est as usize + 1024);
-    w.u8(KIND_TOKENS);
+    let kind = match contexts {
+        Contexts::Exponent(_) => KIND_TOKENS,
+        Contexts::Side(_) => KIND_SIDE,
+    };
+    w.u8(kind);
     w.u8(TABLE_BITS as u8);
     w.u8(tb as u8);
-    w.u8(e_max);
+    match contexts {
+        Contexts::Exponent(e_max) => w.u8(e_max),
+        Contexts::Side((base, shift)) => {
+            w.u16(base as u16);
+            w.u8(shift);
+        }
+    }
     w.u64(off);
     let counts: Vec<[u32; 256]> = (0..CONTEXTS).map(|c| a.counts(c)).collect();
     let used: u16 = (0..CONTEXTS)
@@ -177,10 +232,25 @@ fn residual_chunk(
 
 /// Decodes a chunk written by [`encode_chunk`] into `out`, given the same reference chunk.
 pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
+    decode_chunk_side(comp, reference, None, dtype, out)
+}
+
+/// Decodes a chunk written by [`encode_chunk_side`] into `out`, given the same reference
+/// and side chunks (a side-context chunk without its side is an error).
+pub fn decode_chunk_side(
+    comp: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+    out: &mut [u8],
+) -> Result<()> {
     let mut r = Reader::new(comp);
     let kind = r.u8()?;
     if kind == KIND_STANDALONE {
         return codec::decode_chunk(&comp[1..], dtype, out);
+    }
+    if kind == KIND_SIDE {
+        return decode_side(&mut r, reference, side, dtype, out);
     }
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
@@ -206,6 +276,54 @@ pub fn decode_chunk(comp: &[u8], reference: &[u8], dtype: DType, out: &mut [u8])
     )?;
     let bits_data = decode::raw_bits(&mut r)?;
     let used = decode::rebuild(&symbols, bits_data, reference, out, (width, float, off, tb));
+    decode::check_used(used, bits_data.len())
+}
+
+/// Decodes the rest of a side-context chunk (kind 4) in two passes: every word's token
+/// under its side context, then the words.
+fn decode_side(
+    r: &mut Reader,
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+    out: &mut [u8],
+) -> Result<()> {
+    let width = dtype.word_size();
+    let (bits, float) = word_kind(dtype);
+    let Some(side) = side.filter(|_| side::log_shift(dtype).is_some()) else {
+        return Err(Error::Corrupt(
+            "side-context chunk in a tensor without a side tensor".into(),
+        ));
+    };
+    let (scale, tb) = read_scale(r, KIND_TOKENS, bits)?;
+    let base = r.u16()? as i16;
+    let shift = r.u8()?;
+    if shift > side::MAX_SHIFT {
+        return Err(Error::Corrupt(format!(
+            "side context shift {shift} out of range"
+        )));
+    }
+    let off = r.u64()? & mask(bits);
+    let models = read_models(r, scale)?;
+    let tb = tb.expect("token chunks have top bits");
+    decode::check_symbols(&models, word::max_token(bits, tb))?;
+    let n = reference.len().min(out.len()).min(side.len()) / width;
+    let (model, lut) = decode::coded_model(&models)?;
+    let mut slots = scratch::bytes_dirty(n);
+    let at = n * width;
+    side::map(
+        &side[..at],
+        &reference[..at],
+        dtype,
+        (base, shift),
+        &lut,
+        &mut slots,
+    );
+    let mut symbols = scratch::bytes_dirty(n);
+    model.decode(r, &slots, &mut symbols)?;
+    let bits_data = decode::raw_bits(r)?;
+    let params = (width, float, off, Some(tb));
+    let used = decode::rebuild(&symbols, bits_data, reference, out, params);
     decode::check_used(used, bits_data.len())
 }
 
@@ -295,6 +413,46 @@ mod tests {
             prop_assert_eq!(out, raw.to_vec());
         }
 
+        /// Side contexts round-trip over every dtype (integer dtypes ignore the side).
+        #[test]
+        fn side_chunk_roundtrip(words in proptest::collection::vec((any::<u64>(), any::<u64>(), any::<u64>()), 1..300),
+                                len in 0usize..40_000, close in any::<bool>(), d in 0usize..17) {
+            let dtype = DType::all()[d];
+            let w = dtype.word_size();
+            let mut raw = Vec::new();
+            let (mut reference, mut side) = (Vec::new(), Vec::new());
+            // Cycled to reach side-context sizes, each lap a little different.
+            for (i, &(x, r, s)) in words.iter().cycle().take(len).enumerate() {
+                let x = if close { r ^ (x & 0xfff) ^ (i as u64 & 7) } else { x ^ i as u64 };
+                raw.extend_from_slice(&x.to_le_bytes()[..w]);
+                reference.extend_from_slice(&r.to_le_bytes()[..w]);
+                side.extend_from_slice(&s.to_le_bytes()[..w]);
+            }
+            let n = raw.len() / dtype.size() * dtype.size();
+            let (raw, reference, side) = (&raw[..n], &reference[..n], &side[..n]);
+            let comp = encode_chunk_side(raw, reference, Some(side), dtype);
+            let mut out = vec![0u8; n];
+            decode_chunk_side(&comp, reference, Some(side), dtype, &mut out).unwrap();
+            prop_assert_eq!(out, raw.to_vec());
+        }
+
+        /// Damaged or truncated side-context chunks are errors or other data, never a panic.
+        #[test]
+        fn corrupt_side_chunks_never_panic(seed in any::<u64>(), n in side::MIN_WORDS..20_000,
+                                           flip in any::<usize>(), cut in any::<usize>()) {
+            let (raw, reference, side) = adam_like(n, seed);
+            let mut comp = encode_chunk_side(&raw, &reference, Some(&side), DType::F32);
+            prop_assert_eq!(comp[0], KIND_SIDE);
+            let mut out = vec![0u8; raw.len()];
+            let bit = flip % (comp.len() * 8);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let _ = decode_chunk_side(&comp, &reference, Some(&side), DType::F32, &mut out);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let short = cut % comp.len();
+            let r = decode_chunk_side(&comp[..short], &reference, Some(&side), DType::F32, &mut out);
+            prop_assert!(r.is_err());
+        }
+
         /// Damaged or truncated chunks are errors or (rarely) other data, never a panic.
         #[test]
         fn corrupt_chunks_never_panic(vals in proptest::collection::vec(-1.0f32..1.0, 1..2000),
@@ -324,6 +482,59 @@ mod tests {
             let mut out = vec![0u8; raw.len()];
             decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
             prop_assert_eq!(out, raw);
+        }
+    }
+
+    /// An Adam-like pair: `v` decays by a fixed factor where `m` is tiny and grows by `m^2`
+    /// elsewhere, `m` being the side tensor.
+    fn adam_like(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut rng = Lcg(seed);
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let (mut v0, mut v1, mut m) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let v = 1e-6 * (1.0 + rng.centered()).powi(4) + 1e-9;
+            let touched = i % 5 != 0;
+            let g = if touched { rng.centered() * 2e-3 } else { 0.0 };
+            v0.push(v);
+            v1.push(v * 0.98 + 0.02 * g * g);
+            m.push(if touched {
+                g * 0.5
+            } else {
+                1e-9 * rng.centered()
+            });
+        }
+        (bytes(&v1), bytes(&v0), bytes(&m))
+    }
+
+    /// Side contexts are written for Adam-like data, round-trip, beat exponent contexts,
+    /// and need their side: without it, or with another, decoding fails or differs.
+    #[test]
+    fn side_context_chunks() {
+        for n in [1usize, 7, 31, 33, 1000, 20_000] {
+            let (raw, reference, side) = adam_like(n, n as u64);
+            let comp = encode_chunk_side(&raw, &reference, Some(&side), DType::F32);
+            let mut out = vec![0u8; raw.len()];
+            decode_chunk_side(&comp, &reference, Some(&side), DType::F32, &mut out).unwrap();
+            assert_eq!(out, raw, "n = {n}");
+            if n < side::MIN_WORDS {
+                assert_ne!(comp[0], KIND_SIDE);
+                continue;
+            }
+            assert_eq!(comp[0], KIND_SIDE);
+            let plain = encode_chunk(&raw, &reference, DType::F32);
+            assert!(
+                comp.len() < plain.len(),
+                "{} vs {}",
+                comp.len(),
+                plain.len()
+            );
+            assert!(matches!(
+                decode_chunk(&comp, &reference, DType::F32, &mut out),
+                Err(Error::Corrupt(_))
+            ));
+            let other = adam_like(n, 99).2;
+            let r = decode_chunk_side(&comp, &reference, Some(&other), DType::F32, &mut out);
+            assert!(r.is_err() || out != raw);
         }
     }
 
