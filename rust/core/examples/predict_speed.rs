@@ -4,7 +4,8 @@
 //! * `cargo run --release --example predict_speed` — synthetic close fp32 weights;
 //! * `cargo run --release --example predict_speed -- PREV.safetensors CUR.safetensors` —
 //!   every F32 tensor of CUR against the same-named tensor of PREV (e.g. two checkpoints
-//!   of a trajectory exported by `benches/traj_to_safetensors.py`), per tensor class.
+//!   of a trajectory exported by `benches/traj_to_safetensors.py`), per tensor class;
+//!   each `exp_avg_sq` takes CUR's `exp_avg` beside it as side tensor, as `encode` does.
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -13,8 +14,9 @@ use fastckpt_core::{codec, predict, DType};
 
 const RUNS: usize = 7;
 
-/// Chunks of one class: (reference, current) raw bytes, one pair per chunk.
-type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+/// Chunks of one class: (reference, current) raw bytes and the side tensor's chunk, if
+/// any, one entry per chunk.
+type Pairs = Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,7 +48,7 @@ fn main() {
 /// Times both codecs over `pairs` and prints one row: standalone, then predicted, then
 /// predicted speed as a percentage of standalone. The four timings alternate within each
 /// run (the machine's load then affects them alike) and each keeps its best run.
-fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
+fn report(class: &str, pairs: &Pairs) {
     let dtype = DType::F32;
     let raw: usize = pairs.iter().map(|p| p.1.len()).sum();
     let sa: Vec<Vec<u8>> = pairs
@@ -55,11 +57,11 @@ fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
         .collect();
     let pr: Vec<Vec<u8>> = pairs
         .iter()
-        .map(|p| predict::encode_chunk(&p.1, &p.0, dtype))
+        .map(|p| predict::encode_chunk_side(&p.1, &p.0, p.2.as_deref(), dtype))
         .collect();
     let mut out = vec![0u8; chunk_size(dtype, DEFAULT_CHUNK_BYTES)];
     for (c, p) in pr.iter().zip(pairs) {
-        predict::decode_chunk(c, &p.0, dtype, &mut out[..p.1.len()]).unwrap();
+        predict::decode_chunk_side(c, &p.0, p.2.as_deref(), dtype, &mut out[..p.1.len()]).unwrap();
         assert!(out[..p.1.len()] == p.1[..], "round trip");
     }
     let mut best = [f64::MAX; 4];
@@ -71,9 +73,14 @@ fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
                     .for_each(|p| drop(codec::encode_chunk(&p.1, dtype)))
             }),
             time(|| {
-                pairs
-                    .iter()
-                    .for_each(|p| drop(predict::encode_chunk(&p.1, &p.0, dtype)))
+                pairs.iter().for_each(|p| {
+                    drop(predict::encode_chunk_side(
+                        &p.1,
+                        &p.0,
+                        p.2.as_deref(),
+                        dtype,
+                    ))
+                })
             }),
             time(|| {
                 for (c, p) in sa.iter().zip(pairs) {
@@ -82,7 +89,9 @@ fn report(class: &str, pairs: &[(Vec<u8>, Vec<u8>)]) {
             }),
             time(|| {
                 for (c, p) in pr.iter().zip(pairs) {
-                    predict::decode_chunk(c, &p.0, dtype, &mut out[..p.1.len()]).unwrap();
+                    let side = p.2.as_deref();
+                    predict::decode_chunk_side(c, &p.0, side, dtype, &mut out[..p.1.len()])
+                        .unwrap();
                 }
             }),
         ];
@@ -128,7 +137,7 @@ fn synthetic_pairs() -> BTreeMap<String, Pairs> {
     let pairs = rb
         .chunks(DEFAULT_CHUNK_BYTES)
         .zip(xb.chunks(DEFAULT_CHUNK_BYTES))
-        .map(|(r, x)| (r.to_vec(), x.to_vec()))
+        .map(|(r, x)| (r.to_vec(), x.to_vec(), None))
         .collect();
     BTreeMap::from([("synthetic".to_string(), pairs)])
 }
@@ -149,9 +158,15 @@ fn real_pairs(prev: &str, cur: &str) -> BTreeMap<String, Pairs> {
         } else {
             "weights"
         };
+        let side = name
+            .strip_suffix("_sq")
+            .filter(|_| class == "exp_avg_sq")
+            .and_then(|m| cur.get(m))
+            .filter(|m| m.len() == x.len());
         let pairs = classes.entry(class.to_string()).or_default();
-        for (rc, xc) in r.chunks(chunk).zip(x.chunks(chunk)) {
-            pairs.push((rc.to_vec(), xc.to_vec()));
+        for (k, (rc, xc)) in r.chunks(chunk).zip(x.chunks(chunk)).enumerate() {
+            let sc = side.map(|m| m[k * chunk..k * chunk + xc.len()].to_vec());
+            pairs.push((rc.to_vec(), xc.to_vec(), sc));
         }
     }
     classes

@@ -2,7 +2,7 @@
 //! settle the choice between residual and standalone coding without coding both ways
 //! when the choice is clear.
 
-use super::encode;
+use super::{encode, side};
 use crate::codec::MIN_SAVING;
 use crate::dtype::DType;
 use crate::entropy::freq::{histogram, FreqTable};
@@ -30,26 +30,44 @@ pub(super) const MARGIN_EXACT: f64 = 0.008;
 /// frequencies (as in `codec`): mode, presence bitmap and lane states.
 const PLANE_OVERHEAD: f64 = (1 + 32 + 8 * LANES) as f64;
 
-/// Estimated (residual, standalone) coded sizes in bytes of the whole chunk.
+/// Estimated (residual, standalone) coded sizes in bytes of the whole chunk, and with
+/// `side` (a side tensor's chunk and its `(base, shift)`) the residual's under side
+/// contexts.
 pub(super) fn estimates(
     raw: &[u8],
     reference: &[u8],
     dtype: DType,
     params: (u8, u64, u32),
-) -> (f64, f64) {
+    side: Option<(&[u8], (i16, u8))>,
+) -> (f64, f64, Option<f64>) {
     let width = dtype.word_size();
     let n = raw.len() / width;
     let runs = n / STRIDE;
     let (mut xs, mut rs) = (scratch::bytes(0), scratch::bytes(0));
+    let mut ss = scratch::bytes(0);
     for k in 0..runs {
         let at = k * STRIDE * width..(k * STRIDE + RUN) * width;
         xs.extend_from_slice(&raw[at.clone()]);
-        rs.extend_from_slice(&reference[at]);
+        rs.extend_from_slice(&reference[at.clone()]);
+        if let Some((s, _)) = side {
+            ss.extend_from_slice(&s[at]);
+        }
     }
     let scale = n as f64 / (runs * RUN) as f64;
-    let a = encode::analyze(&xs, &rs, (width, dtype.is_float()), params, false, None);
-    let residual = a.estimate(scale).0;
-    (residual, standalone(&xs, dtype, scale, n))
+    let kind = (width, dtype.is_float());
+    let a = encode::analyze(&xs, &rs, kind, params, false, None);
+    let with_side = side.map(|(_, at)| {
+        let mut ctx = scratch::bytes_dirty(xs.len() / width);
+        side::map(&ss, &rs, dtype, at, &side::IDENTITY, &mut ctx);
+        encode::analyze(&xs, &rs, kind, params, false, Some(&ctx))
+            .estimate(scale)
+            .0
+    });
+    (
+        a.estimate(scale).0,
+        standalone(&xs, dtype, scale, n),
+        with_side,
+    )
 }
 
 /// The standalone codec's size for `n` words whose sample is `xs` (`scale` = `n` over

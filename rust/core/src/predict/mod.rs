@@ -104,16 +104,22 @@ pub fn encode_chunk_side(
     let e_max = contexts::base(reference, width, float);
     let off = by_width!(width, offset(raw, reference, bits, float));
     let params = (e_max, off, TOP_BITS);
+    let mut side = side.map(|s| (s, side::choose(s, reference, dtype)));
     let mut sampled = None;
     if raw.len() / width >= choice::MIN_WORDS {
-        let (residual, standalone) = choice::estimates(raw, reference, dtype, params);
+        let (residual, standalone, with_side) =
+            choice::estimates(raw, reference, dtype, params, side);
+        // Side contexts only where the sample says they beat the reference's exponents.
+        if with_side.is_some_and(|w| w >= residual) {
+            side = None;
+        }
+        let residual = with_side.map_or(residual, |w| w.min(residual));
         if residual > standalone * (1.0 + choice::MARGIN_SAMPLED) {
             return standalone_chunk(raw, dtype);
         }
         sampled = Some(standalone);
     }
-    let ctx = side.map(|s| {
-        let at = side::choose(s, reference, dtype);
+    let ctx = side.map(|(s, at)| {
         let mut ctx = scratch::bytes_dirty(raw.len() / width);
         side::map(s, reference, dtype, at, &side::IDENTITY, &mut ctx);
         (at, ctx)

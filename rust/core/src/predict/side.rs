@@ -15,8 +15,9 @@ use super::CONTEXTS;
 use crate::dtype::DType;
 
 /// Fewest words for which the encoder uses side contexts: they spread a chunk's words
-/// over more contexts, whose tables small chunks do not repay.
-pub(super) const MIN_WORDS: usize = 16384;
+/// over more contexts, whose tables small chunks do not repay; chunks this large are
+/// sampled, and the sample decides between side and exponent contexts.
+pub(super) const MIN_WORDS: usize = super::choice::MIN_WORDS;
 
 /// Largest `shift` a chunk may store.
 pub(super) const MAX_SHIFT: u8 = 4;
