@@ -72,8 +72,8 @@ pub(super) fn analyze(
         bits: pack.then(|| BitWriter::reusing(scratch::bytes_dirty(raw.len() + 16))),
         raw_bits: 0,
     };
-    let done = if width == 4 && side.is_none() {
-        simd_analyze32(raw, reference, (float, e_max, off as u32, tb), &mut a)
+    let done = if width == 4 {
+        simd_analyze32(raw, reference, side, (float, e_max, off as u32, tb), &mut a)
     } else {
         0
     };
@@ -123,18 +123,21 @@ fn analyze_w<const W: usize>(
 fn simd_analyze32(
     raw: &[u8],
     reference: &[u8],
+    side: Option<&[u8]>,
     params: (bool, u8, u32, u32),
     a: &mut Analysis,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     if crate::entropy::avx2_bmi2_popcnt() {
-        let n = (raw.len().min(reference.len()) / 4).min(a.codes.len()) / 8 * 8;
+        let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
+        let n = side.map_or(n, |s| n.min(s.len())) / 8 * 8;
         // SAFETY: AVX2, BMI2 and POPCNT are present; the kernel reads `4 * n` bytes of `raw` and
-        // `reference` and writes `n` codes, all in bounds.
+        // `reference` and `n` of `side`, and writes `n` codes, all in bounds.
         a.raw_bits += unsafe {
             super::simd::analyze32(
                 &raw[..4 * n],
                 &reference[..4 * n],
+                side.map(|s| &s[..n]),
                 params,
                 &mut a.codes[..n],
                 &mut a.hist,
@@ -143,7 +146,7 @@ fn simd_analyze32(
         };
         return n;
     }
-    let _ = (raw, reference, params, a);
+    let _ = (raw, reference, side, params, a);
     0
 }
 
@@ -153,22 +156,25 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits.
+        /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits,
+        /// with contexts from the reference's exponents or given per word.
         #[test]
-        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..300),
+        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>(), 0u8..16), 0..300),
                                         off in any::<u32>(), float in any::<bool>(), e in any::<u8>(),
-                                        tb in 0u32..3) {
+                                        tb in 0u32..3, given in any::<bool>()) {
             let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
             let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
+            let ctx: Vec<u8> = words.iter().map(|w| w.2).collect();
+            let side = given.then_some(&ctx[..]);
             let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
-            let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, None);
+            let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, side);
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
                 bits: Some(BitWriter::reusing(scratch::bytes(16))),
                 raw_bits: 0,
             };
-            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, None), &mut b);
+            analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, side), &mut b);
             prop_assert_eq!(&a.codes[..], &b.codes[..]);
             prop_assert_eq!(&a.hist, &b.hist);
             prop_assert_eq!(a.raw_bits, b.raw_bits);

@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 
 /// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
 /// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,
-/// kind 2) or tokens of `tb` top bits (kind 3); errors as the two-pass decoder does.
+/// kind 2) or tokens of `tb` top bits (kind 3 and 4); errors as the two-pass decoder
+/// does. Each word's table slot comes from its reference word's exponent or, for side
+/// contexts (kind 4), from `slots` (one per word, mapped by [`decode32_slots`]'s caller).
 pub(super) fn decode32(
     r: &mut Reader,
     reference: &[u8],
@@ -22,18 +24,40 @@ pub(super) fn decode32(
     m: &Models,
 ) -> Result<()> {
     let (model, lut) = coded_model(m)?;
+    decode32_slots(
+        r,
+        reference,
+        out,
+        (float, e_max, off, tb),
+        (&model, lut),
+        None,
+    )
+}
+
+/// [`decode32`] with the decode model and slot map already made, and optionally every
+/// word's slot.
+pub(super) fn decode32_slots(
+    r: &mut Reader,
+    reference: &[u8],
+    out: &mut [u8],
+    (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
+    (model, lut): (&crate::entropy::context::DecodeModel, [u8; CONTEXTS]),
+    slots: Option<&[u8]>,
+) -> Result<()> {
     let mut ahead = r.clone();
     skip_stream(&mut ahead)?;
     let bits = raw_bits(&mut ahead)?;
     let n = reference.len().min(out.len()) / 4;
+    let n = slots.map_or(n, |s| n.min(s.len()));
     let (reference, out) = (&reference[..4 * n], &mut out[..4 * n]);
     let data = (reference, out, bits, lut);
     let params = (e_max, off, tb.unwrap_or(0));
+    let slots = slots.map(|s| &s[..n]);
     let used = match (float, tb.is_some()) {
-        (true, false) => run::<true, false>(r, &model, n, data, params)?,
-        (false, false) => run::<false, false>(r, &model, n, data, params)?,
-        (true, true) => run::<true, true>(r, &model, n, data, params)?,
-        (false, true) => run::<false, true>(r, &model, n, data, params)?,
+        (true, false) => run::<true, false>(r, model, n, data, params, slots)?,
+        (false, false) => run::<false, false>(r, model, n, data, params, slots)?,
+        (true, true) => run::<true, true>(r, model, n, data, params, slots)?,
+        (false, true) => run::<false, true>(r, model, n, data, params, slots)?,
     };
     check_used(used, bits.len())
 }
@@ -46,8 +70,10 @@ fn run<const F: bool, const T: bool>(
     n: usize,
     (reference, out, bits, lut): (&[u8], &mut [u8], &[u8], [u8; CONTEXTS]),
     params: (u8, u32, u32),
+    slots: Option<&[u8]>,
 ) -> Result<usize> {
     let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params);
+    sink.slots = slots;
     model.decode_with(r, n, &mut sink, FAST.with(|f| f.get()))?;
     let (most, worst) = sink.seen();
     if worst == MISSING && n > 0 {
@@ -55,7 +81,7 @@ fn run<const F: bool, const T: bool>(
             "symbol under a context without a table".into(),
         ));
     }
-    if F && most != sink.e_max {
+    if F && slots.is_none() && most != sink.e_max {
         return Err(mismatch());
     }
     Ok(sink.bits.position())
@@ -77,6 +103,8 @@ struct Sink<'a, const F: bool, const T: bool> {
     tail_at: usize,
     /// Slot of each context ([`MISSING`] without a table).
     lut: [u8; CONTEXTS],
+    /// Every word's slot, when given (side contexts) instead of found from the reference.
+    slots: Option<&'a [u8]>,
     e_max: u8,
     off: u32,
     tb: u32,
@@ -105,6 +133,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             tail,
             tail_at,
             lut,
+            slots: None,
             e_max,
             off,
             tb,
@@ -141,6 +170,11 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
 impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[inline(always)]
     fn slot(&mut self, i: usize) -> u8 {
+        if let Some(slots) = self.slots {
+            let s = slots[i];
+            self.worst = self.worst.max(s);
+            return s;
+        }
         let c = if F {
             let w = &self.reference[4 * i..4 * i + 4];
             self.most = self.most.max(contexts::top::<4>(w));
@@ -171,7 +205,10 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn slots8(&mut self, at: usize) -> std::arch::x86_64::__m256i {
-        self.v.slots8::<F>(self.reference.as_ptr().add(4 * at))
+        match self.slots {
+            Some(slots) => self.v.given8(slots[at..at + 8].as_ptr()),
+            None => self.v.slots8::<F>(self.reference.as_ptr().add(4 * at)),
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -253,6 +290,14 @@ mod simd {
             s
         }
 
+        /// The 8 slots at `slots` (8 readable bytes), as given.
+        #[inline(always)]
+        pub(super) unsafe fn given8(&mut self, slots: *const u8) -> __m256i {
+            let s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(slots as *const __m128i));
+            self.worst = _mm256_max_epu32(self.worst, s);
+            s
+        }
+
         /// Rebuilds the 8 words at `out` (32 writable bytes) from their decode-table
         /// entries, the raw bits at `src` from bit `shift` and the reference words at `r`;
         /// returns the raw bits used.
@@ -280,18 +325,29 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{decode_chunk, encode_chunk};
+    use super::super::tests::FORCE_SIDE;
+    use super::super::{decode_chunk_side, encode_chunk, encode_chunk_side, is_side_chunk};
     use super::FAST;
     use crate::dtype::DType;
     use proptest::prelude::*;
 
     /// Decodes `comp` with the block loop and one by one: same result, same bytes.
     fn both(comp: &[u8], reference: &[u8], dtype: DType) -> (Vec<u8>, bool, Vec<u8>, bool) {
+        both_side(comp, reference, None, dtype)
+    }
+
+    /// [`both`] with a side tensor.
+    fn both_side(
+        comp: &[u8],
+        reference: &[u8],
+        side: Option<&[u8]>,
+        dtype: DType,
+    ) -> (Vec<u8>, bool, Vec<u8>, bool) {
         let n = reference.len();
         let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-        let ra = decode_chunk(comp, reference, dtype, &mut a).is_ok();
+        let ra = decode_chunk_side(comp, reference, side, dtype, &mut a).is_ok();
         FAST.with(|f| f.set(false));
-        let rb = decode_chunk(comp, reference, dtype, &mut b).is_ok();
+        let rb = decode_chunk_side(comp, reference, side, dtype, &mut b).is_ok();
         FAST.with(|f| f.set(true));
         (a, ra, b, rb)
     }
@@ -315,6 +371,33 @@ mod tests {
             let bit = flip % (comp.len() * 8);
             comp[bit / 8] ^= 1 << (bit % 8);
             let (a, ra, b, rb) = both(&comp, &reference, dtype);
+            prop_assert_eq!(ra, rb);
+            if ra {
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        /// The same for side-context chunks (slots given per word).
+        #[test]
+        fn block_loop_matches_scalar_with_side(seed in any::<u32>(), n in 16_384usize..17_000,
+                                               flip in any::<usize>()) {
+            let word = |i: usize, k: u32| ((i as u32 ^ seed).wrapping_mul(0x9e37_79b9 ^ k) >> 9) as f32;
+            let reference: Vec<u8> = (0..n).flat_map(|i| (1.0 + word(i, 1)).to_le_bytes()).collect();
+            let side: Vec<u8> = (0..n).flat_map(|i| (word(i, 2) * 1e-3).to_le_bytes()).collect();
+            let raw: Vec<u8> = (0..n)
+                .flat_map(|i| ((1.0 + word(i, 1)) * (1.0 + 1e-4 * (word(i, 3) % 7.0))).to_le_bytes())
+                .collect();
+            FORCE_SIDE.with(|f| f.set(true));
+            let mut comp = encode_chunk_side(&raw, &reference, Some(&side), DType::F32);
+            FORCE_SIDE.with(|f| f.set(false));
+            prop_assert!(is_side_chunk(&comp));
+            let (a, ra, b, rb) = both_side(&comp, &reference, Some(&side), DType::F32);
+            prop_assert!(ra && rb);
+            prop_assert_eq!(&a, &raw);
+            prop_assert_eq!(&b, &raw);
+            let bit = flip % (comp.len() * 8);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let (a, ra, b, rb) = both_side(&comp, &reference, Some(&side), DType::F32);
             prop_assert_eq!(ra, rb);
             if ra {
                 prop_assert_eq!(a, b);

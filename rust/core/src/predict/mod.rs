@@ -285,8 +285,9 @@ pub fn decode_chunk_side(
     decode::check_used(used, bits_data.len())
 }
 
-/// Decodes the rest of a side-context chunk (kind 4) in two passes: every word's token
-/// under its side context, then the words.
+/// Decodes the rest of a side-context chunk (kind 4): every word's slot from the side
+/// and reference words, then (32-bit words) the fused decoder with those slots, or
+/// (others) every word's token, then the words.
 fn decode_side(
     r: &mut Reader,
     reference: &[u8],
@@ -325,6 +326,10 @@ fn decode_side(
         &lut,
         &mut slots,
     );
+    if width == 4 {
+        let params = (float, 0, off as u32, Some(tb));
+        return fused::decode32_slots(r, reference, out, params, (&model, lut), Some(&slots));
+    }
     let mut symbols = scratch::bytes_dirty(n);
     model.decode(r, &slots, &mut symbols)?;
     let bits_data = decode::raw_bits(r)?;

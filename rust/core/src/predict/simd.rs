@@ -226,6 +226,44 @@ pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out:
     bytes.into_iter().fold(0, u8::max)
 }
 
+/// Side-context codes of 32-bit float words (see `side`): `lut[min(max(base - k, 0) >>
+/// shift, CONTEXTS - 1)]` with `k = 2 L(side) - L(reference)`, `L(x) = (x & 0x7fffffff) >>
+/// 21`, 32 words at a time (`out.len()` a multiple of 32, 4 bytes per code in both inputs).
+#[target_feature(enable = "avx2")]
+pub unsafe fn side_contexts32(
+    side: &[u8],
+    reference: &[u8],
+    (base, shift): (i16, u8),
+    lut: &[u8; CONTEXTS],
+    out: &mut [u8],
+) {
+    let abs = _mm256_set1_epi32(i32::MAX);
+    let basev = _mm256_set1_epi32(base as i32);
+    let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
+    let count = _mm_cvtsi32_si128(shift as i32);
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (i, o) in out.chunks_exact_mut(32).enumerate() {
+        let c = |g: usize| {
+            let at = 128 * i + 32 * g;
+            let s = _mm256_loadu_si256(side.as_ptr().add(at) as *const __m256i);
+            let r = _mm256_loadu_si256(reference.as_ptr().add(at) as *const __m256i);
+            let ls = _mm256_srli_epi32::<21>(_mm256_and_si256(s, abs));
+            let lr = _mm256_srli_epi32::<21>(_mm256_and_si256(r, abs));
+            let k = _mm256_sub_epi32(_mm256_add_epi32(ls, ls), lr);
+            let d = _mm256_max_epi32(_mm256_sub_epi32(basev, k), _mm256_setzero_si256());
+            _mm256_min_epi32(_mm256_srl_epi32(d, count), cap)
+        };
+        let lo = _mm256_packus_epi32(c(0), c(1));
+        let hi = _mm256_packus_epi32(c(2), c(3));
+        let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+        _mm256_storeu_si256(
+            o.as_mut_ptr() as *mut __m256i,
+            _mm256_shuffle_epi8(table, b),
+        );
+    }
+}
+
 /// Bit length of each u32 lane (0 for 0): the exponent of the lane's low 31 bits as a
 /// float, after clearing every bit with a 1 right above it (so rounding cannot carry into
 /// the next power of two); 32 where bit 31 is set.
@@ -318,12 +356,13 @@ unsafe fn tokens8(z: __m256i, tb: __m256i) -> (__m256i, __m256i, __m256i) {
 }
 
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
-/// multiple of 8, `raw` and `reference` 4 bytes per code): codes, their histogram, the
-/// packed raw bits (if `bw`); returns the raw bit count.
+/// multiple of 8, `raw` and `reference` 4 bytes per code, `side` one context per code):
+/// codes, their histogram, the packed raw bits (if `bw`); returns the raw bit count.
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
 pub unsafe fn analyze32(
     raw: &[u8],
     reference: &[u8],
+    side: Option<&[u8]>,
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
@@ -352,7 +391,9 @@ pub unsafe fn analyze32(
         let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
         let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
         let (t, lv, kv) = tokens8(z, tbv);
-        let c = if float {
+        let c = if let Some(ctx) = side {
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(ctx.as_ptr().add(8 * i) as *const __m128i))
+        } else if float {
             let e = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
             _mm256_min_epu32(_mm256_sub_epi32(emax, e), cap)
         } else {
