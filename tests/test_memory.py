@@ -113,3 +113,18 @@ def test_large_files_are_read_into_pooled_buffers(tmp_path, pool_on):
     assert all(torch.equal(back[k], sd[k]) for k in sd)
     back["w"] += 1  # a tensor of its own, outliving the read buffer
     assert torch.equal(back["w"], sd["w"] + 1)
+
+
+def test_cpu_copy_is_an_exact_private_copy():
+    torch = pytest.importorskip("torch")
+    from fastckpt import _tensors
+
+    base = torch.arange(600_000, dtype=torch.float32).reshape(600, 1000)
+    cases = [base, base.t(), base.to(torch.bfloat16), base > 3, torch.empty(0, 5),
+             torch.tensor(2.5), torch.randn(300, 300, dtype=torch.complex64).conj()]
+    for t in cases:
+        c = _tensors.cpu_copy(t)
+        assert c.dtype == t.dtype and c.shape == t.shape and c.is_contiguous()
+        assert torch.equal(c, t.resolve_conj())
+        if t.numel():
+            assert c.data_ptr() != t.data_ptr()

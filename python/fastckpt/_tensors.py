@@ -128,12 +128,18 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
 
 def cpu_copy(t: Any) -> Any:
     """A contiguous CPU copy of torch tensor `t`, in pooled memory when large (copies kept
-    for a while, like a store's cached references, then reuse freed memory)."""
+    for a while, like a store's cached references, then reuse freed memory). Contiguous CPU
+    tensors are copied by numpy on this thread: torch's intra-op threads would compete with
+    the core's Rayon workers for the cores (on 2 cores a store's loads ran 5x slower)."""
     name = _torch_dtype_name(t)
     if name is None:
         return t.detach().to("cpu", copy=True)
-    out, _raw = empty(name, tuple(t.shape), "torch", "cpu")
-    out.copy_(t.detach())
+    out, raw = empty(name, tuple(t.shape), "torch", "cpu")
+    src = t.detach()
+    if src.device.type == "cpu" and src.is_contiguous() and not src.is_conj() and not src.is_neg():
+        np.copyto(raw, _bytes_of(src))
+    else:
+        out.copy_(src)
     return out
 
 
