@@ -412,8 +412,12 @@ pub(crate) mod simd {
 
     /// Encodes `blocks` whole blocks of 32 symbols, last block first and lane 31 first
     /// within a block; `entries(b, g)` gives the packed constants ([`lookup8x2`]) of lanes
-    /// `8g..8g + 8` of block `b`, from tables of total `2^bits`. Words go below `pos` (8
-    /// slots of slack must be there).
+    /// `8g..8g + 8` of block `b`, from tables of total `2^bits` (called for the four groups
+    /// of a block in any order). Words go below `pos` (8 slots of slack must be there).
+    ///
+    /// A block's four lookups come first and its four groups are then stepped side by
+    /// side with the states in registers: each group's state chain (compare, multiplies,
+    /// add) overlaps the others' instead of waiting on its own from the block before.
     #[inline(always)]
     pub(crate) unsafe fn encode_blocks_with(
         x: &mut [u32; LANES],
@@ -423,47 +427,88 @@ pub(crate) mod simd {
         bits: u32,
         mut entries: impl FnMut(usize, usize) -> (__m256i, __m256i),
     ) {
-        let low12 = _mm256_set1_epi32(0xfff);
-        let low16 = _mm256_set1_epi32(0xffff);
-        let total = _mm256_set1_epi32(1 << bits);
-        let xmax_shift = _mm_cvtsi32_si128(31 - bits as i32);
-        let mut st = [_mm256_setzero_si256(); 4];
-        for g in 0..4 {
-            st[g] = _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
-        }
+        let k = EncConsts::new(bits);
+        let ld = |g: usize| _mm256_loadu_si256(x.as_ptr().add(8 * g) as *const __m256i);
+        let (mut s0, mut s1, mut s2, mut s3) = (ld(0), ld(1), ld(2), ld(3));
         let mut p = *pos;
+        let out = words.as_mut_ptr();
         for b in (0..blocks).rev() {
-            for g in (0..4).rev() {
-                let (info, rcp) = entries(b, g);
-                let freq = _mm256_and_si256(info, low12);
-                let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), _mm256_set1_epi32(0xf));
-                let bias = _mm256_srli_epi32::<16>(info);
-                let xmax = _mm256_sll_epi32(freq, xmax_shift);
-                let xv = st[g];
-                // x >= x_max  <=>  x > x_max - 1 (both below 2^31, so signed compare works)
-                let over = _mm256_cmpgt_epi32(xv, _mm256_sub_epi32(xmax, _mm256_set1_epi32(1)));
-                let m = _mm256_movemask_ps(_mm256_castsi256_ps(over)) as usize;
-                let low = _mm256_and_si256(xv, low16);
-                let packed = _mm256_packus_epi32(low, _mm256_setzero_si256());
-                let packed = _mm256_permute4x64_epi64::<0b1000>(packed);
-                let lut = _mm_loadu_si128(ENC_LUT[m].as_ptr() as *const __m128i);
-                let out = _mm_shuffle_epi8(_mm256_castsi256_si128(packed), lut);
-                _mm_storeu_si128(words.as_mut_ptr().add(p - 8) as *mut __m128i, out);
-                p -= m.count_ones() as usize;
-                let v = _mm256_blendv_epi8(xv, _mm256_srli_epi32::<16>(xv), over);
-                let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(v, rcp));
-                let odd =
-                    _mm256_mul_epu32(_mm256_srli_epi64::<32>(v), _mm256_srli_epi64::<32>(rcp));
-                let q = _mm256_blend_epi32::<0b1010_1010>(even, odd);
-                let q = _mm256_srlv_epi32(q, shift);
-                let cmpl = _mm256_sub_epi32(total, freq);
-                st[g] = _mm256_add_epi32(_mm256_add_epi32(v, bias), _mm256_mullo_epi32(q, cmpl));
-            }
+            let e3 = entries(b, 3);
+            let e2 = entries(b, 2);
+            let e1 = entries(b, 1);
+            let e0 = entries(b, 0);
+            let (n3, m3) = k.step(s3, e3);
+            let (n2, m2) = k.step(s2, e2);
+            let (n1, m1) = k.step(s1, e1);
+            let (n0, m0) = k.step(s0, e0);
+            // Words in reverse decode order: lane 31's group first.
+            emit_words(s3, m3, out, &mut p);
+            emit_words(s2, m2, out, &mut p);
+            emit_words(s1, m1, out, &mut p);
+            emit_words(s0, m0, out, &mut p);
+            (s0, s1, s2, s3) = (n0, n1, n2, n3);
         }
         *pos = p;
-        for g in 0..4 {
-            _mm256_storeu_si256(x.as_mut_ptr().add(8 * g) as *mut __m256i, st[g]);
+        for (g, s) in [s0, s1, s2, s3].into_iter().enumerate() {
+            _mm256_storeu_si256(x.as_mut_ptr().add(8 * g) as *mut __m256i, s);
         }
+    }
+
+    /// The constants of one 8-lane encode step under tables of total `2^bits`.
+    struct EncConsts {
+        low12: __m256i,
+        low4: __m256i,
+        one: __m256i,
+        total: __m256i,
+        xmax_shift: __m128i,
+    }
+
+    impl EncConsts {
+        #[inline(always)]
+        unsafe fn new(bits: u32) -> EncConsts {
+            EncConsts {
+                low12: _mm256_set1_epi32(0xfff),
+                low4: _mm256_set1_epi32(0xf),
+                one: _mm256_set1_epi32(1),
+                total: _mm256_set1_epi32(1 << bits),
+                xmax_shift: _mm_cvtsi32_si128(31 - bits as i32),
+            }
+        }
+
+        /// Encodes one symbol per lane (packed constants `(info, rcp)`, see [`pack`]) into
+        /// the states `xv`: returns the new states and the lanes that overflowed (whose low
+        /// 16 bits [`emit_words`] must store).
+        #[inline(always)]
+        unsafe fn step(&self, xv: __m256i, (info, rcp): (__m256i, __m256i)) -> (__m256i, __m256i) {
+            let freq = _mm256_and_si256(info, self.low12);
+            let shift = _mm256_and_si256(_mm256_srli_epi32::<12>(info), self.low4);
+            let bias = _mm256_srli_epi32::<16>(info);
+            let xmax = _mm256_sll_epi32(freq, self.xmax_shift);
+            // x >= x_max  <=>  x > x_max - 1 (both below 2^31, so signed compare works)
+            let over = _mm256_cmpgt_epi32(xv, _mm256_sub_epi32(xmax, self.one));
+            let v = _mm256_blendv_epi8(xv, _mm256_srli_epi32::<16>(xv), over);
+            let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(v, rcp));
+            let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(v), _mm256_srli_epi64::<32>(rcp));
+            let q = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+            let q = _mm256_srlv_epi32(q, shift);
+            let cmpl = _mm256_sub_epi32(self.total, freq);
+            let next = _mm256_add_epi32(_mm256_add_epi32(v, bias), _mm256_mullo_epi32(q, cmpl));
+            (next, over)
+        }
+    }
+
+    /// Stores the low 16 bits of the `over` lanes of `xv`, in lane order, just below `*p`
+    /// (16 bytes are written below it) and moves `*p` down past them.
+    #[inline(always)]
+    unsafe fn emit_words(xv: __m256i, over: __m256i, out: *mut u16, p: &mut usize) {
+        let m = _mm256_movemask_ps(_mm256_castsi256_ps(over)) as usize;
+        let low = _mm256_and_si256(xv, _mm256_set1_epi32(0xffff));
+        let packed = _mm256_packus_epi32(low, _mm256_setzero_si256());
+        let packed = _mm256_permute4x64_epi64::<0b1000>(packed);
+        let lut = _mm_loadu_si128(ENC_LUT[m].as_ptr() as *const __m128i);
+        let words = _mm_shuffle_epi8(_mm256_castsi256_si128(packed), lut);
+        _mm_storeu_si128(out.add(*p - 8) as *mut __m128i, words);
+        *p -= m.count_ones() as usize;
     }
 
     /// One decode step of 8 lanes from their decode-table entries `e` (tables of total
