@@ -191,12 +191,22 @@ mod avx2 {
             let packed = _mm256_packus_epi16(pair16(a), pair16(b));
             let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
             _mm256_storeu_si256(dst.add(32 * k) as *mut __m256i, s);
-            if (ea | eb) != 0 {
-                let block = &plane[64 * k..64 * k + 64];
-                escapes.extend(block.iter().filter(|&&b| super::rank(b, lo) == ESCAPE));
+            let mask = ea as u64 | (eb as u64) << 32;
+            if mask != 0 {
+                gather(&plane[64 * k..64 * k + 64], mask, escapes);
             }
         }
         blocks * 32
+    }
+
+    /// Appends the bytes of `block` at the positions of `mask`'s set bits, in order.
+    #[inline(always)]
+    fn gather(block: &[u8], mut mask: u64, escapes: &mut Vec<u8>) {
+        escapes.reserve(mask.count_ones() as usize);
+        while mask != 0 {
+            escapes.push(block[mask.trailing_zeros() as usize]);
+            mask &= mask - 1;
+        }
     }
 
     /// [`super::expand`]'s whole blocks; returns the symbols done.
