@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use crate::container::bytes::{Reader, Writer};
 use crate::dtype::DType;
-use crate::entropy::freq::{model_counts, FreqTable};
+use crate::entropy::freq::{count_into, model_counts, sum_sub, FreqTable};
 use crate::entropy::{pairs, rans, LANES};
 use crate::error::{Error, Result};
 use crate::fields::{self, MAX_PLANES};
@@ -295,7 +295,7 @@ fn worth_coding(raw: &[u8], width: usize, float: bool) -> [bool; MAX_PLANES] {
     if n < SAMPLE_MIN_WORDS {
         return out;
     }
-    let mut counts = vec![[0u32; 256]; width];
+    let mut subs = vec![[[0u32; 256]; 4]; width];
     let mut buf = [0u8; SAMPLE_RUN * MAX_PLANES];
     let stride = n / SAMPLE_RUNS;
     for k in 0..SAMPLE_RUNS {
@@ -303,12 +303,11 @@ fn worth_coding(raw: &[u8], width: usize, float: bool) -> [bool; MAX_PLANES] {
         let run = &raw[at..at + SAMPLE_RUN * width];
         let mut planes = plane_slices(&mut buf[..SAMPLE_RUN * width], SAMPLE_RUN, width);
         fields::split(run, width, float, &mut planes);
-        for (c, plane) in counts.iter_mut().zip(&planes) {
-            for &b in plane.iter() {
-                c[b as usize] += 1;
-            }
+        for (h, plane) in subs.iter_mut().zip(&planes) {
+            count_into(h, plane);
         }
     }
+    let counts: Vec<[u32; 256]> = subs.iter().map(sum_sub).collect();
     let m = (SAMPLE_RUNS * SAMPLE_RUN) as f64;
     for (o, c) in out.iter_mut().zip(&counts) {
         let bits: f64 = c

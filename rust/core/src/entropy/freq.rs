@@ -20,8 +20,9 @@ pub fn histogram(data: &[u8]) -> [u32; 256] {
     sum_sub(&h)
 }
 
-/// Adds the bytes of `data` to the sub-histograms `h`.
-fn count_into(h: &mut [[u32; 256]; 4], data: &[u8]) {
+/// Adds the bytes of `data` to the sub-histograms `h` (four, so that runs of one value
+/// do not wait on their own increments).
+pub(crate) fn count_into(h: &mut [[u32; 256]; 4], data: &[u8]) {
     let mut it = data.chunks_exact(4);
     for c in &mut it {
         h[0][c[0] as usize] += 1;
@@ -35,7 +36,7 @@ fn count_into(h: &mut [[u32; 256]; 4], data: &[u8]) {
 }
 
 /// One histogram from four sub-histograms.
-fn sum_sub(h: &[[u32; 256]; 4]) -> [u32; 256] {
+pub(crate) fn sum_sub(h: &[[u32; 256]; 4]) -> [u32; 256] {
     let mut out = [0u32; 256];
     for (s, o) in out.iter_mut().enumerate() {
         *o = h[0][s] + h[1][s] + h[2][s] + h[3][s];
