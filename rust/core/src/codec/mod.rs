@@ -120,10 +120,14 @@ impl PlaneChunk {
 
     /// [`PlaneChunk::encode`], also returning [`crate::hash::h128`] of `raw`, computed
     /// block by block as the planes are cut out (each block is read from memory once).
-    pub fn encode_hashed(raw: &[u8], dtype: DType) -> (PlaneChunk, u128) {
+    /// `ahead` (the next chunk's input, or empty) is brought into the cache meanwhile
+    /// ([`rans::prefetching`]): a hint, the result does not depend on it.
+    pub fn encode_hashed(raw: &[u8], dtype: DType, ahead: &[u8]) -> (PlaneChunk, u128) {
         let (width, float) = (dtype.word_size(), dtype.is_float());
         let mut h = Hasher128::default();
-        let chunk = Self::encode_planes(raw, dtype, &worth_coding(raw, width, float), Some(&mut h));
+        let chunk = rans::prefetching(ahead, || {
+            Self::encode_planes(raw, dtype, &worth_coding(raw, width, float), Some(&mut h))
+        });
         (chunk, h.digest())
     }
 
@@ -536,7 +540,7 @@ mod tests {
             let dtype = DType::all()[d];
             let raw = bf16_weights(n, period, seed);
             let raw = &raw[..raw.len() / dtype.size() * dtype.size()];
-            let (chunk, hash) = PlaneChunk::encode_hashed(raw, dtype);
+            let (chunk, hash) = PlaneChunk::encode_hashed(raw, dtype, raw);
             prop_assert_eq!(hash, crate::hash::h128(raw));
             prop_assert_eq!(chunk.to_vec(raw), encode_chunk(raw, dtype));
         }

@@ -533,7 +533,10 @@ fn encode_one<'a>(
     }
     match &t.reference {
         None => {
-            let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype);
+            // The tensor's next chunk, which this thread most likely encodes next.
+            let next = t.data.get(range.end..).unwrap_or_default();
+            let ahead = &next[..next.len().min(chunk)];
+            let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype, ahead);
             CodedChunk {
                 bytes: ChunkBytes::Planes(Box::new(planes), raw),
                 raw_hash,

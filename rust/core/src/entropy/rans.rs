@@ -10,7 +10,7 @@
 //! little-endian). States live in `[L, 2^31)` with `L = 2^15`, which keeps the encoder's
 //! reciprocal division exact and needs at most one word per symbol.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use super::freq::{FreqTable, TOTAL};
 use super::{LANES, SCALE_BITS};
@@ -71,13 +71,29 @@ impl EncSym {
 }
 
 thread_local! {
+    /// Start and length of the bytes the next [`encode`] on this thread asks the cache for
+    /// as it goes (see [`prefetching`]); empty when none.
+    static AHEAD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     /// Per-thread word buffer of the encoder. It only grows and is never cleared: the
     /// encoder writes every slot it hands out before anything reads it.
     static WORDS: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f`, during which the first [`encode`] on this thread also asks for `ahead` to be
+/// loaded into the core's cache, a few lines per block of symbols. Meant for the input of
+/// the next chunk: its first pass then reads it from cache, while the coder, which works
+/// in cache, leaves the memory idle. A hint only (prefetches never fault): no result
+/// depends on it.
+pub fn prefetching<R>(ahead: &[u8], f: impl FnOnce() -> R) -> R {
+    AHEAD.with(|a| a.set((ahead.as_ptr() as usize, ahead.len())));
+    let r = f();
+    AHEAD.with(|a| a.set((0, 0)));
+    r
+}
+
 /// Codes `symbols` under `table` and appends the stream to `w`.
 pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
+    let ahead = AHEAD.with(|a| a.replace((0, 0)));
     let syms = enc_table(table);
     let n = symbols.len();
     // Words are pushed back to front (the encoder runs in reverse decode order), so they
@@ -100,7 +116,7 @@ pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
                 &mut pos,
             );
         }
-        encode_blocks(&mut x, &syms, &symbols[..full], words, &mut pos);
+        encode_blocks(&mut x, &syms, &symbols[..full], words, &mut pos, ahead);
         for s in x {
             w.u32(s);
         }
@@ -154,20 +170,23 @@ pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
     }
 }
 
-/// Encodes whole blocks of 32 symbols, last block first.
+/// Encodes whole blocks of 32 symbols, last block first; the AVX2 path also prefetches
+/// the bytes at `ahead` (start, length) as it goes.
 fn encode_blocks(
     x: &mut [u32; LANES],
     syms: &[EncSym; 256],
     full: &[u8],
     words: &mut [u16],
     pos: &mut usize,
+    ahead: (usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::avx2_bmi2_popcnt() {
         // SAFETY: AVX2, BMI1/2 and POPCNT are present; stores stay inside `words` because
         // `pos` >= 8 always (8 slots of slack, at most one word per symbol).
-        return unsafe { simd::encode_blocks(x, syms, full, words, pos) };
+        return unsafe { simd::encode_blocks(x, syms, full, words, pos, ahead) };
     }
+    let _ = ahead;
     scalar_encode_blocks(x, syms, full, words, pos)
 }
 
@@ -392,7 +411,45 @@ pub(crate) mod simd {
         (e.rcp_freq as u64) << 32 | info as u64
     }
 
+    /// Prefetches of the bytes at `at..end` spread over the blocks of a coder: `per_block`
+    /// cache lines at each call of [`Ahead::step`], into L2.
+    struct Ahead {
+        at: usize,
+        end: usize,
+        per_block: usize,
+    }
+
+    impl Ahead {
+        /// The lines of `(start, len)` spread over `blocks` steps.
+        fn new((start, len): (usize, usize), blocks: usize) -> Ahead {
+            let lines = len.div_ceil(64);
+            Ahead {
+                at: start,
+                end: start + len,
+                per_block: if blocks == 0 {
+                    0
+                } else {
+                    lines.div_ceil(blocks)
+                },
+            }
+        }
+
+        /// Asks for the next `per_block` lines.
+        #[inline(always)]
+        fn step(&mut self) {
+            for _ in 0..self.per_block {
+                if self.at < self.end {
+                    // SAFETY: SSE is part of x86-64; a prefetch reads nothing and never
+                    // faults, whatever the address.
+                    unsafe { _mm_prefetch::<_MM_HINT_T1>(self.at as *const i8) };
+                    self.at += 64;
+                }
+            }
+        }
+    }
+
     /// AVX2 twin of `scalar_encode_blocks`: same words, same order, same final states.
+    /// The bytes at `ahead` (start, length) are prefetched as it goes.
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn encode_blocks(
         x: &mut [u32; LANES],
@@ -400,9 +457,15 @@ pub(crate) mod simd {
         full: &[u8],
         words: &mut [u16],
         pos: &mut usize,
+        ahead: (usize, usize),
     ) {
         let packed: [u64; 256] = std::array::from_fn(|s| pack(&syms[s]));
-        encode_blocks_with(x, full.len() / LANES, words, pos, SCALE_BITS, |b, g| {
+        let blocks = full.len() / LANES;
+        let mut ahead = Ahead::new(ahead, blocks);
+        encode_blocks_with(x, blocks, words, pos, SCALE_BITS, |b, g| {
+            if g == 0 {
+                ahead.step();
+            }
             // One load of the group's 8 symbols; each lane's byte by shifting.
             let at = LANES * b + 8 * g;
             let s8 = u64::from_le_bytes(full[at..at + 8].try_into().expect("8 symbols"));
@@ -661,7 +724,8 @@ mod tests {
         let (mut wa, mut wb) = (vec![0u16; cap], vec![0u16; cap]);
         let (mut pa, mut pb) = (cap, cap);
         let (mut xa, mut xb) = ([L; LANES], [L; LANES]);
-        encode_blocks(&mut xa, &syms, &data, &mut wa, &mut pa);
+        let ahead = (data.as_ptr() as usize, data.len());
+        encode_blocks(&mut xa, &syms, &data, &mut wa, &mut pa, ahead);
         scalar_encode_blocks(&mut xb, &syms, &data, &mut wb, &mut pb);
         assert_eq!(pa, pb);
         assert_eq!(xa, xb);
