@@ -257,7 +257,18 @@ pub fn encode<'a>(
     let sides: Vec<Option<&[u8]>> = tensors.iter().map(|t| side_data(t, tensors)).collect();
     let coded: Vec<CodedChunk> = parallel::install(opts.threads, || {
         jobs.par_iter()
-            .map(|&(i, k)| encode_one(&tensors[i], sides[i], plans[i].0, k, lossy[i].as_ref()))
+            .enumerate()
+            .map(|(j, &(i, k))| {
+                let ahead = job_input(tensors, &plans, &jobs, j + 1);
+                encode_one(
+                    &tensors[i],
+                    sides[i],
+                    plans[i].0,
+                    k,
+                    lossy[i].as_ref(),
+                    ahead,
+                )
+            })
             .collect()
     })?;
     let mut entries = Vec::with_capacity(tensors.len());
@@ -506,12 +517,30 @@ fn relative_plan(t: &TensorIn, spec: &LossySpec, block: u32, rms: f64) -> Option
     })
 }
 
+/// The input bytes of chunk job `j` (tensor, chunk index) under `plans` (chunk size,
+/// chunk count per tensor); empty past the last job.
+fn job_input<'a>(
+    tensors: &[TensorIn<'a>],
+    plans: &[(usize, usize)],
+    jobs: &[(usize, usize)],
+    j: usize,
+) -> &'a [u8] {
+    let Some(&(i, k)) = jobs.get(j) else {
+        return &[];
+    };
+    let (data, chunk) = (tensors[i].data, plans[i].0);
+    &data[k * chunk..((k + 1) * chunk).min(data.len())]
+}
+
+/// Encodes chunk `k` of `t`; `ahead` (the next job's input) is brought into the cache
+/// meanwhile, where that helps (a hint only).
 fn encode_one<'a>(
     t: &TensorIn<'a>,
     side: Option<&[u8]>,
     chunk: usize,
     k: usize,
     lossy: Option<&LossyPlan>,
+    ahead: &[u8],
 ) -> CodedChunk<'a> {
     let range = k * chunk..((k + 1) * chunk).min(t.data.len());
     let raw = &t.data[range.clone()];
@@ -533,9 +562,6 @@ fn encode_one<'a>(
     }
     match &t.reference {
         None => {
-            // The tensor's next chunk, which this thread most likely encodes next.
-            let next = t.data.get(range.end..).unwrap_or_default();
-            let ahead = &next[..next.len().min(chunk)];
             let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype, ahead);
             CodedChunk {
                 bytes: ChunkBytes::Planes(Box::new(planes), raw),

@@ -411,6 +411,10 @@ pub(crate) mod simd {
         (e.rcp_freq as u64) << 32 | info as u64
     }
 
+    /// Most cache lines [`Ahead`] asks for per block: a short stream (a small tensor)
+    /// prefetches only part of a large next input rather than stall on it.
+    const AHEAD_LINES: usize = 4;
+
     /// Prefetches of the bytes at `at..end` spread over the blocks of a coder: `per_block`
     /// cache lines at each call of [`Ahead::step`], into L2.
     struct Ahead {
@@ -426,11 +430,7 @@ pub(crate) mod simd {
             Ahead {
                 at: start,
                 end: start + len,
-                per_block: if blocks == 0 {
-                    0
-                } else {
-                    lines.div_ceil(blocks)
-                },
+                per_block: lines.div_ceil(blocks.max(1)).min(AHEAD_LINES),
             }
         }
 
