@@ -7,7 +7,10 @@
 //! (`ThreadPoolBuilder::use_current_thread`), so nested parallel iterators stay on it.
 //! Larger pools keep their own threads: a caller-inclusive pool of two threads, tried,
 //! ran as one (most likely because the caller was already thread 0 of its one-thread
-//! pool, and a thread belongs to one rayon pool only).
+//! pool, and a thread belongs to one rayon pool only). For the same reason "all cores"
+//! cannot mean "run in place" on a thread that has become its own one-thread pool: its
+//! parallel iterators would stay on it (a default-threads encode after a one-thread call
+//! ran on one core); such a thread takes a pool of all cores instead.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -26,10 +29,14 @@ thread_local! {
     static CALLER: OnceCell<Option<ThreadPool>> = const { OnceCell::new() };
 }
 
-/// Runs `f` on a pool of `threads` workers (`None`: rayon's global pool, all cores; one:
-/// the calling thread, see the module notes).
+/// Runs `f` on a pool of `threads` workers (`None`: all cores, rayon's global pool unless
+/// the caller is its own one-thread pool; one: the calling thread, see the module notes).
 pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let Some(n) = threads else { return Ok(f()) };
+    let n = match threads {
+        Some(n) => n,
+        None if is_own_pool() => all_cores(),
+        None => return Ok(f()),
+    };
     if n == 0 {
         return Err(Error::InvalidArgument("threads must be at least 1".into()));
     }
@@ -59,6 +66,21 @@ pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) ->
     Ok(pool.install(f))
 }
 
+/// Whether the calling thread has become its own one-thread pool (see the module notes).
+fn is_own_pool() -> bool {
+    CALLER.with(|c| c.get().is_some_and(Option::is_some))
+}
+
+/// The thread count of rayon's global pool: `RAYON_NUM_THREADS` when set and positive,
+/// else the available parallelism.
+fn all_cores() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Calling threads that got a pool of their own; later ones share the ordinary pool.
 static CALLERS: AtomicUsize = AtomicUsize::new(0);
 /// Rayon leaks a caller pool's registry (about 8 KB) when its thread ends: this bounds it
@@ -84,6 +106,20 @@ mod tests {
     use rayon::prelude::*;
 
     /// One thread: every item runs on the caller, nested calls work.
+    /// All cores stay all cores on a thread that ran a one-thread call before.
+    #[test]
+    fn all_cores_after_a_one_thread_call() {
+        std::thread::spawn(|| {
+            let before = install(None, rayon::current_num_threads).unwrap();
+            install(Some(1), || ()).unwrap();
+            let after = install(None, rayon::current_num_threads).unwrap();
+            assert_eq!(after, before);
+            assert_eq!(after, all_cores());
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn one_thread_is_the_caller() {
         let me = std::thread::current().id();
