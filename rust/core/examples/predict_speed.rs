@@ -25,6 +25,10 @@ fn main() {
         [] => synthetic_pairs(),
         _ => panic!("usage: predict_speed [PREV.safetensors CUR.safetensors]"),
     };
+    if let Ok(mode) = std::env::var("PREDICT_PROFILE") {
+        let all: Pairs = classes.into_values().flatten().collect();
+        return profile(&mode, &all);
+    }
     println!(
         "{:<11} {:>7} | {:>7} {:>8} {:>8} | {:>7} {:>8} {:>8} | {:>5} {:>5}",
         "class",
@@ -112,6 +116,40 @@ fn report(class: &str, pairs: &Pairs) {
         mb / td_p,
         100.0 * te_s / te_p,
         100.0 * td_s / td_p
+    );
+}
+
+/// Only the predicted encode (`enc`) or decode (`dec`) of `pairs`, 20 times, for
+/// `perf record` (set `PREDICT_PROFILE`).
+fn profile(mode: &str, pairs: &Pairs) {
+    let dtype = DType::F32;
+    let pr: Vec<Vec<u8>> = pairs
+        .iter()
+        .map(|p| predict::encode_chunk_side(&p.1, &p.0, p.2.as_deref(), dtype))
+        .collect();
+    let mut out = vec![0u8; chunk_size(dtype, DEFAULT_CHUNK_BYTES)];
+    let t = Instant::now();
+    for _ in 0..20 {
+        if mode == "enc" {
+            for p in pairs {
+                drop(predict::encode_chunk_side(
+                    &p.1,
+                    &p.0,
+                    p.2.as_deref(),
+                    dtype,
+                ));
+            }
+        } else {
+            for (c, p) in pr.iter().zip(pairs) {
+                let side = p.2.as_deref();
+                predict::decode_chunk_side(c, &p.0, side, dtype, &mut out[..p.1.len()]).unwrap();
+            }
+        }
+    }
+    let raw: usize = pairs.iter().map(|p| p.1.len()).sum();
+    println!(
+        "{mode}: {:.0} MB/s",
+        20.0 * raw as f64 / 1e6 / t.elapsed().as_secs_f64()
     );
 }
 

@@ -11,6 +11,15 @@
 //! cannot mean "run in place" on a thread that has become its own one-thread pool: its
 //! parallel iterators would stay on it (a default-threads encode after a one-thread call
 //! ran on one core); such a thread takes a pool of all cores instead.
+//!
+//! A pool with as many threads as the process may use CPUs pins its threads one per CPU
+//! (Linux; `FASTCKPT_PIN_THREADS=0` turns it off, `=1` pins smaller pools too). On the
+//! 2-vCPU VM measured, waking two sleeping workers often put both on one vCPU (an idle
+//! vCPU the host has descheduled counts as busy to the guest's scheduler) and they then
+//! shared it for the whole call: 1 in 3 two-thread decodes of MiniLM took 15-18 ms
+//! instead of 10.7 (CPU time the same), always after the workers had slept. Pinned, every
+//! call took ~10.7 ms. Work stealing keeps a pinned worker on a busy CPU from holding the
+//! others up.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -34,8 +43,9 @@ thread_local! {
 pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
     let n = match threads {
         Some(n) => n,
-        None if is_own_pool() => all_cores(),
-        None => return Ok(f()),
+        // Inside another pool's worker (a nested call): stay in that pool.
+        None if rayon::current_thread_index().is_some() && !is_own_pool() => return Ok(f()),
+        None => all_cores(),
     };
     if n == 0 {
         return Err(Error::InvalidArgument("threads must be at least 1".into()));
@@ -54,9 +64,15 @@ pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) ->
         match pools.get(&n) {
             Some(p) => p.clone(),
             None => {
+                let cpus = pinning(n);
                 let p = rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
                     .thread_name(|i| format!("fastckpt-{i}"))
+                    .start_handler(move |i| {
+                        if let Some(&cpu) = cpus.as_ref().and_then(|c| c.get(i)) {
+                            pin_to(cpu);
+                        }
+                    })
                     .build()
                     .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
                 pools.entry(n).or_insert(Arc::new(p)).clone()
@@ -80,6 +96,59 @@ fn all_cores() -> usize {
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// The CPUs that the `n` threads of a new pool are pinned to, one each (see the module
+/// notes): the calling thread's allowed CPUs when there are exactly `n` of them, or at
+/// least `n` with `FASTCKPT_PIN_THREADS=1`; `None` (no pinning) otherwise.
+fn pinning(n: usize) -> Option<Vec<usize>> {
+    let mode = std::env::var("FASTCKPT_PIN_THREADS").unwrap_or_default();
+    if mode == "0" {
+        return None;
+    }
+    let cpus = allowed_cpus()?;
+    let fits = if mode == "1" {
+        n <= cpus.len()
+    } else {
+        n == cpus.len()
+    };
+    (fits && n > 1).then(|| cpus[..n].to_vec())
+}
+
+/// The CPUs the calling thread may run on (`None` where that cannot be read).
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: `set` is a plain bit set that `sched_getaffinity` fills; size and pointer
+    // describe it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect();
+        (!cpus.is_empty()).then_some(cpus)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Option<Vec<usize>> {
+    None
+}
+
+/// Pins the calling thread to `cpu` (best effort: a refusal leaves it unpinned).
+#[cfg(target_os = "linux")]
+fn pin_to(cpu: usize) {
+    // SAFETY: as in `allowed_cpus`; `cpu` < CPU_SETSIZE as it came from there.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(_cpu: usize) {}
 
 /// Calling threads that got a pool of their own; later ones share the ordinary pool.
 static CALLERS: AtomicUsize = AtomicUsize::new(0);
@@ -136,6 +205,32 @@ mod tests {
         }
         let nested = install(Some(1), || install(Some(1), || 7).unwrap()).unwrap();
         assert_eq!(nested, 7);
+    }
+
+    /// A pool of every allowed CPU has one thread pinned to each; a smaller one is not
+    /// pinned (unless the environment says otherwise, when this checks nothing).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn full_pools_pin_one_thread_per_cpu() {
+        let cpus = allowed_cpus().expect("affinity readable");
+        if cpus.len() < 2 || std::env::var_os("FASTCKPT_PIN_THREADS").is_some() {
+            return;
+        }
+        let masks = |n| install(Some(n), || rayon::broadcast(|_| allowed_cpus().unwrap()));
+        let mut each: Vec<usize> = masks(cpus.len())
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                assert_eq!(m.len(), 1, "one CPU per thread");
+                m[0]
+            })
+            .collect();
+        each.sort_unstable();
+        assert_eq!(each, cpus);
+        if cpus.len() > 2 {
+            assert!(masks(2).unwrap().iter().all(|m| m == &cpus));
+        }
+        assert_eq!(pinning(1), None);
     }
 
     /// More threads: results in order, same as one thread; zero is refused.
