@@ -443,13 +443,24 @@ mod simd {
         }
         let low12 = _mm256_set1_epi32(0xfff);
         let mut missing = _mm256_setzero_si256();
-        encode_blocks_with(x, full.len() / LANES, words, pos, bits, |b, g| {
-            let at = LANES * b + 8 * g;
-            let (info, rcp) = lookup8x2(|k| packed[full[at + k] as usize & mask]);
-            let absent = _mm256_cmpeq_epi32(_mm256_and_si256(info, low12), _mm256_setzero_si256());
-            missing = _mm256_or_si256(missing, absent);
-            (info, rcp)
-        });
+        encode_blocks_with(
+            x,
+            full.len() / LANES,
+            words,
+            pos,
+            bits,
+            #[inline(always)]
+            |b, g| {
+                let at = LANES * b + 8 * g;
+                let codes: &[u16; 8] = full[at..at + 8].try_into().expect("8 codes");
+                // SAFETY: masked codes are below `size`, the length of `packed`.
+                let (info, rcp) = lookup8x2(|k| *packed.get_unchecked(codes[k] as usize & mask));
+                let absent =
+                    _mm256_cmpeq_epi32(_mm256_and_si256(info, low12), _mm256_setzero_si256());
+                missing = _mm256_or_si256(missing, absent);
+                (info, rcp)
+            },
+        );
         _mm256_movemask_epi8(missing) != 0
     }
 
