@@ -30,42 +30,69 @@ pub(super) const MARGIN_EXACT: f64 = 0.008;
 /// frequencies (as in `codec`): mode, presence bitmap and lane states.
 const PLANE_OVERHEAD: f64 = (1 + 32 + 8 * LANES) as f64;
 
-/// Estimated (residual, standalone) coded sizes in bytes of the whole chunk, and with
-/// `side` (a side tensor's chunk and its `(base, shift)`) the residual's under side
-/// contexts.
-pub(super) fn estimates(
-    raw: &[u8],
-    reference: &[u8],
-    dtype: DType,
-    params: (u8, u64, u32),
-    side: Option<(&[u8], (i16, u8))>,
-) -> (f64, f64, Option<f64>) {
-    let width = dtype.word_size();
-    let n = raw.len() / width;
-    let runs = n / STRIDE;
-    let (mut xs, mut rs) = (scratch::bytes(0), scratch::bytes(0));
-    let mut ss = scratch::bytes(0);
-    for k in 0..runs {
-        let at = k * STRIDE * width..(k * STRIDE + RUN) * width;
-        xs.extend_from_slice(&raw[at.clone()]);
-        rs.extend_from_slice(&reference[at.clone()]);
-        if let Some((s, _)) = side {
-            ss.extend_from_slice(&s[at]);
+/// Runs of `RUN` words every `STRIDE` words of a chunk, its reference and its side
+/// chunk: the sample that the estimates (and the chunk's offset) are taken on.
+pub(super) struct Sample {
+    pub xs: scratch::Scratch<u8>,
+    pub rs: scratch::Scratch<u8>,
+    ss: Option<scratch::Scratch<u8>>,
+    /// The chunk's words over the sample's.
+    scale: f64,
+    /// The chunk's words.
+    n: usize,
+}
+
+impl Sample {
+    /// The sample of a chunk of `raw.len() / width` >= [`MIN_WORDS`] words.
+    pub(super) fn take(raw: &[u8], reference: &[u8], side: Option<&[u8]>, width: usize) -> Self {
+        let n = raw.len() / width;
+        let runs = n / STRIDE;
+        let gather = |src: &[u8]| {
+            let mut out = scratch::bytes(0);
+            for k in 0..runs {
+                out.extend_from_slice(&src[k * STRIDE * width..(k * STRIDE + RUN) * width]);
+            }
+            out
+        };
+        Sample {
+            xs: gather(raw),
+            rs: gather(reference),
+            ss: side.map(gather),
+            scale: n as f64 / (runs * RUN).max(1) as f64,
+            n,
         }
     }
-    let scale = n as f64 / (runs * RUN) as f64;
+}
+
+impl Sample {
+    /// The side chunk's sample, if a side chunk was given.
+    pub(super) fn side(&self) -> Option<&[u8]> {
+        self.ss.as_ref().map(|s| &s[..])
+    }
+}
+
+/// Estimated (residual, standalone) coded sizes in bytes of the whole chunk sampled in
+/// `sample`, and with the side chunk's `(base, shift)` the residual's under side contexts.
+pub(super) fn estimates(
+    sample: &Sample,
+    dtype: DType,
+    params: (u8, u64, u32),
+    side: Option<(i16, u8)>,
+) -> (f64, f64, Option<f64>) {
+    let width = dtype.word_size();
+    let (xs, rs) = (&sample.xs[..], &sample.rs[..]);
     let kind = (width, dtype.is_float());
-    let a = encode::analyze(&xs, &rs, kind, params, false, None);
-    let with_side = side.map(|(_, at)| {
+    let a = encode::analyze(xs, rs, kind, params, false, None);
+    let with_side = side.zip(sample.ss.as_ref()).map(|(at, ss)| {
         let mut ctx = scratch::bytes_dirty(xs.len() / width);
-        side::map(&ss, &rs, dtype, at, &side::IDENTITY, &mut ctx);
-        encode::analyze(&xs, &rs, kind, params, false, Some(&ctx))
-            .estimate(scale)
+        side::map(ss, rs, dtype, at, &side::IDENTITY, &mut ctx);
+        encode::analyze(xs, rs, kind, params, false, Some(&ctx))
+            .estimate(sample.scale)
             .0
     });
     (
-        a.estimate(scale).0,
-        standalone(&xs, dtype, scale, n),
+        a.estimate(sample.scale).0,
+        standalone(xs, dtype, sample.scale, sample.n),
         with_side,
     )
 }

@@ -102,13 +102,26 @@ pub fn encode_chunk_side(
             && raw.len() / width >= side::MIN_WORDS
     });
     let e_max = contexts::base(reference, width, float);
-    let off = by_width!(width, offset(raw, reference, bits, float));
+    let sample = (raw.len() / width >= choice::MIN_WORDS)
+        .then(|| choice::Sample::take(raw, reference, side, width));
+    // The offset from the sample when there is one: contiguous runs, not a word per
+    // cache line of the whole chunk.
+    let off = match &sample {
+        Some(s) => by_width!(width, offset(&s.xs, &s.rs, bits, float)),
+        None => by_width!(width, offset(raw, reference, bits, float)),
+    };
     let params = (e_max, off, TOP_BITS);
-    let mut side = side.map(|s| (s, side::choose(s, reference, dtype)));
+    let mut side = side.map(|s| {
+        let at = match &sample {
+            Some(sm) => side::choose(sm.side().unwrap_or(s), &sm.rs, dtype),
+            None => side::choose(s, reference, dtype),
+        };
+        (s, at)
+    });
     let mut sampled = None;
-    if raw.len() / width >= choice::MIN_WORDS {
+    if let Some(sample) = &sample {
         let (residual, standalone, with_side) =
-            choice::estimates(raw, reference, dtype, params, side);
+            choice::estimates(sample, dtype, params, side.map(|(_, at)| at));
         // Side contexts only where the sample says they beat the reference's exponents.
         if with_side.is_some_and(|w| w >= residual) && !forced_side() {
             side = None;

@@ -374,7 +374,6 @@ pub unsafe fn analyze32(
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
-    let mut h = [0u16; 8];
     // Four sub-histograms over codes (lanes j and j + 4 share one), so that repeats of
     // one code do not wait on each other's increments.
     const SUB: usize = CONTEXTS << SYM_BITS;
@@ -405,12 +404,11 @@ pub unsafe fn analyze32(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        _mm_storeu_si128(
-            h.as_mut_ptr() as *mut __m128i,
-            _mm256_castsi256_si128(packed),
-        );
-        for (j, &c) in h.iter().enumerate() {
-            sub[j & 3][(c as usize).min(SUB - 1)] += 1;
+        // Counted from the stored codes (scalar loads beat lane extracts); a code is
+        // below SUB (context < CONTEXTS, token < 2^SYM_BITS), the mask only spares the
+        // bounds check.
+        for (j, &c) in cs.iter().enumerate() {
+            sub[j & 3][c as usize & (SUB - 1)] += 1;
         }
         // 64-bit lane sums: even and odd lanes apart.
         raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
