@@ -57,24 +57,36 @@ def _numpy_raw(a: np.ndarray):
     return name, tuple(a.shape), "numpy", raw, a
 
 
+# torch dtype -> our name (None: unsupported), filled as dtypes are met.
+_TORCH_NAMES: dict[Any, str | None] = {}
+
+
 def _torch_dtype_name(t) -> str | None:
     """The dtype name of a dense, non-quantized tensor of a supported dtype; else None."""
     if t.layout != _torch().strided or t.is_quantized:
         return None
-    name = str(t.dtype).removeprefix("torch.")
-    return name if name in _NUMPY_NAMES else None
+    return _torch_name(t.dtype)
+
+
+def _torch_name(dtype) -> str | None:
+    """Our name of a torch dtype, or None if unsupported."""
+    try:
+        return _TORCH_NAMES[dtype]
+    except KeyError:
+        name = str(dtype).removeprefix("torch.")
+        return _TORCH_NAMES.setdefault(dtype, name if name in _NUMPY_NAMES else None)
 
 
 def _torch_raw(t):
-    if t.layout != _torch().strided or t.is_quantized or t.device.type == "meta":
+    if t.layout != _torch().strided or t.is_quantized or t.is_meta:
         raise UnsupportedError(f"tensor with layout {t.layout} on {t.device} is not supported")
-    name = _torch_dtype_name(t)
+    name = _torch_name(t.dtype)
     if name is None:
         raise UnsupportedError(f"torch dtype {t.dtype} is not supported")
     t = t.detach()
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         t = t.cpu()
-    if t.is_conj() or t.is_neg() or not t.is_contiguous():
+    if not t.is_contiguous() or t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg().contiguous()
     return name, tuple(t.shape), "torch", _bytes_of(t), t
 

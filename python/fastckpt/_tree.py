@@ -17,6 +17,8 @@ from ._tensors import _torch, is_tensor
 from .errors import UnsupportedError
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
+# Exactly these types (not subclasses, which may be host-specific) skip every other check.
+_PLAIN_TYPES = frozenset(_PLAIN)
 
 
 class Packer:
@@ -25,10 +27,15 @@ class Packer:
     def __init__(self) -> None:
         self.tensors: list[tuple[str, Any]] = []
         self._names: set[str] = set()
+        torch = _torch()
+        # Looked up once per call, not once per value (a state dict has hundreds).
+        self._tensor_types = (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
 
     def pack(self, obj: Any, path: tuple = ()) -> Any:
         """Converts `obj` (found at `path`) into the core's representation."""
-        if is_tensor(obj):
+        if type(obj) in _PLAIN_TYPES:
+            return obj
+        if isinstance(obj, self._tensor_types):
             return self._tensor(obj, path)
         if isinstance(obj, dict):
             items = {self._key(k, path): self.pack(v, (*path, k)) for k, v in obj.items()}
@@ -49,6 +56,8 @@ class Packer:
         raise UnsupportedError(f"{where}: cannot store a value of type {type(obj).__name__}")
 
     def _key(self, key: Any, path: tuple) -> Any:
+        if type(key) is str:
+            return key
         if is_tensor(key):
             raise UnsupportedError(f"{'/'.join(map(str, path))}: tensors cannot be dict keys")
         return self.pack(key, path)
