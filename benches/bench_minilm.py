@@ -7,6 +7,10 @@ thread and with all threads (``os.cpu_count()``). Ratio is compressed bytes / ra
 is better); speeds are raw bytes / wall seconds (MB = 1e6 bytes), the median of ``--runs``
 timed runs after one untimed warm-up run, which also checks the round trip bit for bit.
 Runs of all configurations are interleaved so that background load hits every codec alike.
+Before each timed call an untimed fresh buffer as large as the raw payload is written and
+freed: on the VM measured, the first large allocation after another codec has freed its
+buffers sometimes costs 40-80 ms of host-side page faults (a 75 MB probe: 10 ms or 50-90 ms),
+which would otherwise be charged to whichever codec runs next.
 Writes ``results.md``, ``results.json`` and ``minilm.png`` into ``--out``.
 """
 
@@ -216,8 +220,16 @@ class ZipnnCodec:
 # --------------------------------------------------------------------------- timing
 
 
-def timed(fn, arg) -> float:
-    """Wall seconds of one ``fn(arg)`` call, with the garbage collector paused."""
+def settle(nbytes: int) -> None:
+    """Writes and frees a fresh buffer of ``nbytes``: absorbs the cost of memory that the
+    previous call freed (see the module notes) before the next call is timed."""
+    np.ones(nbytes, dtype=np.uint8)
+
+
+def timed(fn, arg, settle_bytes: int = 0) -> float:
+    """Wall seconds of one ``fn(arg)`` call, with the garbage collector paused, after
+    ``settle(settle_bytes)``."""
+    settle(settle_bytes)
     gc.collect()
     gc.disable()
     try:
@@ -231,8 +243,9 @@ def timed(fn, arg) -> float:
 class Case:
     """One (codec, threads) configuration on one payload, with its timings."""
 
-    def __init__(self, codec, payload, threads: int):
+    def __init__(self, codec, payload, threads: int, nbytes: int = 0):
         self.codec, self.payload, self.threads = codec, payload, threads
+        self.nbytes = nbytes  # raw payload bytes, the size of the buffer settled before a call
         self.blob = None
         self.enc: list[float] = []
         self.dec: list[float] = []
@@ -245,8 +258,8 @@ class Case:
 
     def run_once(self) -> None:
         """One timed encode (input prepared outside the timer) and one timed decode."""
-        self.enc.append(timed(self.codec.encode, self.codec.prepare(self.payload)))
-        self.dec.append(timed(self.codec.decode, self.blob))
+        self.enc.append(timed(self.codec.encode, self.codec.prepare(self.payload), self.nbytes))
+        self.dec.append(timed(self.codec.decode, self.blob, self.nbytes))
 
     def row(self, dtype: str, raw_bytes: int) -> dict:
         """Result row: ratio, median (and min) seconds, median MB/s."""
@@ -276,7 +289,7 @@ def make_cases(dtype: str, sd, codecs, thread_counts) -> list[Case]:
     for codec_cls, module in codecs:
         for threads in thread_counts:
             codec = codec_cls(module, dtype, threads)
-            case = Case(codec, sd if codec.wants_state_dict else raw, threads)
+            case = Case(codec, sd if codec.wants_state_dict else raw, threads, len(raw))
             case.warm_up()
             cases.append(case)
     return cases
