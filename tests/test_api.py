@@ -4,6 +4,7 @@ safetensors conversion, CLI, threads and argument types."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -467,6 +468,41 @@ def test_threads_one_and_two_identical():
     assert d1 == d2 == fastckpt.encode(obj)
     assert_same_tree(obj, fastckpt.decode(d1, threads=1))
     assert_same_tree(obj, fastckpt.decode(d1, threads=2))
+
+
+_PIN_PROBE = """
+import json, os, numpy as np, fastckpt
+n = len(os.sched_getaffinity(0))
+fastckpt.encode({"w": np.arange(300_000, dtype=np.float32)}, threads=n)
+masks = []
+for tid in os.listdir("/proc/self/task"):
+    with open(f"/proc/self/task/{tid}/comm") as f:
+        if f.read().startswith("fastckpt-"):
+            masks.append(sorted(os.sched_getaffinity(int(tid))))
+print(json.dumps([n, sorted(masks)]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"),
+                    reason="Linux affinity API")
+@pytest.mark.parametrize("pin", [None, "0"])
+def test_pool_threads_pinned_unless_turned_off(pin):
+    """A pool of every allowed CPU pins one thread per CPU; FASTCKPT_PIN_THREADS=0 leaves
+    them free (each allowed every CPU)."""
+    env = {k: v for k, v in os.environ.items() if k != "FASTCKPT_PIN_THREADS"}
+    if pin is not None:
+        env["FASTCKPT_PIN_THREADS"] = pin
+    out = subprocess.run([sys.executable, "-c", _PIN_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    n, masks = json.loads(out)
+    cpus = sorted(os.sched_getaffinity(0))
+    if n < 2:
+        pytest.skip("one allowed CPU: a pool of one thread is never pinned")
+    assert len(masks) == n
+    if pin == "0":
+        assert all(m == cpus for m in masks)
+    else:
+        assert sorted(m[0] for m in masks) == cpus and all(len(m) == 1 for m in masks)
 
 
 def test_encode_returns_bytes_and_is_deterministic():
