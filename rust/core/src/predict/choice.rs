@@ -62,9 +62,7 @@ impl Sample {
             n,
         }
     }
-}
 
-impl Sample {
     /// The side chunk's sample, if a side chunk was given.
     pub(super) fn side(&self) -> Option<&[u8]> {
         self.ss.as_ref().map(|s| &s[..])

@@ -111,13 +111,14 @@ pub fn encode_chunk_side(
         None => by_width!(width, offset(raw, reference, bits, float)),
     };
     let params = (e_max, off, TOP_BITS);
-    let mut side = side.map(|s| {
-        let at = match &sample {
-            Some(sm) => side::choose(sm.side().unwrap_or(s), &sm.rs, dtype),
-            None => side::choose(s, reference, dtype),
-        };
-        (s, at)
-    });
+    // The side-context base from the sample too (a sample holds the side's runs whenever
+    // a side chunk is given).
+    let mut side = side.map(
+        |s| match sample.as_ref().and_then(|sm| Some((sm.side()?, sm))) {
+            Some((ss, sm)) => (s, side::choose(ss, &sm.rs, dtype)),
+            None => (s, side::choose(s, reference, dtype)),
+        },
+    );
     let mut sampled = None;
     if let Some(sample) = &sample {
         let (residual, standalone, with_side) =
