@@ -179,6 +179,32 @@ def test_decoded_tensors_are_owned_and_do_not_alias_input_bytes():
     assert_same_tree(obj, fastckpt.decode(data))
 
 
+def test_decode_writes_an_independent_twin_on_request():
+    """The decoder's second copy (what a Store caches) equals the result, shares no memory
+    with it, and a copy buffer of the wrong size or count, or aliasing an output, is refused."""
+    torch = need_torch()
+    prev = {"w": torch.randn(300_000), "b": np.arange(70_000, dtype=np.float32),
+            "meta": {"epoch": 3, "tags": ["a", "b"]}}
+    cur = {"w": prev["w"] * 1.001, "b": prev["b"] + 1, "meta": {"epoch": 4, "tags": ["a"]}}
+    data = fastckpt.encode(cur, reference=prev)
+    twin: list = []
+    out = fastckpt._materialize(fastckpt._core.Reader(np.frombuffer(data, np.uint8)), "cpu",
+                                None, prev, twin=twin)
+    assert_same_tree(cur, out)
+    assert_same_tree(cur, twin[0])
+    out["w"].add_(1.0)
+    out["b"] += 1
+    out["meta"]["tags"].append("x")
+    assert_same_tree(cur, twin[0])
+    reader = fastckpt._core.Reader(np.frombuffer(fastckpt.encode({"x": prev["b"]}), np.uint8))
+    out, copy = np.empty(prev["b"].nbytes, np.uint8), np.empty(prev["b"].nbytes, np.uint8)
+    reader.decode_into([0], [out], None, None, [copy])
+    assert out.tobytes() == copy.tobytes() == prev["b"].tobytes()
+    for copies in ([np.empty(out.size - 4, np.uint8)], [copy, copy], [out]):
+        with pytest.raises((ValueError, TypeError, RuntimeError)):
+            reader.decode_into([0], [out], None, None, copies)
+
+
 # --------------------------------------------------------------------------------------
 # save / load
 # --------------------------------------------------------------------------------------

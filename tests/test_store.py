@@ -294,13 +294,13 @@ def test_reader_process_sees_writer_steps(tmp_path):
 
 def test_saves_and_loads_reuse_cached_decodes(tmp_path, monkeypatch):
     calls = []
-    real_decode = fastckpt.decode
+    real_decode = fastckpt._materialize  # every decode of a file goes through it
 
     def counting_decode(*args, **kwargs):
         calls.append(1)
         return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(fastckpt, "decode", counting_decode)
+    monkeypatch.setattr(fastckpt, "_materialize", counting_decode)
     s = fastckpt.Store(tmp_path, keyframe_every=4)
     for step in range(6):
         s.save(step, _arrays(step))

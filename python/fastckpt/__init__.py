@@ -212,22 +212,32 @@ class _RefLookup:
 
 
 def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int], device: str,
-                    threads, reference: Any = None, references: dict | None = None):
+                    threads, reference: Any = None, references: dict | None = None,
+                    copies: list | None = None):
     """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`), and with them
-    the side tensors they take their contexts from (decoded, not returned)."""
+    the side tensors they take their contexts from (decoded, not returned). With a list
+    `copies` (CPU only), a second, independent copy of each returned tensor is appended
+    to it, written by the decoder while each chunk is in cache."""
     refs = _RefLookup(reference, references)
     wanted = len(indices)
     names = {t["name"]: k for k, t in enumerate(infos)}
     needed = {names[infos[i]["side"]] for i in indices if infos[i]["side"]} - set(indices)
     indices = list(indices) + sorted(needed)
-    outs, bufs, ref_bufs = [], [], []
-    for i in indices:
+    outs, bufs, ref_bufs, twins, twin_bufs = [], [], [], [], []
+    for k, i in enumerate(indices):
         t = infos[i]
         obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
         outs.append(obj)
         bufs.append(buf)
         ref_bufs.append(refs.get(t["reference"]))
-    reader.decode_into(indices, bufs, threads, ref_bufs)
+        if copies is not None and k < wanted:
+            twin, twin_buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], "cpu")
+            twins.append(twin)
+            twin_bufs.append(twin_buf)
+    reader.decode_into(indices, bufs, threads, ref_bufs,
+                       twin_bufs + [None] * (len(indices) - len(twin_bufs)) if twins else None)
+    if copies is not None:
+        copies.extend(_tensors.finish(o, infos[i]["tag"], "cpu") for o, i in zip(twins, indices))
     return [_tensors.finish(o, infos[i]["tag"], device)
             for o, i in zip(outs[:wanted], indices[:wanted])]
 
@@ -249,7 +259,10 @@ def decode(data: Any, *, reference: Any = None, references: dict | None = None,
 
 
 def _materialize(reader: _core.Reader, device: str, threads, reference: Any = None,
-                 references: dict | None = None, lossy_ok: bool = False) -> Any:
+                 references: dict | None = None, lossy_ok: bool = False,
+                 twin: list | None = None) -> Any:
+    """The decoded object; with a list `twin` (CPU only), also appends to it a second,
+    independent copy of the object (the decoder writes both)."""
     infos = reader.tensors()
     if not lossy_ok and any(t["lossy"] for t in infos):
         n_lossy = sum(t["lossy"] for t in infos)
@@ -257,8 +270,11 @@ def _materialize(reader: _core.Reader, device: str, threads, reference: Any = No
                       "within their stated error bounds, not bit-exactly (fastckpt.inspect "
                       "shows each bound)", LossyCheckpointWarning, stacklevel=3)
     n = len(infos)
+    copies = None if twin is None else []
     tensors = _decode_tensors(reader, infos, list(range(n)), device, threads, reference,
-                              references)
+                              references, copies)
+    if twin is not None:
+        twin.append(_tree.unpack(reader.structure(), copies))
     return _tree.unpack(reader.structure(), tensors)
 
 

@@ -81,9 +81,12 @@ class Reader:
         outputs: Sequence[npt.NDArray[np.uint8]],
         threads: int | None = None,
         references: Sequence[npt.NDArray[np.uint8] | None] | None = None,
+        copies: Sequence[npt.NDArray[np.uint8] | None] | None = None,
     ) -> None:
         """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`;
-        `references[k]` is the reference's raw bytes for a tensor that has one."""
+        `references[k]` is the reference's raw bytes for a tensor that has one;
+        `copies[k]`, when given, receives a second copy of the decoded bytes (written
+        chunk by chunk while each is in cache)."""
 
 def signature(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
     """128-bit SimHash of raw tensor bytes (a deterministic sample of <= 4096 elements)."""

@@ -163,9 +163,12 @@ class Store:
     def _load(self, m: dict, key: int | str, device: str) -> Any:
         entry = _entry(m, key)
         refs = {r: self._decoded(m, r) for r in _refs(entry)}
-        obj = self._read(entry, refs, device)
-        if device == "cpu":
-            self._cache.put(_key(key, entry), _snapshot(obj))
+        # On the CPU the decoder also writes a private twin of the checkpoint for the cache
+        # (the next load's reference), which the caller cannot reach or mutate.
+        twin: list | None = [] if device == "cpu" and self._cache.size else None
+        obj = self._read(entry, refs, device, twin)
+        if twin:
+            self._cache.put(_key(key, entry), twin[0])
         return obj
 
     def _info(self, m: dict, key: int | str) -> dict:
@@ -212,21 +215,21 @@ class Store:
             self._cache.put(_key(k, entry), got[k])
         return got[key]
 
-    def _read(self, entry: dict, refs: dict, device: str) -> Any:
+    def _read(self, entry: dict, refs: dict, device: str, twin: list | None = None) -> Any:
         """Decodes one checkpoint file given its decoded references ({key: object}),
-        checking its fingerprint."""
-        from . import _read_file, decode, inspect
+        checking its fingerprint; with a list `twin`, also appends a second, independent
+        copy of the checkpoint to it (CPU)."""
+        from . import _core, _materialize, _read_file, inspect
 
         data = _read_file(self._file(entry))
         if _fingerprint(inspect(data), len(data)) != entry["fingerprint"]:
             raise _StaleFile(f"{entry['file']} does not match its manifest entry")
         if entry["mode"] == "chain":
-            reference = refs.get(entry["reference"])
-            return decode(data, reference=reference, device=device, threads=self.threads,
-                          lossy_ok=True)
-        references = {_ckpt_id(k): obj for k, obj in refs.items()}
-        return decode(data, references=references, device=device, threads=self.threads,
-                      lossy_ok=True)
+            one, many = refs.get(entry["reference"]), None
+        else:
+            one, many = None, {_ckpt_id(k): obj for k, obj in refs.items()}
+        return _materialize(_core.Reader(data), device, self.threads, one, many,
+                            lossy_ok=True, twin=twin)
 
     def _retrying(self, fn) -> Any:
         """Runs `fn(manifest)`; if a writer moved a file away meanwhile, retries with the

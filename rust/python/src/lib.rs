@@ -440,8 +440,9 @@ impl Reader {
     }
 
     /// Decodes tensors `indices[k]` into the uint8 arrays `outputs[k]` (exact raw sizes);
-    /// `references[k]`, when given, is the raw reference of a predicted tensor.
-    #[pyo3(signature = (indices, outputs, threads=None, references=None))]
+    /// `references[k]`, when given, is the raw reference of a predicted tensor;
+    /// `copies[k]`, when given, receives a second copy of the decoded bytes.
+    #[pyo3(signature = (indices, outputs, threads=None, references=None, copies=None))]
     fn decode_into(
         &self,
         py: Python<'_>,
@@ -449,15 +450,23 @@ impl Reader {
         mut outputs: Vec<PyReadwriteArray1<'_, u8>>,
         threads: Option<usize>,
         references: Option<Vec<Option<PyReadonlyArray1<'_, u8>>>>,
+        copies: Option<Vec<Option<PyReadwriteArray1<'_, u8>>>>,
     ) -> PyResult<()> {
         let references = references.unwrap_or_default();
+        let mut copies = copies.unwrap_or_default();
         if indices.len() != outputs.len()
             || (!references.is_empty() && references.len() != indices.len())
+            || (!copies.is_empty() && copies.len() != indices.len())
         {
             return Err(PyValueError::new_err(
-                "indices, outputs and references differ in length",
+                "indices, outputs, references and copies differ in length",
             ));
         }
+        copies.resize_with(indices.len(), || None);
+        let copy_bufs = copies
+            .iter_mut()
+            .map(|c| c.as_mut().map(|c| c.as_slice_mut()).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
         let data = self.data.bind(py).readonly();
         let bytes = data.as_slice()?;
         let mut jobs = Vec::with_capacity(outputs.len());
@@ -468,7 +477,7 @@ impl Reader {
             };
             jobs.push((i, out.as_slice_mut()?, reference));
         }
-        py.detach(|| Checkpoint::parse(bytes)?.decode_with(jobs, threads))
+        py.detach(|| Checkpoint::parse(bytes)?.decode_copied(jobs, copy_bufs, threads))
             .map_err(|e| to_py(py, e))
     }
 }

@@ -679,15 +679,25 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
 /// One decode request: tensor index, output buffer, and the reference's raw bytes if any.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>);
 
-/// A decode request with the side tensor's decoded bytes, when the tensor has one.
-type SideJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>, Option<&'a [u8]>);
+/// A second buffer that receives a copy of a job's decoded bytes ([`Checkpoint::decode_copied`]).
+type CopyBuf<'a> = Option<&'a mut [u8]>;
 
-/// One chunk to decode: its tensor, its index entry, its output, its reference and side
-/// slices and its near-lossless plan.
+/// A decode request with its copy buffer and the side tensor's decoded bytes, when the
+/// tensor has one.
+type SideJob<'a> = (
+    usize,
+    &'a mut [u8],
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    CopyBuf<'a>,
+);
+
+/// One chunk to decode: its tensor, its index entry, its output and the chunk of the copy
+/// buffer, its reference and side slices and its near-lossless plan.
 type ChunkJob<'a, 'b> = (
     &'a TensorEntry,
     &'a ChunkEntry,
-    &'b mut [u8],
+    (&'b mut [u8], CopyBuf<'b>),
     (Option<&'b [u8]>, Option<&'b [u8]>),
     Option<&'b Plan>,
 );
@@ -755,6 +765,28 @@ impl<'a> Checkpoint<'a> {
     /// A tensor with a side tensor ([`TensorEntry::side`]) needs that tensor among the
     /// jobs: side tensors are decoded first, then the tensors that use them.
     pub fn decode_with(&self, jobs: Vec<DecodeJob<'_>>, threads: Option<usize>) -> Result<()> {
+        let copies = jobs.iter().map(|_| None).collect();
+        self.decode_copied(jobs, copies, threads)
+    }
+
+    /// [`Checkpoint::decode_with`] that also writes each job's decoded bytes into its
+    /// buffer in `copies` (same length as its output, or `None`), chunk by chunk right
+    /// after the chunk is decoded and verified, while it is still in cache: a second,
+    /// independent copy for half the cost of copying the output afterwards (a store keeps
+    /// one as the next checkpoint's reference while the caller owns the other).
+    pub fn decode_copied(
+        &self,
+        jobs: Vec<DecodeJob<'_>>,
+        copies: Vec<Option<&mut [u8]>>,
+        threads: Option<usize>,
+    ) -> Result<()> {
+        if copies.len() != jobs.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} jobs but {} copy buffers",
+                jobs.len(),
+                copies.len()
+            )));
+        }
         let mut sides = Vec::with_capacity(jobs.len());
         for (i, _, _) in &jobs {
             sides.push(match self.entry(*i)?.side() {
@@ -763,30 +795,30 @@ impl<'a> Checkpoint<'a> {
             });
         }
         let (mut first, mut then): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
-        for (job, side) in jobs.into_iter().zip(sides) {
+        for ((job, copy), side) in jobs.into_iter().zip(copies).zip(sides) {
             match side {
-                Some(s) => then.push((job, s)),
-                None => first.push(job),
+                Some(s) => then.push((job, copy, s)),
+                None => first.push((job, copy)),
             }
         }
         let pass: Vec<SideJob> = first
             .iter_mut()
-            .map(|(i, out, r)| (*i, &mut **out, *r, None))
+            .map(|((i, out, r), copy)| (*i, &mut **out, *r, None, copy.take()))
             .collect();
         self.decode_pass(pass, threads)?;
         let mut pass = Vec::with_capacity(then.len());
-        for ((i, out, r), s) in then {
+        for ((i, out, r), copy, s) in then {
             let side = first
                 .iter()
-                .find(|j| j.0 == s)
-                .map(|j| &*j.1)
+                .find(|j| j.0 .0 == s)
+                .map(|j| &*j.0 .1)
                 .ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "{:?} takes its contexts from {:?}: decode both together",
                         self.header.tensors[i].name, self.header.tensors[s].name
                     ))
                 })?;
-            pass.push((i, out, r, Some(side)));
+            pass.push((i, out, r, Some(side), copy));
         }
         self.decode_pass(pass, threads)
     }
@@ -800,17 +832,21 @@ impl<'a> Checkpoint<'a> {
         let mut refs = Vec::new();
         let plans: Vec<Option<Plan>> = jobs
             .iter()
-            .map(|(i, _, _, _)| self.entry(*i)?.plan())
+            .map(|(i, _, _, _, _)| self.entry(*i)?.plan())
             .collect::<Result<_>>()?;
         let mut copies: Vec<(&mut [u8], &[u8])> = Vec::new();
-        for ((i, out, reference, side), plan) in jobs.into_iter().zip(&plans) {
+        for ((i, out, reference, side, copy), plan) in jobs.into_iter().zip(&plans) {
             let t = self.entry(i)?;
             memory::advise_huge(out);
-            if out.len() as u64 != t.raw_bytes() {
+            let sizes = [Some(out.len()), copy.as_ref().map(|c| c.len())];
+            if let Some(len) = sizes
+                .into_iter()
+                .flatten()
+                .find(|&n| n as u64 != t.raw_bytes())
+            {
                 return Err(Error::InvalidArgument(format!(
-                    "{:?}: buffer of {} bytes for {} raw bytes",
+                    "{:?}: buffer of {len} bytes for {} raw bytes",
                     t.name,
-                    out.len(),
                     t.raw_bytes()
                 )));
             }
@@ -829,14 +865,17 @@ impl<'a> Checkpoint<'a> {
             };
             if let (Codec::Same, Some(data)) = (t.codec, reference) {
                 copies.push((out, data));
+                copies.extend(copy.map(|c| (c, data)));
                 continue;
             }
             let step = t.chunk_raw_bytes();
+            let mut copy_chunks = copy.map(|c| c.chunks_mut(step));
             for (k, (c, dst)) in t.chunks.iter().zip(out.chunks_mut(step)).enumerate() {
                 let at = k * step..k * step + dst.len();
                 let rc = reference.map(|d| &d[at.clone()]);
                 let sc = side.map(|d| &d[at]);
-                work.push((t, c, dst, (rc, sc), plan.as_ref()));
+                let cc = copy_chunks.as_mut().and_then(Iterator::next);
+                work.push((t, c, (dst, cc), (rc, sc), plan.as_ref()));
             }
         }
         parallel::install(threads, || {
@@ -870,7 +909,7 @@ impl<'a> Checkpoint<'a> {
         &self,
         t: &TensorEntry,
         c: &ChunkEntry,
-        dst: &mut [u8],
+        (dst, copy): (&mut [u8], CopyBuf<'_>),
         (reference, side): (Option<&[u8]>, Option<&[u8]>),
         plan: Option<&Plan>,
     ) -> Result<()> {
@@ -891,6 +930,9 @@ impl<'a> Checkpoint<'a> {
             return Err(Error::Checksum(at(
                 "decoded bytes differ from the stored hash",
             )));
+        }
+        if let Some(copy) = copy {
+            copy.copy_from_slice(dst);
         }
         Ok(())
     }
@@ -1019,6 +1061,71 @@ mod tests {
         let mut missing = tensors.clone();
         missing[1].side = Some(7);
         assert!(encode(&missing, &structure, &opts).is_err());
+    }
+
+    /// `decode_copied` fills every copy buffer with its job's bytes, whatever the codec
+    /// (standalone, predicted, same as the reference, side contexts) and chunk count, and
+    /// refuses copy buffers of another size or count; a failed chunk check is an error.
+    #[test]
+    fn decode_copied_writes_both_buffers() {
+        let mut rng = crate::testing::Lcg(5);
+        let f = |v: Vec<f32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let a = f((0..30_001).map(|_| rng.centered()).collect());
+        let b: Vec<u8> = f(a
+            .chunks_exact(4)
+            .map(|w| f32::from_le_bytes(w.try_into().unwrap()) * 1.001)
+            .collect());
+        let tensors = [
+            tensor("plain", &a, None),
+            tensor("pred", &b, Some(&a)),
+            tensor("same", &a, Some(&a)),
+        ];
+        let structure = Value::List((0..3).map(Value::Tensor).collect());
+        let opts = EncodeOptions {
+            chunk_bytes: 4096,
+            ..Default::default()
+        };
+        let bytes = encode(&tensors, &structure, &opts).unwrap().to_vec();
+        let ck = Checkpoint::parse(&bytes).unwrap();
+        let mut outs = vec![vec![0u8; a.len()]; 3];
+        let mut copies = vec![vec![7u8; a.len()]; 3];
+        let [o0, o1, o2] = &mut outs[..] else {
+            unreachable!()
+        };
+        let jobs = vec![
+            (0, &mut o0[..], None),
+            (1, &mut o1[..], Some(&a[..])),
+            (2, &mut o2[..], Some(&a[..])),
+        ];
+        let [c0, _, c2] = &mut copies[..] else {
+            unreachable!()
+        };
+        ck.decode_copied(jobs, vec![Some(&mut c0[..]), None, Some(&mut c2[..])], None)
+            .unwrap();
+        assert_eq!([&outs[0], &outs[1], &outs[2]], [&a, &b, &a]);
+        assert_eq!(copies[0], a);
+        assert!(copies[1].iter().all(|&v| v == 7));
+        assert_eq!(copies[2], a);
+        let (mut out, mut short) = (vec![0u8; a.len()], vec![0u8; a.len() - 4]);
+        let err = ck.decode_copied(vec![(0, &mut out, None)], vec![Some(&mut short[..])], None);
+        assert!(matches!(err, Err(Error::InvalidArgument(_))));
+        let err = ck.decode_copied(vec![(0, &mut out, None)], vec![], None);
+        assert!(matches!(err, Err(Error::InvalidArgument(_))));
+        // Damage the last chunk (the predicted tensor's): its decode is an error, the
+        // other tensors still decode.
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 10;
+        damaged[last] ^= 0x40;
+        let ck = Checkpoint::parse(&damaged).unwrap();
+        let mut copy = vec![0u8; a.len()];
+        let plain = ck.decode_copied(vec![(0, &mut out, None)], vec![Some(&mut copy[..])], None);
+        assert!(plain.is_ok() && copy == a);
+        let pred = ck.decode_copied(
+            vec![(1, &mut out, Some(&a[..]))],
+            vec![Some(&mut copy[..])],
+            None,
+        );
+        assert!(pred.is_err());
     }
 
     /// Writing to a stream, to memory and through `to_vec` give the same file, which
