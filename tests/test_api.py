@@ -179,6 +179,22 @@ def test_decoded_tensors_are_owned_and_do_not_alias_input_bytes():
     assert_same_tree(obj, fastckpt.decode(data))
 
 
+def test_save_writes_an_independent_twin_on_request(tmp_path):
+    """The encoder's copy of what it saved (what a Store keeps as the next reference)
+    equals the saved object as a load returns it and shares no memory with the input."""
+    torch = need_torch()
+    obj = {"w": torch.randn(300_000)[::2], "b": np.arange(70_000, dtype=np.float32),
+           "s": torch.zeros(0), "meta": {"dtype": torch.float16, "tags": ("a", 1)}}
+    twin: list = []
+    fastckpt._save(obj, tmp_path / "x.fckpt", twin)
+    loaded = fastckpt.load(tmp_path / "x.fckpt")
+    assert_same_tree(loaded, twin[0])
+    assert_same_tree(obj, twin[0])
+    obj["w"].add_(1.0)
+    obj["b"] += 1
+    assert_same_tree(loaded, twin[0])
+
+
 def test_decode_writes_an_independent_twin_on_request():
     """The decoder's second copy (what a Store caches) equals the result, shares no memory
     with it, and a copy buffer of the wrong size or count, or aliasing an output, is refused."""

@@ -284,21 +284,39 @@ def save(obj: Any, path: PathLike, *, reference: Any = None, reference_id: str =
          threads: int | None = None, chunk_bytes: int | None = None) -> None:
     """Encodes `obj` into `path` atomically (temp file, fsync, rename): a crash leaves
     either the old file or the new one, never a partial file. See `encode`."""
+    _save(obj, path, None, reference=reference, reference_id=reference_id, mode=mode,
+          error_bound=error_bound, policy=policy, tensor_references=tensor_references,
+          threads=threads, chunk_bytes=chunk_bytes)
+
+
+def _save(obj: Any, path: PathLike, twin: list | None, *, reference: Any = None,
+          reference_id: str = "reference", mode: str = "lossless",
+          error_bound: float | None = None, policy: Any = None,
+          tensor_references: dict | None = None, threads: int | None = None,
+          chunk_bytes: int | None = None) -> None:
+    """`save`; with a list `twin`, also appends to it a private copy of `obj` (tensors on
+    the CPU, containers as a decode rebuilds them) whose bytes the encoder writes as it
+    reads each chunk: what a store keeps as the next save's reference."""
     specs, structure, _owners = _prepare(obj)
     refs = _references(specs, reference, reference_id, tensor_references)
     lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
-    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs, lossy_specs)
+    made = None if twin is None else [_tensors.empty(dtype, tuple(shape), tag, "cpu")
+                                      for _name, dtype, shape, tag, _raw in specs]
+    copies = None if made is None else [buf for _t, buf in made]
+    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs, lossy_specs, copies)
+    if twin is not None:
+        twin.append(_tree.unpack(structure, [t for t, _buf in made]))
 
 
 def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=None,
-                   lossy_specs=None) -> None:
+                   lossy_specs=None, copies=None) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastckpt-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         _core.encode(specs, structure, threads, chunk_bytes, tmp, refs, lossy_specs,
-                     sides=_sides(specs, refs))
+                     sides=_sides(specs, refs), copies=copies)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -56,13 +56,16 @@ def encode(
     lossy: Sequence[tuple[str, float, float, bool] | None] | None = None,
     sparse_block: int | None = None,
     sides: Sequence[int | None] | None = None,
+    copies: Sequence[npt.NDArray[np.uint8] | None] | None = None,
 ) -> bytes | None:
     """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
     file bytes, or writes and fsyncs `path` and returns None. `references[k]` is
     (checkpoint id, tensor name, raw bytes) to predict tensor k from; `lossy[k]` is
     (class, error bound, prune fraction, non-negative) to code it near-losslessly;
     `sparse_block` is the block size of near-lossless block-sparse packing; `sides[k]` is
-    the index of a sibling tensor whose words give predicted tensor k its contexts."""
+    the index of a sibling tensor whose words give predicted tensor k its contexts;
+    `copies[k]`, a writable uint8 array of tensor k's size, receives a copy of its bytes
+    (written chunk by chunk as each is encoded)."""
 
 class Reader:
     """A parsed checkpoint over a uint8 array."""

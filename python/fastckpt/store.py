@@ -276,19 +276,24 @@ class Store:
             lossless_due = self._lossless_due(m)
             coding = ({} if lossless_due else
                       dict(mode=mode, error_bound=error_bound, policy=policy))
+            # A lossless save leaves the encoder's private copy of `state_dict` here.
+            twin: list = []
             if reference is None and isinstance(key, int):
                 entry, keyframe = self._save_chained(m, key, state_dict, coding,
                                                      force_keyframe=lossless_due
-                                                     and mode != "lossless")
+                                                     and mode != "lossless", twin=twin)
                 m["since_keyframe"] = 0 if keyframe else m["since_keyframe"] + 1
             else:
                 entry = self._write_dedup(m, index, key, state_dict, reference or "none", {key},
-                                          coding)
+                                          coding, twin)
             entry["metadata"] = metadata
             m["since_lossless"] = 0 if lossless_due else m.get("since_lossless", 0) + 1
             old = m["steps"].get(key)
             m["steps"][key] = entry
-            stored = self._decoded(m, key) if entry["lossy"] else _snapshot(state_dict)
+            if entry["lossy"]:
+                stored = self._decoded(m, key)
+            else:
+                stored = twin[0] if twin else _snapshot(state_dict)
             if index is not None:
                 _index_checkpoint(index, key, stored)
             self._commit(m, [old["file"]] if old else [], index)
@@ -301,12 +306,12 @@ class Store:
         return n is not None and (not m["steps"] or m.get("since_lossless", 0) + 1 >= n)
 
     def _save_chained(self, m: dict, step: int, state_dict: Any, coding: dict,
-                      force_keyframe: bool) -> tuple[dict, bool]:
+                      force_keyframe: bool, twin: list | None = None) -> tuple[dict, bool]:
         prev = max((s for s in m["steps"] if isinstance(s, int) and s < step), default=None)
         keyframe = force_keyframe or self._keyframe_due(m, prev)
         ref = None if keyframe else prev
         reference = None if ref is None else self._decoded(m, ref)
-        return self._write(m, step, state_dict, ref, reference, coding), keyframe
+        return self._write(m, step, state_dict, ref, reference, coding, twin), keyframe
 
     def _check_replaceable(self, m: dict, key: int | str) -> None:
         users = _dependants(m, key)
@@ -321,15 +326,16 @@ class Store:
         return periodic or m["steps"][prev]["depth"] + 1 > self.max_chain
 
     def _write(self, m: dict, step: int, obj: Any, ref: int | None, reference: Any,
-               coding: dict | None = None) -> dict:
+               coding: dict | None = None, twin: list | None = None) -> dict:
         """Writes `obj` as a new, durable file for `step` coded against the previous step
-        `ref` (not yet in the manifest); `coding`: `save`'s mode/error_bound/policy."""
-        from . import save
+        `ref` (not yet in the manifest); `coding`: `save`'s mode/error_bound/policy; a
+        lossless save appends the encoder's private copy of `obj` to `twin`."""
+        from . import _save
 
         name, path = self._new_file(m, step)
         ref_id = m["steps"][ref]["file"] if ref is not None else "reference"
-        save(obj, path, reference=reference, reference_id=ref_id, threads=self.threads,
-             **(coding or {}))
+        _save(obj, path, _lossless_twin(coding, twin), reference=reference,
+              reference_id=ref_id, threads=self.threads, **(coding or {}))
         entry = self._entry_for(name, "chain")
         entry["reference"] = ref
         used = sum(t["reference"] is not None for t in _inspect_file(path)["tensors"])
@@ -339,16 +345,19 @@ class Store:
         return entry
 
     def _write_dedup(self, m: dict, index, key: int | str, obj: Any, mode: str,
-                     forbidden: set, coding: dict | None = None) -> dict:
+                     forbidden: set, coding: dict | None = None,
+                     twin: list | None = None) -> dict:
         """Writes `obj` as a new file for `key`, each tensor coded against the reference
-        `_choose` picks for it (mode "auto" / "exact"; "none": standalone)."""
-        from . import save
+        `_choose` picks for it (mode "auto" / "exact"; "none": standalone); a lossless
+        save appends the encoder's private copy of `obj` to `twin`."""
+        from . import _save
 
         choices = {} if mode == "none" else self._choose(m, index, obj, mode, forbidden)
         decoded = {k: _flat(self._decoded(m, k)) for k in {k for k, _ in choices.values()}}
         tensor_refs = {name: (_ckpt_id(k), t, decoded[k][t]) for name, (k, t) in choices.items()}
         name, path = self._new_file(m, key)
-        save(obj, path, tensor_references=tensor_refs, threads=self.threads, **(coding or {}))
+        _save(obj, path, _lossless_twin(coding, twin), tensor_references=tensor_refs,
+              threads=self.threads, **(coding or {}))
         entry = self._entry_for(name, mode)
         counts: dict = {}
         for t in _inspect_file(path)["tensors"]:
@@ -645,6 +654,11 @@ def _fingerprint(summary: dict, size: int) -> str:
     for t in summary["tensors"]:
         h.update(f"\0{t['name']}\0{t['dtype']}{tuple(t['shape'])}{t.get('raw_hash')}".encode())
     return h.hexdigest()
+
+
+def _lossless_twin(coding: dict | None, twin: list | None) -> list | None:
+    """`twin` when the save is lossless (its input is what a reader gets back), else None."""
+    return twin if (coding or {}).get("mode", "lossless") == "lossless" else None
 
 
 def _snapshot(obj: Any) -> Any:

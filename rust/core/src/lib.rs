@@ -33,7 +33,8 @@ mod testing;
 pub use container::format::{Header, TensorEntry};
 pub use container::value::Value;
 pub use container::{
-    encode, Checkpoint, DecodeJob, EncodeOptions, Encoded, LossySpec, RefIn, TensorIn,
+    encode, encode_copied, Checkpoint, DecodeJob, EncodeOptions, Encoded, LossySpec, RefIn,
+    TensorIn,
 };
 pub use dtype::DType;
 pub use error::{Error, Result};

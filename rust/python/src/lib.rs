@@ -249,6 +249,24 @@ fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
     })
 }
 
+/// The slices of optional copy buffers, one per item of `n` (an empty list: none).
+fn copy_slices<'a>(
+    copies: &'a mut Vec<Option<PyReadwriteArray1<'_, u8>>>,
+    n: usize,
+) -> PyResult<Vec<Option<&'a mut [u8]>>> {
+    if !copies.is_empty() && copies.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "{} copy buffers for {n} tensors",
+            copies.len()
+        )));
+    }
+    copies.resize_with(n, || None);
+    Ok(copies
+        .iter_mut()
+        .map(|c| c.as_mut().map(|c| c.as_slice_mut()).transpose())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
 /// (checkpoint id, tensor name, raw bytes) of a reference tensor.
 type RefArg<'py> = (String, String, PyReadonlyArray1<'py, u8>);
@@ -259,11 +277,12 @@ type LossyArg = (String, f64, f64, bool, bool);
 /// Encodes tensors `(name, dtype, shape, tag, uint8 array)` and a structure; `references`
 /// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from,
 /// `lossy` with a `(class, error_bound, prune, nonneg)` near-lossless spec, `sides` with
-/// the index of a sibling tensor whose words give a predicted tensor its contexts.
+/// the index of a sibling tensor whose words give a predicted tensor its contexts,
+/// `copies` with a uint8 array that receives a copy of the tensor's bytes.
 /// Returns the file as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
 #[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None,
-                    lossy=None, sparse_block=None, sides=None))]
+                    lossy=None, sparse_block=None, sides=None, copies=None))]
 #[allow(clippy::too_many_arguments)]
 fn encode(
     py: Python<'_>,
@@ -276,6 +295,7 @@ fn encode(
     lossy: Option<Vec<Option<LossyArg>>>,
     sparse_block: Option<u32>,
     sides: Option<Vec<Option<usize>>>,
+    copies: Option<Vec<Option<PyReadwriteArray1<'_, u8>>>>,
 ) -> PyResult<Option<Py<PyBytes>>> {
     let structure = to_value(structure, 0)?;
     let references = references.unwrap_or_default();
@@ -331,8 +351,10 @@ fn encode(
         }
         opts.sparse_block = b;
     }
+    let mut copies = copies.unwrap_or_default();
+    let copy_bufs = copy_slices(&mut copies, tensors.len())?;
     let encoded = py
-        .detach(|| fastckpt_core::encode(&inputs, &structure, &opts))
+        .detach(|| fastckpt_core::encode_copied(&inputs, &structure, &opts, copy_bufs))
         .map_err(|e| to_py(py, e))?;
     match path {
         Some(p) => {
@@ -453,20 +475,15 @@ impl Reader {
         copies: Option<Vec<Option<PyReadwriteArray1<'_, u8>>>>,
     ) -> PyResult<()> {
         let references = references.unwrap_or_default();
-        let mut copies = copies.unwrap_or_default();
         if indices.len() != outputs.len()
             || (!references.is_empty() && references.len() != indices.len())
-            || (!copies.is_empty() && copies.len() != indices.len())
         {
             return Err(PyValueError::new_err(
-                "indices, outputs, references and copies differ in length",
+                "indices, outputs and references differ in length",
             ));
         }
-        copies.resize_with(indices.len(), || None);
-        let copy_bufs = copies
-            .iter_mut()
-            .map(|c| c.as_mut().map(|c| c.as_slice_mut()).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut copies = copies.unwrap_or_default();
+        let copy_bufs = copy_slices(&mut copies, indices.len())?;
         let data = self.data.bind(py).readonly();
         let bytes = data.as_slice()?;
         let mut jobs = Vec::with_capacity(outputs.len());

@@ -219,7 +219,26 @@ pub fn encode<'a>(
     structure: &Value,
     opts: &EncodeOptions,
 ) -> Result<Encoded<'a>> {
+    encode_copied(
+        tensors,
+        structure,
+        opts,
+        tensors.iter().map(|_| None).collect(),
+    )
+}
+
+/// [`encode`] that also copies each tensor's bytes into its buffer in `copies` (same
+/// length as the tensor's data, or `None`), chunk by chunk as each is encoded, while it
+/// is in cache: a private snapshot of what was saved (a store keeps one as the next
+/// save's reference) for half the cost of copying it afterwards.
+pub fn encode_copied<'a>(
+    tensors: &[TensorIn<'a>],
+    structure: &Value,
+    opts: &EncodeOptions,
+    mut copies: Vec<Option<&mut [u8]>>,
+) -> Result<Encoded<'a>> {
     check_inputs(tensors, structure)?;
+    check_copies(tensors, &copies)?;
     // Exact copies of their reference: only their hash, no chunks.
     let same: Vec<Option<u128>> = parallel::install(opts.threads, || {
         tensors
@@ -255,19 +274,38 @@ pub fn encode<'a>(
             .collect()
     })?;
     let sides: Vec<Option<&[u8]>> = tensors.iter().map(|t| side_data(t, tensors)).collect();
+    // Tensors without chunks (same as their reference) are copied whole; the others by
+    // chunk, in their jobs.
+    let mut whole = Vec::new();
+    let mut job_copies: Vec<Option<&mut [u8]>> = Vec::with_capacity(jobs.len());
+    for ((t, &(chunk, n)), copy) in tensors.iter().zip(&plans).zip(copies.iter_mut()) {
+        match copy.take() {
+            Some(c) if n == 0 => whole.push((c, t.data)),
+            Some(c) => job_copies.extend(c.chunks_mut(chunk).map(Some)),
+            None => job_copies.extend((0..n).map(|_| None)),
+        }
+    }
     let coded: Vec<CodedChunk> = parallel::install(opts.threads, || {
+        whole
+            .into_par_iter()
+            .for_each(|(dst, src)| dst.copy_from_slice(src));
         jobs.par_iter()
+            .zip(job_copies)
             .enumerate()
-            .map(|(j, &(i, k))| {
+            .map(|(j, (&(i, k), copy))| {
                 let ahead = job_input(tensors, &plans, &jobs, j + 1);
-                encode_one(
+                let coded = encode_one(
                     &tensors[i],
                     sides[i],
                     plans[i].0,
                     k,
                     lossy[i].as_ref(),
                     ahead,
-                )
+                );
+                if let Some(copy) = copy {
+                    copy.copy_from_slice(job_input(tensors, &plans, &jobs, j));
+                }
+                coded
             })
             .collect()
     })?;
@@ -519,6 +557,28 @@ fn relative_plan(t: &TensorIn, spec: &LossySpec, block: u32, rms: f64) -> Option
 
 /// The input bytes of chunk job `j` (tensor, chunk index) under `plans` (chunk size,
 /// chunk count per tensor); empty past the last job.
+/// Checks that `copies` pairs one buffer (or `None`) of the right size with each tensor.
+fn check_copies(tensors: &[TensorIn], copies: &[Option<&mut [u8]>]) -> Result<()> {
+    if copies.len() != tensors.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} tensors but {} copy buffers",
+            tensors.len(),
+            copies.len()
+        )));
+    }
+    for (t, c) in tensors.iter().zip(copies) {
+        if let Some(c) = c.as_ref().filter(|c| c.len() != t.data.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "{:?}: copy buffer of {} bytes for {} raw bytes",
+                t.name,
+                c.len(),
+                t.data.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn job_input<'a>(
     tensors: &[TensorIn<'a>],
     plans: &[(usize, usize)],
@@ -1126,6 +1186,47 @@ mod tests {
             None,
         );
         assert!(pred.is_err());
+    }
+
+    /// `encode_copied` copies every tensor given a buffer (chunked, predicted, same as its
+    /// reference, empty), writes the same file as `encode`, and refuses bad buffers.
+    #[test]
+    fn encode_copied_copies_every_input() {
+        let a: Vec<u8> = (0..10_001u32)
+            .flat_map(|i| (i as f32).sqrt().to_le_bytes())
+            .collect();
+        let b: Vec<u8> = a.iter().map(|v| v ^ 1).collect();
+        let tensors = [
+            tensor("plain", &a, None),
+            tensor("pred", &b, Some(&a)),
+            tensor("same", &a, Some(&a)),
+            tensor("empty", &[], None),
+        ];
+        let structure = Value::List((0..4).map(Value::Tensor).collect());
+        let opts = EncodeOptions {
+            chunk_bytes: 4096,
+            ..Default::default()
+        };
+        let mut bufs = vec![
+            vec![0u8; a.len()],
+            vec![0u8; a.len()],
+            vec![0u8; a.len()],
+            vec![],
+        ];
+        let copies = bufs.iter_mut().map(|b| Some(&mut b[..])).collect();
+        let copied = encode_copied(&tensors, &structure, &opts, copies).unwrap();
+        assert_eq!(copied.to_vec(), file(&tensors));
+        assert_eq!(bufs, vec![a.clone(), b.clone(), a.clone(), vec![]]);
+        let mut short = vec![0u8; a.len() - 4];
+        let bad = vec![Some(&mut short[..]), None, None, None];
+        assert!(matches!(
+            encode_copied(&tensors, &structure, &opts, bad),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            encode_copied(&tensors, &structure, &opts, vec![None]),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     /// Writing to a stream, to memory and through `to_vec` give the same file, which
