@@ -95,6 +95,8 @@ class Store:
     private to the store) so that consecutive saves and loads do not re-decode chains.
     Several `Store` objects or processes may share a directory: writers serialize on a lock
     file, readers never block and see a checkpoint once its manifest entry is committed.
+    Loads memory-map the store's files (written once, replaced only by rename, never
+    rewritten in place): do not truncate a store's files from outside while loading.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, keyframe_every: int = 10,
@@ -219,9 +221,9 @@ class Store:
         """Decodes one checkpoint file given its decoded references ({key: object}),
         checking its fingerprint; with a list `twin`, also appends a second, independent
         copy of the checkpoint to it (CPU)."""
-        from . import _core, _materialize, _read_file, inspect
+        from . import _core, _map_file, _materialize, inspect
 
-        data = _read_file(self._file(entry))
+        data = _map_file(self._file(entry))
         if _fingerprint(inspect(data), len(data)) != entry["fingerprint"]:
             raise _StaleFile(f"{entry['file']} does not match its manifest entry")
         if entry["mode"] == "chain":
