@@ -512,16 +512,37 @@ def test_threads_one_and_two_identical():
     assert_same_tree(obj, fastckpt.decode(d1, threads=2))
 
 
+# Pool threads name and pin themselves once they first run, which may be after the encode
+# that started the pool returned: the probe looks again (up to 10 s) until every thread
+# is named and its mask is as `sys.argv[1]` expects ("pinned" or "free").
 _PIN_PROBE = """
-import json, os, numpy as np, fastckpt
+import json, os, sys, time, numpy as np, fastckpt
 n = len(os.sched_getaffinity(0))
+cpus = sorted(os.sched_getaffinity(0))
 fastckpt.encode({"w": np.arange(300_000, dtype=np.float32)}, threads=n)
-masks = []
-for tid in os.listdir("/proc/self/task"):
-    with open(f"/proc/self/task/{tid}/comm") as f:
-        if f.read().startswith("fastckpt-"):
-            masks.append(sorted(os.sched_getaffinity(int(tid))))
-print(json.dumps([n, sorted(masks)]))
+
+def masks():
+    found = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("fastckpt-"):
+                    found.append(sorted(os.sched_getaffinity(int(tid))))
+        except OSError:
+            pass
+    return sorted(found)
+
+def expected(ms):
+    if len(ms) != n:
+        return False
+    if sys.argv[1] == "free":
+        return all(m == cpus for m in ms)
+    return sorted(m[0] for m in ms) == cpus and all(len(m) == 1 for m in ms)
+
+deadline = time.monotonic() + 10
+while not expected(ms := masks()) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps([n, ms]))
 """
 
 
@@ -534,8 +555,9 @@ def test_pool_threads_pinned_unless_turned_off(pin):
     env = {k: v for k, v in os.environ.items() if k != "FASTCKPT_PIN_THREADS"}
     if pin is not None:
         env["FASTCKPT_PIN_THREADS"] = pin
-    out = subprocess.run([sys.executable, "-c", _PIN_PROBE], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    mode = "free" if pin == "0" else "pinned"
+    out = subprocess.run([sys.executable, "-c", _PIN_PROBE, mode], env=env,
+                         capture_output=True, text=True, check=True).stdout
     n, masks = json.loads(out)
     cpus = sorted(os.sched_getaffinity(0))
     if n < 2:
