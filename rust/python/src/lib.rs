@@ -1,8 +1,6 @@
 //! Python bindings for fastckpt-core. This crate converts buffers, structures and errors;
 //! all logic lives in the core. The GIL is released around every coding call.
 
-use std::io::Write;
-
 mod dedup;
 
 use fastckpt_core::{
@@ -358,13 +356,8 @@ fn encode(
         .map_err(|e| to_py(py, e))?;
     match path {
         Some(p) => {
-            py.detach(|| -> std::io::Result<()> {
-                let mut f = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&p)?);
-                encoded.write_io(&mut f)?;
-                f.flush()?;
-                f.get_ref().sync_all()
-            })
-            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+            py.detach(|| encoded.write_durable(&std::fs::File::create(&p)?))
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
             Ok(None)
         }
         None => Ok(Some(new_bytes(py, &encoded, threads)?)),

@@ -170,20 +170,70 @@ impl Encoded<'_> {
         w.write_all(&self.prefix)?;
         let mut bufs: Vec<Vec<u8>> = Vec::new();
         for batch in self.chunks.chunks(IO_BATCH) {
-            bufs.resize_with(batch.len(), Vec::new);
-            bufs.par_iter_mut().zip(batch).for_each(|(b, c)| {
-                b.clear();
-                b.reserve(c.len());
-                c.write(&mut b.spare_capacity_mut()[..c.len()]);
-                // SAFETY: `write` initialized all `c.len()` bytes.
-                unsafe { b.set_len(c.len()) };
-            });
+            self.materialize(batch, &mut bufs);
             for b in &bufs[..batch.len()] {
                 w.write_all(b)?;
             }
         }
         Ok(())
     }
+    /// Writes the file to `file` and makes it durable (fsync). Each batch's writeback to
+    /// the disk starts as soon as the batch is written (Linux: `sync_file_range`), while
+    /// the next batches are materialized and written, so the final fsync waits for the
+    /// last batches rather than the whole file.
+    pub fn write_durable(&self, file: &std::fs::File) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::sync::mpsc::{channel, sync_channel};
+        // Batches go to the writer and their buffers come back for the next batch.
+        let (full_tx, full_rx) = sync_channel::<Vec<Vec<u8>>>(1);
+        let (empty_tx, empty_rx) = channel::<Vec<Vec<u8>>>();
+        std::thread::scope(|scope| {
+            // The writer writes batch k while the pool materializes batch k + 1.
+            let writer = scope.spawn(move || -> std::io::Result<()> {
+                let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
+                let mut done = (0u64, 0u64); // (written, writeback started)
+                w.write_all(&self.prefix)?;
+                done.0 += self.prefix.len() as u64;
+                for bufs in full_rx {
+                    for b in &bufs {
+                        w.write_all(b)?;
+                        done.0 += b.len() as u64;
+                    }
+                    w.flush()?;
+                    memory::start_writeback(file, done.1, done.0 - done.1);
+                    done.1 = done.0;
+                    let _ = empty_tx.send(bufs);
+                }
+                w.flush()
+            });
+            for batch in self.chunks.chunks(IO_BATCH) {
+                let mut bufs = empty_rx.try_recv().unwrap_or_default();
+                self.materialize(batch, &mut bufs);
+                bufs.truncate(batch.len());
+                if full_tx.send(bufs).is_err() {
+                    break; // the writer failed: its error is returned below
+                }
+            }
+            drop(full_tx);
+            writer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("file writer thread panicked")))
+        })?;
+        file.sync_all()
+    }
+
+    /// Materializes the chunks of `batch` into `bufs` (one buffer each), in parallel.
+    fn materialize(&self, batch: &[ChunkBytes], bufs: &mut Vec<Vec<u8>>) {
+        bufs.resize_with(bufs.len().max(batch.len()), Vec::new);
+        bufs.par_iter_mut().zip(batch).for_each(|(b, c)| {
+            b.clear();
+            b.reserve(c.len());
+            c.write(&mut b.spare_capacity_mut()[..c.len()]);
+            // SAFETY: `write` initialized all `c.len()` bytes.
+            unsafe { b.set_len(c.len()) };
+        });
+    }
+
     /// The file as one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
@@ -1255,6 +1305,25 @@ mod tests {
         let mut buf = vec![0xa5u8; enc.len()];
         enc.write_to(&mut buf);
         assert_eq!(buf, v);
+        // The durable file writer, over many batches of small chunks too.
+        let dir = std::env::temp_dir().join(format!("fastckpt-durable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for chunk_bytes in [1 << 20, 16 << 10] {
+            let enc = encode(
+                &tensors,
+                &structure,
+                &EncodeOptions {
+                    chunk_bytes,
+                    ..opts
+                },
+            )
+            .unwrap();
+            let path = dir.join(format!("{chunk_bytes}.fckpt"));
+            enc.write_durable(&std::fs::File::create(&path).unwrap())
+                .unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), enc.to_vec());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
         let ck = Checkpoint::parse(&v).unwrap();
         let (mut a, mut b) = (vec![0u8; data.len()], vec![0u8; small.len()]);
         ck.decode_into(vec![(0, &mut a), (1, &mut b)], Some(2))
