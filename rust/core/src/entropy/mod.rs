@@ -26,3 +26,9 @@ pub(crate) fn avx2_bmi2_popcnt() -> bool {
     use std::arch::is_x86_feature_detected as has;
     has!("avx2") && has!("bmi1") && has!("bmi2") && has!("popcnt")
 }
+
+/// Whether the CPU has AVX-512F (the kernels that use it need nothing more).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}

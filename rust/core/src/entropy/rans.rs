@@ -284,6 +284,12 @@ fn fast_blocks(
     out: &mut [u8],
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        // SAFETY: AVX-512F is present; the kernel reads `words` only below `words.len()`
+        // (it stops while 32 words remain) and writes `out` in bounds.
+        return unsafe { simd::fast_blocks512(x, dt, words, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::avx2_bmi2_popcnt() {
         // SAFETY: AVX2, BMI1/2 and POPCNT are present; `simd::fast_blocks` reads `words`
         // only below `words.len()` (it stops while 32 words remain) and writes `out` in
@@ -673,6 +679,53 @@ pub(crate) mod simd {
         (done, p)
     }
 
+    /// One AVX-512 decode step of 16 lanes from their decode-table entries `e` (tables
+    /// of total `2^SCALE_BITS`): as [`advance8`], the lanes that need a word taking the
+    /// next ones of the stream at `w` in lane order (`vpexpandd`; 16 words are read).
+    #[inline(always)]
+    unsafe fn advance16(s: &mut __m512i, e: __m512i, w: *const u8, p: &mut usize) {
+        let freq = _mm512_and_si512(_mm512_srli_epi32::<8>(e), _mm512_set1_epi32(0xfff));
+        let bias = _mm512_srli_epi32::<20>(e);
+        let v = _mm512_add_epi32(
+            _mm512_mullo_epi32(freq, _mm512_srli_epi32::<{ SCALE_BITS }>(*s)),
+            bias,
+        );
+        let need = _mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(L as i32));
+        let wv = _mm512_cvtepu16_epi32(_mm256_loadu_si256(w as *const __m256i));
+        let taken = _mm512_maskz_expand_epi32(need, wv);
+        *s = _mm512_mask_or_epi32(v, need, _mm512_slli_epi32::<16>(v), taken);
+        *p += need.count_ones() as usize;
+    }
+
+    /// AVX-512 twin of [`fast_blocks`]: the 32 lanes as two vectors of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fast_blocks512(
+        x: &mut [u32; LANES],
+        dt: &DecodeTable,
+        words: Words,
+        out: &mut [u8],
+    ) -> (usize, usize) {
+        let mask = _mm512_set1_epi32(MASK as i32);
+        let w = words.0;
+        let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
+        let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
+        let (mut p, mut done) = (0usize, 0usize);
+        let table = dt.as_ptr() as *const i32;
+        while done + LANES <= out.len() && w.len() / 2 - p >= LANES {
+            let ea = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a, mask), table);
+            let eb = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b, mask), table);
+            advance16(&mut a, ea, w.as_ptr().add(2 * p), &mut p);
+            advance16(&mut b, eb, w.as_ptr().add(2 * p), &mut p);
+            let o = out.as_mut_ptr().add(done);
+            _mm_storeu_si128(o as *mut __m128i, _mm512_cvtepi32_epi8(ea));
+            _mm_storeu_si128(o.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(eb));
+            done += LANES;
+        }
+        _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, a);
+        _mm512_storeu_si512(x.as_mut_ptr().add(16) as *mut __m512i, b);
+        (done, p)
+    }
+
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub(super) unsafe fn fast_blocks(
         x: &mut [u32; LANES],
@@ -763,7 +816,26 @@ mod tests {
         assert_eq!(xa, xb);
         assert_eq!(oa, ob);
         assert_eq!(&oa[..ra.0], &data[..ra.0]);
+        // Every kernel this CPU has, not only the one `fast_blocks` picks.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let kernels: [(bool, SimdBlocks); 2] = [
+                (crate::entropy::avx2_bmi2_popcnt(), simd::fast_blocks),
+                (crate::entropy::avx512(), simd::fast_blocks512),
+            ];
+            for (_, kernel) in kernels.into_iter().filter(|k| k.0) {
+                let (mut xc, mut oc) = (x, vec![0u8; full]);
+                // SAFETY: the CPU has the kernel's features (filtered above).
+                let rc = unsafe { kernel(&mut xc, &dt, words, &mut oc) };
+                assert_eq!((rc, xc, &oc), (rb, xb, &ob));
+            }
+        }
     }
+
+    /// An AVX2 or AVX-512 block decoder.
+    #[cfg(target_arch = "x86_64")]
+    type SimdBlocks =
+        unsafe fn(&mut [u32; LANES], &DecodeTable, Words, &mut [u8]) -> (usize, usize);
 
     proptest! {
         #[test]
