@@ -32,3 +32,11 @@ pub(crate) fn avx2_bmi2_popcnt() -> bool {
 pub(crate) fn avx512() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
+
+/// Whether the CPU has the AVX-512 parts of the rANS encoder: F, VL, BW and VBMI2 (word
+/// compress-stores).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_vbmi2() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512vbmi2")
+}

@@ -181,6 +181,12 @@ fn encode_blocks(
     ahead: (usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
+    if super::avx512_vbmi2() {
+        // SAFETY: AVX-512 F/VL/BW/VBMI2 are present; each block stores its (at most 32)
+        // words below `pos`, which the caller's slack of one word per symbol allows.
+        return unsafe { simd::encode_blocks512(x, syms, full, words, pos) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::avx2_bmi2_popcnt() {
         // SAFETY: AVX2, BMI1/2 and POPCNT are present; stores stay inside `words` because
         // `pos` >= 8 always (8 slots of slack, at most one word per symbol).
@@ -477,6 +483,90 @@ pub(crate) mod simd {
             let s8 = u64::from_le_bytes(full[at..at + 8].try_into().expect("8 symbols"));
             lookup8x2(|k| packed[(s8 >> (8 * k)) as u8 as usize])
         })
+    }
+
+    /// AVX-512 twin of [`encode_blocks`] (same words, same order, same final states): the
+    /// 32 lanes as two 16-lane vectors, each symbol's constants gathered from two tables,
+    /// the overflowing lanes' words stored in lane order by `vpcompressw`.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi2")]
+    pub unsafe fn encode_blocks512(
+        x: &mut [u32; LANES],
+        syms: &[EncSym; 256],
+        full: &[u8],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) {
+        let info: [u32; 256] = std::array::from_fn(|s| pack(&syms[s]) as u32);
+        let rcp: [u32; 256] = std::array::from_fn(|s| (pack(&syms[s]) >> 32) as u32);
+        let k = EncConsts512::new(SCALE_BITS);
+        let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
+        let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
+        let mut p = *pos;
+        let out = words.as_mut_ptr();
+        let lookup = |at: usize| {
+            let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(full.as_ptr().add(at) as *const __m128i));
+            (
+                _mm512_i32gather_epi32::<4>(s, info.as_ptr() as *const i32),
+                _mm512_i32gather_epi32::<4>(s, rcp.as_ptr() as *const i32),
+            )
+        };
+        for blk in (0..full.len() / LANES).rev() {
+            let eb = lookup(LANES * blk + 16);
+            let ea = lookup(LANES * blk);
+            let (nb, ob) = k.step(b, eb);
+            let (na, oa) = k.step(a, ea);
+            // Lanes 16..32 first: the stream is read back in lane order.
+            for (v, over) in [(b, ob), (a, oa)] {
+                p -= over.count_ones() as usize;
+                _mm256_mask_compressstoreu_epi16(
+                    out.add(p) as *mut i16,
+                    over,
+                    _mm512_cvtepi32_epi16(v),
+                );
+            }
+            (a, b) = (na, nb);
+        }
+        *pos = p;
+        _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, a);
+        _mm512_storeu_si512(x.as_mut_ptr().add(16) as *mut __m512i, b);
+    }
+
+    /// [`EncConsts`] for 16 lanes (AVX-512).
+    struct EncConsts512 {
+        total: __m512i,
+        xmax_shift: u32,
+    }
+
+    impl EncConsts512 {
+        #[inline(always)]
+        unsafe fn new(bits: u32) -> EncConsts512 {
+            EncConsts512 {
+                total: _mm512_set1_epi32(1 << bits),
+                xmax_shift: 31 - bits,
+            }
+        }
+
+        /// [`EncConsts::step`] on 16 lanes: the new states and the lanes that overflowed.
+        #[inline(always)]
+        unsafe fn step(
+            &self,
+            xv: __m512i,
+            (info, rcp): (__m512i, __m512i),
+        ) -> (__m512i, __mmask16) {
+            let freq = _mm512_and_si512(info, _mm512_set1_epi32(0xfff));
+            let shift = _mm512_and_si512(_mm512_srli_epi32::<12>(info), _mm512_set1_epi32(0xf));
+            let bias = _mm512_srli_epi32::<16>(info);
+            let xmax = _mm512_sllv_epi32(freq, _mm512_set1_epi32(self.xmax_shift as i32));
+            let over = _mm512_cmpge_epu32_mask(xv, xmax);
+            let v = _mm512_mask_srli_epi32::<16>(xv, over, xv);
+            let even = _mm512_srli_epi64::<32>(_mm512_mul_epu32(v, rcp));
+            let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(v), _mm512_srli_epi64::<32>(rcp));
+            let q = _mm512_mask_blend_epi32(0xaaaa, even, odd);
+            let q = _mm512_srlv_epi32(q, shift);
+            let cmpl = _mm512_sub_epi32(self.total, freq);
+            let next = _mm512_add_epi32(_mm512_add_epi32(v, bias), _mm512_mullo_epi32(q, cmpl));
+            (next, over)
+        }
     }
 
     /// Encodes `blocks` whole blocks of 32 symbols, last block first and lane 31 first
@@ -783,6 +873,22 @@ mod tests {
         assert_eq!(pa, pb);
         assert_eq!(xa, xb);
         assert_eq!(&wa[pa..], &wb[pb..]);
+        // Every kernel this CPU has, not only the one `encode_blocks` picks.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
+            if crate::entropy::avx2_bmi2_popcnt() {
+                // SAFETY: the CPU has AVX2, BMI1/2 and POPCNT.
+                unsafe { simd::encode_blocks(&mut xc, &syms, &data, &mut wc, &mut pc, ahead) };
+                assert_eq!((pc, xc, &wc[pc..]), (pb, xb, &wb[pb..]));
+            }
+            let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
+            if crate::entropy::avx512_vbmi2() {
+                // SAFETY: the CPU has AVX-512 F/VL/BW/VBMI2.
+                unsafe { simd::encode_blocks512(&mut xc, &syms, &data, &mut wc, &mut pc) };
+                assert_eq!((pc, xc, &wc[pc..]), (pb, xb, &wb[pb..]));
+            }
+        }
     }
 
     /// The AVX2 and scalar fast paths must agree symbol for symbol and state for state.
