@@ -176,7 +176,10 @@ fn merge_simd(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::entropy::avx512_bw() {
+            // SAFETY: AVX-512 F and BW are present.
+            done = unsafe { avx512::merge(planes, width, float, raw) };
+        } else if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present.
             done = unsafe { avx2::merge(planes, width, float, raw) };
         } else if width == 4 {
@@ -190,6 +193,86 @@ fn merge_simd(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) {
         merge_2(&rest[..2], float, raw)
     } else {
         merge_4(&rest, float, raw)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! [`super::avx2::merge`] 64 words at a time (AVX-512 F and BW).
+    use std::arch::x86_64::*;
+
+    /// Interleaves 2- or 4-byte words from `planes` into `raw`, 64 words at a time;
+    /// returns the words done.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn merge(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) -> usize {
+        let blocks = planes
+            .iter()
+            .take(width)
+            .fold(raw.len() / (64 * width), |b, p| b.min(p.len() / 64));
+        let src: [*const u8; 4] = std::array::from_fn(|k| planes[k.min(width - 1)].as_ptr());
+        let dst = raw.as_mut_ptr();
+        match (width, float) {
+            (2, true) => merge_words::<2, true>(src, dst, blocks),
+            (2, false) => merge_words::<2, false>(src, dst, blocks),
+            (_, true) => merge_words::<4, true>(src, dst, blocks),
+            (_, false) => merge_words::<4, false>(src, dst, blocks),
+        }
+        blocks * 64
+    }
+
+    /// `blocks` x 64 words of `W` bytes from the planes at `src` (plane 0 the most
+    /// significant byte; floats rotated back) to `dst`. The in-lane unpacks of the AVX2
+    /// loop leave each 128-bit lane holding a run of words; 128-bit lane shuffles put the
+    /// runs in order.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn merge_words<const W: usize, const FLOAT: bool>(
+        src: [*const u8; 4],
+        dst: *mut u8,
+        blocks: usize,
+    ) {
+        let unrotate = |v: __m512i| {
+            if !FLOAT {
+                v
+            } else if W == 2 {
+                _mm512_or_si512(_mm512_srli_epi16::<1>(v), _mm512_slli_epi16::<15>(v))
+            } else {
+                _mm512_ror_epi32::<1>(v)
+            }
+        };
+        for b in 0..blocks {
+            // SAFETY (caller): block `b` reads 64 bytes of each plane at `64 b` and writes
+            // `64 W` bytes at `dst + 64 W b`.
+            let ld = |k: usize| _mm512_loadu_si512(src[k].add(64 * b) as *const __m512i);
+            let st = |k: usize, v: __m512i| {
+                _mm512_storeu_si512(dst.add(64 * W * b + 64 * k) as *mut __m512i, unrotate(v))
+            };
+            if W == 2 {
+                let (hi, lo) = (ld(0), ld(1));
+                // Lane L of `a`: words 16L..16L+8; of `c`: words 16L+8..16L+16.
+                let (a, c) = (_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi));
+                let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+                let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+                st(0, _mm512_permutex2var_epi64(a, first, c));
+                st(1, _mm512_permutex2var_epi64(a, second, c));
+            } else {
+                let (b0, b1, b2, b3) = (ld(0), ld(1), ld(2), ld(3));
+                let (lo_lo, lo_hi) = (_mm512_unpacklo_epi8(b3, b2), _mm512_unpacklo_epi8(b1, b0));
+                let (hi_lo, hi_hi) = (_mm512_unpackhi_epi8(b3, b2), _mm512_unpackhi_epi8(b1, b0));
+                // Lane L of `wj`: words 16L+4j..16L+4j+4; a 4x4 transpose of lanes orders them.
+                let w0 = _mm512_unpacklo_epi16(lo_lo, lo_hi);
+                let w1 = _mm512_unpackhi_epi16(lo_lo, lo_hi);
+                let w2 = _mm512_unpacklo_epi16(hi_lo, hi_hi);
+                let w3 = _mm512_unpackhi_epi16(hi_lo, hi_hi);
+                let t0 = _mm512_shuffle_i64x2::<0x44>(w0, w1);
+                let t1 = _mm512_shuffle_i64x2::<0x44>(w2, w3);
+                let t2 = _mm512_shuffle_i64x2::<0xee>(w0, w1);
+                let t3 = _mm512_shuffle_i64x2::<0xee>(w2, w3);
+                st(0, _mm512_shuffle_i64x2::<0x88>(t0, t1));
+                st(1, _mm512_shuffle_i64x2::<0xdd>(t0, t1));
+                st(2, _mm512_shuffle_i64x2::<0x88>(t2, t3));
+                st(3, _mm512_shuffle_i64x2::<0xdd>(t2, t3));
+            }
+        }
     }
 }
 
@@ -567,6 +650,31 @@ mod tests {
             let mut out = vec![0u8; raw.len()];
             sse2::merge4(&planes, float, &mut out);
             prop_assert_eq!(out, raw.to_vec());
+        }
+
+        /// Every wide merge this CPU has (AVX2, AVX-512) matches the portable one.
+        #[test]
+        #[cfg(target_arch = "x86_64")]
+        fn wide_merges_match_portable(raw in proptest::collection::vec(any::<u8>(), 0..3000),
+                                      four in any::<bool>(), float in any::<bool>()) {
+            let width = if four { 4 } else { 2 };
+            let raw = &raw[..raw.len() / width * width];
+            let n = raw.len() / width;
+            let mut bufs = vec![vec![0u8; n]; width];
+            let mut planes: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            split(raw, width, float, &mut planes);
+            let planes: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
+            type Merge = unsafe fn(&[&[u8]], usize, bool, &mut [u8]) -> usize;
+            let kernels: [(bool, Merge); 2] = [
+                (std::arch::is_x86_feature_detected!("avx2"), avx2::merge),
+                (crate::entropy::avx512_bw(), avx512::merge),
+            ];
+            for (_, kernel) in kernels.into_iter().filter(|k| k.0) {
+                let mut out = vec![0u8; raw.len()];
+                // SAFETY: the CPU has the kernel's features (filtered above).
+                let done = unsafe { kernel(&planes, width, float, &mut out) };
+                prop_assert_eq!(&out[..done * width], &raw[..done * width]);
+            }
         }
 
         #[test]

@@ -40,3 +40,10 @@ pub(crate) fn avx512_vbmi2() -> bool {
     use std::arch::is_x86_feature_detected as has;
     has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512vbmi2")
 }
+
+/// Whether the CPU has AVX-512 F and BW (512-bit byte and word shuffles).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_bw() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx512bw")
+}
