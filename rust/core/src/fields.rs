@@ -68,7 +68,10 @@ pub fn extract_uninit(
         2 | 4 => {
             // Whole 16-byte blocks with SSE2 (always present on x86-64), the rest portably.
             #[cfg(target_arch = "x86_64")]
-            let done = if std::arch::is_x86_feature_detected!("avx2") {
+            let done = if crate::entropy::avx512_bw() {
+                // SAFETY: AVX-512 F and BW are present.
+                unsafe { avx512::extract(raw, width, float, p, out) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is present.
                 unsafe { avx2::extract(raw, width, float, p, out) }
             } else {
@@ -196,10 +199,81 @@ fn merge_simd(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) {
     }
 }
 
+/// Calls `$f::<W, FLOAT>($args)` for the runtime `($width, $float)` of 2- or 4-byte words:
+/// one monomorphized loop per case, so that hot loops carry no branch.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_word {
+    ($width:expr, $float:expr, $f:ident ( $($a:expr),* )) => {
+        match ($width, $float) {
+            (2, true) => $f::<2, true>($($a),*),
+            (2, false) => $f::<2, false>($($a),*),
+            (_, true) => $f::<4, true>($($a),*),
+            (_, false) => $f::<4, false>($($a),*),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! [`super::avx2::merge`] 64 words at a time (AVX-512 F and BW).
+    //! Plane extraction and merging as in [`super::avx2`], 64 words at a time (AVX-512 F
+    //! and BW).
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// Plane `p` of 2- or 4-byte words, 64 words at a time; returns the words done.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn extract(
+        raw: &[u8],
+        width: usize,
+        float: bool,
+        p: usize,
+        out: &mut [MaybeUninit<u8>],
+    ) -> usize {
+        let blocks = (raw.len() / (64 * width)).min(out.len() / 64);
+        let shift = 8 * (width - 1 - p) as u32;
+        let (src, dst) = (raw.as_ptr(), out.as_mut_ptr() as *mut u8);
+        by_word!(width, float, words(src, dst, blocks, shift));
+        blocks * 64
+    }
+
+    /// `blocks` x 64 words of `W` bytes at `src` (floats with the sign rotated down) ->
+    /// byte `shift / 8` from the bottom of each, 64 bytes at `dst` per block.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn words<const W: usize, const FLOAT: bool>(
+        src: *const u8,
+        dst: *mut u8,
+        blocks: usize,
+        shift: u32,
+    ) {
+        let count = _mm_cvtsi32_si128(shift as i32);
+        for b in 0..blocks {
+            // SAFETY (caller): block `b` reads `64 W` bytes at `src + 64 W b` and writes 64
+            // at `dst + 64 b`.
+            let ld = |k: usize| _mm512_loadu_si512(src.add(64 * W * b + 64 * k) as *const __m512i);
+            if W == 2 {
+                let byte = |v: __m512i| {
+                    let v = if FLOAT {
+                        _mm512_or_si512(_mm512_slli_epi16::<1>(v), _mm512_srli_epi16::<15>(v))
+                    } else {
+                        v
+                    };
+                    _mm512_cvtepi16_epi8(_mm512_srl_epi16(v, count))
+                };
+                _mm256_storeu_si256(dst.add(64 * b) as *mut __m256i, byte(ld(0)));
+                _mm256_storeu_si256(dst.add(64 * b + 32) as *mut __m256i, byte(ld(1)));
+            } else {
+                for k in 0..4 {
+                    let v = if FLOAT {
+                        _mm512_rol_epi32::<1>(ld(k))
+                    } else {
+                        ld(k)
+                    };
+                    let v = _mm512_cvtepi32_epi8(_mm512_srl_epi32(v, count));
+                    _mm_storeu_si128(dst.add(64 * b + 16 * k) as *mut __m128i, v);
+                }
+            }
+        }
+    }
 
     /// Interleaves 2- or 4-byte words from `planes` into `raw`, 64 words at a time;
     /// returns the words done.
@@ -211,12 +285,7 @@ mod avx512 {
             .fold(raw.len() / (64 * width), |b, p| b.min(p.len() / 64));
         let src: [*const u8; 4] = std::array::from_fn(|k| planes[k.min(width - 1)].as_ptr());
         let dst = raw.as_mut_ptr();
-        match (width, float) {
-            (2, true) => merge_words::<2, true>(src, dst, blocks),
-            (2, false) => merge_words::<2, false>(src, dst, blocks),
-            (_, true) => merge_words::<4, true>(src, dst, blocks),
-            (_, false) => merge_words::<4, false>(src, dst, blocks),
-        }
+        by_word!(width, float, merge_words(src, dst, blocks));
         blocks * 64
     }
 
@@ -295,12 +364,7 @@ mod avx2 {
         let blocks = (raw.len() / (32 * width)).min(out.len() / 32);
         let shift = _mm_cvtsi32_si128(8 * (width - 1 - p) as i32);
         let (src, dst) = (raw.as_ptr(), out.as_mut_ptr() as *mut u8);
-        match (width, float) {
-            (2, true) => words::<2, true>(src, dst, blocks, shift),
-            (2, false) => words::<2, false>(src, dst, blocks, shift),
-            (_, true) => words::<4, true>(src, dst, blocks, shift),
-            (_, false) => words::<4, false>(src, dst, blocks, shift),
-        }
+        by_word!(width, float, words(src, dst, blocks, shift));
         blocks * 32
     }
 
@@ -314,12 +378,7 @@ mod avx2 {
             .fold(raw.len() / (32 * width), |b, p| b.min(p.len() / 32));
         let src: [*const u8; 4] = std::array::from_fn(|k| planes[k.min(width - 1)].as_ptr());
         let dst = raw.as_mut_ptr();
-        match (width, float) {
-            (2, true) => merge_words::<2, true>(src, dst, blocks),
-            (2, false) => merge_words::<2, false>(src, dst, blocks),
-            (_, true) => merge_words::<4, true>(src, dst, blocks),
-            (_, false) => merge_words::<4, false>(src, dst, blocks),
-        }
+        by_word!(width, float, merge_words(src, dst, blocks));
         blocks * 32
     }
 
@@ -652,10 +711,11 @@ mod tests {
             prop_assert_eq!(out, raw.to_vec());
         }
 
-        /// Every wide merge this CPU has (AVX2, AVX-512) matches the portable one.
+        /// Every wide extract and merge this CPU has (AVX2, AVX-512) matches the portable
+        /// split and merge.
         #[test]
         #[cfg(target_arch = "x86_64")]
-        fn wide_merges_match_portable(raw in proptest::collection::vec(any::<u8>(), 0..3000),
+        fn wide_kernels_match_portable(raw in proptest::collection::vec(any::<u8>(), 0..3000),
                                       four in any::<bool>(), float in any::<bool>()) {
             let width = if four { 4 } else { 2 };
             let raw = &raw[..raw.len() / width * width];
@@ -674,6 +734,19 @@ mod tests {
                 // SAFETY: the CPU has the kernel's features (filtered above).
                 let done = unsafe { kernel(&planes, width, float, &mut out) };
                 prop_assert_eq!(&out[..done * width], &raw[..done * width]);
+            }
+            type Extract = unsafe fn(&[u8], usize, bool, usize, &mut [MaybeUninit<u8>]) -> usize;
+            let kernels: [(bool, Extract); 2] = [
+                (std::arch::is_x86_feature_detected!("avx2"), avx2::extract),
+                (crate::entropy::avx512_bw(), avx512::extract),
+            ];
+            for (_, kernel) in kernels.into_iter().filter(|k| k.0) {
+                for (p, plane) in planes.iter().enumerate() {
+                    let mut out = vec![0u8; n];
+                    // SAFETY: the CPU has the kernel's features (filtered above).
+                    let done = unsafe { kernel(raw, width, float, p, as_uninit(&mut out)) };
+                    prop_assert_eq!(&out[..done], &plane[..done]);
+                }
             }
         }
 
