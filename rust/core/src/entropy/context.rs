@@ -84,6 +84,14 @@ fn encode_blocks(
     pos: &mut usize,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if super::avx512_vbmi2() {
+        // SAFETY: AVX-512 F/VL/BW/VBMI2 are present; each block stores its (at most 32)
+        // words below `pos`, which one slot per symbol allows; codes are checked first.
+        let missing = unsafe { simd::encode_blocks512(x, enc, bits, full, words, pos) };
+        assert!(!missing, "symbol without a table entry");
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::avx2_bmi2_popcnt() {
         // SAFETY: AVX2, BMI2 and POPCNT are present; stores stay inside `words` because `pos` >= 8 always
         // (8 slots of slack, at most one word per symbol); lookups are bounds-checked.
@@ -414,7 +422,8 @@ mod simd {
     //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
     use super::{Dt, EncSym, Fused, Words, LANES};
     use crate::entropy::rans::simd::{
-        decode_blocks, decode_blocks_with, encode_blocks_with, lookup8x2, pack,
+        decode_blocks, decode_blocks_with, encode_blocks512_with, encode_blocks_with, lookup8x2,
+        pack,
     };
     use std::arch::x86_64::*;
 
@@ -462,6 +471,38 @@ mod simd {
             },
         );
         _mm256_movemask_epi8(missing) != 0
+    }
+
+    /// AVX-512 twin of [`encode_blocks`]: each code's constants gathered from two tables
+    /// (its info and reciprocal halves); returns whether a code had no table entry.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi2")]
+    pub unsafe fn encode_blocks512(
+        x: &mut [u32; LANES],
+        enc: &[EncSym],
+        bits: u32,
+        full: &[u16],
+        words: &mut [u16],
+        pos: &mut usize,
+    ) -> bool {
+        if full.iter().fold(0, |m, &c| m.max(c)) as usize >= enc.len() && !full.is_empty() {
+            return true;
+        }
+        let info: Vec<u32> = enc.iter().map(|e| pack(e) as u32).collect();
+        let rcp: Vec<u32> = enc.iter().map(|e| (pack(e) >> 32) as u32).collect();
+        let low12 = _mm512_set1_epi32(0xfff);
+        let mut missing: __mmask16 = 0;
+        encode_blocks512_with(x, full.len() / LANES, words, pos, bits, |at| {
+            // Codes are below `enc.len()` (checked above), the length of both tables.
+            let c =
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256(full.as_ptr().add(at) as *const __m256i));
+            let i = _mm512_i32gather_epi32::<4>(c, info.as_ptr() as *const i32);
+            missing |= _mm512_testn_epi32_mask(i, low12);
+            (
+                i,
+                _mm512_i32gather_epi32::<4>(c, rcp.as_ptr() as *const i32),
+            )
+        });
+        missing != 0
     }
 
     #[target_feature(enable = "avx2")]
@@ -600,6 +641,38 @@ mod tests {
         scalar_encode_blocks(&mut xb, &enc, &codes, &mut wb, &mut pb);
         assert_eq!((pa, xa), (pb, xb));
         assert_eq!(&wa[pa..], &wb[pb..]);
+        // Every kernel this CPU has, not only the one `encode_blocks` picks; and a code
+        // without a table entry is reported by each.
+        #[cfg(target_arch = "x86_64")]
+        {
+            type Kernel = unsafe fn(
+                &mut [u32; LANES],
+                &[EncSym],
+                u32,
+                &[u16],
+                &mut [u16],
+                &mut usize,
+            ) -> bool;
+            let kernels: [(bool, Kernel); 2] = [
+                (crate::entropy::avx2_bmi2_popcnt(), simd::encode_blocks),
+                (crate::entropy::avx512_vbmi2(), simd::encode_blocks512),
+            ];
+            let (mut beyond, mut absent) = (codes.clone(), codes.clone());
+            beyond[777] = 3 << 7; // context 3 has no table
+            absent[777] = 127; // symbol 127 is not in context 0's table
+            for (_, kernel) in kernels.into_iter().filter(|k| k.0) {
+                let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
+                // SAFETY: the CPU has the kernel's features (filtered above).
+                let missing = unsafe { kernel(&mut xc, &enc, bits, &codes, &mut wc, &mut pc) };
+                assert!(!missing);
+                assert_eq!((pc, xc, &wc[pc..]), (pb, xb, &wb[pb..]));
+                for bad in [&beyond, &absent] {
+                    let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
+                    // SAFETY: as above.
+                    assert!(unsafe { kernel(&mut xc, &enc, bits, bad, &mut wc, &mut pc) });
+                }
+            }
+        }
     }
 
     proptest! {

@@ -498,19 +498,35 @@ pub(crate) mod simd {
     ) {
         let info: [u32; 256] = std::array::from_fn(|s| pack(&syms[s]) as u32);
         let rcp: [u32; 256] = std::array::from_fn(|s| (pack(&syms[s]) >> 32) as u32);
-        let k = EncConsts512::new(SCALE_BITS);
-        let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
-        let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
-        let mut p = *pos;
-        let out = words.as_mut_ptr();
-        let lookup = |at: usize| {
+        let blocks = full.len() / LANES;
+        encode_blocks512_with(x, blocks, words, pos, SCALE_BITS, |at| {
             let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(full.as_ptr().add(at) as *const __m128i));
             (
                 _mm512_i32gather_epi32::<4>(s, info.as_ptr() as *const i32),
                 _mm512_i32gather_epi32::<4>(s, rcp.as_ptr() as *const i32),
             )
-        };
-        for blk in (0..full.len() / LANES).rev() {
+        });
+    }
+
+    /// Encodes `blocks` whole blocks of 32 symbols as [`encode_blocks_with`] does, 16
+    /// lanes at a time: `lookup(at)` gives the (info, rcp) halves of the packed constants
+    /// ([`pack`]) of the 16 symbols at `at..at + 16`, from tables of total `2^bits`.
+    /// Words go below `pos` (one slot per symbol must be there).
+    #[inline(always)]
+    pub(crate) unsafe fn encode_blocks512_with(
+        x: &mut [u32; LANES],
+        blocks: usize,
+        words: &mut [u16],
+        pos: &mut usize,
+        bits: u32,
+        mut lookup: impl FnMut(usize) -> (__m512i, __m512i),
+    ) {
+        let k = EncConsts512::new(bits);
+        let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
+        let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
+        let mut p = *pos;
+        let out = words.as_mut_ptr();
+        for blk in (0..blocks).rev() {
             let eb = lookup(LANES * blk + 16);
             let ea = lookup(LANES * blk);
             let (nb, ob) = k.step(b, eb);
@@ -518,11 +534,8 @@ pub(crate) mod simd {
             // Lanes 16..32 first: the stream is read back in lane order.
             for (v, over) in [(b, ob), (a, oa)] {
                 p -= over.count_ones() as usize;
-                _mm256_mask_compressstoreu_epi16(
-                    out.add(p) as *mut i16,
-                    over,
-                    _mm512_cvtepi32_epi16(v),
-                );
+                let low = _mm512_cvtepi32_epi16(v);
+                _mm256_mask_compressstoreu_epi16(out.add(p) as *mut i16, over, low);
             }
             (a, b) = (na, nb);
         }
