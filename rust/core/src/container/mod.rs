@@ -1324,6 +1324,16 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), enc.to_vec());
         }
         std::fs::remove_dir_all(&dir).unwrap();
+        // A device that refuses the bytes: an error, neither a panic nor a hang.
+        #[cfg(target_os = "linux")]
+        if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+            let small = EncodeOptions {
+                chunk_bytes: 16 << 10,
+                ..opts
+            };
+            let enc = encode(&tensors, &structure, &small).unwrap();
+            assert!(enc.write_durable(&full).is_err());
+        }
         let ck = Checkpoint::parse(&v).unwrap();
         let (mut a, mut b) = (vec![0u8; data.len()], vec![0u8; small.len()]);
         ck.decode_into(vec![(0, &mut a), (1, &mut b)], Some(2))
