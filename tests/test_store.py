@@ -314,3 +314,18 @@ def test_saves_and_loads_reuse_cached_decodes(tmp_path, monkeypatch):
     mine["w"][:] = 0  # the caller's copy: the store's cache is unaffected
     _assert_same(_arrays(3), fresh.load(3))
     _assert_same(_arrays(5), fresh.load(5))
+
+
+def test_a_damaged_cached_reference_is_an_error_never_other_data(tmp_path):
+    """Loads trust the store's own cached decodes as references (no hash pass first); if one
+    were damaged in memory, each chunk's check of the decoded bytes still refuses it."""
+    s = fastckpt.Store(tmp_path, keyframe_every=10)
+    for step in range(3):
+        s.save(step, _arrays(step))
+    fresh = fastckpt.Store(tmp_path)
+    _assert_same(_arrays(1), fresh.load(1))
+    for cached in list(fresh._cache._items.values()):
+        cached["w"][100] += np.float32(1.0)  # damage the private twin of step 1 (and 0)
+    with pytest.raises(fastckpt.CorruptCheckpoint):
+        fresh.load(2)
+    _assert_same(_arrays(2), fastckpt.Store(tmp_path).load(2))

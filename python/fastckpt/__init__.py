@@ -213,11 +213,12 @@ class _RefLookup:
 
 def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int], device: str,
                     threads, reference: Any = None, references: dict | None = None,
-                    copies: list | None = None):
+                    copies: list | None = None, trusted: bool = False):
     """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`), and with them
     the side tensors they take their contexts from (decoded, not returned). With a list
     `copies` (CPU only), a second, independent copy of each returned tensor is appended
-    to it, written by the decoder while each chunk is in cache."""
+    to it, written by the decoder while each chunk is in cache. `trusted`: the references
+    are known to be right (a store's own decodes), so they are not hashed first."""
     refs = _RefLookup(reference, references)
     wanted = len(indices)
     names = {t["name"]: k for k, t in enumerate(infos)}
@@ -235,7 +236,8 @@ def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int],
             twins.append(twin)
             twin_bufs.append(twin_buf)
     reader.decode_into(indices, bufs, threads, ref_bufs,
-                       twin_bufs + [None] * (len(indices) - len(twin_bufs)) if twins else None)
+                       twin_bufs + [None] * (len(indices) - len(twin_bufs)) if twins else None,
+                       trusted)
     if copies is not None:
         copies.extend(_tensors.finish(o, infos[i]["tag"], "cpu") for o, i in zip(twins, indices))
     return [_tensors.finish(o, infos[i]["tag"], device)
@@ -260,9 +262,10 @@ def decode(data: Any, *, reference: Any = None, references: dict | None = None,
 
 def _materialize(reader: _core.Reader, device: str, threads, reference: Any = None,
                  references: dict | None = None, lossy_ok: bool = False,
-                 twin: list | None = None) -> Any:
+                 twin: list | None = None, trusted: bool = False) -> Any:
     """The decoded object; with a list `twin` (CPU only), also appends to it a second,
-    independent copy of the object (the decoder writes both)."""
+    independent copy of the object (the decoder writes both). `trusted`: see
+    `_decode_tensors`."""
     infos = reader.tensors()
     if not lossy_ok and any(t["lossy"] for t in infos):
         n_lossy = sum(t["lossy"] for t in infos)
@@ -272,7 +275,7 @@ def _materialize(reader: _core.Reader, device: str, threads, reference: Any = No
     n = len(infos)
     copies = None if twin is None else []
     tensors = _decode_tensors(reader, infos, list(range(n)), device, threads, reference,
-                              references, copies)
+                              references, copies, trusted)
     if twin is not None:
         twin.append(_tree.unpack(reader.structure(), copies))
     return _tree.unpack(reader.structure(), tensors)

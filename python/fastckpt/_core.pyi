@@ -85,11 +85,14 @@ class Reader:
         threads: int | None = None,
         references: Sequence[npt.NDArray[np.uint8] | None] | None = None,
         copies: Sequence[npt.NDArray[np.uint8] | None] | None = None,
+        trusted: bool = False,
     ) -> None:
         """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`;
         `references[k]` is the reference's raw bytes for a tensor that has one;
         `copies[k]`, when given, receives a second copy of the decoded bytes (written
-        chunk by chunk while each is in cache)."""
+        chunk by chunk while each is in cache); `trusted` skips hashing the references
+        before decoding (a wrong one then fails each chunk's output check as corrupt data
+        instead of raising `ReferenceMismatch`)."""
 
 def signature(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
     """128-bit SimHash of raw tensor bytes (a deterministic sample of <= 4096 elements)."""

@@ -833,13 +833,29 @@ fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Resul
 pub struct Checkpoint<'a> {
     header: Header,
     data: &'a [u8],
+    /// Whether references are hashed before decoding (see [`Checkpoint::trust_references`]).
+    check_references: bool,
 }
 
 impl<'a> Checkpoint<'a> {
     /// Parses and validates the header of `file`.
     pub fn parse(file: &'a [u8]) -> Result<Checkpoint<'a>> {
         let (header, data) = Header::parse(file)?;
-        Ok(Checkpoint { header, data })
+        Ok(Checkpoint {
+            header,
+            data,
+            check_references: true,
+        })
+    }
+
+    /// Decodes without hashing each predicted tensor's reference first, for callers whose
+    /// references are known to be the ones encoded against (a store's own decodes, whose
+    /// bytes were verified when they were made). A wrong reference is still caught, by
+    /// each chunk's check of the decoded bytes, as corrupt data (`Checksum`) instead of
+    /// `Reference`; tensors stored as their reference (codec "same") are still hashed.
+    pub fn trust_references(mut self) -> Self {
+        self.check_references = false;
+        self
     }
 
     /// The index entries of every tensor.
@@ -963,7 +979,9 @@ impl<'a> Checkpoint<'a> {
             let reference = match (&t.reference, reference) {
                 (None, _) => None,
                 (Some(r), Some(data)) if data.len() == out.len() => {
-                    refs.push((t, r, data));
+                    if self.check_references || t.codec == Codec::Same {
+                        refs.push((t, r, data));
+                    }
                     Some(data)
                 }
                 (Some(r), _) => {
@@ -1171,6 +1189,33 @@ mod tests {
         let mut missing = tensors.clone();
         missing[1].side = Some(7);
         assert!(encode(&missing, &structure, &opts).is_err());
+    }
+
+    /// With trusted references, the right ones decode; a wrong one is still an error, never
+    /// other data: a checksum error for a predicted tensor, a reference error for a
+    /// tensor stored as its reference.
+    #[test]
+    fn trusted_references_are_still_verified_by_the_output() {
+        let a: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| (i as f32).sqrt().to_le_bytes())
+            .collect();
+        let b: Vec<u8> = a.iter().map(|v| v ^ 1).collect();
+        let mut wrong = a.clone();
+        wrong[4001] ^= 0x10;
+        let f = file(&[tensor("same", &a, Some(&a)), tensor("pred", &b, Some(&a))]);
+        let ck = Checkpoint::parse(&f).unwrap().trust_references();
+        let mut out = vec![0u8; a.len()];
+        ck.decode_with(vec![(1, &mut out, Some(&a))], None).unwrap();
+        assert_eq!(out, b);
+        ck.decode_with(vec![(0, &mut out, Some(&a))], None).unwrap();
+        assert_eq!(out, a);
+        let pred = ck.decode_with(vec![(1, &mut out, Some(&wrong))], None);
+        assert!(matches!(pred, Err(Error::Checksum(_))), "{pred:?}");
+        let same = ck.decode_with(vec![(0, &mut out, Some(&wrong))], None);
+        assert!(matches!(same, Err(Error::Reference(_))), "{same:?}");
+        let checked = Checkpoint::parse(&f).unwrap();
+        let pred = checked.decode_with(vec![(1, &mut out, Some(&wrong))], None);
+        assert!(matches!(pred, Err(Error::Reference(_))), "{pred:?}");
     }
 
     /// `decode_copied` fills every copy buffer with its job's bytes, whatever the codec
