@@ -329,3 +329,22 @@ def test_a_damaged_cached_reference_is_an_error_never_other_data(tmp_path):
     with pytest.raises(fastckpt.CorruptCheckpoint):
         fresh.load(2)
     _assert_same(_arrays(2), fastckpt.Store(tmp_path).load(2))
+
+
+@pytest.mark.parametrize("mode", ["lossless", "near_lossless"])
+def test_store_without_cache_saves_and_loads_every_step(tmp_path, mode):
+    """cache_size=0 keeps no decoded checkpoint: each save decodes its reference from the
+    files and each load decodes its chain, with the same results."""
+    coding = {} if mode == "lossless" else {"mode": mode, "error_bound": 1e-3}
+    s = fastckpt.Store(tmp_path, keyframe_every=3, cache_size=0)
+    for step in range(5):
+        s.save(step, _arrays(step), **coding)
+    assert s._cache._items == {}
+    fresh = fastckpt.Store(tmp_path, cache_size=0)
+    for step in range(5):
+        got = fresh.load(step)
+        if mode == "lossless":
+            _assert_same(_arrays(step), got)
+        else:
+            assert np.abs(got["w"] - _arrays(step)["w"]).max() <= 1e-2
+            assert got["meta"] == {"step": step}

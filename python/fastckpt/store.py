@@ -279,8 +279,11 @@ class Store:
             lossless_due = self._lossless_due(m)
             coding = ({} if lossless_due else
                       dict(mode=mode, error_bound=error_bound, policy=policy))
-            # A lossless save leaves the encoder's private copy of `state_dict` here.
-            twin: list = []
+            # What was saved is kept (as the next reference, or to index it) only when a
+            # cache or an index wants it; a lossless save leaves the encoder's private copy
+            # of `state_dict` in `twin`.
+            keep = self._cache.size > 0 or index is not None
+            twin: list | None = [] if keep else None
             if reference is None and isinstance(key, int):
                 entry, keyframe = self._save_chained(m, key, state_dict, coding,
                                                      force_keyframe=lossless_due
@@ -293,14 +296,17 @@ class Store:
             m["since_lossless"] = 0 if lossless_due else m.get("since_lossless", 0) + 1
             old = m["steps"].get(key)
             m["steps"][key] = entry
-            if entry["lossy"]:
+            if not keep:
+                stored = None
+            elif entry["lossy"]:
                 stored = self._decoded(m, key)
             else:
                 stored = twin[0] if twin else _snapshot(state_dict)
             if index is not None:
                 _index_checkpoint(index, key, stored)
             self._commit(m, [old["file"]] if old else [], index)
-        self._cache.put(_key(key, entry), stored)
+        if keep:
+            self._cache.put(_key(key, entry), stored)
         return copy.deepcopy(entry)
 
     def _lossless_due(self, m: dict) -> bool:
