@@ -356,8 +356,13 @@ fn encode(
         .map_err(|e| to_py(py, e))?;
     match path {
         Some(p) => {
-            py.detach(|| encoded.write_durable(&std::fs::File::create(&p)?))
-                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+            // The writer runs in the pool of `threads` (one thread: no writer thread).
+            py.detach(|| {
+                let file = std::fs::File::create(&p)?;
+                fastckpt_core::parallel::install(threads, || encoded.write_durable(&file))
+                    .map_err(std::io::Error::other)?
+            })
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
             Ok(None)
         }
         None => Ok(Some(new_bytes(py, &encoded, threads)?)),

@@ -180,31 +180,31 @@ impl Encoded<'_> {
     /// Writes the file to `file` and makes it durable (fsync). Each batch's writeback to
     /// the disk starts as soon as the batch is written (Linux: `sync_file_range`), while
     /// the next batches are materialized and written, so the final fsync waits for the
-    /// last batches rather than the whole file.
+    /// last batches rather than the whole file. In a pool of several threads a writer
+    /// thread writes batch k while the pool materializes batch k + 1; with one thread
+    /// (`threads=1`) everything runs on the calling thread.
     pub fn write_durable(&self, file: &std::fs::File) -> std::io::Result<()> {
-        use std::io::Write;
+        if rayon::current_num_threads() <= 1 {
+            let mut out = BatchWriter::new(file, &self.prefix)?;
+            let mut bufs = Vec::new();
+            for batch in self.chunks.chunks(IO_BATCH) {
+                self.materialize(batch, &mut bufs);
+                out.batch(&bufs[..batch.len()])?;
+            }
+            return out.finish();
+        }
         use std::sync::mpsc::{channel, sync_channel};
         // Batches go to the writer and their buffers come back for the next batch.
         let (full_tx, full_rx) = sync_channel::<Vec<Vec<u8>>>(1);
         let (empty_tx, empty_rx) = channel::<Vec<Vec<u8>>>();
         std::thread::scope(|scope| {
-            // The writer writes batch k while the pool materializes batch k + 1.
             let writer = scope.spawn(move || -> std::io::Result<()> {
-                let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
-                let mut done = (0u64, 0u64); // (written, writeback started)
-                w.write_all(&self.prefix)?;
-                done.0 += self.prefix.len() as u64;
+                let mut out = BatchWriter::new(file, &self.prefix)?;
                 for bufs in full_rx {
-                    for b in &bufs {
-                        w.write_all(b)?;
-                        done.0 += b.len() as u64;
-                    }
-                    w.flush()?;
-                    memory::start_writeback(file, done.1, done.0 - done.1);
-                    done.1 = done.0;
+                    out.batch(&bufs)?;
                     let _ = empty_tx.send(bufs);
                 }
-                w.flush()
+                out.finish()
             });
             for batch in self.chunks.chunks(IO_BATCH) {
                 let mut bufs = empty_rx.try_recv().unwrap_or_default();
@@ -218,8 +218,7 @@ impl Encoded<'_> {
             writer
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("file writer thread panicked")))
-        })?;
-        file.sync_all()
+        })
     }
 
     /// Materializes the chunks of `batch` into `bufs` (one buffer each), in parallel.
@@ -241,6 +240,50 @@ impl Encoded<'_> {
         // SAFETY: `write_uninit` initialized all `self.len()` bytes.
         unsafe { v.set_len(self.len()) };
         v
+    }
+}
+
+/// The writing end of [`Encoded::write_durable`]: the prefix, then batch after batch, each
+/// batch's writeback started once it is written; `finish` flushes and fsyncs.
+struct BatchWriter<'f> {
+    file: &'f std::fs::File,
+    w: std::io::BufWriter<&'f std::fs::File>,
+    /// Bytes written, and bytes whose writeback has been started.
+    written: u64,
+    started: u64,
+}
+
+impl<'f> BatchWriter<'f> {
+    fn new(file: &'f std::fs::File, prefix: &[u8]) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
+        w.write_all(prefix)?;
+        Ok(BatchWriter {
+            file,
+            w,
+            written: prefix.len() as u64,
+            started: 0,
+        })
+    }
+
+    /// Writes one batch of chunk bytes and starts its writeback.
+    fn batch(&mut self, bufs: &[Vec<u8>]) -> std::io::Result<()> {
+        use std::io::Write;
+        for b in bufs {
+            self.w.write_all(b)?;
+            self.written += b.len() as u64;
+        }
+        self.w.flush()?;
+        memory::start_writeback(self.file, self.started, self.written - self.started);
+        self.started = self.written;
+        Ok(())
+    }
+
+    /// Flushes and makes the file durable.
+    fn finish(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.w.flush()?;
+        self.file.sync_all()
     }
 }
 
@@ -1363,10 +1406,15 @@ mod tests {
                 },
             )
             .unwrap();
-            let path = dir.join(format!("{chunk_bytes}.fckpt"));
-            enc.write_durable(&std::fs::File::create(&path).unwrap())
-                .unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), enc.to_vec());
+            // One thread writes on the caller's thread, two through a writer thread.
+            for threads in [1, 2] {
+                let path = dir.join(format!("{chunk_bytes}-{threads}.fckpt"));
+                let file = std::fs::File::create(&path).unwrap();
+                crate::parallel::install(Some(threads), || enc.write_durable(&file))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(std::fs::read(&path).unwrap(), enc.to_vec());
+            }
         }
         std::fs::remove_dir_all(&dir).unwrap();
         // A device that refuses the bytes: an error, neither a panic nor a hang.
@@ -1377,7 +1425,10 @@ mod tests {
                 ..opts
             };
             let enc = encode(&tensors, &structure, &small).unwrap();
-            assert!(enc.write_durable(&full).is_err());
+            for threads in [1, 2] {
+                let r = crate::parallel::install(Some(threads), || enc.write_durable(&full));
+                assert!(r.unwrap().is_err());
+            }
         }
         let ck = Checkpoint::parse(&v).unwrap();
         let (mut a, mut b) = (vec![0u8; data.len()], vec![0u8; small.len()]);
