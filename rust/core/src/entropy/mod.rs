@@ -47,3 +47,10 @@ pub(crate) fn avx512_bw() -> bool {
     use std::arch::is_x86_feature_detected as has;
     has!("avx512f") && has!("avx512bw")
 }
+
+/// Whether the CPU has AVX-512 F, BW, CD and VL (the predicted coder's analysis pass).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_cd() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx512bw") && has!("avx512cd") && has!("avx512vl")
+}

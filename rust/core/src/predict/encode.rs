@@ -128,6 +128,25 @@ fn simd_analyze32(
     a: &mut Analysis,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
+    if crate::entropy::avx512_cd() && crate::entropy::avx2_bmi2_popcnt() && WIDE.with(|w| w.get()) {
+        let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
+        let n = side.map_or(n, |s| n.min(s.len())) / 16 * 16;
+        // SAFETY: AVX-512 F/BW/CD/VL, AVX2, BMI2 and POPCNT are present; the kernel reads
+        // `4 * n` bytes of `raw` and `reference` and `n` of `side`, and writes `n` codes.
+        a.raw_bits += unsafe {
+            super::simd::analyze32_512(
+                &raw[..4 * n],
+                &reference[..4 * n],
+                side.map(|s| &s[..n]),
+                params,
+                &mut a.codes[..n],
+                &mut a.hist,
+                a.bits.as_mut(),
+            )
+        };
+        return n;
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::entropy::avx2_bmi2_popcnt() {
         let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
         let n = side.map_or(n, |s| n.min(s.len())) / 8 * 8;
@@ -150,6 +169,11 @@ fn simd_analyze32(
     0
 }
 
+thread_local! {
+    /// Whether the AVX-512 analysis may run (tests turn it off to check the AVX2 one).
+    static WIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +191,6 @@ mod tests {
             let ctx: Vec<u8> = words.iter().map(|w| w.2).collect();
             let side = given.then_some(&ctx[..]);
             let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
-            let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, side);
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
@@ -175,10 +198,17 @@ mod tests {
                 raw_bits: 0,
             };
             analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, side), &mut b);
-            prop_assert_eq!(&a.codes[..], &b.codes[..]);
-            prop_assert_eq!(&a.hist, &b.hist);
-            prop_assert_eq!(a.raw_bits, b.raw_bits);
-            prop_assert_eq!(&a.bits.unwrap().finish()[..], &b.bits.unwrap().finish()[..]);
+            let scalar_bits = b.bits.unwrap().finish().to_vec();
+            // The widest kernel the CPU has, then the AVX2 one.
+            for wide in [true, false] {
+                WIDE.with(|w| w.set(wide));
+                let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, side);
+                WIDE.with(|w| w.set(true));
+                prop_assert_eq!(&a.codes[..], &b.codes[..]);
+                prop_assert_eq!(&a.hist, &b.hist);
+                prop_assert_eq!(a.raw_bits, b.raw_bits);
+                prop_assert_eq!(&a.bits.unwrap().finish()[..], &scalar_bits[..]);
+            }
         }
     }
 }

@@ -355,6 +355,91 @@ unsafe fn tokens8(z: __m256i, tb: __m256i) -> (__m256i, __m256i, __m256i) {
     (t, low, k)
 }
 
+/// [`tokens8`] for 16 lanes (AVX-512; bit lengths by `vplzcntd`).
+#[inline(always)]
+unsafe fn tokens16(z: __m512i, tb: __m512i) -> (__m512i, __m512i, __m512i) {
+    let one = _mm512_set1_epi32(1);
+    let n = _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(z));
+    let tb1 = _mm512_add_epi32(tb, one);
+    let q = _mm512_max_epi32(_mm512_sub_epi32(n, tb1), _mm512_setzero_si512());
+    let k = _mm512_sub_epi32(q, _mm512_min_epu32(q, one));
+    let hi = _mm512_srlv_epi32(z, _mm512_max_epu32(q, one));
+    let hi = _mm512_andnot_si512(_mm512_sllv_epi32(_mm512_set1_epi32(-1), tb), hi);
+    let t = _mm512_or_si512(
+        _mm512_sllv_epi32(q, tb1),
+        _mm512_or_si512(_mm512_slli_epi32::<1>(hi), _mm512_and_si512(z, one)),
+    );
+    let low = _mm512_andnot_si512(
+        _mm512_sllv_epi32(_mm512_set1_epi32(-1), k),
+        _mm512_srli_epi32::<1>(z),
+    );
+    (t, low, k)
+}
+
+/// [`analyze32`] 16 words at a time (AVX-512 F/BW/CD): `codes.len()` a multiple of 16.
+#[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512vl,avx2,bmi1,bmi2,popcnt")]
+pub unsafe fn analyze32_512(
+    raw: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    (float, e_max, off, tb): (bool, u8, u32, u32),
+    codes: &mut [u16],
+    hist: &mut [u32],
+    mut bw: Option<&mut BitWriter<Scratch<u8>>>,
+) -> u64 {
+    let top = _mm512_set1_epi32(i32::MIN);
+    let ord16 = |w: __m512i| _mm512_xor_si512(w, _mm512_or_si512(_mm512_srai_epi32::<31>(w), top));
+    let offv = _mm512_set1_epi32(off as i32);
+    let tbv = _mm512_set1_epi32(tb as i32);
+    let emax = _mm512_set1_epi32(e_max as i32);
+    let cap = _mm512_set1_epi32(CONTEXTS as i32 - 1);
+    // Per-lane raw bit counts: at most 31 per word and 2^22 words per lane in a chunk of
+    // at most 64 MiB, so u32 lanes do not overflow.
+    let mut raw_bits = _mm512_setzero_si512();
+    const SUB: usize = CONTEXTS << SYM_BITS;
+    let mut sub = vec![[0u32; SUB]; 4];
+    let mut pairs = Pairs::default();
+    for (i, cs) in codes.chunks_exact_mut(16).enumerate() {
+        let x = _mm512_loadu_si512(raw.as_ptr().add(64 * i) as *const __m512i);
+        let r = _mm512_loadu_si512(reference.as_ptr().add(64 * i) as *const __m512i);
+        let (ox, or) = if float { (ord16(x), ord16(r)) } else { (x, r) };
+        let d = _mm512_sub_epi32(_mm512_sub_epi32(ox, or), offv);
+        let z = _mm512_xor_si512(_mm512_slli_epi32::<1>(d), _mm512_srai_epi32::<31>(d));
+        let (t, lv, kv) = tokens16(z, tbv);
+        let c = if let Some(ctx) = side {
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(ctx.as_ptr().add(16 * i) as *const __m128i))
+        } else if float {
+            let e = _mm512_and_si512(_mm512_srli_epi32::<23>(r), _mm512_set1_epi32(0xff));
+            _mm512_min_epu32(_mm512_sub_epi32(emax, e), cap)
+        } else {
+            _mm512_setzero_si512()
+        };
+        let code = _mm512_or_si512(_mm512_slli_epi32::<{ SYM_BITS }>(c), t);
+        _mm256_storeu_si256(cs.as_mut_ptr() as *mut __m256i, _mm512_cvtepi32_epi16(code));
+        for (j, &c) in cs.iter().enumerate() {
+            sub[j & 3][c as usize & (SUB - 1)] += 1;
+        }
+        raw_bits = _mm512_add_epi32(raw_bits, kv);
+        if let Some(bw) = bw.as_mut() {
+            pairs.push(_mm512_castsi512_si256(lv), _mm512_castsi512_si256(kv), bw);
+            pairs.push(
+                _mm512_extracti64x4_epi64::<1>(lv),
+                _mm512_extracti64x4_epi64::<1>(kv),
+                bw,
+            );
+        }
+    }
+    if let Some(bw) = bw.as_mut() {
+        pairs.flush(bw);
+    }
+    for (i, count) in hist.iter_mut().enumerate().take(SUB) {
+        *count += sub.iter().map(|s| s[i]).sum::<u32>();
+    }
+    let mut lanes = [0u32; 16];
+    _mm512_storeu_si512(lanes.as_mut_ptr() as *mut __m512i, raw_bits);
+    lanes.iter().map(|&b| b as u64).sum()
+}
+
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code, `side` one context per code):
 /// codes, their histogram, the packed raw bits (if `bw`); returns the raw bit count.
