@@ -128,42 +128,42 @@ fn simd_analyze32(
     a: &mut Analysis,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if crate::entropy::avx512_cd() && crate::entropy::avx2_bmi2_popcnt() && WIDE.with(|w| w.get()) {
-        let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
-        let n = side.map_or(n, |s| n.min(s.len())) / 16 * 16;
-        // SAFETY: AVX-512 F/BW/CD/VL, AVX2, BMI2 and POPCNT are present; the kernel reads
-        // `4 * n` bytes of `raw` and `reference` and `n` of `side`, and writes `n` codes.
-        a.raw_bits += unsafe {
-            super::simd::analyze32_512(
-                &raw[..4 * n],
-                &reference[..4 * n],
-                side.map(|s| &s[..n]),
-                params,
-                &mut a.codes[..n],
-                &mut a.hist,
-                a.bits.as_mut(),
-            )
+    {
+        use crate::entropy::{avx2_bmi2_popcnt, avx512_cd};
+        type Kernel = unsafe fn(
+            &[u8],
+            &[u8],
+            Option<&[u8]>,
+            (bool, u8, u32, u32),
+            &mut [u16],
+            &mut [u32],
+            Option<&mut BitWriter<Scratch<u8>>>,
+        ) -> u64;
+        let pick: Option<(usize, Kernel)> = if avx2_bmi2_popcnt() && avx512_cd() && WIDE.get() {
+            Some((16, super::simd::analyze32_512))
+        } else if avx2_bmi2_popcnt() {
+            Some((8, super::simd::analyze32))
+        } else {
+            None
         };
-        return n;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::entropy::avx2_bmi2_popcnt() {
-        let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
-        let n = side.map_or(n, |s| n.min(s.len())) / 8 * 8;
-        // SAFETY: AVX2, BMI2 and POPCNT are present; the kernel reads `4 * n` bytes of `raw` and
-        // `reference` and `n` of `side`, and writes `n` codes, all in bounds.
-        a.raw_bits += unsafe {
-            super::simd::analyze32(
-                &raw[..4 * n],
-                &reference[..4 * n],
-                side.map(|s| &s[..n]),
-                params,
-                &mut a.codes[..n],
-                &mut a.hist,
-                a.bits.as_mut(),
-            )
-        };
-        return n;
+        if let Some((lanes, kernel)) = pick {
+            let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
+            let n = side.map_or(n, |s| n.min(s.len())) / lanes * lanes;
+            // SAFETY: the CPU has the kernel's features (picked above); it reads `4 * n`
+            // bytes of `raw` and `reference` and `n` of `side`, and writes `n` codes.
+            a.raw_bits += unsafe {
+                kernel(
+                    &raw[..4 * n],
+                    &reference[..4 * n],
+                    side.map(|s| &s[..n]),
+                    params,
+                    &mut a.codes[..n],
+                    &mut a.hist,
+                    a.bits.as_mut(),
+                )
+            };
+            return n;
+        }
     }
     let _ = (raw, reference, side, params, a);
     0
@@ -201,9 +201,9 @@ mod tests {
             let scalar_bits = b.bits.unwrap().finish().to_vec();
             // The widest kernel the CPU has, then the AVX2 one.
             for wide in [true, false] {
-                WIDE.with(|w| w.set(wide));
+                WIDE.set(wide);
                 let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, side);
-                WIDE.with(|w| w.set(true));
+                WIDE.set(true);
                 prop_assert_eq!(&a.codes[..], &b.codes[..]);
                 prop_assert_eq!(&a.hist, &b.hist);
                 prop_assert_eq!(a.raw_bits, b.raw_bits);
