@@ -169,6 +169,7 @@ fn simd_analyze32(
     0
 }
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// Whether the AVX-512 analysis may run (tests turn it off to check the AVX2 one).
     static WIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
@@ -201,8 +202,10 @@ mod tests {
             let scalar_bits = b.bits.unwrap().finish().to_vec();
             // The widest kernel the CPU has, then the AVX2 one.
             for wide in [true, false] {
+                #[cfg(target_arch = "x86_64")]
                 WIDE.set(wide);
                 let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, side);
+                #[cfg(target_arch = "x86_64")]
                 WIDE.set(true);
                 prop_assert_eq!(&a.codes[..], &b.codes[..]);
                 prop_assert_eq!(&a.hist, &b.hist);
