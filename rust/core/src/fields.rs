@@ -213,6 +213,36 @@ macro_rules! by_word {
     };
 }
 
+/// The whole blocks of `block` words that a wide merge of `planes` into `raw` covers, the
+/// planes' starts (padded to 4 with the last) and the output's start.
+#[cfg(target_arch = "x86_64")]
+fn merge_layout(
+    planes: &[&[u8]],
+    width: usize,
+    raw: &mut [u8],
+    block: usize,
+) -> (usize, [*const u8; 4], *mut u8) {
+    let blocks = planes
+        .iter()
+        .take(width)
+        .fold(raw.len() / (block * width), |b, p| b.min(p.len() / block));
+    let src: [*const u8; 4] = std::array::from_fn(|k| planes[k.min(width - 1)].as_ptr());
+    (blocks, src, raw.as_mut_ptr())
+}
+
+/// The whole blocks of `block` words that a wide extraction from `raw` into `out` covers,
+/// and the input's and output's starts.
+#[cfg(target_arch = "x86_64")]
+fn extract_layout(
+    raw: &[u8],
+    width: usize,
+    out: &mut [MaybeUninit<u8>],
+    block: usize,
+) -> (usize, *const u8, *mut u8) {
+    let blocks = (raw.len() / (block * width)).min(out.len() / block);
+    (blocks, raw.as_ptr(), out.as_mut_ptr() as *mut u8)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     //! Plane extraction and merging as in [`super::avx2`], 64 words at a time (AVX-512 F
@@ -229,9 +259,8 @@ mod avx512 {
         p: usize,
         out: &mut [MaybeUninit<u8>],
     ) -> usize {
-        let blocks = (raw.len() / (64 * width)).min(out.len() / 64);
+        let (blocks, src, dst) = super::extract_layout(raw, width, out, 64);
         let shift = 8 * (width - 1 - p) as u32;
-        let (src, dst) = (raw.as_ptr(), out.as_mut_ptr() as *mut u8);
         by_word!(width, float, words(src, dst, blocks, shift));
         blocks * 64
     }
@@ -279,12 +308,7 @@ mod avx512 {
     /// returns the words done.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn merge(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) -> usize {
-        let blocks = planes
-            .iter()
-            .take(width)
-            .fold(raw.len() / (64 * width), |b, p| b.min(p.len() / 64));
-        let src: [*const u8; 4] = std::array::from_fn(|k| planes[k.min(width - 1)].as_ptr());
-        let dst = raw.as_mut_ptr();
+        let (blocks, src, dst) = super::merge_layout(planes, width, raw, 64);
         by_word!(width, float, merge_words(src, dst, blocks));
         blocks * 64
     }
@@ -361,9 +385,8 @@ mod avx2 {
         p: usize,
         out: &mut [MaybeUninit<u8>],
     ) -> usize {
-        let blocks = (raw.len() / (32 * width)).min(out.len() / 32);
+        let (blocks, src, dst) = super::extract_layout(raw, width, out, 32);
         let shift = _mm_cvtsi32_si128(8 * (width - 1 - p) as i32);
-        let (src, dst) = (raw.as_ptr(), out.as_mut_ptr() as *mut u8);
         by_word!(width, float, words(src, dst, blocks, shift));
         blocks * 32
     }
@@ -372,12 +395,7 @@ mod avx2 {
     /// inverse of [`extract`] over all planes); returns the words done.
     #[target_feature(enable = "avx2")]
     pub unsafe fn merge(planes: &[&[u8]], width: usize, float: bool, raw: &mut [u8]) -> usize {
-        let blocks = planes
-            .iter()
-            .take(width)
-            .fold(raw.len() / (32 * width), |b, p| b.min(p.len() / 32));
-        let src: [*const u8; 4] = std::array::from_fn(|k| planes[k.min(width - 1)].as_ptr());
-        let dst = raw.as_mut_ptr();
+        let (blocks, src, dst) = super::merge_layout(planes, width, raw, 32);
         by_word!(width, float, merge_words(src, dst, blocks));
         blocks * 32
     }

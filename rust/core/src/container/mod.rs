@@ -132,7 +132,8 @@ impl ChunkBytes<'_> {
     }
 }
 
-/// Chunks written per batch by [`Encoded::write_io`] (each batch in parallel).
+/// Chunks written per batch by [`Encoded::write_durable`] (each batch materialized in
+/// parallel).
 const IO_BATCH: usize = 16;
 
 impl Encoded<'_> {
@@ -164,18 +165,6 @@ impl Encoded<'_> {
             rest = tail;
         }
         pairs.into_par_iter().for_each(|(dst, c)| c.write(dst));
-    }
-    /// Streams the file to a writer, chunks materialized a batch at a time in parallel.
-    pub fn write_io(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        w.write_all(&self.prefix)?;
-        let mut bufs: Vec<Vec<u8>> = Vec::new();
-        for batch in self.chunks.chunks(IO_BATCH) {
-            self.materialize(batch, &mut bufs);
-            for b in &bufs[..batch.len()] {
-                w.write_all(b)?;
-            }
-        }
-        Ok(())
     }
     /// Writes the file to `file` and makes it durable (fsync). Each batch's writeback to
     /// the disk starts as soon as the batch is written (Linux: `sync_file_range`), while
@@ -1367,7 +1356,7 @@ mod tests {
         ));
     }
 
-    /// Writing to a stream, to memory and through `to_vec` give the same file, which
+    /// Writing to a file (durably), to memory and through `to_vec` give the same file, which
     /// decodes exactly; chunks of raw planes go straight from the input to the output.
     #[test]
     fn every_writer_gives_the_same_file() {
@@ -1387,9 +1376,6 @@ mod tests {
         };
         let enc = encode(&tensors, &structure, &opts).unwrap();
         let v = enc.to_vec();
-        let mut io = Vec::new();
-        enc.write_io(&mut io).unwrap();
-        assert_eq!(io, v);
         let mut buf = vec![0xa5u8; enc.len()];
         enc.write_to(&mut buf);
         assert_eq!(buf, v);

@@ -427,6 +427,13 @@ mod simd {
     };
     use std::arch::x86_64::*;
 
+    /// Whether a code of `full` is `n` or more (beyond the tables): a branch-free maximum
+    /// (it vectorizes; `any` would test code by code).
+    #[inline(always)]
+    fn beyond(full: &[u16], n: usize) -> bool {
+        !full.is_empty() && full.iter().fold(0, |m, &c| m.max(c)) as usize >= n
+    }
+
     /// AVX2 twin of the scalar block loop in [`super::encode_blocks`]; returns whether a
     /// code had no table entry (its stream is then garbage).
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
@@ -442,8 +449,7 @@ mod simd {
         // is checked to be in range first).
         let size = enc.len().next_power_of_two();
         let mask = size - 1;
-        // A branch-free maximum (it vectorizes; `any` would test code by code).
-        if full.iter().fold(0, |m, &c| m.max(c)) as usize >= enc.len() && !full.is_empty() {
+        if beyond(full, enc.len()) {
             return true;
         }
         let mut packed = vec![0u64; size];
@@ -484,7 +490,7 @@ mod simd {
         words: &mut [u16],
         pos: &mut usize,
     ) -> bool {
-        if full.iter().fold(0, |m, &c| m.max(c)) as usize >= enc.len() && !full.is_empty() {
+        if beyond(full, enc.len()) {
             return true;
         }
         let info: Vec<u32> = enc.iter().map(|e| pack(e) as u32).collect();

@@ -332,6 +332,36 @@ impl Pairs {
     }
 }
 
+/// Codes of the context coder: `context << SYM_BITS | token`, all below this.
+const SUB: usize = CONTEXTS << SYM_BITS;
+
+/// The analysis passes' histogram of codes, in four sub-histograms (word j of a group goes
+/// to sub-histogram j mod 4), so that repeats of one code do not wait on each other's
+/// increments.
+struct SubHist(Vec<[u32; SUB]>);
+
+impl SubHist {
+    fn new() -> SubHist {
+        SubHist(vec![[0u32; SUB]; 4])
+    }
+
+    /// Counts one group's stored codes (scalar loads beat lane extracts); a code is below
+    /// SUB (context < CONTEXTS, token < 2^SYM_BITS), the mask only spares the bounds check.
+    #[inline(always)]
+    fn count(&mut self, codes: &[u16]) {
+        for (j, &c) in codes.iter().enumerate() {
+            self.0[j & 3][c as usize & (SUB - 1)] += 1;
+        }
+    }
+
+    /// Adds the counts into `hist` (one count per code).
+    fn add_to(&self, hist: &mut [u32]) {
+        for (i, count) in hist.iter_mut().enumerate().take(SUB) {
+            *count += self.0.iter().map(|s| s[i]).sum::<u32>();
+        }
+    }
+}
+
 /// Tokens of 8 residuals `z` with `tb` top bits (see `word::token`), their raw bits and
 /// the count of those: (token, raw bits, count) in 32-bit lanes.
 #[inline(always)]
@@ -396,8 +426,7 @@ pub unsafe fn analyze32_512(
     // Per-lane raw bit counts: at most 31 per word and 2^22 words per lane in a chunk of
     // at most 64 MiB, so u32 lanes do not overflow.
     let mut raw_bits = _mm512_setzero_si512();
-    const SUB: usize = CONTEXTS << SYM_BITS;
-    let mut sub = vec![[0u32; SUB]; 4];
+    let mut sub = SubHist::new();
     let mut pairs = Pairs::default();
     for (i, cs) in codes.chunks_exact_mut(16).enumerate() {
         let x = _mm512_loadu_si512(raw.as_ptr().add(64 * i) as *const __m512i);
@@ -416,9 +445,7 @@ pub unsafe fn analyze32_512(
         };
         let code = _mm512_or_si512(_mm512_slli_epi32::<{ SYM_BITS }>(c), t);
         _mm256_storeu_si256(cs.as_mut_ptr() as *mut __m256i, _mm512_cvtepi32_epi16(code));
-        for (j, &c) in cs.iter().enumerate() {
-            sub[j & 3][c as usize & (SUB - 1)] += 1;
-        }
+        sub.count(cs);
         raw_bits = _mm512_add_epi32(raw_bits, kv);
         if let Some(bw) = bw.as_mut() {
             pairs.push(_mm512_castsi512_si256(lv), _mm512_castsi512_si256(kv), bw);
@@ -432,9 +459,7 @@ pub unsafe fn analyze32_512(
     if let Some(bw) = bw.as_mut() {
         pairs.flush(bw);
     }
-    for (i, count) in hist.iter_mut().enumerate().take(SUB) {
-        *count += sub.iter().map(|s| s[i]).sum::<u32>();
-    }
+    sub.add_to(hist);
     let mut lanes = [0u32; 16];
     _mm512_storeu_si512(lanes.as_mut_ptr() as *mut __m512i, raw_bits);
     lanes.iter().map(|&b| b as u64).sum()
@@ -459,10 +484,7 @@ pub unsafe fn analyze32(
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let mut raw_bits = _mm256_setzero_si256();
-    // Four sub-histograms over codes (lanes j and j + 4 share one), so that repeats of
-    // one code do not wait on each other's increments.
-    const SUB: usize = CONTEXTS << SYM_BITS;
-    let mut sub = vec![[0u32; SUB]; 4];
+    let mut sub = SubHist::new();
     let mut pairs = Pairs::default();
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
         let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
@@ -489,12 +511,7 @@ pub unsafe fn analyze32(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        // Counted from the stored codes (scalar loads beat lane extracts); a code is
-        // below SUB (context < CONTEXTS, token < 2^SYM_BITS), the mask only spares the
-        // bounds check.
-        for (j, &c) in cs.iter().enumerate() {
-            sub[j & 3][c as usize & (SUB - 1)] += 1;
-        }
+        sub.count(cs);
         // 64-bit lane sums: even and odd lanes apart.
         raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
         raw_bits = _mm256_add_epi64(
@@ -508,9 +525,7 @@ pub unsafe fn analyze32(
     if let Some(bw) = bw.as_mut() {
         pairs.flush(bw);
     }
-    for (i, count) in hist.iter_mut().enumerate().take(SUB) {
-        *count += sub.iter().map(|s| s[i]).sum::<u32>();
-    }
+    sub.add_to(hist);
     let mut lanes = [0u64; 4];
     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, raw_bits);
     lanes.iter().sum()
