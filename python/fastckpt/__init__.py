@@ -276,9 +276,11 @@ def _materialize(reader: _core.Reader, device: str, threads, reference: Any = No
     copies = None if twin is None else []
     tensors = _decode_tensors(reader, infos, list(range(n)), device, threads, reference,
                               references, copies, trusted)
+    structure = reader.structure()
     if twin is not None:
-        twin.append(_tree.unpack(reader.structure(), copies))
-    return _tree.unpack(reader.structure(), tensors)
+        # `unpack` builds new containers each time: the twin shares only immutable leaves.
+        twin.append(_tree.unpack(structure, copies))
+    return _tree.unpack(structure, tensors)
 
 
 def save(obj: Any, path: PathLike, *, reference: Any = None, reference_id: str = "reference",

@@ -637,8 +637,6 @@ fn relative_plan(t: &TensorIn, spec: &LossySpec, block: u32, rms: f64) -> Option
     })
 }
 
-/// The input bytes of chunk job `j` (tensor, chunk index) under `plans` (chunk size,
-/// chunk count per tensor); empty past the last job.
 /// Checks that `copies` pairs one buffer (or `None`) of the right size with each tensor.
 fn check_copies(tensors: &[TensorIn], copies: &[Option<&mut [u8]>]) -> Result<()> {
     if copies.len() != tensors.len() {
@@ -661,6 +659,8 @@ fn check_copies(tensors: &[TensorIn], copies: &[Option<&mut [u8]>]) -> Result<()
     Ok(())
 }
 
+/// The input bytes of chunk job `j` (tensor, chunk index) under `plans` (chunk size,
+/// chunk count per tensor); empty past the last job.
 fn job_input<'a>(
     tensors: &[TensorIn<'a>],
     plans: &[(usize, usize)],
