@@ -21,7 +21,11 @@ use crate::fields::{self, MAX_PLANES};
 use crate::hash::Hasher128;
 use crate::pool::Held;
 
+mod decode;
 mod paired;
+
+pub(crate) use decode::decode_plane;
+pub use decode::{decode_chunk, decode_chunk_hashed, decode_two_hashed};
 
 /// A plane is entropy coded only when that saves at least this fraction of its bytes:
 /// near-uniform mantissa planes stay raw, which keeps decode fast at no real cost.
@@ -373,108 +377,9 @@ fn pays(est: f64, n: usize) -> bool {
     est < n as f64 * (1.0 - MIN_SAVING)
 }
 
-/// Decompresses one chunk into `out` (whole `dtype` elements). `comp` must be consumed
-/// exactly; anything inconsistent is an error.
-pub fn decode_chunk(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<()> {
-    decode_planes(comp, dtype, out, |planes, width, float, out| {
-        fields::merge(planes, width, float, out)
-    })
-}
-
 /// Words per block hashed on the way in [`decode_chunk_hashed`] and
 /// [`PlaneChunk::encode_hashed`]: a block stays in L1 between the hash and the planes.
 const HASH_BLOCK_WORDS: usize = 4096;
-
-/// Like [`decode_chunk`], also returning [`crate::hash::h128`] of the decoded bytes: each
-/// block is hashed right after it is merged, while still in cache, instead of reading the
-/// whole chunk back.
-pub fn decode_chunk_hashed(comp: &[u8], dtype: DType, out: &mut [u8]) -> Result<u128> {
-    let mut h = Hasher128::default();
-    decode_planes(comp, dtype, out, |planes, width, float, out| {
-        let mut tmp = [0u8; HASH_BLOCK_WORDS * 8];
-        for (k, block) in out.chunks_mut(HASH_BLOCK_WORDS * width).enumerate() {
-            let at = k * HASH_BLOCK_WORDS;
-            let part: Vec<&[u8]> = planes
-                .iter()
-                .map(|p| &p[at..at + block.len() / width])
-                .collect();
-            let t = &mut tmp[..block.len()];
-            fields::merge(&part, width, float, t);
-            h.update(t);
-            crate::memory::stream_copy(block, t);
-        }
-    })?;
-    Ok(h.digest())
-}
-
-/// Decodes the planes of a chunk (raw ones in place) and hands them to `merge`.
-fn decode_planes(
-    comp: &[u8],
-    dtype: DType,
-    out: &mut [u8],
-    merge: impl FnOnce(&[&[u8]], usize, bool, &mut [u8]),
-) -> Result<()> {
-    let width = dtype.word_size();
-    let n = out.len() / width;
-    let mut r = Reader::new(comp);
-    with_scratch(out.len(), |scratch| {
-        let mut bufs = plane_slices(scratch, n, width);
-        let mut sources: Vec<Option<&[u8]>> = Vec::with_capacity(width);
-        for buf in bufs.iter_mut() {
-            sources.push(decode_plane(&mut r, buf)?);
-        }
-        if r.remaining() != 0 {
-            return Err(Error::Corrupt(format!(
-                "{} stray bytes after chunk",
-                r.remaining()
-            )));
-        }
-        let planes: Vec<&[u8]> = sources
-            .iter()
-            .zip(bufs.iter())
-            .map(|(src, buf)| src.unwrap_or(buf))
-            .collect();
-        merge(&planes, width, dtype.is_float(), out);
-        Ok(())
-    })
-}
-
-/// Decodes one plane into `buf`, or returns the raw bytes in place (no copy).
-pub(crate) fn decode_plane<'a>(r: &mut Reader<'a>, buf: &mut [u8]) -> Result<Option<&'a [u8]>> {
-    match r.u8()? {
-        MODE_RAW => Ok(Some(r.take(buf.len())?)),
-        MODE_CONST => {
-            buf.fill(r.u8()?);
-            Ok(None)
-        }
-        MODE_RANS => {
-            let table = FreqTable::read(r)?;
-            rans::decode(r, &table, buf)?;
-            Ok(None)
-        }
-        MODE_PAIRS => {
-            let lo = r.u8()?;
-            if lo > pairs::MAX_LO {
-                return Err(Error::Corrupt(format!("pair window at {lo}")));
-            }
-            let escaped = r.u32()? as usize;
-            if escaped > buf.len() {
-                return Err(Error::Corrupt(format!(
-                    "{escaped} escaped bytes in a plane of {}",
-                    buf.len()
-                )));
-            }
-            let escapes = r.take(escaped)?;
-            let table = FreqTable::read(r)?;
-            pairs::with_symbols(pairs::symbol_count(buf.len()), |symbols| {
-                rans::decode(r, &table, symbols)?;
-                pairs::expand(symbols, lo, escapes, buf)
-            })?;
-            Ok(None)
-        }
-        m => Err(Error::Corrupt(format!("unknown plane mode {m}"))),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -529,6 +434,47 @@ mod tests {
             let raw = bf16_weights(n, period, seed);
             roundtrips(&raw, DType::BF16);
             roundtrips(&raw[..raw.len() / 4 * 4], DType::F16);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Two chunks decoded together give what each gives alone: the same bytes and
+        /// hash, or the same error when one of them is damaged (the other still decodes).
+        #[test]
+        fn two_chunks_decode_as_each_alone(
+            na in 0usize..40_000, nb in 0usize..40_000, da in 0usize..17, db in 0usize..17,
+            period in 3usize..3000, seed in any::<u64>(), damage in any::<Option<(bool, usize, u8)>>()) {
+            let chunk = |n: usize, d: usize, seed: u64| {
+                let dtype = DType::all()[d];
+                let raw = bf16_weights(n, period, seed);
+                let raw = raw[..raw.len() / dtype.size() * dtype.size()].to_vec();
+                let comp = encode_chunk(&raw, dtype);
+                (dtype, raw, comp)
+            };
+            let (ta, raw_a, mut ca) = chunk(na, da, seed);
+            let (tb, raw_b, mut cb) = chunk(nb, db, !seed);
+            if let Some((first, at, bits)) = damage {
+                let c = if first { &mut ca } else { &mut cb };
+                let at = at % c.len();
+                c[at] ^= bits.max(1);
+            }
+            let (mut oa, mut ob) = (vec![0u8; raw_a.len()], vec![0u8; raw_b.len()]);
+            let [ra, rb] = decode_two_hashed((&ca, ta, &mut oa), (&cb, tb, &mut ob));
+            for (r, comp, dtype, out, raw) in [(ra, &ca, ta, &oa, &raw_a), (rb, &cb, tb, &ob, &raw_b)] {
+                let mut alone = vec![0u8; raw.len()];
+                match (r, decode_chunk_hashed(comp, dtype, &mut alone)) {
+                    (Ok(h), Ok(h1)) => {
+                        prop_assert_eq!(h, h1);
+                        prop_assert_eq!(out, &alone);
+                        if damage.is_none() {
+                            prop_assert_eq!(out, raw);
+                        }
+                    }
+                    (Err(e), Err(e1)) => prop_assert_eq!(e.to_string(), e1.to_string()),
+                    (r, r1) => prop_assert!(false, "together {:?}, alone {:?}", r, r1),
+                }
+            }
         }
     }
 

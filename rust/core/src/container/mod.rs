@@ -1045,9 +1045,32 @@ impl<'a> Checkpoint<'a> {
             copies
                 .into_par_iter()
                 .for_each(|(dst, src)| dst.copy_from_slice(src));
-            work.into_par_iter()
-                .try_for_each(|(t, c, dst, rc, plan)| self.decode_chunk(t, c, dst, rc, plan))
+            by_twos(work)
+                .into_par_iter()
+                .try_for_each(|group| self.decode_group(group))
         })?
+    }
+
+    /// Decodes a group of [`by_twos`]: two standalone chunks together, else one by one.
+    fn decode_group(&self, group: Vec<ChunkJob<'_, '_>>) -> Result<()> {
+        let mut jobs = group.into_iter();
+        match (jobs.next(), jobs.next()) {
+            (Some(a), Some(b)) if standalone(&a) && standalone(&b) => {
+                let [ra, rb] = codec::decode_two_hashed(
+                    (self.coded(a.1), a.0.dtype, &mut *a.2 .0),
+                    (self.coded(b.1), b.0.dtype, &mut *b.2 .0),
+                );
+                self.finish_chunk(a, ra.map(Some))?;
+                self.finish_chunk(b, rb.map(Some))
+            }
+            (a, b) => {
+                for mut job in a.into_iter().chain(b).chain(jobs) {
+                    let decoded = self.decode_chunk(&mut job);
+                    self.finish_chunk(job, decoded)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     fn entry(&self, i: usize) -> Result<&TensorEntry> {
@@ -1065,23 +1088,30 @@ impl<'a> Checkpoint<'a> {
         Ok(out)
     }
 
-    fn decode_chunk(
-        &self,
-        t: &TensorEntry,
-        c: &ChunkEntry,
-        (dst, copy): (&mut [u8], CopyBuf<'_>),
-        (reference, side): (Option<&[u8]>, Option<&[u8]>),
-        plan: Option<&Plan>,
-    ) -> Result<()> {
-        let at = |what: &str| format!("tensor {:?} chunk at offset {}: {what}", t.name, c.offset);
-        let comp = &self.data[c.offset as usize..(c.offset + c.len) as usize];
-        let decoded = match (plan, reference) {
-            (Some(plan), rc) => lossy::decode_chunk(comp, rc, t.dtype, plan, dst).map(|_| None),
+    /// The coded bytes of chunk `c`.
+    fn coded(&self, c: &ChunkEntry) -> &[u8] {
+        &self.data[c.offset as usize..(c.offset + c.len) as usize]
+    }
+
+    /// Decodes one chunk job into its output; returns the output's hash when the decoder
+    /// computed it on the way.
+    fn decode_chunk(&self, job: &mut ChunkJob<'_, '_>) -> Result<Option<u128>> {
+        let (t, c, (dst, _), (reference, side), plan) = job;
+        let comp = self.coded(c);
+        match (plan, reference) {
+            (Some(plan), rc) => lossy::decode_chunk(comp, *rc, t.dtype, plan, dst).map(|_| None),
             (None, Some(rc)) => {
-                predict::decode_chunk_side(comp, rc, side, t.dtype, dst).map(|_| None)
+                predict::decode_chunk_side(comp, rc, *side, t.dtype, dst).map(|_| None)
             }
             (None, None) => codec::decode_chunk_hashed(comp, t.dtype, dst).map(Some),
-        };
+        }
+    }
+
+    /// Checks a decoded chunk against its stored hash (naming the chunk in any error) and
+    /// fills its copy buffer.
+    fn finish_chunk(&self, job: ChunkJob<'_, '_>, decoded: Result<Option<u128>>) -> Result<()> {
+        let (t, c, (dst, copy), _, _) = job;
+        let at = |what: &str| format!("tensor {:?} chunk at offset {}: {what}", t.name, c.offset);
         let hashed = decoded.map_err(|e| match e {
             Error::Corrupt(m) | Error::Truncated(m) => Error::Corrupt(at(&m)),
             other => other,
@@ -1096,6 +1126,25 @@ impl<'a> Checkpoint<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether a chunk job decodes with the standalone codec (no reference, not lossy).
+fn standalone(job: &ChunkJob<'_, '_>) -> bool {
+    job.4.is_none() && job.3 .0.is_none()
+}
+
+/// Groups chunk jobs for decoding: consecutive standalone chunks in twos, which
+/// [`codec::decode_two_hashed`] decodes together (faster than one after the other); the
+/// rest alone.
+fn by_twos<'a, 'b>(work: Vec<ChunkJob<'a, 'b>>) -> Vec<Vec<ChunkJob<'a, 'b>>> {
+    let mut groups: Vec<Vec<ChunkJob>> = Vec::with_capacity(work.len());
+    for job in work {
+        match groups.last_mut() {
+            Some(g) if g.len() == 1 && standalone(&g[0]) && standalone(&job) => g.push(job),
+            _ => groups.push(vec![job]),
+        }
+    }
+    groups
 }
 
 #[cfg(test)]

@@ -233,33 +233,103 @@ fn decode_table(table: &FreqTable) -> Box<DecodeTable> {
 /// Decodes exactly `out.len()` symbols from the stream at `r` under `table`.
 /// Every inconsistency (over-read, leftover words, wrong final state) is an error.
 pub fn decode(r: &mut Reader, table: &FreqTable, out: &mut [u8]) -> Result<()> {
-    let mut x = [0u32; LANES];
-    for s in x.iter_mut() {
-        *s = r.u32()?;
-        if !(L..1 << 31).contains(s) {
-            return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
+    Stream::open(r, table)?.decode(out)
+}
+
+/// Decodes two independent streams into `out_a` and `out_b`, interleaving their steps.
+/// A stream's steps form one dependency chain (table lookup, multiply, renormalize, next
+/// lookup) that leaves most of the core idle; the other stream's steps fill that time.
+/// Each result is the one decoding that stream alone gives.
+pub fn decode_two(
+    a: Stream,
+    out_a: &mut [u8],
+    b: Stream,
+    out_b: &mut [u8],
+) -> (Result<()>, Result<()>) {
+    let (mut a, mut b) = (a, b);
+    let (ra, rb) = two_fast_blocks(&mut a, out_a, &mut b, out_b);
+    (a.finish(out_a, ra), b.finish(out_b, rb))
+}
+
+/// A rANS stream ready to decode: its lanes' initial states, its words and the decode
+/// table. Opening one reads (and checks) its header; decoding checks that it ends cleanly.
+pub struct Stream<'a> {
+    x: [u32; LANES],
+    words: Words<'a>,
+    dt: Box<DecodeTable>,
+}
+
+impl<'a> Stream<'a> {
+    /// Reads the stream at `r` (states, word count, words), to be decoded under `table`.
+    pub fn open(r: &mut Reader<'a>, table: &FreqTable) -> Result<Stream<'a>> {
+        let mut x = [0u32; LANES];
+        for s in x.iter_mut() {
+            *s = r.u32()?;
+            if !(L..1 << 31).contains(s) {
+                return Err(Error::Corrupt(format!("rANS state {s:#x} out of range")));
+            }
         }
+        let count = r.u32()? as usize;
+        let words = Words(r.take(count * 2)?);
+        Ok(Stream {
+            x,
+            words,
+            dt: decode_table(table),
+        })
     }
-    let count = r.u32()? as usize;
-    let words = Words(r.take(count * 2)?);
-    let dt = decode_table(table);
-    let full = out.len() / LANES * LANES;
-    // Fast blocks while a whole block's worth of words (32) is certainly there.
-    let mut p = 0;
-    let mut b = 0;
-    if full > 0 {
-        let (done, at) = fast_blocks(&mut x, &dt, words, &mut out[..full]);
-        b = done;
-        p = at;
+
+    /// Decodes exactly `out.len()` symbols; see [`decode`].
+    pub fn decode(mut self, out: &mut [u8]) -> Result<()> {
+        self.finish(out, (0, 0))
     }
-    for i in b..out.len() {
-        let l = i % LANES;
-        out[i] = step_checked(&mut x[l], &dt, words, &mut p)?;
+
+    /// Decodes `out[done..]`, the stream's words from `p` on, and checks the end state.
+    fn finish(&mut self, out: &mut [u8], (done, p): (usize, usize)) -> Result<()> {
+        let full = out.len() / LANES * LANES;
+        let (mut b, mut p) = (done, p);
+        if full > b {
+            let rest = Words(&self.words.0[2 * p..]);
+            let (d, at) = fast_blocks(&mut self.x, &self.dt, rest, &mut out[b..full]);
+            b += d;
+            p += at;
+        }
+        for i in b..out.len() {
+            let l = i % LANES;
+            out[i] = step_checked(&mut self.x[l], &self.dt, self.words, &mut p)?;
+        }
+        if self.x.iter().any(|&s| s != L) || p != self.words.len() {
+            return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
+        }
+        Ok(())
     }
-    if x.iter().any(|&s| s != L) || p != words.len() {
-        return Err(Error::Corrupt("rANS stream did not end cleanly".into()));
+}
+
+/// Whole blocks of two streams decoded together while both have one (and its words);
+/// returns (symbols done, words used) of each. Without AVX-512 nothing is done here: the
+/// streams are then decoded one after the other.
+fn two_fast_blocks(
+    a: &mut Stream,
+    out_a: &mut [u8],
+    b: &mut Stream,
+    out_b: &mut [u8],
+) -> ((usize, usize), (usize, usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        let fa = out_a.len() / LANES * LANES;
+        let fb = out_b.len() / LANES * LANES;
+        // SAFETY: AVX-512F is present; as `fast_blocks512`, the kernel reads each stream's
+        // words only while 32 of them remain and writes both outputs in bounds.
+        return unsafe {
+            simd::two_blocks512(
+                [&mut a.x, &mut b.x],
+                [&a.dt, &b.dt],
+                [a.words, b.words],
+                [&mut out_a[..fa], &mut out_b[..fb]],
+            )
+        };
     }
-    Ok(())
+    let _ = (a, out_a, b, out_b);
+    ((0, 0), (0, 0))
 }
 
 /// The coded words, viewed in place as little-endian u16s.
@@ -829,6 +899,51 @@ pub(crate) mod simd {
         (done, p)
     }
 
+    /// [`fast_blocks512`] on two streams at once, a block of each per round, while both
+    /// have a whole block and 32 words left; returns (symbols done, words used) of each.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn two_blocks512(
+        x: [&mut [u32; LANES]; 2],
+        dt: [&DecodeTable; 2],
+        words: [Words; 2],
+        out: [&mut [u8]; 2],
+    ) -> ((usize, usize), (usize, usize)) {
+        let mask = _mm512_set1_epi32(MASK as i32);
+        let [xa, xb] = x;
+        let [oa, ob] = out;
+        let (wa, wb) = (words[0].0, words[1].0);
+        let (ta, tb) = (dt[0].as_ptr() as *const i32, dt[1].as_ptr() as *const i32);
+        let mut a0 = _mm512_loadu_si512(xa.as_ptr() as *const __m512i);
+        let mut a1 = _mm512_loadu_si512(xa.as_ptr().add(16) as *const __m512i);
+        let mut b0 = _mm512_loadu_si512(xb.as_ptr() as *const __m512i);
+        let mut b1 = _mm512_loadu_si512(xb.as_ptr().add(16) as *const __m512i);
+        let (mut pa, mut pb, mut done) = (0usize, 0usize, 0usize);
+        while done + LANES <= oa.len().min(ob.len())
+            && wa.len() / 2 - pa >= LANES
+            && wb.len() / 2 - pb >= LANES
+        {
+            let ea0 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a0, mask), ta);
+            let ea1 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a1, mask), ta);
+            let eb0 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b0, mask), tb);
+            let eb1 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b1, mask), tb);
+            advance16(&mut a0, ea0, wa.as_ptr().add(2 * pa), &mut pa);
+            advance16(&mut b0, eb0, wb.as_ptr().add(2 * pb), &mut pb);
+            advance16(&mut a1, ea1, wa.as_ptr().add(2 * pa), &mut pa);
+            advance16(&mut b1, eb1, wb.as_ptr().add(2 * pb), &mut pb);
+            let (pa_out, pb_out) = (oa.as_mut_ptr().add(done), ob.as_mut_ptr().add(done));
+            _mm_storeu_si128(pa_out as *mut __m128i, _mm512_cvtepi32_epi8(ea0));
+            _mm_storeu_si128(pa_out.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(ea1));
+            _mm_storeu_si128(pb_out as *mut __m128i, _mm512_cvtepi32_epi8(eb0));
+            _mm_storeu_si128(pb_out.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(eb1));
+            done += LANES;
+        }
+        _mm512_storeu_si512(xa.as_mut_ptr() as *mut __m512i, a0);
+        _mm512_storeu_si512(xa.as_mut_ptr().add(16) as *mut __m512i, a1);
+        _mm512_storeu_si512(xb.as_mut_ptr() as *mut __m512i, b0);
+        _mm512_storeu_si512(xb.as_mut_ptr().add(16) as *mut __m512i, b1);
+        ((done, pa), (done, pb))
+    }
+
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub(super) unsafe fn fast_blocks(
         x: &mut [u32; LANES],
@@ -955,6 +1070,50 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     type SimdBlocks =
         unsafe fn(&mut [u32; LANES], &DecodeTable, Words, &mut [u8]) -> (usize, usize);
+
+    /// A coded stream of `n` skewed symbols, its table and the symbols.
+    fn coded(n: usize, seed: u64) -> (Vec<u8>, FreqTable, Vec<u8>) {
+        let mut rng = Lcg(seed);
+        let mut data: Vec<u8> = (0..n)
+            .map(|_| ((rng.next() >> 33).trailing_zeros() as u8).min(20))
+            .collect();
+        data.extend([0, 1]);
+        let t = FreqTable::normalize(&histogram(&data)).unwrap();
+        let mut w = Writer::default();
+        encode(&data, &t, &mut w);
+        (w.into_inner(), t, data)
+    }
+
+    proptest! {
+        /// Two streams decoded together give what each gives alone, damaged or not.
+        #[test]
+        fn two_streams_decode_as_each_alone(na in 0usize..5000, nb in 0usize..5000,
+                                            seed in any::<u64>(), flip in any::<Option<usize>>()) {
+            let (mut ba, ta, da) = coded(na, seed);
+            let (bb, tb, db) = coded(nb, !seed);
+            if let Some(f) = flip {
+                let bit = f % (ba.len() * 8);
+                ba[bit / 8] ^= 1 << (bit % 8);
+            }
+            let (mut oa, mut ob) = (vec![0u8; da.len()], vec![0u8; db.len()]);
+            let mut ra = Reader::new(&ba);
+            let sa = Stream::open(&mut ra, &ta);
+            prop_assume!(sa.is_ok());
+            let sb = Stream::open(&mut Reader::new(&bb), &tb).unwrap();
+            let (ea, eb) = decode_two(sa.unwrap(), &mut oa, sb, &mut ob);
+            let mut alone = vec![0u8; da.len()];
+            let ea1 = decode(&mut Reader::new(&ba), &ta, &mut alone);
+            prop_assert_eq!(format!("{ea:?}"), format!("{ea1:?}"));
+            if ea.is_ok() {
+                prop_assert_eq!(&oa, &alone);
+            }
+            prop_assert!(eb.is_ok());
+            prop_assert_eq!(ob, db);
+            if flip.is_none() {
+                prop_assert_eq!(oa, da);
+            }
+        }
+    }
 
     proptest! {
         #[test]
