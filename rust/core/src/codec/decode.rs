@@ -31,11 +31,15 @@ impl<'a> Plane<'a> {
                 let table = FreqTable::read(r)?;
                 Ok(Plane::Rans(Stream::open(r, &table)?))
             }
-            MODE_PAIRS => {
+            mode @ (MODE_PAIRS | MODE_PAIRS_WIDE) => {
                 let lo = r.u8()?;
                 if lo > pairs::MAX_LO {
                     return Err(Error::Corrupt(format!("pair window at {lo}")));
                 }
+                let bits = match mode {
+                    MODE_PAIRS => crate::entropy::SCALE_BITS,
+                    _ => r.u8()? as u32,
+                };
                 let escaped = r.u32()? as usize;
                 if escaped > n {
                     return Err(Error::Corrupt(format!(
@@ -43,7 +47,7 @@ impl<'a> Plane<'a> {
                     )));
                 }
                 let escapes = r.take(escaped)?;
-                let table = FreqTable::read(r)?;
+                let table = FreqTable::read_scaled(r, bits)?;
                 let stream = Stream::open(r, &table)?;
                 Ok(Plane::Pairs {
                     lo,

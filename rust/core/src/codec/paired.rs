@@ -1,4 +1,4 @@
-//! The encoder's choice of pair coding ([`pairs`], plane mode 3) for planes of 2-byte words.
+//! The encoder's choice of pair coding ([`pairs`], plane modes 3 and 4) for exponent planes.
 //!
 //! Pairs are tried first, and decided without modelling the plane one byte at a time: the
 //! window comes from a thin sample, and the one-byte-per-symbol size the pairs are held
@@ -8,7 +8,7 @@
 //! the plane once instead of twice.
 
 use super::*;
-use crate::entropy::freq::sampled_counts;
+use crate::entropy::freq::{histogram, sampled_counts};
 
 /// Planes shorter than this keep one symbol per byte: a pair table costs more bytes.
 const PAIR_MIN_BYTES: usize = 1 << 12;
@@ -20,10 +20,10 @@ const WINDOW_STRIDE: usize = 4096;
 /// See [`WINDOW_STRIDE`].
 const WINDOW_RUN: usize = 64;
 
-/// Writes `plane` pair coded when that is estimated to cost at most the fraction `slack`
-/// more than one symbol per byte (and beats raw); returns whether it did (nothing is
-/// written otherwise).
-pub(super) fn code(plane: &[u8], slack: f64, w: &mut Writer) -> bool {
+/// Writes `plane` pair coded when that is estimated to cost at most the fraction
+/// `pairing.slack` more than one symbol per byte (and beats raw); returns whether it did
+/// (nothing is written otherwise).
+pub(super) fn code(plane: &[u8], pairing: Pairing, w: &mut Writer) -> bool {
     let n = plane.len();
     if n < PAIR_MIN_BYTES {
         return false;
@@ -36,13 +36,19 @@ pub(super) fn code(plane: &[u8], slack: f64, w: &mut Writer) -> bool {
         if escapes.len() * PAIR_MAX_ESCAPES > n {
             return false;
         }
-        let counted = model_counts(symbols);
+        // Wide tables give rare pairs the precision their exact counts are worth.
+        let counted = if pairing.bits > crate::entropy::SCALE_BITS {
+            (histogram(symbols), 1.0)
+        } else {
+            model_counts(symbols)
+        };
         let bytes = byte_counts(&counted, lo, &escapes);
         let Some(table) = FreqTable::normalize(&bytes) else {
             return false;
         };
         let single = estimate(&table, &bytes, 1.0);
-        pays(single, n) && write(lo, symbols, &escapes, &counted, single * (1.0 + slack), w)
+        let bound = single * (1.0 + pairing.slack);
+        pays(single, n) && write(lo, symbols, &escapes, &counted, (bound, pairing.bits), w)
     })
 }
 
@@ -74,25 +80,35 @@ fn byte_counts(counted: &([u32; 256], f64), lo: u8, escapes: &[u8]) -> [u32; 256
 }
 
 /// Writes a plane's pair `symbols` (window `lo`, `escapes`, model counts and scale
-/// `counted`) when the estimate is at most `bound` bytes; returns whether it did
+/// `counted`) under a table of total `2^bits` (`2^12` when a pair would get more than a
+/// decode entry holds) when the estimate is at most `bound` bytes; returns whether it did
 /// (nothing is written otherwise).
 fn write(
     lo: u8,
     symbols: &[u8],
     escapes: &[u8],
     counted: &([u32; 256], f64),
-    bound: f64,
+    (bound, bits): (f64, u32),
     w: &mut Writer,
 ) -> bool {
     let (counts, scale) = counted;
-    let Some(table) = FreqTable::normalize(counts) else {
+    let Some(table) =
+        FreqTable::normalize_scaled(counts, bits).or_else(|| FreqTable::normalize(counts))
+    else {
         return false;
     };
-    if estimate(&table, counts, *scale) + (5 + escapes.len()) as f64 > bound {
+    if estimate(&table, counts, *scale) + (6 + escapes.len()) as f64 > bound {
         return false;
     }
-    w.u8(MODE_PAIRS);
-    w.u8(lo);
+    let bits = table.scale_bits();
+    if bits == crate::entropy::SCALE_BITS {
+        w.u8(MODE_PAIRS);
+        w.u8(lo);
+    } else {
+        w.u8(MODE_PAIRS_WIDE);
+        w.u8(lo);
+        w.u8(bits as u8);
+    }
     w.u32(escapes.len() as u32);
     w.bytes(escapes);
     table.write(w);
@@ -123,9 +139,12 @@ mod tests {
     #[test]
     fn short_or_scattered_planes_are_left_alone() {
         let mut w = Writer::default();
-        assert!(!code(&[7u8; 4000], 0.5, &mut w));
-        let scattered: Vec<u8> = (0..20_000u32).map(|i| (i * 37 % 251) as u8).collect();
-        assert!(!code(&scattered, 0.5, &mut w));
+        for bits in [12, 13] {
+            let loose = Pairing { slack: 0.5, bits };
+            assert!(!code(&[7u8; 4000], loose, &mut w));
+            let scattered: Vec<u8> = (0..20_000u32).map(|i| (i * 37 % 251) as u8).collect();
+            assert!(!code(&scattered, loose, &mut w));
+        }
         assert_eq!(w.len(), 0);
     }
 }

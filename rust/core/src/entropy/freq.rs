@@ -13,6 +13,14 @@ pub const TOTAL: u32 = 1 << SCALE_BITS;
 /// decode tables (the context coder keeps many of them at once).
 pub const SCALES: std::ops::RangeInclusive<u32> = 8..=SCALE_BITS;
 
+/// Scales of wide tables, for large alphabets (pair symbols) whose rare symbols would take
+/// too much probability at `2^12`: still at most [`MAX_FREQ`] per symbol, since decode
+/// entries keep 12 bits for it; the rANS states' 15-bit floor allows up to 2^15.
+pub const WIDE_SCALES: std::ops::RangeInclusive<u32> = 8..=14;
+
+/// The largest frequency a table may give a symbol: 12 bits of a decode entry.
+pub const MAX_FREQ: u32 = 4095;
+
 /// Counts byte values; four sub-histograms hide the store-to-load latency of repeats.
 pub fn histogram(data: &[u8]) -> [u32; 256] {
     let mut h = [[0u32; 256]; 4];
@@ -171,13 +179,14 @@ impl FreqTable {
         Self::normalize_scaled(counts, SCALE_BITS)
     }
 
-    /// [`FreqTable::normalize`] to a total of `2^bits` (`bits` in [`SCALES`]); `None` also
-    /// when more symbols are present than the total can hold.
+    /// [`FreqTable::normalize`] to a total of `2^bits` (`bits` in [`WIDE_SCALES`]); `None`
+    /// also when more symbols are present than the total can hold, or when a symbol would
+    /// get more than [`MAX_FREQ`].
     pub fn normalize_scaled(counts: &[u32; 256], bits: u32) -> Option<FreqTable> {
         let total = 1u32 << bits;
         let n: u64 = counts.iter().map(|&c| c as u64).sum();
         let present = counts.iter().filter(|&&c| c > 0).count();
-        if present < 2 || present > total as usize || !SCALES.contains(&bits) {
+        if present < 2 || present > total as usize || !WIDE_SCALES.contains(&bits) {
             return None;
         }
         let mut f = [0u32; 256];
@@ -200,6 +209,9 @@ impl FreqTable {
         if sum < total {
             let big = argmax(&f);
             f[big] += total - sum;
+        }
+        if f.iter().any(|&x| x > MAX_FREQ) {
+            return None;
         }
         let mut freq = [0u16; 256];
         for s in 0..256 {
@@ -271,9 +283,9 @@ impl FreqTable {
         Self::read_scaled(r, SCALE_BITS)
     }
 
-    /// Reads and validates a table of total `2^bits` (`bits` in [`SCALES`]).
+    /// Reads and validates a table of total `2^bits` (`bits` in [`WIDE_SCALES`]).
     pub fn read_scaled(r: &mut Reader, bits: u32) -> Result<FreqTable> {
-        if !SCALES.contains(&bits) {
+        if !WIDE_SCALES.contains(&bits) {
             return Err(Error::Corrupt(format!("table scale {bits} out of range")));
         }
         let total = 1u64 << bits;
@@ -284,7 +296,7 @@ impl FreqTable {
         for s in 0..256 {
             if bitmap[s / 8] & (1 << (s % 8)) != 0 {
                 let f = r.varint()?;
-                if f == 0 || f >= total {
+                if f == 0 || f >= total || f > MAX_FREQ as u64 {
                     return Err(Error::Corrupt(format!("frequency {f} out of range")));
                 }
                 freq[s] = f as u16;

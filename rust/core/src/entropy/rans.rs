@@ -12,17 +12,35 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::freq::{FreqTable, TOTAL};
-use super::{LANES, SCALE_BITS};
+use super::freq::FreqTable;
+use super::LANES;
 use crate::container::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
 
 /// Lower bound of the normalized state interval.
 pub(crate) const L: u32 = 1 << 15;
-const MASK: u32 = TOTAL - 1;
 
-/// A decode table: entry = symbol (8 bits) | freq (12 bits) | slot - cum (12 bits).
-type DecodeTable = [u32; TOTAL as usize];
+/// A decode table: one entry per slot of the table's total `2^bits`, entry = symbol
+/// (8 bits) | freq (12 bits) | slot - cum (12 bits).
+pub(crate) struct DecodeTable {
+    entries: Box<[u32]>,
+    bits: u32,
+}
+
+impl DecodeTable {
+    /// The table of `table`.
+    fn new(table: &FreqTable) -> DecodeTable {
+        let bits = table.scale_bits();
+        let mut entries = vec![0u32; 1 << bits].into_boxed_slice();
+        fill_decode_table(table, &mut entries);
+        DecodeTable { entries, bits }
+    }
+
+    /// The slot mask: state & mask = slot.
+    fn mask(&self) -> u32 {
+        (1 << self.bits) - 1
+    }
+}
 
 /// Per-symbol encoder constants: division by `freq` as a multiply and shift (Alverson's
 /// method, as in ryg_rans), exact for states below 2^31.
@@ -116,7 +134,15 @@ pub fn encode(symbols: &[u8], table: &FreqTable, w: &mut Writer) {
                 &mut pos,
             );
         }
-        encode_blocks(&mut x, &syms, &symbols[..full], words, &mut pos, ahead);
+        let bits = table.scale_bits();
+        encode_blocks(
+            &mut x,
+            (&syms, bits),
+            &symbols[..full],
+            words,
+            &mut pos,
+            ahead,
+        );
         for s in x {
             w.u32(s);
         }
@@ -155,7 +181,8 @@ impl EncSym {
     }
 }
 
-/// Fills `t` (`TOTAL` entries) with the decode table of `table` (for multi-context coders).
+/// Fills `t` (one entry per slot of `table`'s total) with its decode table (also for the
+/// multi-context coders).
 pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
     let mut start = 0u32;
     for s in 0..256u32 {
@@ -174,7 +201,7 @@ pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
 /// the bytes at `ahead` (start, length) as it goes.
 fn encode_blocks(
     x: &mut [u32; LANES],
-    syms: &[EncSym; 256],
+    (syms, bits): (&[EncSym; 256], u32),
     full: &[u8],
     words: &mut [u16],
     pos: &mut usize,
@@ -184,15 +211,15 @@ fn encode_blocks(
     if super::avx512_vbmi2() {
         // SAFETY: AVX-512 F/VL/BW/VBMI2 are present; each block stores its (at most 32)
         // words below `pos`, which the caller's slack of one word per symbol allows.
-        return unsafe { simd::encode_blocks512(x, syms, full, words, pos) };
+        return unsafe { simd::encode_blocks512(x, (syms, bits), full, words, pos) };
     }
     #[cfg(target_arch = "x86_64")]
     if super::avx2_bmi2_popcnt() {
         // SAFETY: AVX2, BMI1/2 and POPCNT are present; stores stay inside `words` because
         // `pos` >= 8 always (8 slots of slack, at most one word per symbol).
-        return unsafe { simd::encode_blocks(x, syms, full, words, pos, ahead) };
+        return unsafe { simd::encode_blocks(x, (syms, bits), full, words, pos, ahead) };
     }
-    let _ = ahead;
+    let _ = (ahead, bits);
     scalar_encode_blocks(x, syms, full, words, pos)
 }
 
@@ -224,12 +251,6 @@ fn put(x: &mut u32, s: &EncSym, words: &mut [u16], pos: &mut usize) {
     *x = v + s.bias + q * s.cmpl_freq;
 }
 
-fn decode_table(table: &FreqTable) -> Box<DecodeTable> {
-    let mut t = Box::new([0u32; TOTAL as usize]);
-    fill_decode_table(table, &mut t[..]);
-    t
-}
-
 /// Decodes exactly `out.len()` symbols from the stream at `r` under `table`.
 /// Every inconsistency (over-read, leftover words, wrong final state) is an error.
 pub fn decode(r: &mut Reader, table: &FreqTable, out: &mut [u8]) -> Result<()> {
@@ -256,7 +277,7 @@ pub fn decode_two(
 pub struct Stream<'a> {
     x: [u32; LANES],
     words: Words<'a>,
-    dt: Box<DecodeTable>,
+    dt: DecodeTable,
 }
 
 impl<'a> Stream<'a> {
@@ -274,7 +295,7 @@ impl<'a> Stream<'a> {
         Ok(Stream {
             x,
             words,
-            dt: decode_table(table),
+            dt: DecodeTable::new(table),
         })
     }
 
@@ -388,8 +409,8 @@ fn scalar_fast_blocks(
             break;
         }
         for l in 0..LANES {
-            let e = dt[(x[l] & MASK) as usize];
-            let v = (e >> 8 & 0xfff) * (x[l] >> SCALE_BITS) + (e >> 20);
+            let e = dt.entries[(x[l] & dt.mask()) as usize];
+            let v = (e >> 8 & 0xfff) * (x[l] >> dt.bits) + (e >> 20);
             let need = v < L;
             let w = words.at(p) as u32;
             x[l] = if need { (v << 16) | w } else { v };
@@ -403,8 +424,8 @@ fn scalar_fast_blocks(
 
 /// One decode step that checks the stream's bounds (tails and corrupt input).
 fn step_checked(x: &mut u32, dt: &DecodeTable, words: Words, p: &mut usize) -> Result<u8> {
-    let e = dt[(*x & MASK) as usize];
-    let mut v = (e >> 8 & 0xfff) * (*x >> SCALE_BITS) + (e >> 20);
+    let e = dt.entries[(*x & dt.mask()) as usize];
+    let mut v = (e >> 8 & 0xfff) * (*x >> dt.bits) + (e >> 20);
     if v < L {
         let w = words
             .get(*p)
@@ -420,7 +441,7 @@ fn step_checked(x: &mut u32, dt: &DecodeTable, words: Words, p: &mut usize) -> R
 pub(crate) mod simd {
     //! AVX2 decoding of 8 lanes at a time: table gather, multiply-add, and a shuffle that
     //! hands the next words of the shared stream to the lanes that need them, in lane order.
-    use super::{DecodeTable, EncSym, Words, L, LANES, MASK, SCALE_BITS};
+    use super::{DecodeTable, EncSym, Words, L, LANES};
     use std::arch::x86_64::*;
 
     /// For each 8-bit "needs a word" mask: lane j takes word index rank(j) (its position
@@ -535,7 +556,7 @@ pub(crate) mod simd {
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn encode_blocks(
         x: &mut [u32; LANES],
-        syms: &[EncSym; 256],
+        (syms, bits): (&[EncSym; 256], u32),
         full: &[u8],
         words: &mut [u16],
         pos: &mut usize,
@@ -544,7 +565,7 @@ pub(crate) mod simd {
         let packed: [u64; 256] = std::array::from_fn(|s| pack(&syms[s]));
         let blocks = full.len() / LANES;
         let mut ahead = Ahead::new(ahead, blocks);
-        encode_blocks_with(x, blocks, words, pos, SCALE_BITS, |b, g| {
+        encode_blocks_with(x, blocks, words, pos, bits, |b, g| {
             if g == 0 {
                 ahead.step();
             }
@@ -561,7 +582,7 @@ pub(crate) mod simd {
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi2")]
     pub unsafe fn encode_blocks512(
         x: &mut [u32; LANES],
-        syms: &[EncSym; 256],
+        (syms, bits): (&[EncSym; 256], u32),
         full: &[u8],
         words: &mut [u16],
         pos: &mut usize,
@@ -569,7 +590,7 @@ pub(crate) mod simd {
         let info: [u32; 256] = std::array::from_fn(|s| pack(&syms[s]) as u32);
         let rcp: [u32; 256] = std::array::from_fn(|s| (pack(&syms[s]) >> 32) as u32);
         let blocks = full.len() / LANES;
-        encode_blocks512_with(x, blocks, words, pos, SCALE_BITS, |at| {
+        encode_blocks512_with(x, blocks, words, pos, bits, |at| {
             let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(full.as_ptr().add(at) as *const __m128i));
             (
                 _mm512_i32gather_epi32::<4>(s, info.as_ptr() as *const i32),
@@ -853,16 +874,14 @@ pub(crate) mod simd {
     }
 
     /// One AVX-512 decode step of 16 lanes from their decode-table entries `e` (tables
-    /// of total `2^SCALE_BITS`): as [`advance8`], the lanes that need a word taking the
-    /// next ones of the stream at `w` in lane order (`vpexpandd`; 16 words are read).
+    /// of total `2^bits`, `bits` in every lane of `shift`): as [`advance8`], the lanes
+    /// that need a word taking the next ones of the stream at `w` in lane order
+    /// (`vpexpandd`; 16 words are read).
     #[inline(always)]
-    unsafe fn advance16(s: &mut __m512i, e: __m512i, w: *const u8, p: &mut usize) {
+    unsafe fn advance16(s: &mut __m512i, e: __m512i, shift: __m512i, w: *const u8, p: &mut usize) {
         let freq = _mm512_and_si512(_mm512_srli_epi32::<8>(e), _mm512_set1_epi32(0xfff));
         let bias = _mm512_srli_epi32::<20>(e);
-        let v = _mm512_add_epi32(
-            _mm512_mullo_epi32(freq, _mm512_srli_epi32::<{ SCALE_BITS }>(*s)),
-            bias,
-        );
+        let v = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srlv_epi32(*s, shift)), bias);
         let need = _mm512_cmplt_epu32_mask(v, _mm512_set1_epi32(L as i32));
         let wv = _mm512_cvtepu16_epi32(_mm256_loadu_si256(w as *const __m256i));
         let taken = _mm512_maskz_expand_epi32(need, wv);
@@ -878,17 +897,17 @@ pub(crate) mod simd {
         words: Words,
         out: &mut [u8],
     ) -> (usize, usize) {
-        let mask = _mm512_set1_epi32(MASK as i32);
+        let (mask, shift) = table512(dt);
         let w = words.0;
         let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
         let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
         let (mut p, mut done) = (0usize, 0usize);
-        let table = dt.as_ptr() as *const i32;
+        let table = dt.entries.as_ptr() as *const i32;
         while done + LANES <= out.len() && w.len() / 2 - p >= LANES {
             let ea = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a, mask), table);
             let eb = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b, mask), table);
-            advance16(&mut a, ea, w.as_ptr().add(2 * p), &mut p);
-            advance16(&mut b, eb, w.as_ptr().add(2 * p), &mut p);
+            advance16(&mut a, ea, shift, w.as_ptr().add(2 * p), &mut p);
+            advance16(&mut b, eb, shift, w.as_ptr().add(2 * p), &mut p);
             let o = out.as_mut_ptr().add(done);
             _mm_storeu_si128(o as *mut __m128i, _mm512_cvtepi32_epi8(ea));
             _mm_storeu_si128(o.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(eb));
@@ -908,11 +927,14 @@ pub(crate) mod simd {
         words: [Words; 2],
         out: [&mut [u8]; 2],
     ) -> ((usize, usize), (usize, usize)) {
-        let mask = _mm512_set1_epi32(MASK as i32);
+        let ((mask_a, shift_a), (mask_b, shift_b)) = (table512(dt[0]), table512(dt[1]));
         let [xa, xb] = x;
         let [oa, ob] = out;
         let (wa, wb) = (words[0].0, words[1].0);
-        let (ta, tb) = (dt[0].as_ptr() as *const i32, dt[1].as_ptr() as *const i32);
+        let (ta, tb) = (
+            dt[0].entries.as_ptr() as *const i32,
+            dt[1].entries.as_ptr() as *const i32,
+        );
         let mut a0 = _mm512_loadu_si512(xa.as_ptr() as *const __m512i);
         let mut a1 = _mm512_loadu_si512(xa.as_ptr().add(16) as *const __m512i);
         let mut b0 = _mm512_loadu_si512(xb.as_ptr() as *const __m512i);
@@ -922,14 +944,14 @@ pub(crate) mod simd {
             && wa.len() / 2 - pa >= LANES
             && wb.len() / 2 - pb >= LANES
         {
-            let ea0 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a0, mask), ta);
-            let ea1 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a1, mask), ta);
-            let eb0 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b0, mask), tb);
-            let eb1 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b1, mask), tb);
-            advance16(&mut a0, ea0, wa.as_ptr().add(2 * pa), &mut pa);
-            advance16(&mut b0, eb0, wb.as_ptr().add(2 * pb), &mut pb);
-            advance16(&mut a1, ea1, wa.as_ptr().add(2 * pa), &mut pa);
-            advance16(&mut b1, eb1, wb.as_ptr().add(2 * pb), &mut pb);
+            let ea0 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a0, mask_a), ta);
+            let ea1 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(a1, mask_a), ta);
+            let eb0 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b0, mask_b), tb);
+            let eb1 = _mm512_i32gather_epi32::<4>(_mm512_and_si512(b1, mask_b), tb);
+            advance16(&mut a0, ea0, shift_a, wa.as_ptr().add(2 * pa), &mut pa);
+            advance16(&mut b0, eb0, shift_b, wb.as_ptr().add(2 * pb), &mut pb);
+            advance16(&mut a1, ea1, shift_a, wa.as_ptr().add(2 * pa), &mut pa);
+            advance16(&mut b1, eb1, shift_b, wb.as_ptr().add(2 * pb), &mut pb);
             let (pa_out, pb_out) = (oa.as_mut_ptr().add(done), ob.as_mut_ptr().add(done));
             _mm_storeu_si128(pa_out as *mut __m128i, _mm512_cvtepi32_epi8(ea0));
             _mm_storeu_si128(pa_out.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(ea1));
@@ -951,10 +973,20 @@ pub(crate) mod simd {
         words: Words,
         out: &mut [u8],
     ) -> (usize, usize) {
-        let mask = _mm256_set1_epi32(MASK as i32);
-        decode_blocks(x, words.0, out, SCALE_BITS, |_, s| {
-            _mm256_i32gather_epi32::<4>(dt.as_ptr() as *const i32, _mm256_and_si256(s, mask))
+        let mask = _mm256_set1_epi32(dt.mask() as i32);
+        let table = dt.entries.as_ptr() as *const i32;
+        decode_blocks(x, words.0, out, dt.bits, |_, s| {
+            _mm256_i32gather_epi32::<4>(table, _mm256_and_si256(s, mask))
         })
+    }
+
+    /// A table's slot mask and scale in every lane.
+    #[inline(always)]
+    unsafe fn table512(dt: &DecodeTable) -> (__m512i, __m512i) {
+        (
+            _mm512_set1_epi32(dt.mask() as i32),
+            _mm512_set1_epi32(dt.bits as i32),
+        )
     }
 }
 
@@ -979,9 +1011,16 @@ mod tests {
         assert_eq!(r.remaining(), 0);
     }
 
-    /// The AVX2 and scalar encoders must produce identical words and states.
+    /// The SIMD and scalar encoders must produce identical words and states, at every
+    /// table scale.
     #[test]
     fn simd_encoder_matches_scalar() {
+        for bits in crate::entropy::freq::WIDE_SCALES.rev().take(4) {
+            encoders_agree(bits);
+        }
+    }
+
+    fn encoders_agree(bits: u32) {
         let mut rng = Lcg(11);
         let data: Vec<u8> = (0..64_000)
             .map(|_| {
@@ -989,15 +1028,19 @@ mod tests {
                 ((s >> 33).trailing_zeros() as u8).min(30) * 3 + (s >> 62) as u8
             })
             .collect();
-        let t = FreqTable::normalize(&histogram(&data)).unwrap();
-        let syms = enc_table(&t);
+        let t = FreqTable::normalize_scaled(&histogram(&data), bits).unwrap();
+        let syms = (&enc_table(&t), bits);
+        let (mut dec, mut w) = (vec![0u8; data.len()], Writer::default());
+        encode(&data, &t, &mut w);
+        decode(&mut Reader::new(&w.into_inner()), &t, &mut dec).unwrap();
+        assert_eq!(dec, data, "round trip at scale {bits}");
         let cap = data.len() + 8;
         let (mut wa, mut wb) = (vec![0u16; cap], vec![0u16; cap]);
         let (mut pa, mut pb) = (cap, cap);
         let (mut xa, mut xb) = ([L; LANES], [L; LANES]);
         let ahead = (data.as_ptr() as usize, data.len());
-        encode_blocks(&mut xa, &syms, &data, &mut wa, &mut pa, ahead);
-        scalar_encode_blocks(&mut xb, &syms, &data, &mut wb, &mut pb);
+        encode_blocks(&mut xa, syms, &data, &mut wa, &mut pa, ahead);
+        scalar_encode_blocks(&mut xb, syms.0, &data, &mut wb, &mut pb);
         assert_eq!(pa, pb);
         assert_eq!(xa, xb);
         assert_eq!(&wa[pa..], &wb[pb..]);
@@ -1007,21 +1050,28 @@ mod tests {
             let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
             if crate::entropy::avx2_bmi2_popcnt() {
                 // SAFETY: the CPU has AVX2, BMI1/2 and POPCNT.
-                unsafe { simd::encode_blocks(&mut xc, &syms, &data, &mut wc, &mut pc, ahead) };
+                unsafe { simd::encode_blocks(&mut xc, syms, &data, &mut wc, &mut pc, ahead) };
                 assert_eq!((pc, xc, &wc[pc..]), (pb, xb, &wb[pb..]));
             }
             let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
             if crate::entropy::avx512_vbmi2() {
                 // SAFETY: the CPU has AVX-512 F/VL/BW/VBMI2.
-                unsafe { simd::encode_blocks512(&mut xc, &syms, &data, &mut wc, &mut pc) };
+                unsafe { simd::encode_blocks512(&mut xc, syms, &data, &mut wc, &mut pc) };
                 assert_eq!((pc, xc, &wc[pc..]), (pb, xb, &wb[pb..]));
             }
         }
     }
 
-    /// The AVX2 and scalar fast paths must agree symbol for symbol and state for state.
+    /// The SIMD and scalar fast paths must agree symbol for symbol and state for state,
+    /// at every table scale.
     #[test]
     fn simd_matches_scalar() {
+        for bits in crate::entropy::freq::WIDE_SCALES.rev().take(4) {
+            decoders_agree(bits);
+        }
+    }
+
+    fn decoders_agree(bits: u32) {
         let mut rng = Lcg(7);
         let data: Vec<u8> = (0..100_000)
             .map(|_| {
@@ -1029,7 +1079,7 @@ mod tests {
                 ((s >> 33).trailing_zeros() as u8).min(20) + (s >> 60) as u8
             })
             .collect();
-        let t = FreqTable::normalize(&histogram(&data)).unwrap();
+        let t = FreqTable::normalize_scaled(&histogram(&data), bits).unwrap();
         let mut w = Writer::default();
         encode(&data, &t, &mut w);
         let buf = w.into_inner();
@@ -1040,7 +1090,7 @@ mod tests {
         }
         let count = r.u32().unwrap() as usize;
         let words = Words(r.take(count * 2).unwrap());
-        let dt = decode_table(&t);
+        let dt = DecodeTable::new(&t);
         let full = data.len() / LANES * LANES;
         let (mut xa, mut xb) = (x, x);
         let (mut oa, mut ob) = (vec![0u8; full], vec![0u8; full]);
