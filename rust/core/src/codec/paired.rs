@@ -97,10 +97,15 @@ fn write(
     else {
         return false;
     };
-    if estimate(&table, counts, *scale) + (6 + escapes.len()) as f64 > bound {
+    let bits = table.scale_bits();
+    let header = if bits == crate::entropy::SCALE_BITS {
+        5
+    } else {
+        6
+    };
+    if estimate(&table, counts, *scale) + (header + escapes.len()) as f64 > bound {
         return false;
     }
-    let bits = table.scale_bits();
     if bits == crate::entropy::SCALE_BITS {
         w.u8(MODE_PAIRS);
         w.u8(lo);
