@@ -166,23 +166,28 @@ fn decode_group<const K: usize>(
     with_scratch(scratch, |scratch| {
         pairs::with_symbols(symbols, |symbols| {
             let (mut scratch, mut symbols) = (scratch, symbols);
+            // Every buffer a stream decodes into, by index: each chunk's plane buffers
+            // (from `first[k]`), then, as they come, the symbols of pair-coded planes.
+            let mut bufs: Vec<&mut [u8]> = Vec::new();
+            let mut first = [0usize; K];
             let mut jobs = Vec::new();
             let mut expands = Vec::new();
             let mut sources: [Vec<Option<&[u8]>>; K] = std::array::from_fn(|_| Vec::new());
-            let mut slots: [Vec<&mut [u8]>; K] = std::array::from_fn(|_| Vec::new());
             for (k, planes) in opened.into_iter().enumerate() {
                 let (n, width) = (words[k], chunks[k].1.word_size());
                 let (mine, rest) = scratch.split_at_mut(n * width);
                 scratch = rest;
-                slots[k] = plane_slices(mine, n, width);
+                first[k] = bufs.len();
+                bufs.extend(plane_slices(mine, n, width));
                 for (p, plane) in planes.into_iter().enumerate() {
+                    let slot = first[k] + p;
                     let (source, stream) = match plane {
                         Plane::Raw(bytes) => (Some(bytes), None),
                         Plane::Const(v) => {
-                            slots[k][p].fill(v);
+                            bufs[slot].fill(v);
                             (None, None)
                         }
-                        Plane::Rans(stream) => (None, Some((stream, Target::Plane(p)))),
+                        Plane::Rans(stream) => (None, Some((stream, slot))),
                         Plane::Pairs {
                             lo,
                             escapes,
@@ -190,25 +195,27 @@ fn decode_group<const K: usize>(
                         } => {
                             let (syms, rest) = symbols.split_at_mut(pairs::symbol_count(n));
                             symbols = rest;
-                            expands.push((k, p, lo, escapes, syms));
-                            (None, Some((stream, Target::Symbols(expands.len() - 1))))
+                            bufs.push(syms);
+                            expands.push((k, slot, lo, escapes, bufs.len() - 1));
+                            (None, Some((stream, bufs.len() - 1)))
                         }
                     };
                     sources[k].push(source);
-                    jobs.extend(stream.map(|(s, t)| (k, s, t)));
+                    jobs.extend(stream.map(|(s, b)| (k, s, b)));
                 }
             }
-            run_streams(jobs, &mut slots, &mut expands, &mut results);
-            for (k, p, lo, escapes, syms) in expands {
+            run_streams(jobs, &mut bufs, &mut results);
+            for (k, slot, lo, escapes, syms) in expands {
                 if results[k].is_ok() {
-                    results[k] = pairs::expand(syms, lo, escapes, slots[k][p]);
+                    let (plane, syms) = two_mut(&mut bufs, slot, syms);
+                    results[k] = pairs::expand(syms, lo, escapes, plane);
                 }
             }
             for (k, (_, dtype, out)) in chunks.iter_mut().enumerate() {
                 if results[k].is_ok() {
                     let planes: Vec<&[u8]> = sources[k]
                         .iter()
-                        .zip(slots[k].iter())
+                        .zip(&bufs[first[k]..])
                         .map(|(src, buf)| src.unwrap_or(buf))
                         .collect();
                     merge(k, &planes, dtype.word_size(), dtype.is_float(), out);
@@ -219,89 +226,39 @@ fn decode_group<const K: usize>(
     })
 }
 
-/// Where a stream's symbols go: a plane's buffer, or the symbols of pair-coded plane `i`.
-enum Target {
-    Plane(usize),
-    Symbols(usize),
-}
-
-/// A pair-coded plane still to expand: chunk, plane, window start, escapes, symbols.
-type Expand<'a, 's> = (usize, usize, u8, &'a [u8], &'s mut [u8]);
-
-/// Decodes the streams of `jobs` (chunk, stream, target), two at a time; a stream's error
-/// becomes its chunk's result.
+/// Decodes the streams of `jobs` (chunk, stream, index of its buffer in `bufs`), two at a
+/// time; a stream's error becomes its chunk's result (the first one it gets).
 fn run_streams<const K: usize>(
-    jobs: Vec<(usize, Stream<'_>, Target)>,
-    slots: &mut [Vec<&mut [u8]>; K],
-    expands: &mut [Expand<'_, '_>],
+    jobs: Vec<(usize, Stream<'_>, usize)>,
+    bufs: &mut [&mut [u8]],
     results: &mut [Result<()>; K],
 ) {
+    let mut keep = |k: usize, r: Result<()>| {
+        if results[k].is_ok() {
+            results[k] = r;
+        }
+    };
     let mut jobs = jobs.into_iter();
-    while let Some((ka, sa, ta)) = jobs.next() {
-        let Some((kb, sb, tb)) = jobs.next() else {
-            let r = sa.decode(target(slots, expands, ka, &ta));
-            keep_first_error(&mut results[ka], r);
+    while let Some((ka, sa, ba)) = jobs.next() {
+        let Some((kb, sb, bb)) = jobs.next() else {
+            keep(ka, sa.decode(bufs[ba]));
             break;
         };
-        let (oa, ob) = two_targets(slots, expands, (ka, &ta), (kb, &tb));
+        let (oa, ob) = two_mut(bufs, ba, bb);
         let (ra, rb) = rans::decode_two(sa, oa, sb, ob);
-        keep_first_error(&mut results[ka], ra);
-        keep_first_error(&mut results[kb], rb);
+        keep(ka, ra);
+        keep(kb, rb);
     }
 }
 
-fn keep_first_error(slot: &mut Result<()>, r: Result<()>) {
-    if slot.is_ok() {
-        *slot = r;
-    }
-}
-
-fn target<'t, const K: usize>(
-    slots: &'t mut [Vec<&mut [u8]>; K],
-    expands: &'t mut [Expand<'_, '_>],
-    k: usize,
-    t: &Target,
-) -> &'t mut [u8] {
-    match *t {
-        Target::Plane(p) => slots[k][p],
-        Target::Symbols(i) => expands[i].4,
-    }
-}
-
-/// The two (distinct) buffers of two stream jobs.
-fn two_targets<'t, const K: usize>(
-    slots: &'t mut [Vec<&mut [u8]>; K],
-    expands: &'t mut [Expand<'_, '_>],
-    (ka, ta): (usize, &Target),
-    (kb, tb): (usize, &Target),
-) -> (&'t mut [u8], &'t mut [u8]) {
-    match (ta, tb) {
-        (Target::Plane(pa), Target::Plane(pb)) => {
-            if ka == kb {
-                let (lo, hi) = slots[ka].split_at_mut(*pb.max(pa));
-                let (x, y) = (&mut *lo[*pa.min(pb)], &mut *hi[0]);
-                if pa < pb {
-                    (x, y)
-                } else {
-                    (y, x)
-                }
-            } else {
-                // Streams are queued chunk by chunk: the first job's chunk comes first.
-                let (lo, hi) = slots.split_at_mut(kb);
-                (&mut *lo[ka][*pa], &mut *hi[0][*pb])
-            }
-        }
-        (Target::Plane(p), Target::Symbols(i)) => (&mut *slots[ka][*p], &mut *expands[*i].4),
-        (Target::Symbols(i), Target::Plane(p)) => (&mut *expands[*i].4, &mut *slots[kb][*p]),
-        (Target::Symbols(i), Target::Symbols(j)) => {
-            let (lo, hi) = expands.split_at_mut(*i.max(j));
-            let (x, y) = (&mut *lo[*i.min(j)].4, &mut *hi[0].4);
-            if i < j {
-                (x, y)
-            } else {
-                (y, x)
-            }
-        }
+/// Buffers `i` and `j` (distinct) of `bufs`, both writable.
+fn two_mut<'t>(bufs: &'t mut [&mut [u8]], i: usize, j: usize) -> (&'t mut [u8], &'t mut [u8]) {
+    if i < j {
+        let (lo, hi) = bufs.split_at_mut(j);
+        (&mut *lo[i], &mut *hi[0])
+    } else {
+        let (lo, hi) = bufs.split_at_mut(i);
+        (&mut *hi[0], &mut *lo[j])
     }
 }
 
