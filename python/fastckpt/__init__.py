@@ -249,10 +249,12 @@ def decode(data: Any, *, reference: Any = None, references: dict | None = None,
     """Decompresses checkpoint bytes into the structure that was encoded, bit-exactly.
 
     Torch tensors come back as torch tensors on `device`, numpy arrays as numpy arrays.
-    A checkpoint encoded with a `reference` needs that same reference here (checked by
-    hash: `ReferenceMismatch` otherwise). A checkpoint whose tensors reference several
-    checkpoints takes `references={checkpoint_id: object}`. Raises `CorruptCheckpoint` or
-    `FormatError` on damaged input; never returns bad data. A near-lossless checkpoint
+    A checkpoint encoded with a `reference` needs that same reference here
+    (`ReferenceMismatch` otherwise: every decoded chunk is checked against its stored
+    hash, and only when one fails are the references hashed to name a wrong one). A
+    checkpoint whose tensors reference several checkpoints takes
+    `references={checkpoint_id: object}`. Raises `CorruptCheckpoint` or `FormatError` on
+    damaged input; never returns bad data. A near-lossless checkpoint
     decodes to the values it stored (not the originals) and warns
     `LossyCheckpointWarning` unless `lossy_ok`.
     """

@@ -90,9 +90,9 @@ class Reader:
         """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`;
         `references[k]` is the reference's raw bytes for a tensor that has one;
         `copies[k]`, when given, receives a second copy of the decoded bytes (written
-        chunk by chunk while each is in cache); `trusted` skips hashing the references
-        before decoding (a wrong one then fails each chunk's output check as corrupt data
-        instead of raising `ReferenceMismatch`)."""
+        chunk by chunk while each is in cache); references are hashed only
+        when a chunk fails its output check, to raise `ReferenceMismatch` for a wrong one;
+        `trusted` skips even that (a wrong one then raises as corrupt data)."""
 
 def signature(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
     """128-bit SimHash of raw tensor bytes (a deterministic sample of <= 4096 elements)."""

@@ -462,7 +462,7 @@ impl Reader {
     /// Decodes tensors `indices[k]` into the uint8 arrays `outputs[k]` (exact raw sizes);
     /// `references[k]`, when given, is the raw reference of a predicted tensor;
     /// `copies[k]`, when given, receives a second copy of the decoded bytes; `trusted`
-    /// skips hashing the references first (each chunk's output is still verified).
+    /// skips hashing the references even when a chunk fails (see `trust_references`).
     #[pyo3(signature = (indices, outputs, threads=None, references=None, copies=None, trusted=false))]
     #[allow(clippy::too_many_arguments)]
     fn decode_into(

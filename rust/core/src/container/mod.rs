@@ -865,7 +865,8 @@ fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Resul
 pub struct Checkpoint<'a> {
     header: Header,
     data: &'a [u8],
-    /// Whether references are hashed before decoding (see [`Checkpoint::trust_references`]).
+    /// Whether a failed decode hashes its references to name a wrong one (see
+    /// [`Checkpoint::trust_references`]).
     check_references: bool,
 }
 
@@ -880,11 +881,13 @@ impl<'a> Checkpoint<'a> {
         })
     }
 
-    /// Decodes without hashing each predicted tensor's reference first, for callers whose
-    /// references are known to be the ones encoded against (a store's own decodes, whose
-    /// bytes were verified when they were made). A wrong reference is still caught, by
-    /// each chunk's check of the decoded bytes, as corrupt data (`Checksum`) instead of
-    /// `Reference`; tensors stored as their reference (codec "same") are still hashed.
+    /// Decodes without hashing a predicted tensor's reference even when decoding fails,
+    /// for callers whose references are known to be the ones encoded against (a store's
+    /// own decodes, whose bytes were verified when they were made). A wrong reference is
+    /// still caught, by each chunk's check of the decoded bytes, as corrupt data
+    /// (`Checksum`) instead of `Reference`; tensors stored as their reference (codec
+    /// "same") are still hashed. Without it, references are hashed only when a decode
+    /// fails, to name a wrong one (`Reference`).
     pub fn trust_references(mut self) -> Self {
         self.check_references = false;
         self
@@ -987,7 +990,9 @@ impl<'a> Checkpoint<'a> {
             return Ok(());
         }
         let mut work: Vec<ChunkJob> = Vec::new();
-        let mut refs = Vec::new();
+        // References of stored-as-reference tensors, hashed first; those of predicted
+        // tensors, hashed only if decoding fails (see below).
+        let (mut refs, mut unchecked) = (Vec::new(), Vec::new());
         let plans: Vec<Option<Plan>> = jobs
             .iter()
             .map(|(i, _, _, _, _)| self.entry(*i)?.plan())
@@ -1011,8 +1016,10 @@ impl<'a> Checkpoint<'a> {
             let reference = match (&t.reference, reference) {
                 (None, _) => None,
                 (Some(r), Some(data)) if data.len() == out.len() => {
-                    if self.check_references || t.codec == Codec::Same {
+                    if t.codec == Codec::Same {
                         refs.push((t, r, data));
+                    } else if self.check_references {
+                        unchecked.push((t, r, data));
                     }
                     Some(data)
                 }
@@ -1045,9 +1052,18 @@ impl<'a> Checkpoint<'a> {
             copies
                 .into_par_iter()
                 .for_each(|(dst, src)| dst.copy_from_slice(src));
-            by_twos(work)
+            let decoded = by_twos(work)
                 .into_par_iter()
-                .try_for_each(|group| self.decode_group(group))
+                .try_for_each(|group| self.decode_group(group));
+            // A predicted chunk decoded against the wrong reference fails its own checks or
+            // the check of its decoded bytes, so right references cost no hash pass; on a
+            // failure the references are hashed to name a wrong one as such.
+            if decoded.is_err() {
+                unchecked
+                    .par_iter()
+                    .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
+            }
+            decoded
         })?
     }
 
