@@ -1116,9 +1116,7 @@ impl<'a> Checkpoint<'a> {
         let comp = self.coded(c);
         match (plan, reference) {
             (Some(plan), rc) => lossy::decode_chunk(comp, *rc, t.dtype, plan, dst).map(|_| None),
-            (None, Some(rc)) => {
-                predict::decode_chunk_side(comp, rc, *side, t.dtype, dst).map(|_| None)
-            }
+            (None, Some(rc)) => predict::decode_chunk_side_hashed(comp, rc, *side, t.dtype, dst),
             (None, None) => codec::decode_chunk_hashed(comp, t.dtype, dst).map(Some),
         }
     }

@@ -10,19 +10,26 @@ use crate::container::bytes::Reader;
 use crate::entropy::bits::BitReader;
 use crate::entropy::context::{skip_stream, Fused};
 use crate::error::{Error, Result};
+use crate::hash::Hasher128;
+
+/// Output bytes hashed at a time: written words still in L1.
+const HASH_BYTES: usize = 16 << 10;
 
 /// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
 /// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,
 /// kind 2) or tokens of `tb` top bits (kind 3 and 4); errors as the two-pass decoder
 /// does. Each word's table slot comes from its reference word's exponent or, for side
 /// contexts (kind 4), from `slots` (one per word, mapped by [`decode32_slots`]'s caller).
+/// With `hash`, returns [`crate::hash::h128`] of `out`, fed block by block as it is
+/// written.
 pub(super) fn decode32(
     r: &mut Reader,
     reference: &[u8],
     out: &mut [u8],
     (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
     m: &Models,
-) -> Result<()> {
+    hash: bool,
+) -> Result<Option<u128>> {
     let (model, lut) = coded_model(m)?;
     decode32_slots(
         r,
@@ -31,6 +38,7 @@ pub(super) fn decode32(
         (float, e_max, off, tb),
         (&model, lut),
         None,
+        hash,
     )
 }
 
@@ -43,27 +51,33 @@ pub(super) fn decode32_slots(
     (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
     (model, lut): (&crate::entropy::context::DecodeModel, [u8; CONTEXTS]),
     slots: Option<&[u8]>,
-) -> Result<()> {
+    hash: bool,
+) -> Result<Option<u128>> {
     let mut ahead = r.clone();
     skip_stream(&mut ahead)?;
     let bits = raw_bits(&mut ahead)?;
     let n = reference.len().min(out.len()) / 4;
     let n = slots.map_or(n, |s| n.min(s.len()));
+    // Only an output of whole words is hashed here: its every byte is written.
+    let mut hasher = (hash && out.len() == 4 * n).then(Hasher128::default);
     let (reference, out) = (&reference[..4 * n], &mut out[..4 * n]);
     let data = (reference, out, bits, lut);
     let params = (e_max, off, tb.unwrap_or(0));
     let slots = slots.map(|s| &s[..n]);
+    let h = hasher.as_mut();
     let used = match (float, tb.is_some()) {
-        (true, false) => run::<true, false>(r, model, n, data, params, slots)?,
-        (false, false) => run::<false, false>(r, model, n, data, params, slots)?,
-        (true, true) => run::<true, true>(r, model, n, data, params, slots)?,
-        (false, true) => run::<false, true>(r, model, n, data, params, slots)?,
+        (true, false) => run::<true, false>(r, model, n, data, params, slots, h)?,
+        (false, false) => run::<false, false>(r, model, n, data, params, slots, h)?,
+        (true, true) => run::<true, true>(r, model, n, data, params, slots, h)?,
+        (false, true) => run::<false, true>(r, model, n, data, params, slots, h)?,
     };
-    check_used(used, bits.len())
+    check_used(used, bits.len())?;
+    Ok(hasher.map(|h| h.digest()))
 }
 
 /// Runs the fused decode into a sink of `data` (reference, output, raw bits, slot map)
-/// and `params`, then the sink's checks; returns the raw bits used.
+/// and `params`, feeding the output to `hasher`, then the sink's checks; returns the raw
+/// bits used.
 fn run<const F: bool, const T: bool>(
     r: &mut Reader,
     model: &crate::entropy::context::DecodeModel,
@@ -71,10 +85,13 @@ fn run<const F: bool, const T: bool>(
     (reference, out, bits, lut): (&[u8], &mut [u8], &[u8], [u8; CONTEXTS]),
     params: (u8, u32, u32),
     slots: Option<&[u8]>,
+    hasher: Option<&mut Hasher128>,
 ) -> Result<usize> {
     let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params);
     sink.slots = slots;
+    sink.hasher = hasher;
     model.decode_with(r, n, &mut sink, FAST.with(|f| f.get()))?;
+    sink.hash_to(sink.out.len());
     let (most, worst) = sink.seen();
     if worst == MISSING && n > 0 {
         return Err(Error::Corrupt(
@@ -105,6 +122,9 @@ struct Sink<'a, const F: bool, const T: bool> {
     lut: [u8; CONTEXTS],
     /// Every word's slot, when given (side contexts) instead of found from the reference.
     slots: Option<&'a [u8]>,
+    /// Fed the output in blocks of [`HASH_BYTES`] as they are written, up to `hashed`.
+    hasher: Option<&'a mut Hasher128>,
+    hashed: usize,
     e_max: u8,
     off: u32,
     tb: u32,
@@ -134,6 +154,8 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             tail_at,
             lut,
             slots: None,
+            hasher: None,
+            hashed: 0,
             e_max,
             off,
             tb,
@@ -151,6 +173,15 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         #[cfg(not(target_arch = "x86_64"))]
         let (most, worst) = (0, 0);
         (self.most.max(most), self.worst.max(worst))
+    }
+
+    /// Feeds the output written since the last call, up to byte `end`, to the hasher.
+    #[inline(always)]
+    fn hash_to(&mut self, end: usize) {
+        if let Some(h) = self.hasher.as_deref_mut() {
+            h.update(&self.out[self.hashed..end]);
+            self.hashed = end;
+        }
     }
 
     /// 40 readable bytes from the raw bits' byte `at` (zeros past their end).
@@ -224,6 +255,11 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
             self.out.as_mut_ptr().add(4 * at),
         );
         self.bits.skip(used);
+        // Whole blocks while they are in L1 (a block ends on a group of 8).
+        let end = 4 * (at + 8);
+        if self.hasher.is_some() && end - self.hashed >= HASH_BYTES {
+            self.hash_to(end);
+        }
     }
 }
 

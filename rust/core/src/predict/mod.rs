@@ -264,13 +264,42 @@ pub fn decode_chunk_side(
     dtype: DType,
     out: &mut [u8],
 ) -> Result<()> {
+    decode_into(comp, reference, side, dtype, out, false).map(|_| ())
+}
+
+/// [`decode_chunk_side`], also returning [`crate::hash::h128`] of `out` when the decoder
+/// computed it on the way (standalone chunks; 32-bit residual chunks, hashed block by
+/// block while each is in L1), so the caller need not read `out` again.
+pub fn decode_chunk_side_hashed(
+    comp: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+    out: &mut [u8],
+) -> Result<Option<u128>> {
+    decode_into(comp, reference, side, dtype, out, true)
+}
+
+/// Decodes a chunk into `out`; when `hash`, also returns the hash of `out` if the chunk's
+/// decoder computed it on the way.
+fn decode_into(
+    comp: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+    out: &mut [u8],
+    hash: bool,
+) -> Result<Option<u128>> {
     let mut r = Reader::new(comp);
     let kind = r.u8()?;
     if kind == KIND_STANDALONE {
-        return codec::decode_chunk(&comp[1..], dtype, out);
+        return match hash {
+            true => codec::decode_chunk_hashed(&comp[1..], dtype, out).map(Some),
+            false => codec::decode_chunk(&comp[1..], dtype, out).map(|_| None),
+        };
     }
     if kind == KIND_SIDE {
-        return decode_side(&mut r, reference, side, dtype, out);
+        return decode_side(&mut r, reference, side, dtype, out, hash);
     }
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
@@ -283,7 +312,7 @@ pub fn decode_chunk_side(
     decode::check_symbols(&models, limit)?;
     if kind != KIND_RESIDUAL_12 && width == 4 {
         let params = (float, e_max, off as u32, tb);
-        return fused::decode32(&mut r, reference, out, params, &models);
+        return fused::decode32(&mut r, reference, out, params, &models, hash);
     }
     let n = reference.len().min(out.len()) / width;
     let symbols = decode::lengths(
@@ -296,7 +325,7 @@ pub fn decode_chunk_side(
     )?;
     let bits_data = decode::raw_bits(&mut r)?;
     let used = decode::rebuild(&symbols, bits_data, reference, out, (width, float, off, tb));
-    decode::check_used(used, bits_data.len())
+    decode::check_used(used, bits_data.len()).map(|_| None)
 }
 
 /// Decodes the rest of a side-context chunk (kind 4): every word's slot from the side
@@ -308,7 +337,8 @@ fn decode_side(
     side: Option<&[u8]>,
     dtype: DType,
     out: &mut [u8],
-) -> Result<()> {
+    hash: bool,
+) -> Result<Option<u128>> {
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
     let Some(side) = side.filter(|_| side::log_shift(dtype).is_some()) else {
@@ -342,14 +372,15 @@ fn decode_side(
     );
     if width == 4 {
         let params = (float, 0, off as u32, Some(tb));
-        return fused::decode32_slots(r, reference, out, params, (&model, lut), Some(&slots));
+        let model = (&model, lut);
+        return fused::decode32_slots(r, reference, out, params, model, Some(&slots), hash);
     }
     let mut symbols = scratch::bytes_dirty(n);
     model.decode(r, &slots, &mut symbols)?;
     let bits_data = decode::raw_bits(r)?;
     let params = (width, float, off, Some(tb));
     let used = decode::rebuild(&symbols, bits_data, reference, out, params);
-    decode::check_used(used, bits_data.len())
+    decode::check_used(used, bits_data.len()).map(|_| None)
 }
 
 /// Reads what follows the kind byte of a residual chunk up to the base exponent: the
@@ -478,7 +509,8 @@ mod tests {
             FORCE_SIDE.with(|f| f.set(false));
             let mut out = vec![0u8; n];
             decode_chunk_side(&comp, reference, Some(side), dtype, &mut out).unwrap();
-            prop_assert_eq!(out, raw.to_vec());
+            prop_assert_eq!(&out, raw);
+            assert_hashed(&comp, reference, Some(side), dtype, raw);
         }
 
         /// Damaged or truncated side-context chunks are errors or other data, never a panic.
@@ -518,7 +550,7 @@ mod tests {
         }
 
         #[test]
-        fn chunk_roundtrip_close_floats(vals in proptest::collection::vec(-1.0f32..1.0, 1..3000),
+        fn chunk_roundtrip_close_floats(vals in proptest::collection::vec(-1.0f32..1.0, 1..10_000),
                                         step in -1e-4f32..1e-4) {
             let reference: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
             let raw: Vec<u8> = vals.iter().map(|v| v + step * v.abs().max(1e-3))
@@ -526,7 +558,22 @@ mod tests {
             let comp = encode_chunk(&raw, &reference, DType::F32);
             let mut out = vec![0u8; raw.len()];
             decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
-            prop_assert_eq!(out, raw);
+            prop_assert_eq!(&out, &raw);
+            assert_hashed(&comp, &reference, None, DType::F32, &raw);
+        }
+    }
+
+    /// The hashed decoder gives the same bytes and, when it hashes, their `h128`; 32-bit
+    /// residual chunks (fused decoder) and standalone ones always hash.
+    fn assert_hashed(comp: &[u8], reference: &[u8], side: Option<&[u8]>, dtype: DType, raw: &[u8]) {
+        let mut out = vec![0u8; raw.len()];
+        let hash = decode_chunk_side_hashed(comp, reference, side, dtype, &mut out).unwrap();
+        assert_eq!(out, raw);
+        let fused = dtype.word_size() == 4 && comp[0] != KIND_RESIDUAL_12;
+        if comp[0] == KIND_STANDALONE || fused {
+            assert_eq!(hash, Some(crate::hash::h128(raw)), "kind {}", comp[0]);
+        } else if let Some(h) = hash {
+            assert_eq!(h, crate::hash::h128(raw));
         }
     }
 
