@@ -497,7 +497,7 @@ mod simd {
         let rcp: Vec<u32> = enc.iter().map(|e| (pack(e) >> 32) as u32).collect();
         let low12 = _mm512_set1_epi32(0xfff);
         let mut missing: __mmask16 = 0;
-        encode_blocks512_with(x, full.len() / LANES, words, pos, bits, |at| {
+        encode_blocks512_with(x, full.len() / LANES, words, pos, (bits, (0, 0)), |at| {
             // Codes are below `enc.len()` (checked above), the length of both tables.
             let c =
                 _mm512_cvtepu16_epi32(_mm256_loadu_si256(full.as_ptr().add(at) as *const __m256i));

@@ -197,8 +197,8 @@ pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
     }
 }
 
-/// Encodes whole blocks of 32 symbols, last block first; the AVX2 path also prefetches
-/// the bytes at `ahead` (start, length) as it goes.
+/// Encodes whole blocks of 32 symbols, last block first; the SIMD paths also prefetch the
+/// bytes at `ahead` (start, length) as they go.
 fn encode_blocks(
     x: &mut [u32; LANES],
     (syms, bits): (&[EncSym; 256], u32),
@@ -211,7 +211,7 @@ fn encode_blocks(
     if super::avx512_vbmi2() {
         // SAFETY: AVX-512 F/VL/BW/VBMI2 are present; each block stores its (at most 32)
         // words below `pos`, which the caller's slack of one word per symbol allows.
-        return unsafe { simd::encode_blocks512(x, (syms, bits), full, words, pos) };
+        return unsafe { simd::encode_blocks512(x, (syms, bits), full, words, pos, ahead) };
     }
     #[cfg(target_arch = "x86_64")]
     if super::avx2_bmi2_popcnt() {
@@ -586,11 +586,12 @@ pub(crate) mod simd {
         full: &[u8],
         words: &mut [u16],
         pos: &mut usize,
+        ahead: (usize, usize),
     ) {
         let info: [u32; 256] = std::array::from_fn(|s| pack(&syms[s]) as u32);
         let rcp: [u32; 256] = std::array::from_fn(|s| (pack(&syms[s]) >> 32) as u32);
         let blocks = full.len() / LANES;
-        encode_blocks512_with(x, blocks, words, pos, bits, |at| {
+        encode_blocks512_with(x, blocks, words, pos, (bits, ahead), |at| {
             let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(full.as_ptr().add(at) as *const __m128i));
             (
                 _mm512_i32gather_epi32::<4>(s, info.as_ptr() as *const i32),
@@ -602,22 +603,25 @@ pub(crate) mod simd {
     /// Encodes `blocks` whole blocks of 32 symbols as [`encode_blocks_with`] does, 16
     /// lanes at a time: `lookup(at)` gives the (info, rcp) halves of the packed constants
     /// ([`pack`]) of the 16 symbols at `at..at + 16`, from tables of total `2^bits`.
-    /// Words go below `pos` (one slot per symbol must be there).
+    /// Words go below `pos` (one slot per symbol must be there). The bytes at `ahead`
+    /// (start, length) are prefetched as it goes.
     #[inline(always)]
     pub(crate) unsafe fn encode_blocks512_with(
         x: &mut [u32; LANES],
         blocks: usize,
         words: &mut [u16],
         pos: &mut usize,
-        bits: u32,
+        (bits, ahead): (u32, (usize, usize)),
         mut lookup: impl FnMut(usize) -> (__m512i, __m512i),
     ) {
         let k = EncConsts512::new(bits);
+        let mut ahead = Ahead::new(ahead, blocks);
         let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
         let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
         let mut p = *pos;
         let out = words.as_mut_ptr();
         for blk in (0..blocks).rev() {
+            ahead.step();
             let eb = lookup(LANES * blk + 16);
             let ea = lookup(LANES * blk);
             let (nb, ob) = k.step(b, eb);
@@ -1056,7 +1060,7 @@ mod tests {
             let (mut wc, mut pc, mut xc) = (vec![0u16; cap], cap, [L; LANES]);
             if crate::entropy::avx512_vbmi2() {
                 // SAFETY: the CPU has AVX-512 F/VL/BW/VBMI2.
-                unsafe { simd::encode_blocks512(&mut xc, syms, &data, &mut wc, &mut pc) };
+                unsafe { simd::encode_blocks512(&mut xc, syms, &data, &mut wc, &mut pc, ahead) };
                 assert_eq!((pc, xc, &wc[pc..]), (pb, xb, &wb[pb..]));
             }
         }
