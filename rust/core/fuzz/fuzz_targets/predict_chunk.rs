@@ -9,6 +9,8 @@
 //! * `predict::decode_chunk_side(chunk, reference, side, dtype, buf)` must not panic. When it
 //!   succeeds it must have written every byte (same result into a buffer pre-filled with
 //!   another pattern), and those bytes must round-trip against the same reference.
+//! * `predict::decode_chunk_side_hashed` succeeds or fails alike, writes the same bytes, and
+//!   any hash it returns is `h128` of them.
 //! * Round trip: `predict::encode_chunk_side` of the coded bytes themselves (cut to whole
 //!   elements, at most the reference's length) against the reference's prefix decodes
 //!   back to exactly those bytes.
@@ -19,7 +21,8 @@
 mod common;
 
 use common::{peak_heap, split_reference, Counting};
-use fastckpt_core::predict::{decode_chunk_side, encode_chunk_side};
+use fastckpt_core::hash::h128;
+use fastckpt_core::predict::{decode_chunk_side, decode_chunk_side_hashed, encode_chunk_side};
 use fastckpt_core::DType;
 use libfuzzer_sys::fuzz_target;
 
@@ -48,6 +51,20 @@ fuzz_target!(|data: &[u8]| {
         heap <= 8 * n + HEAP_SLACK,
         "decoding {n} bytes allocated {heap}"
     );
+    let mut c = vec![0x3cu8; n];
+    let hashed = decode_chunk_side_hashed(chunk, &reference, Some(&side), dtype, &mut c);
+    assert_eq!(
+        hashed.is_ok(),
+        res.is_ok(),
+        "hashed and plain decoders disagree"
+    );
+    if let Ok(h) = hashed {
+        assert!(a == c, "the hashed decoder wrote other bytes");
+        assert!(
+            h.is_none_or(|h| h == h128(&c)),
+            "wrong hash of the decoded bytes"
+        );
+    }
     if res.is_ok() {
         let mut b = vec![0xa5u8; n];
         decode(&mut b).expect("decoding is deterministic");
