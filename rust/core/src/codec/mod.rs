@@ -403,9 +403,10 @@ fn pays(est: f64, n: usize) -> bool {
     est < n as f64 * (1.0 - MIN_SAVING)
 }
 
-/// Words per block hashed on the way in [`decode_chunk_hashed`] and
-/// [`PlaneChunk::encode_hashed`]: a block stays in L1 between the hash and the planes.
-const HASH_BLOCK_WORDS: usize = 4096;
+/// Words per block hashed on the way in [`decode_chunk_hashed`],
+/// [`PlaneChunk::encode_hashed`] and the predicted decoder: a block stays in L1 between
+/// being written or read and being hashed.
+pub(crate) const HASH_BLOCK_WORDS: usize = 4096;
 
 #[cfg(test)]
 mod tests {

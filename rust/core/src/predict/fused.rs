@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::hash::Hasher128;
 
 /// Output bytes hashed at a time: written words still in L1.
-const HASH_BYTES: usize = 16 << 10;
+const HASH_BYTES: usize = 4 * crate::codec::HASH_BLOCK_WORDS;
 
 /// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
 /// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,

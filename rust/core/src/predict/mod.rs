@@ -293,9 +293,10 @@ fn decode_into(
     let mut r = Reader::new(comp);
     let kind = r.u8()?;
     if kind == KIND_STANDALONE {
-        return match hash {
-            true => codec::decode_chunk_hashed(&comp[1..], dtype, out).map(Some),
-            false => codec::decode_chunk(&comp[1..], dtype, out).map(|_| None),
+        return if hash {
+            codec::decode_chunk_hashed(&comp[1..], dtype, out).map(Some)
+        } else {
+            codec::decode_chunk(&comp[1..], dtype, out).map(|_| None)
         };
     }
     if kind == KIND_SIDE {
