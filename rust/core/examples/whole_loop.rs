@@ -1,6 +1,7 @@
 //! Whole-model encode or decode in a loop into reused buffers (for `perf record` and A/B
 //! timing of two builds): `cargo run --release --example whole_loop -- <file.safetensors>
-//! <f32|bf16> <enc|dec> <threads> <runs>`; prints the median and best MB/s.
+//! <f32|bf16|bf16r> <enc|dec> <threads> <runs>`; prints the median and best MB/s (`bf16`
+//! truncates the fp32 words, `bf16r` rounds them to nearest even as torch does).
 
 mod common;
 use fastckpt_core::{encode, Checkpoint, DType, EncodeOptions, Value};
@@ -15,6 +16,17 @@ fn main() {
         (
             DType::BF16,
             all.chunks_exact(4).flat_map(|c| [c[2], c[3]]).collect(),
+        )
+    } else if a[2] == "bf16r" {
+        (
+            DType::BF16,
+            all.chunks_exact(4)
+                .flat_map(|c| {
+                    let w = u32::from_le_bytes(c.try_into().unwrap());
+                    let r = ((w + 0x7fff + ((w >> 16) & 1)) >> 16) as u16;
+                    r.to_le_bytes()
+                })
+                .collect(),
         )
     } else {
         (DType::F32, all.to_vec())

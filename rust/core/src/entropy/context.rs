@@ -238,19 +238,44 @@ pub(crate) trait Fused {
     /// As [`Fused::slots8`].
     #[cfg(target_arch = "x86_64")]
     unsafe fn take8(&mut self, at: usize, entries: std::arch::x86_64::__m256i);
+    /// [`Fused::slots8`] for symbols `at..at + 16`.
+    ///
+    /// # Safety
+    /// Called only with AVX-512F present, for whole groups below the symbol count.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn slots16(&mut self, at: usize) -> std::arch::x86_64::__m512i;
+    /// [`Fused::take8`] for symbols `at..at + 16`.
+    ///
+    /// # Safety
+    /// As [`Fused::slots16`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn take16(&mut self, at: usize, entries: std::arch::x86_64::__m512i);
+}
+
+/// Which block loop [`DecodeModel::decode_with`] runs over whole blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocks {
+    /// None: every symbol one by one (the checked path).
+    Scalar,
+    /// AVX2 groups of 8, where the CPU has AVX2, BMI2 and POPCNT (tests only: `Widest`
+    /// takes it where AVX-512 is missing).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Avx2,
+    /// The widest the CPU has: AVX-512 groups of 16, else as `Avx2`.
+    Widest,
 }
 
 impl DecodeModel {
     /// Decodes `n` symbols from the stream that follows in `r`, slots from `f` and symbols
-    /// to `f` in order of position: whole blocks by groups of 8 with AVX2 when `fast`
-    /// (tests turn it off to compare), the rest one by one. Errors as
-    /// [`DecodeModel::decode`]; a model without tables is an error unless `n` is 0.
+    /// to `f` in order of position: whole blocks by the `blocks` loop (tests pick each to
+    /// compare), the rest one by one. Errors as [`DecodeModel::decode`]; a model without
+    /// tables is an error unless `n` is 0.
     pub(crate) fn decode_with<F: Fused>(
         &self,
         r: &mut Reader,
         n: usize,
         f: &mut F,
-        fast: bool,
+        blocks: Blocks,
     ) -> Result<()> {
         if self.tables == 0 && n > 0 {
             return Err(Error::Corrupt(
@@ -265,8 +290,8 @@ impl DecodeModel {
             bits: self.bits,
         };
         let last = self.tables.saturating_sub(1);
-        let full = if fast { n / LANES * LANES } else { 0 };
-        let (done, mut p) = fused_blocks(&mut x, dt, last, words, full, f);
+        let full = n / LANES * LANES;
+        let (done, mut p) = fused_blocks(&mut x, dt, last, words, (full, blocks), f);
         for i in done..n {
             let slot = f.slot(i).min(last);
             f.take(i, step_checked(&mut x[i % LANES], dt, slot, words, &mut p)?);
@@ -278,23 +303,30 @@ impl DecodeModel {
     }
 }
 
-/// The AVX2 block loop of [`DecodeModel::decode_with`] over the first `full` symbols (a
-/// multiple of 32); returns (symbols done, word position). Without AVX2, none.
+/// The `blocks` loop of [`DecodeModel::decode_with`] over the first `full` symbols (a
+/// multiple of 32); returns (symbols done, word position). Without the CPU features,
+/// none.
 fn fused_blocks<F: Fused>(
     x: &mut [u32; LANES],
     dt: Dt,
     last: u8,
     words: Words,
-    full: usize,
+    (full, blocks): (usize, Blocks),
     f: &mut F,
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx2_bmi2_popcnt() {
-        // SAFETY: AVX2, BMI2 and POPCNT are present; slots are clamped to the last table, words are read
-        // only while 32 remain, and `f` is called for whole groups below `full`.
-        return unsafe { simd::fused_blocks(x, dt, last, words, full, f) };
+    {
+        // SAFETY (both): the CPU has the loop's features; slots are clamped to the last
+        // table, words are read only while 32 remain, and `f` is called for whole groups
+        // below `full`.
+        if blocks == Blocks::Widest && super::avx512() {
+            return unsafe { simd::fused_blocks512(x, dt, last, words, full, f) };
+        }
+        if blocks != Blocks::Scalar && super::avx2_bmi2_popcnt() {
+            return unsafe { simd::fused_blocks(x, dt, last, words, full, f) };
+        }
     }
-    let _ = (x, dt, last, words, full, f);
+    let _ = (x, dt, last, words, full, blocks, f);
     (0, 0)
 }
 
@@ -422,8 +454,8 @@ mod simd {
     //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
     use super::{Dt, EncSym, Fused, Words, LANES};
     use crate::entropy::rans::simd::{
-        decode_blocks, decode_blocks_with, encode_blocks512_with, encode_blocks_with, lookup8x2,
-        pack,
+        advance16, decode_blocks, decode_blocks_with, encode_blocks512_with, encode_blocks_with,
+        lookup8x2, pack,
     };
     use std::arch::x86_64::*;
 
@@ -554,6 +586,45 @@ mod simd {
             },
             |f, at, e| f.take8(at, e),
         )
+    }
+
+    /// AVX-512 twin of [`fused_blocks`]: the 32 lanes as two vectors of 16, the lanes
+    /// that renormalize taking their words in lane order, as the AVX2 loop does.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fused_blocks512<F: Fused>(
+        x: &mut [u32; LANES],
+        dt: Dt,
+        last: u8,
+        words: Words,
+        full: usize,
+        f: &mut F,
+    ) -> (usize, usize) {
+        let mask = _mm512_set1_epi32((1 << dt.bits) - 1);
+        let shift = _mm512_set1_epi32(dt.bits as i32);
+        let last = _mm512_set1_epi32(last as i32);
+        let table = dt.t.as_ptr() as *const i32;
+        let w = words.0;
+        let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
+        let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
+        let (mut p, mut done) = (0usize, 0usize);
+        while done + LANES <= full && w.len() / 2 - p >= LANES {
+            let index = |slot: __m512i, s: __m512i| {
+                let slot = _mm512_min_epu32(slot, last);
+                _mm512_or_si512(_mm512_sllv_epi32(slot, shift), _mm512_and_si512(s, mask))
+            };
+            let ia = index(f.slots16(done), a);
+            let ib = index(f.slots16(done + 16), b);
+            let ea = _mm512_i32gather_epi32::<4>(ia, table);
+            let eb = _mm512_i32gather_epi32::<4>(ib, table);
+            advance16(&mut a, ea, shift, w.as_ptr().add(2 * p), &mut p);
+            advance16(&mut b, eb, shift, w.as_ptr().add(2 * p), &mut p);
+            f.take16(done, ea);
+            f.take16(done + 16, eb);
+            done += LANES;
+        }
+        _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, a);
+        _mm512_storeu_si512(x.as_mut_ptr().add(16) as *mut __m512i, b);
+        (done, p)
     }
 }
 

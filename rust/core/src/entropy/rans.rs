@@ -882,7 +882,13 @@ pub(crate) mod simd {
     /// that need a word taking the next ones of the stream at `w` in lane order
     /// (`vpexpandd`; 16 words are read).
     #[inline(always)]
-    unsafe fn advance16(s: &mut __m512i, e: __m512i, shift: __m512i, w: *const u8, p: &mut usize) {
+    pub(crate) unsafe fn advance16(
+        s: &mut __m512i,
+        e: __m512i,
+        shift: __m512i,
+        w: *const u8,
+        p: &mut usize,
+    ) {
         let freq = _mm512_and_si512(_mm512_srli_epi32::<8>(e), _mm512_set1_epi32(0xfff));
         let bias = _mm512_srli_epi32::<20>(e);
         let v = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srlv_epi32(*s, shift)), bias);

@@ -8,12 +8,18 @@ use super::word::{load, token_bits, unresidual, untoken};
 use super::{contexts, CONTEXTS};
 use crate::container::bytes::Reader;
 use crate::entropy::bits::BitReader;
-use crate::entropy::context::{skip_stream, Fused};
+use crate::entropy::context::{skip_stream, Blocks, Fused};
 use crate::error::{Error, Result};
 use crate::hash::Hasher128;
 
 /// Output bytes hashed at a time: written words still in L1.
 const HASH_BYTES: usize = 4 * crate::codec::HASH_BLOCK_WORDS;
+
+/// Raw-bit bytes readable from [`Sink::window`]: what a group of 16 reads (the AVX-512
+/// kernels' [`super::simd512::WINDOW16`]), rounded up; a group of 8 reads 40.
+const WINDOW: usize = 72;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(WINDOW >= super::simd512::WINDOW16 && WINDOW >= 40);
 
 /// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
 /// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,
@@ -90,7 +96,7 @@ fn run<const F: bool, const T: bool>(
     let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params);
     sink.slots = slots;
     sink.hasher = hasher;
-    model.decode_with(r, n, &mut sink, FAST.with(|f| f.get()))?;
+    model.decode_with(r, n, &mut sink, BLOCKS.with(|b| b.get()))?;
     sink.hash_to(sink.out.len());
     let (most, worst) = sink.seen();
     if worst == MISSING && n > 0 {
@@ -105,8 +111,8 @@ fn run<const F: bool, const T: bool>(
 }
 
 thread_local! {
-    /// Whether whole blocks take the AVX2 loop (tests turn it off to compare).
-    static FAST: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// The loop whole blocks take (tests pick each one to compare).
+    static BLOCKS: std::cell::Cell<Blocks> = const { std::cell::Cell::new(Blocks::Widest) };
 }
 
 /// The words' side of the fused decode (`F`: float words; `T`: symbols are tokens of
@@ -115,8 +121,9 @@ struct Sink<'a, const F: bool, const T: bool> {
     reference: &'a [u8],
     out: &'a mut [u8],
     bits: BitReader<'a>,
-    /// The raw bits' last (up to) 64 bytes, then zeros: groups near the end read here.
-    tail: [u8; 128],
+    /// The raw bits' last (up to) [`WINDOW`] bytes, then zeros: groups near the end read
+    /// here.
+    tail: [u8; 2 * WINDOW],
     tail_at: usize,
     /// Slot of each context ([`MISSING`] without a table).
     lut: [u8; CONTEXTS],
@@ -133,6 +140,9 @@ struct Sink<'a, const F: bool, const T: bool> {
     worst: u8,
     #[cfg(target_arch = "x86_64")]
     v: simd::State,
+    /// The AVX-512 state, made only where the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    v512: Option<simd::State512>,
 }
 
 impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
@@ -143,8 +153,8 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         lut: [u8; CONTEXTS],
         (e_max, off, tb): (u8, u32, u32),
     ) -> Self {
-        let tail_at = bits.len().saturating_sub(64);
-        let mut tail = [0u8; 128];
+        let tail_at = bits.len().saturating_sub(WINDOW);
+        let mut tail = [0u8; 2 * WINDOW];
         tail[..bits.len() - tail_at].copy_from_slice(&bits[tail_at..]);
         Sink {
             reference,
@@ -163,13 +173,22 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             worst: 0,
             #[cfg(target_arch = "x86_64")]
             v: simd::State::new(&lut, e_max, off, tb),
+            #[cfg(target_arch = "x86_64")]
+            v512: crate::entropy::avx512().then(|| {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { simd::State512::new(&lut, e_max, off, tb) }
+            }),
         }
     }
 
     /// Largest top byte (floats) and slot seen over every word.
     fn seen(&self) -> (u8, u8) {
         #[cfg(target_arch = "x86_64")]
-        let (most, worst) = self.v.seen();
+        let (most, worst) = {
+            let (m, w) = self.v.seen();
+            let (m5, w5) = self.v512.as_ref().map_or((0, 0), simd::State512::seen);
+            (m.max(m5), w.max(w5))
+        };
         #[cfg(not(target_arch = "x86_64"))]
         let (most, worst) = (0, 0);
         (self.most.max(most), self.worst.max(worst))
@@ -184,16 +203,25 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         }
     }
 
-    /// 40 readable bytes from the raw bits' byte `at` (zeros past their end).
+    /// [`WINDOW`] readable bytes from the raw bits' byte `at` (zeros past their end).
     #[inline(always)]
     fn window(&self, at: usize) -> *const u8 {
         let data = self.bits.data();
-        if at + 40 <= data.len() {
+        if at + WINDOW <= data.len() {
             // SAFETY: in bounds, checked just above.
             unsafe { data.as_ptr().add(at) }
         } else {
-            // At most 64 + 40 bytes into `tail`.
+            // Here `at > data.len() - WINDOW`: fewer than WINDOW bytes past `tail_at`, so
+            // WINDOW more fit in `tail`.
             self.tail[at.min(data.len()) - self.tail_at..].as_ptr()
+        }
+    }
+
+    /// Feeds the hasher the whole blocks written up to byte `end` (a group's end).
+    #[inline(always)]
+    fn hash_blocks(&mut self, end: usize) {
+        if self.hasher.is_some() && end - self.hashed >= HASH_BYTES {
+            self.hash_to(end);
         }
     }
 }
@@ -256,10 +284,35 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
         );
         self.bits.skip(used);
         // Whole blocks while they are in L1 (a block ends on a group of 8).
-        let end = 4 * (at + 8);
-        if self.hasher.is_some() && end - self.hashed >= HASH_BYTES {
-            self.hash_to(end);
+        self.hash_blocks(4 * (at + 8));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn slots16(&mut self, at: usize) -> std::arch::x86_64::__m512i {
+        let v = self.v512.as_mut().expect("AVX-512 state");
+        match self.slots {
+            Some(slots) => v.given16(slots[at..at + 16].as_ptr()),
+            None => v.slots16::<F>(self.reference.as_ptr().add(4 * at)),
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn take16(&mut self, at: usize, entries: std::arch::x86_64::__m512i) {
+        let p = self.bits.position();
+        let src = self.window(p / 8);
+        let v = self.v512.as_ref().expect("AVX-512 state");
+        let used = v.take16::<F, T>(
+            entries,
+            src,
+            p & 7,
+            self.reference.as_ptr().add(4 * at),
+            self.out.as_mut_ptr().add(4 * at),
+        );
+        self.bits.skip(used);
+        // A block ends on a group of 16 as well (HASH_BYTES is a multiple of 64).
+        self.hash_blocks(4 * (at + 16));
     }
 }
 
@@ -267,6 +320,7 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
 mod simd {
     //! The sink's AVX2 state: constants and the running maxima of top bytes and slots.
     use super::super::simd::{rebuild8, rebuild8_tokens, slots8};
+    use super::super::simd512::{rebuild16, rebuild16_tokens, slots16};
     use super::CONTEXTS;
     use std::arch::x86_64::*;
 
@@ -357,39 +411,129 @@ mod simd {
             used
         }
     }
+
+    /// [`State`] for 16 words at a time (AVX-512F).
+    pub(super) struct State512 {
+        lut: __m512i,
+        emax: __m512i,
+        off: __m512i,
+        tb: __m512i,
+        most: __m512i,
+        worst: __m512i,
+    }
+
+    impl State512 {
+        /// # Safety
+        /// The CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn new(lut: &[u8; CONTEXTS], e_max: u8, off: u32, tb: u32) -> Self {
+            let slots: [u32; 16] = std::array::from_fn(|c| lut[c] as u32);
+            State512 {
+                lut: _mm512_loadu_si512(slots.as_ptr() as *const __m512i),
+                emax: _mm512_set1_epi32(e_max as i32),
+                off: _mm512_set1_epi32(off as i32),
+                tb: _mm512_set1_epi32(tb as i32),
+                most: _mm512_setzero_si512(),
+                worst: _mm512_setzero_si512(),
+            }
+        }
+
+        /// Largest top byte and slot over the groups seen.
+        pub(super) fn seen(&self) -> (u8, u8) {
+            let lanes = |v: &__m512i| {
+                // SAFETY: a 64-byte vector read as the 16 u32 lanes it holds.
+                let a = unsafe { *(v as *const __m512i as *const [u32; 16]) };
+                a.into_iter().fold(0, u32::max) as u8
+            };
+            (lanes(&self.most), lanes(&self.worst))
+        }
+
+        /// The slots of the 16 reference words at `r` (64 readable bytes).
+        #[inline(always)]
+        pub(super) unsafe fn slots16<const F: bool>(&mut self, r: *const u8) -> __m512i {
+            let s = if F {
+                let (s, t) = slots16(_mm512_loadu_si512(r as *const __m512i), self.emax, self.lut);
+                self.most = _mm512_max_epu32(self.most, t);
+                s
+            } else {
+                // Integers: context 0 for every word.
+                _mm512_permutexvar_epi32(_mm512_setzero_si512(), self.lut)
+            };
+            self.worst = _mm512_max_epu32(self.worst, s);
+            s
+        }
+
+        /// The 16 slots at `slots` (16 readable bytes), as given.
+        #[inline(always)]
+        pub(super) unsafe fn given16(&mut self, slots: *const u8) -> __m512i {
+            let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(slots as *const __m128i));
+            self.worst = _mm512_max_epu32(self.worst, s);
+            s
+        }
+
+        /// [`State::take8`] for 16 words ([`super::WINDOW`] bytes readable at `src`, 64
+        /// writable at `out`).
+        #[inline(always)]
+        pub(super) unsafe fn take16<const F: bool, const T: bool>(
+            &self,
+            entries: __m512i,
+            src: *const u8,
+            shift: usize,
+            r: *const u8,
+            out: *mut u8,
+        ) -> usize {
+            let s = _mm512_and_si512(entries, _mm512_set1_epi32(0xff));
+            let r = _mm512_loadu_si512(r as *const __m512i);
+            let (x, used) = if T {
+                rebuild16_tokens(s, self.tb, src, shift, (r, self.off), F)
+            } else {
+                rebuild16(s, src, shift, (r, self.off), F)
+            };
+            _mm512_storeu_si512(out as *mut __m512i, x);
+            used
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::FORCE_SIDE;
     use super::super::{decode_chunk_side, encode_chunk, encode_chunk_side, is_side_chunk};
-    use super::FAST;
+    use super::BLOCKS;
     use crate::dtype::DType;
+    use crate::entropy::context::Blocks;
     use proptest::prelude::*;
 
-    /// Decodes `comp` with the block loop and one by one: same result, same bytes.
-    fn both(comp: &[u8], reference: &[u8], dtype: DType) -> (Vec<u8>, bool, Vec<u8>, bool) {
-        both_side(comp, reference, None, dtype)
+    /// Decodes `comp` one by one and with every block loop the CPU has (AVX2, AVX-512):
+    /// the one-by-one result and bytes, and whether every loop gave the same.
+    fn all(comp: &[u8], reference: &[u8], dtype: DType) -> (Vec<u8>, bool, bool) {
+        all_side(comp, reference, None, dtype)
     }
 
-    /// [`both`] with a side tensor.
-    fn both_side(
+    /// [`all`] with a side tensor.
+    fn all_side(
         comp: &[u8],
         reference: &[u8],
         side: Option<&[u8]>,
         dtype: DType,
-    ) -> (Vec<u8>, bool, Vec<u8>, bool) {
-        let n = reference.len();
-        let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-        let ra = decode_chunk_side(comp, reference, side, dtype, &mut a).is_ok();
-        FAST.with(|f| f.set(false));
-        let rb = decode_chunk_side(comp, reference, side, dtype, &mut b).is_ok();
-        FAST.with(|f| f.set(true));
-        (a, ra, b, rb)
+    ) -> (Vec<u8>, bool, bool) {
+        let run = |blocks: Blocks| {
+            let mut out = vec![0u8; reference.len()];
+            BLOCKS.with(|b| b.set(blocks));
+            let ok = decode_chunk_side(comp, reference, side, dtype, &mut out).is_ok();
+            BLOCKS.with(|b| b.set(Blocks::Widest));
+            (out, ok)
+        };
+        let (out, ok) = run(Blocks::Scalar);
+        let same = [Blocks::Avx2, Blocks::Widest].into_iter().all(|b| {
+            let (o, k) = run(b);
+            k == ok && (!ok || o == out)
+        });
+        (out, ok, same)
     }
 
     proptest! {
-        /// The AVX2 block loop and the scalar path agree on valid and damaged chunks of
+        /// The block loops and the scalar path agree on valid and damaged chunks of
         /// every 32-bit dtype (floats and integers), lengths no multiple of 32 included.
         #[test]
         fn block_loop_matches_scalar(vals in proptest::collection::vec((-1.0f32..1.0, 0u8..4), 0..3000),
@@ -400,17 +544,12 @@ mod tests {
                 .map(|&(v, k)| if k == 0 { v } else { v * (1.0 + 1e-4 * k as f32) })
                 .flat_map(|v| v.to_le_bytes()).collect();
             let mut comp = encode_chunk(&raw, &reference, dtype);
-            let (a, ra, b, rb) = both(&comp, &reference, dtype);
-            prop_assert!(ra && rb);
+            let (a, ok, same) = all(&comp, &reference, dtype);
+            prop_assert!(ok && same);
             prop_assert_eq!(&a, &raw);
-            prop_assert_eq!(&b, &raw);
             let bit = flip % (comp.len() * 8);
             comp[bit / 8] ^= 1 << (bit % 8);
-            let (a, ra, b, rb) = both(&comp, &reference, dtype);
-            prop_assert_eq!(ra, rb);
-            if ra {
-                prop_assert_eq!(a, b);
-            }
+            prop_assert!(all(&comp, &reference, dtype).2);
         }
 
         /// The same for side-context chunks (slots given per word).
@@ -427,17 +566,12 @@ mod tests {
             let mut comp = encode_chunk_side(&raw, &reference, Some(&side), DType::F32);
             FORCE_SIDE.with(|f| f.set(false));
             prop_assert!(is_side_chunk(&comp));
-            let (a, ra, b, rb) = both_side(&comp, &reference, Some(&side), DType::F32);
-            prop_assert!(ra && rb);
+            let (a, ok, same) = all_side(&comp, &reference, Some(&side), DType::F32);
+            prop_assert!(ok && same);
             prop_assert_eq!(&a, &raw);
-            prop_assert_eq!(&b, &raw);
             let bit = flip % (comp.len() * 8);
             comp[bit / 8] ^= 1 << (bit % 8);
-            let (a, ra, b, rb) = both_side(&comp, &reference, Some(&side), DType::F32);
-            prop_assert_eq!(ra, rb);
-            if ra {
-                prop_assert_eq!(a, b);
-            }
+            prop_assert!(all_side(&comp, &reference, Some(&side), DType::F32).2);
         }
     }
 }

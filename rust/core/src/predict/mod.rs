@@ -38,6 +38,8 @@ mod fused;
 mod side;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod simd512;
 mod word;
 
 use crate::codec::{self, PlaneChunk};
