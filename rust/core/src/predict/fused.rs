@@ -5,7 +5,7 @@
 
 use super::decode::{check_used, coded_model, mismatch, raw_bits, Models, MISSING};
 use super::word::{load, token_bits, unresidual, untoken};
-use super::{contexts, CONTEXTS};
+use super::{contexts, side, CONTEXTS};
 use crate::container::bytes::Reader;
 use crate::entropy::bits::BitReader;
 use crate::entropy::context::{skip_stream, Blocks, Fused};
@@ -25,7 +25,7 @@ const _: () = assert!(WINDOW >= super::simd512::WINDOW16 && WINDOW >= 40);
 /// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,
 /// kind 2) or tokens of `tb` top bits (kind 3 and 4); errors as the two-pass decoder
 /// does. Each word's table slot comes from its reference word's exponent or, for side
-/// contexts (kind 4), from `slots` (one per word, mapped by [`decode32_slots`]'s caller).
+/// contexts (kind 4), from its side and reference words ([`decode32_side`]).
 /// With `hash`, returns [`crate::hash::h128`] of `out`, fed block by block as it is
 /// written.
 pub(super) fn decode32(
@@ -37,7 +37,7 @@ pub(super) fn decode32(
     hash: bool,
 ) -> Result<Option<u128>> {
     let (model, lut) = coded_model(m)?;
-    decode32_slots(
+    decode32_side(
         r,
         reference,
         out,
@@ -48,53 +48,53 @@ pub(super) fn decode32(
     )
 }
 
-/// [`decode32`] with the decode model and slot map already made, and optionally every
-/// word's slot.
-pub(super) fn decode32_slots(
+/// [`decode32`] with the decode model and slot map already made, and optionally a side
+/// tensor's words and the chunk's `(base, shift)`, whose contexts ([`super::side`])
+/// every word then takes, mapped through `lut`.
+pub(super) fn decode32_side(
     r: &mut Reader,
     reference: &[u8],
     out: &mut [u8],
     (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
     (model, lut): (&crate::entropy::context::DecodeModel, [u8; CONTEXTS]),
-    slots: Option<&[u8]>,
+    side: Option<(&[u8], (i16, u8))>,
     hash: bool,
 ) -> Result<Option<u128>> {
     let mut ahead = r.clone();
     skip_stream(&mut ahead)?;
     let bits = raw_bits(&mut ahead)?;
     let n = reference.len().min(out.len()) / 4;
-    let n = slots.map_or(n, |s| n.min(s.len()));
+    let n = side.map_or(n, |(s, _)| n.min(s.len() / 4));
     // Only an output of whole words is hashed here: its every byte is written.
     let mut hasher = (hash && out.len() == 4 * n).then(Hasher128::default);
     let (reference, out) = (&reference[..4 * n], &mut out[..4 * n]);
     let data = (reference, out, bits, lut);
     let params = (e_max, off, tb.unwrap_or(0));
-    let slots = slots.map(|s| &s[..n]);
+    let side = side.map(|(s, at)| (&s[..4 * n], at));
     let h = hasher.as_mut();
     let used = match (float, tb.is_some()) {
-        (true, false) => run::<true, false>(r, model, n, data, params, slots, h)?,
-        (false, false) => run::<false, false>(r, model, n, data, params, slots, h)?,
-        (true, true) => run::<true, true>(r, model, n, data, params, slots, h)?,
-        (false, true) => run::<false, true>(r, model, n, data, params, slots, h)?,
+        (true, false) => run::<true, false>(r, model, n, data, params, side, h)?,
+        (false, false) => run::<false, false>(r, model, n, data, params, side, h)?,
+        (true, true) => run::<true, true>(r, model, n, data, params, side, h)?,
+        (false, true) => run::<false, true>(r, model, n, data, params, side, h)?,
     };
     check_used(used, bits.len())?;
     Ok(hasher.map(|h| h.digest()))
 }
 
-/// Runs the fused decode into a sink of `data` (reference, output, raw bits, slot map)
-/// and `params`, feeding the output to `hasher`, then the sink's checks; returns the raw
-/// bits used.
+/// Runs the fused decode into a sink of `data` (reference, output, raw bits, slot map),
+/// `params` and the side words, feeding the output to `hasher`, then the sink's checks;
+/// returns the raw bits used.
 fn run<const F: bool, const T: bool>(
     r: &mut Reader,
     model: &crate::entropy::context::DecodeModel,
     n: usize,
     (reference, out, bits, lut): (&[u8], &mut [u8], &[u8], [u8; CONTEXTS]),
     params: (u8, u32, u32),
-    slots: Option<&[u8]>,
+    side: Option<(&[u8], (i16, u8))>,
     hasher: Option<&mut Hasher128>,
 ) -> Result<usize> {
-    let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params);
-    sink.slots = slots;
+    let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params, side);
     sink.hasher = hasher;
     model.decode_with(r, n, &mut sink, BLOCKS.with(|b| b.get()))?;
     sink.hash_to(sink.out.len());
@@ -104,7 +104,7 @@ fn run<const F: bool, const T: bool>(
             "symbol under a context without a table".into(),
         ));
     }
-    if F && slots.is_none() && most != sink.e_max {
+    if F && side.is_none() && most != sink.e_max {
         return Err(mismatch());
     }
     Ok(sink.bits.position())
@@ -127,8 +127,9 @@ struct Sink<'a, const F: bool, const T: bool> {
     tail_at: usize,
     /// Slot of each context ([`MISSING`] without a table).
     lut: [u8; CONTEXTS],
-    /// Every word's slot, when given (side contexts) instead of found from the reference.
-    slots: Option<&'a [u8]>,
+    /// The side words, when their contexts (with the chunk's `(base, shift)`) give the
+    /// slots instead of the reference's exponents.
+    side: Option<(&'a [u8], (i16, u8))>,
     /// Fed the output in blocks of [`HASH_BYTES`] as they are written, up to `hashed`.
     hasher: Option<&'a mut Hasher128>,
     hashed: usize,
@@ -152,7 +153,9 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         bits: &'a [u8],
         lut: [u8; CONTEXTS],
         (e_max, off, tb): (u8, u32, u32),
+        side: Option<(&'a [u8], (i16, u8))>,
     ) -> Self {
+        let at = side.map_or((0, 0), |(_, at)| at);
         let tail_at = bits.len().saturating_sub(WINDOW);
         let mut tail = [0u8; 2 * WINDOW];
         tail[..bits.len() - tail_at].copy_from_slice(&bits[tail_at..]);
@@ -163,7 +166,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             tail,
             tail_at,
             lut,
-            slots: None,
+            side,
             hasher: None,
             hashed: 0,
             e_max,
@@ -172,11 +175,11 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             most: 0,
             worst: 0,
             #[cfg(target_arch = "x86_64")]
-            v: simd::State::new(&lut, e_max, off, tb),
+            v: simd::State::new(&lut, (e_max, off, tb), at),
             #[cfg(target_arch = "x86_64")]
             v512: crate::entropy::avx512().then(|| {
                 // SAFETY: the CPU has AVX-512F.
-                unsafe { simd::State512::new(&lut, e_max, off, tb) }
+                unsafe { simd::State512::new(&lut, (e_max, off, tb), at) }
             }),
         }
     }
@@ -229,12 +232,11 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
 impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[inline(always)]
     fn slot(&mut self, i: usize) -> u8 {
-        if let Some(slots) = self.slots {
-            let s = slots[i];
-            self.worst = self.worst.max(s);
-            return s;
-        }
-        let c = if F {
+        let c = if let Some((side, (base, shift))) = self.side {
+            let at = 4 * i..4 * i + 4;
+            let k = side::key::<4>(&side[at.clone()], &self.reference[at], 21);
+            side::context(k, base, shift)
+        } else if F {
             let w = &self.reference[4 * i..4 * i + 4];
             self.most = self.most.max(contexts::top::<4>(w));
             contexts::context_of::<4>(w, self.e_max)
@@ -264,9 +266,10 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn slots8(&mut self, at: usize) -> std::arch::x86_64::__m256i {
-        match self.slots {
-            Some(slots) => self.v.given8(slots[at..at + 8].as_ptr()),
-            None => self.v.slots8::<F>(self.reference.as_ptr().add(4 * at)),
+        let r = self.reference.as_ptr().add(4 * at);
+        match self.side {
+            Some((side, _)) => self.v.side8(side.as_ptr().add(4 * at), r),
+            None => self.v.slots8::<F>(r),
         }
     }
 
@@ -291,9 +294,10 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[inline(always)]
     unsafe fn slots16(&mut self, at: usize) -> std::arch::x86_64::__m512i {
         let v = self.v512.as_mut().expect("AVX-512 state");
-        match self.slots {
-            Some(slots) => v.given16(slots[at..at + 16].as_ptr()),
-            None => v.slots16::<F>(self.reference.as_ptr().add(4 * at)),
+        let r = self.reference.as_ptr().add(4 * at);
+        match self.side {
+            Some((side, _)) => v.side16(side.as_ptr().add(4 * at), r),
+            None => v.slots16::<F>(r),
         }
     }
 
@@ -319,8 +323,8 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     //! The sink's AVX2 state: constants and the running maxima of top bytes and slots.
-    use super::super::simd::{rebuild8, rebuild8_tokens, slots8};
-    use super::super::simd512::{rebuild16, rebuild16_tokens, slots16};
+    use super::super::simd::{rebuild8, rebuild8_tokens, side_codes8, slots8};
+    use super::super::simd512::{rebuild16, rebuild16_tokens, side_slots16, slots16};
     use super::CONTEXTS;
     use std::arch::x86_64::*;
 
@@ -331,10 +335,17 @@ mod simd {
         tb: __m256i,
         most: __m256i,
         worst: __m256i,
+        /// Side contexts' `base` in every lane and `shift`.
+        base: __m256i,
+        shift: __m128i,
     }
 
     impl State {
-        pub(super) fn new(lut: &[u8; CONTEXTS], e_max: u8, off: u32, tb: u32) -> State {
+        pub(super) fn new(
+            lut: &[u8; CONTEXTS],
+            (e_max, off, tb): (u8, u32, u32),
+            (base, shift): (i16, u8),
+        ) -> State {
             let mut l = [0u8; 32];
             l[..16].copy_from_slice(lut);
             l[16..].copy_from_slice(lut);
@@ -348,6 +359,8 @@ mod simd {
                     tb: _mm256_set1_epi32(tb as i32),
                     most: _mm256_setzero_si256(),
                     worst: _mm256_setzero_si256(),
+                    base: _mm256_set1_epi32(base as i32),
+                    shift: _mm_cvtsi32_si128(shift as i32),
                 }
             }
         }
@@ -380,10 +393,19 @@ mod simd {
             s
         }
 
-        /// The 8 slots at `slots` (8 readable bytes), as given.
+        /// The slots of the 8 side words at `side` and reference words at `r` (32
+        /// readable bytes each): their side contexts through the lut.
         #[inline(always)]
-        pub(super) unsafe fn given8(&mut self, slots: *const u8) -> __m256i {
-            let s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(slots as *const __m128i));
+        pub(super) unsafe fn side8(&mut self, side: *const u8, r: *const u8) -> __m256i {
+            let c = side_codes8(
+                _mm256_loadu_si256(side as *const __m256i),
+                _mm256_loadu_si256(r as *const __m256i),
+                self.base,
+                self.shift,
+            );
+            // Bytes 1..3 of each lane index past the table (0x80): they shuffle to 0.
+            let idx = _mm256_or_si256(c, _mm256_set1_epi32(0x8080_8000u32 as i32));
+            let s = _mm256_shuffle_epi8(self.lut, idx);
             self.worst = _mm256_max_epu32(self.worst, s);
             s
         }
@@ -420,13 +442,19 @@ mod simd {
         tb: __m512i,
         most: __m512i,
         worst: __m512i,
+        /// Side contexts' `base` and `shift` in every lane.
+        side: (__m512i, __m512i),
     }
 
     impl State512 {
         /// # Safety
         /// The CPU must have AVX-512F.
         #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn new(lut: &[u8; CONTEXTS], e_max: u8, off: u32, tb: u32) -> Self {
+        pub(super) unsafe fn new(
+            lut: &[u8; CONTEXTS],
+            (e_max, off, tb): (u8, u32, u32),
+            (base, shift): (i16, u8),
+        ) -> Self {
             let slots: [u32; 16] = std::array::from_fn(|c| lut[c] as u32);
             State512 {
                 lut: _mm512_loadu_si512(slots.as_ptr() as *const __m512i),
@@ -435,6 +463,10 @@ mod simd {
                 tb: _mm512_set1_epi32(tb as i32),
                 most: _mm512_setzero_si512(),
                 worst: _mm512_setzero_si512(),
+                side: (
+                    _mm512_set1_epi32(base as i32),
+                    _mm512_set1_epi32(shift as i32),
+                ),
             }
         }
 
@@ -463,10 +495,15 @@ mod simd {
             s
         }
 
-        /// The 16 slots at `slots` (16 readable bytes), as given.
+        /// [`State::side8`] for 16 words (64 readable bytes at `side` and `r`).
         #[inline(always)]
-        pub(super) unsafe fn given16(&mut self, slots: *const u8) -> __m512i {
-            let s = _mm512_cvtepu8_epi32(_mm_loadu_si128(slots as *const __m128i));
+        pub(super) unsafe fn side16(&mut self, side: *const u8, r: *const u8) -> __m512i {
+            let s = side_slots16(
+                _mm512_loadu_si512(side as *const __m512i),
+                _mm512_loadu_si512(r as *const __m512i),
+                self.side,
+                self.lut,
+            );
             self.worst = _mm512_max_epu32(self.worst, s);
             s
         }

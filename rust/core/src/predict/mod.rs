@@ -363,6 +363,11 @@ fn decode_side(
     decode::check_symbols(&models, word::max_token(bits, tb))?;
     let n = reference.len().min(out.len()).min(side.len()) / width;
     let (model, lut) = decode::coded_model(&models)?;
+    if width == 4 {
+        let params = (float, 0, off as u32, Some(tb));
+        let (model, side) = ((&model, lut), Some((side, (base, shift))));
+        return fused::decode32_side(r, reference, out, params, model, side, hash);
+    }
     let mut slots = scratch::bytes_dirty(n);
     let at = n * width;
     side::map(
@@ -373,11 +378,6 @@ fn decode_side(
         &lut,
         &mut slots,
     );
-    if width == 4 {
-        let params = (float, 0, off as u32, Some(tb));
-        let model = (&model, lut);
-        return fused::decode32_slots(r, reference, out, params, model, Some(&slots), hash);
-    }
     let mut symbols = scratch::bytes_dirty(n);
     model.decode(r, &slots, &mut symbols)?;
     let bits_data = decode::raw_bits(r)?;

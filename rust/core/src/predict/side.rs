@@ -46,7 +46,7 @@ pub(super) fn log_shift(dtype: DType) -> Option<u32> {
 
 /// The key of one word pair (see the module doc).
 #[inline(always)]
-fn key<const W: usize>(side: &[u8], reference: &[u8], sh: u32) -> i32 {
+pub(super) fn key<const W: usize>(side: &[u8], reference: &[u8], sh: u32) -> i32 {
     let bits = 8 * W as u32;
     let abs = |w: u64| (w << (65 - bits) >> (65 - bits)) >> sh;
     2 * abs(load::<W>(side)) as i32 - abs(load::<W>(reference)) as i32
@@ -54,7 +54,7 @@ fn key<const W: usize>(side: &[u8], reference: &[u8], sh: u32) -> i32 {
 
 /// The context of key `k`.
 #[inline(always)]
-fn context(k: i32, base: i16, shift: u8) -> u8 {
+pub(super) fn context(k: i32, base: i16, shift: u8) -> u8 {
     ((base as i32 - k).max(0) >> shift).min(CONTEXTS as i32 - 1) as u8
 }
 

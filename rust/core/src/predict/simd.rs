@@ -237,9 +237,7 @@ pub unsafe fn side_contexts32(
     lut: &[u8; CONTEXTS],
     out: &mut [u8],
 ) {
-    let abs = _mm256_set1_epi32(i32::MAX);
     let basev = _mm256_set1_epi32(base as i32);
-    let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
     let count = _mm_cvtsi32_si128(shift as i32);
     let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -248,11 +246,7 @@ pub unsafe fn side_contexts32(
             let at = 128 * i + 32 * g;
             let s = _mm256_loadu_si256(side.as_ptr().add(at) as *const __m256i);
             let r = _mm256_loadu_si256(reference.as_ptr().add(at) as *const __m256i);
-            let ls = _mm256_srli_epi32::<21>(_mm256_and_si256(s, abs));
-            let lr = _mm256_srli_epi32::<21>(_mm256_and_si256(r, abs));
-            let k = _mm256_sub_epi32(_mm256_add_epi32(ls, ls), lr);
-            let d = _mm256_max_epi32(_mm256_sub_epi32(basev, k), _mm256_setzero_si256());
-            _mm256_min_epi32(_mm256_srl_epi32(d, count), cap)
+            side_codes8(s, r, basev, count)
         };
         let lo = _mm256_packus_epi32(c(0), c(1));
         let hi = _mm256_packus_epi32(c(2), c(3));
@@ -262,6 +256,21 @@ pub unsafe fn side_contexts32(
             _mm256_shuffle_epi8(table, b),
         );
     }
+}
+
+/// Side-context codes (see `side`) of 8 side words `s` and their reference words `r`
+/// (32-bit float lanes), `base` in every lane and the chunk's `shift` in `count`.
+#[inline(always)]
+pub(super) unsafe fn side_codes8(s: __m256i, r: __m256i, base: __m256i, count: __m128i) -> __m256i {
+    let abs = _mm256_set1_epi32(i32::MAX);
+    let ls = _mm256_srli_epi32::<21>(_mm256_and_si256(s, abs));
+    let lr = _mm256_srli_epi32::<21>(_mm256_and_si256(r, abs));
+    let k = _mm256_sub_epi32(_mm256_add_epi32(ls, ls), lr);
+    let d = _mm256_max_epi32(_mm256_sub_epi32(base, k), _mm256_setzero_si256());
+    _mm256_min_epi32(
+        _mm256_srl_epi32(d, count),
+        _mm256_set1_epi32(CONTEXTS as i32 - 1),
+    )
 }
 
 /// Bit length of each u32 lane (0 for 0): the exponent of the lane's low 31 bits as a
