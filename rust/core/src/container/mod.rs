@@ -716,16 +716,15 @@ fn encode_one<'a>(
             }
         }
         Some(r) => {
-            let raw_hash = hash::h128(raw);
             let rc = &r.data[range.clone()];
             let sc = side.map(|s| &s[range]);
-            let bytes = predict::encode_chunk_side(raw, rc, sc, t.dtype);
-            let predicted = bytes.first() != Some(&0);
+            let c = predict::encode_chunk_hashed(raw, rc, sc, t.dtype);
+            let predicted = c.bytes.first() != Some(&0);
             CodedChunk {
-                side: predict::is_side_chunk(&bytes),
-                bytes: ChunkBytes::Done(bytes),
-                raw_hash,
-                ref_hash: Some(hash::h128(rc)),
+                side: predict::is_side_chunk(&c.bytes),
+                bytes: ChunkBytes::Done(c.bytes),
+                raw_hash: c.raw_hash,
+                ref_hash: Some(c.ref_hash),
                 predicted,
                 max_error: 0.0,
                 escapes: 0,

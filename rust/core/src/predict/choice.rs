@@ -80,11 +80,11 @@ pub(super) fn estimates(
     let width = dtype.word_size();
     let (xs, rs) = (&sample.xs[..], &sample.rs[..]);
     let kind = (width, dtype.is_float());
-    let a = encode::analyze(xs, rs, kind, params, false, None);
+    let a = encode::analyze(xs, rs, kind, params, (false, false), None);
     let with_side = side.zip(sample.ss.as_ref()).map(|(at, ss)| {
         let mut ctx = scratch::bytes_dirty(xs.len() / width);
         side::map(ss, rs, dtype, at, &side::IDENTITY, &mut ctx);
-        encode::analyze(xs, rs, kind, params, false, Some(&ctx))
+        encode::analyze(xs, rs, kind, params, (false, false), Some(&ctx))
             .estimate(sample.scale)
             .0
     });

@@ -7,6 +7,7 @@ use super::word::{by_width, load, residual, token};
 use super::{CONTEXTS, TABLE_BITS};
 use crate::entropy::bits::BitWriter;
 use crate::entropy::freq::FreqTable;
+use crate::hash::Hasher128;
 use crate::scratch::{self, Scratch};
 
 /// Bits of the residual token in a code: `code = context << SYM_BITS | token`.
@@ -23,6 +24,37 @@ pub(super) struct Analysis {
     pub bits: Option<BitWriter<Scratch<u8>>>,
     /// Total raw bits.
     pub raw_bits: u64,
+    /// [`crate::hash::h128`] of the raw words (when asked for).
+    pub raw_hash: Option<u128>,
+}
+
+/// Bytes of raw words hashed at a time: blocks the analysis has just read.
+const HASH_BLOCK: usize = 4 * crate::codec::HASH_BLOCK_WORDS;
+
+/// The hash of a chunk's raw words, fed by the analysis pass block by block while each
+/// block is in cache, instead of a pass of its own over the chunk.
+#[derive(Default)]
+pub(super) struct RawHash {
+    h: Hasher128,
+    upto: usize,
+}
+
+impl RawHash {
+    /// Feeds the bytes of `raw` not fed yet, up to `end`, once they make a whole block
+    /// (a call per group of words costs a comparison until then).
+    #[inline(always)]
+    pub(super) fn feed_blocks(&mut self, raw: &[u8], end: usize) {
+        if end - self.upto >= HASH_BLOCK {
+            self.h.update(&raw[self.upto..end]);
+            self.upto = end;
+        }
+    }
+
+    /// The hash of all of `raw` (the rest fed now).
+    fn finish(mut self, raw: &[u8]) -> u128 {
+        self.h.update(&raw[self.upto..]);
+        self.h.digest()
+    }
 }
 
 impl Analysis {
@@ -55,14 +87,15 @@ impl Analysis {
 }
 
 /// Analyses the words of `raw` against `reference` (same length) with tokens of `tb`
-/// top bits; packs the raw bits when `pack` is set. Contexts come from the reference's
-/// exponents under `e_max`, or from `side` (one context per word) when given.
+/// top bits; packs the raw bits when `pack` is set and hashes `raw` when `hash` is.
+/// Contexts come from the reference's exponents under `e_max`, or from `side` (one
+/// context per word) when given.
 pub(super) fn analyze(
     raw: &[u8],
     reference: &[u8],
     (width, float): (usize, bool),
     (e_max, off, tb): (u8, u64, u32),
-    pack: bool,
+    (pack, hash): (bool, bool),
     side: Option<&[u8]>,
 ) -> Analysis {
     let n = raw.len() / width;
@@ -71,9 +104,12 @@ pub(super) fn analyze(
         hist: vec![0u32; CONTEXTS * SYMS],
         bits: pack.then(|| BitWriter::reusing(scratch::bytes_dirty(raw.len() + 16))),
         raw_bits: 0,
+        raw_hash: None,
     };
+    let mut rh = hash.then(RawHash::default);
     let done = if width == 4 {
-        simd_analyze32(raw, reference, side, (float, e_max, off as u32, tb), &mut a)
+        let params = (float, e_max, off as u32, tb);
+        simd_analyze32(raw, reference, side, params, &mut a, rh.as_mut())
     } else {
         0
     };
@@ -88,6 +124,7 @@ pub(super) fn analyze(
             &mut a
         )
     );
+    a.raw_hash = rh.map(|h| h.finish(raw));
     a
 }
 
@@ -126,6 +163,7 @@ fn simd_analyze32(
     side: Option<&[u8]>,
     params: (bool, u8, u32, u32),
     a: &mut Analysis,
+    hash: Option<&mut RawHash>,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
@@ -137,7 +175,7 @@ fn simd_analyze32(
             (bool, u8, u32, u32),
             &mut [u16],
             &mut [u32],
-            Option<&mut BitWriter<Scratch<u8>>>,
+            (Option<&mut BitWriter<Scratch<u8>>>, Option<&mut RawHash>),
         ) -> u64;
         let pick: Option<(usize, Kernel)> = if avx2_bmi2_popcnt() && avx512_cd() && WIDE.get() {
             Some((16, super::simd::analyze32_512))
@@ -159,13 +197,13 @@ fn simd_analyze32(
                     params,
                     &mut a.codes[..n],
                     &mut a.hist,
-                    a.bits.as_mut(),
+                    (a.bits.as_mut(), hash),
                 )
             };
             return n;
         }
     }
-    let _ = (raw, reference, side, params, a);
+    let _ = (raw, reference, side, params, a, hash);
     0
 }
 
@@ -179,6 +217,25 @@ thread_local! {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The analysis hashes chunks of several hash blocks and a partial one, with every
+    /// kernel, into [`crate::hash::h128`] of the raw bytes.
+    #[test]
+    fn analysis_hashes_the_raw_words() {
+        let n = 3 * crate::codec::HASH_BLOCK_WORDS + 1234;
+        let reference: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let raw: Vec<u8> = (0..n)
+            .flat_map(|i| (i as f32 * 1.001).to_le_bytes())
+            .collect();
+        for wide in [true, false] {
+            #[cfg(target_arch = "x86_64")]
+            WIDE.set(wide);
+            let a = analyze(&raw, &reference, (4, true), (150, 0, 1), (true, true), None);
+            #[cfg(target_arch = "x86_64")]
+            WIDE.set(true);
+            assert_eq!(a.raw_hash, Some(crate::hash::h128(&raw)), "wide {wide}");
+        }
+    }
 
     proptest! {
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits,
@@ -197,6 +254,7 @@ mod tests {
                 hist: vec![0u32; CONTEXTS * SYMS],
                 bits: Some(BitWriter::reusing(scratch::bytes(16))),
                 raw_bits: 0,
+                raw_hash: None,
             };
             analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, side), &mut b);
             let scalar_bits = b.bits.unwrap().finish().to_vec();
@@ -204,13 +262,15 @@ mod tests {
             for wide in [true, false] {
                 #[cfg(target_arch = "x86_64")]
                 WIDE.set(wide);
-                let a = analyze(&raw, &reference, (4, float), (e_max, off as u64, tb), true, side);
+                let params = (e_max, off as u64, tb);
+                let a = analyze(&raw, &reference, (4, float), params, (true, true), side);
                 #[cfg(target_arch = "x86_64")]
                 WIDE.set(true);
                 prop_assert_eq!(&a.codes[..], &b.codes[..]);
                 prop_assert_eq!(&a.hist, &b.hist);
                 prop_assert_eq!(a.raw_bits, b.raw_bits);
                 prop_assert_eq!(&a.bits.unwrap().finish()[..], &scalar_bits[..]);
+                prop_assert_eq!(a.raw_hash, Some(crate::hash::h128(&raw)));
             }
         }
     }

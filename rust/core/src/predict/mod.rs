@@ -96,6 +96,45 @@ pub fn encode_chunk_side(
     side: Option<&[u8]>,
     dtype: DType,
 ) -> Vec<u8> {
+    encode_with(raw, reference, side, dtype, false).0
+}
+
+/// A predicted chunk's bytes with [`crate::hash::h128`] of its raw and reference bytes.
+pub struct HashedChunk {
+    /// The chunk, as [`encode_chunk_side`] writes it.
+    pub bytes: Vec<u8>,
+    /// Hash of the raw bytes.
+    pub raw_hash: u128,
+    /// Hash of the reference bytes.
+    pub ref_hash: u128,
+}
+
+/// [`encode_chunk_side`] that also hashes the raw and reference bytes, each while a pass
+/// of the encoder reads them anyway (the reference with its base exponent, the raw
+/// bytes in the analysis), not in passes of their own.
+pub fn encode_chunk_hashed(
+    raw: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+) -> HashedChunk {
+    let (bytes, hashes) = encode_with(raw, reference, side, dtype, true);
+    let (raw_hash, ref_hash) = hashes.expect("hashes asked for");
+    HashedChunk {
+        bytes,
+        raw_hash,
+        ref_hash,
+    }
+}
+
+/// [`encode_chunk_side`], with the raw and reference hashes when `hash` is set.
+fn encode_with(
+    raw: &[u8],
+    reference: &[u8],
+    side: Option<&[u8]>,
+    dtype: DType,
+    hash: bool,
+) -> (Vec<u8>, Option<(u128, u128)>) {
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
     let side = side.filter(|s| {
@@ -103,7 +142,16 @@ pub fn encode_chunk_side(
             && side::log_shift(dtype).is_some()
             && raw.len() / width >= side::MIN_WORDS
     });
-    let e_max = contexts::base(reference, width, float);
+    let (e_max, ref_hash) = if hash {
+        let (e, h) = contexts::base_hashed(reference, width, float);
+        (e, Some(h))
+    } else {
+        (contexts::base(reference, width, float), None)
+    };
+    // The hashes with the raw bytes' (taken by `raw_hash` when the analysis has not).
+    let hashes = |raw_hash: Option<u128>| {
+        ref_hash.map(|r| (raw_hash.unwrap_or_else(|| crate::hash::h128(raw)), r))
+    };
     let sample = (raw.len() / width >= choice::MIN_WORDS)
         .then(|| choice::Sample::take(raw, reference, side, width));
     // The offset from the sample when there is one: contiguous runs, not a word per
@@ -131,7 +179,8 @@ pub fn encode_chunk_side(
         }
         let residual = with_side.map_or(residual, |w| w.min(residual));
         if residual > standalone * (1.0 + choice::MARGIN_SAMPLED) {
-            return standalone_chunk(raw, dtype);
+            let (bytes, raw_hash) = standalone_hashed(raw, dtype, hash);
+            return (bytes, hashes(raw_hash));
         }
         sampled = Some(standalone);
     }
@@ -141,26 +190,39 @@ pub fn encode_chunk_side(
         (at, ctx)
     });
     let ctx_words = ctx.as_ref().map(|(_, c)| &c[..]);
-    let a = encode::analyze(raw, reference, (width, float), params, true, ctx_words);
+    let a = encode::analyze(
+        raw,
+        reference,
+        (width, float),
+        params,
+        (true, hash),
+        ctx_words,
+    );
     let (est, tables) = a.estimate(1.0);
+    let hashes = hashes(a.raw_hash);
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
     let trial = match sampled {
-        Some(s) if est > s * (1.0 + choice::MARGIN_EXACT) => return standalone_chunk(raw, dtype),
+        Some(s) if est > s * (1.0 + choice::MARGIN_EXACT) => {
+            return (standalone_chunk(raw, dtype), hashes)
+        }
         Some(s) => est >= s * (1.0 - choice::MARGIN_EXACT),
         None => !(float && est < 0.5 * raw.len() as f64),
     };
     if trial {
         let standalone = PlaneChunk::encode(raw, dtype);
         if est >= standalone.len() as f64 {
-            return wrap_standalone(&standalone, raw);
+            return (wrap_standalone(&standalone, raw), hashes);
         }
     }
     let contexts = match ctx {
         Some((at, _)) => Contexts::Side(at),
         None => Contexts::Exponent(e_max),
     };
-    residual_chunk(a, &tables, (contexts, off, TOP_BITS), est)
+    (
+        residual_chunk(a, &tables, (contexts, off, TOP_BITS), est),
+        hashes,
+    )
 }
 
 /// Whether an encoded chunk takes its contexts from a side tensor (kind 4).
@@ -175,6 +237,15 @@ enum Contexts {
     Exponent(u8),
     /// A sibling tensor's words, with the chunk's `(base, shift)` (kind 4).
     Side((i16, u8)),
+}
+
+/// [`standalone_chunk`], with the raw bytes' hash when `hash` is set.
+fn standalone_hashed(raw: &[u8], dtype: DType, hash: bool) -> (Vec<u8>, Option<u128>) {
+    if !hash {
+        return (standalone_chunk(raw, dtype), None);
+    }
+    let (planes, h) = PlaneChunk::encode_hashed(raw, dtype, &[]);
+    (wrap_standalone(&planes, raw), Some(h))
 }
 
 /// A standalone chunk behind its kind byte.
@@ -464,6 +535,7 @@ mod tests {
             let mut out = vec![0u8; n];
             decode_chunk(&comp, reference, dtype, &mut out).unwrap();
             prop_assert_eq!(out, raw.to_vec());
+            assert_encoded_hashed(raw, reference, None, dtype, &comp);
         }
 
         /// Few distinct exponents and many exact repeats: constant contexts, zero-length
@@ -488,6 +560,7 @@ mod tests {
             let mut out = vec![0u8; n];
             decode_chunk(&comp, reference, dtype, &mut out).unwrap();
             prop_assert_eq!(out, raw.to_vec());
+            assert_encoded_hashed(raw, reference, None, dtype, &comp);
         }
 
         /// Side contexts round-trip over every dtype (integer dtypes ignore the side).
@@ -563,7 +636,23 @@ mod tests {
             decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
             prop_assert_eq!(&out, &raw);
             assert_hashed(&comp, &reference, None, DType::F32, &raw);
+            assert_encoded_hashed(&raw, &reference, None, DType::F32, &comp);
         }
+    }
+
+    /// The hashing encoder writes the same chunk `comp` as the plain one and hashes the
+    /// raw and reference bytes.
+    fn assert_encoded_hashed(
+        raw: &[u8],
+        reference: &[u8],
+        side: Option<&[u8]>,
+        dtype: DType,
+        comp: &[u8],
+    ) {
+        let c = encode_chunk_hashed(raw, reference, side, dtype);
+        assert_eq!(c.bytes, comp);
+        assert_eq!(c.raw_hash, crate::hash::h128(raw));
+        assert_eq!(c.ref_hash, crate::hash::h128(reference));
     }
 
     /// The hashed decoder gives the same bytes and, when it hashes, their `h128`; 32-bit
@@ -578,6 +667,21 @@ mod tests {
         } else if let Some(h) = hash {
             assert_eq!(h, crate::hash::h128(raw));
         }
+    }
+
+    /// Unrelated words: the sample sends the chunk to the standalone codec, and the
+    /// hashing encoder still hashes both inputs.
+    #[test]
+    fn unrelated_chunks_hash_on_the_standalone_path() {
+        let mut rng = Lcg(5);
+        let n = 4 * choice::MIN_WORDS;
+        let raw: Vec<u8> = (0..n).flat_map(|_| rng.centered().to_le_bytes()).collect();
+        let reference: Vec<u8> = (0..n)
+            .flat_map(|_| (rng.next() as u32).to_le_bytes())
+            .collect();
+        let comp = encode_chunk(&raw, &reference, DType::F32);
+        assert_eq!(comp[0], KIND_STANDALONE);
+        assert_encoded_hashed(&raw, &reference, None, DType::F32, &comp);
     }
 
     /// An Adam-like pair: `v` decays by a fixed factor where `m` is tiny and grows by `m^2`
@@ -611,6 +715,7 @@ mod tests {
             let mut out = vec![0u8; raw.len()];
             decode_chunk_side(&comp, &reference, Some(&side), DType::F32, &mut out).unwrap();
             assert_eq!(out, raw, "n = {n}");
+            assert_encoded_hashed(&raw, &reference, Some(&side), DType::F32, &comp);
             if n < side::MIN_WORDS {
                 assert_ne!(comp[0], KIND_SIDE);
                 continue;

@@ -1,7 +1,7 @@
 //! AVX2 kernels for 32-bit words (fp32, int32, the halves of complex64), 8 or 32 words
 //! at a time. Callers check for AVX2 and keep scalar loops for the rest.
 
-use super::encode::SYM_BITS;
+use super::encode::{RawHash, SYM_BITS};
 use super::CONTEXTS;
 use crate::entropy::bits::BitWriter;
 use crate::scratch::Scratch;
@@ -424,7 +424,7 @@ pub unsafe fn analyze32_512(
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    mut bw: Option<&mut BitWriter<Scratch<u8>>>,
+    (mut bw, mut hash): (Option<&mut BitWriter<Scratch<u8>>>, Option<&mut RawHash>),
 ) -> u64 {
     let top = _mm512_set1_epi32(i32::MIN);
     let ord16 = |w: __m512i| _mm512_xor_si512(w, _mm512_or_si512(_mm512_srai_epi32::<31>(w), top));
@@ -464,6 +464,9 @@ pub unsafe fn analyze32_512(
                 bw,
             );
         }
+        if let Some(h) = hash.as_mut() {
+            h.feed_blocks(raw, 64 * (i + 1));
+        }
     }
     if let Some(bw) = bw.as_mut() {
         pairs.flush(bw);
@@ -476,7 +479,8 @@ pub unsafe fn analyze32_512(
 
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code, `side` one context per code):
-/// codes, their histogram, the packed raw bits (if `bw`); returns the raw bit count.
+/// codes, their histogram, the packed raw bits (if `bw`), `raw` fed to `hash` block by
+/// block (if given); returns the raw bit count.
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
 pub unsafe fn analyze32(
     raw: &[u8],
@@ -485,7 +489,7 @@ pub unsafe fn analyze32(
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    mut bw: Option<&mut BitWriter<Scratch<u8>>>,
+    (mut bw, mut hash): (Option<&mut BitWriter<Scratch<u8>>>, Option<&mut RawHash>),
 ) -> u64 {
     let top = _mm256_set1_epi32(i32::MIN);
     let offv = _mm256_set1_epi32(off as i32);
@@ -529,6 +533,9 @@ pub unsafe fn analyze32(
         );
         if let Some(bw) = bw.as_mut() {
             pairs.push(lv, kv, bw);
+        }
+        if let Some(h) = hash.as_mut() {
+            h.feed_blocks(raw, 32 * (i + 1));
         }
     }
     if let Some(bw) = bw.as_mut() {
