@@ -82,9 +82,9 @@ pub(super) fn estimates(
     let kind = (width, dtype.is_float());
     let a = encode::analyze(xs, rs, kind, params, (false, false), None);
     let with_side = side.zip(sample.ss.as_ref()).map(|(at, ss)| {
-        let mut ctx = scratch::bytes_dirty(xs.len() / width);
-        side::map(ss, rs, dtype, at, &side::IDENTITY, &mut ctx);
-        encode::analyze(xs, rs, kind, params, (false, false), Some(&ctx))
+        let sh = side::log_shift(dtype).expect("side contexts on a float dtype");
+        let side = encode::Side { words: ss, sh, at };
+        encode::analyze(xs, rs, kind, params, (false, false), Some(side))
             .estimate(sample.scale)
             .0
     });

@@ -3,6 +3,7 @@
 //! between residual and standalone coding; the context rANS coder codes the tokens.
 
 use super::contexts::context_of;
+use super::side;
 use super::word::{by_width, load, residual, token};
 use super::{CONTEXTS, TABLE_BITS};
 use crate::entropy::bits::BitWriter;
@@ -26,6 +27,15 @@ pub(super) struct Analysis {
     pub raw_bits: u64,
     /// [`crate::hash::h128`] of the raw words (when asked for).
     pub raw_hash: Option<u128>,
+}
+
+/// A side tensor's words (as many as the raw words) and what maps each word pair to its
+/// context ([`side`]): the dtype's `log_shift` and the chunk's `(base, shift)`.
+#[derive(Clone, Copy)]
+pub(super) struct Side<'a> {
+    pub words: &'a [u8],
+    pub sh: u32,
+    pub at: (i16, u8),
 }
 
 /// Bytes of raw words hashed at a time: blocks the analysis has just read.
@@ -88,15 +98,14 @@ impl Analysis {
 
 /// Analyses the words of `raw` against `reference` (same length) with tokens of `tb`
 /// top bits; packs the raw bits when `pack` is set and hashes `raw` when `hash` is.
-/// Contexts come from the reference's exponents under `e_max`, or from `side` (one
-/// context per word) when given.
+/// Contexts come from the reference's exponents under `e_max`, or from `side` when given.
 pub(super) fn analyze(
     raw: &[u8],
     reference: &[u8],
     (width, float): (usize, bool),
     (e_max, off, tb): (u8, u64, u32),
     (pack, hash): (bool, bool),
-    side: Option<&[u8]>,
+    side: Option<Side>,
 ) -> Analysis {
     let n = raw.len() / width;
     let mut a = Analysis {
@@ -129,12 +138,12 @@ pub(super) fn analyze(
 }
 
 /// The scalar analysis of the words from `first` on (`raw` and `reference` start there;
-/// `side`, the contexts of all words, at word 0).
+/// the side words at word 0).
 fn analyze_w<const W: usize>(
     raw: &[u8],
     reference: &[u8],
     (float, e_max, off, tb): (bool, u8, u64, u32),
-    (first, side): (usize, Option<&[u8]>),
+    (first, side): (usize, Option<Side>),
     a: &mut Analysis,
 ) {
     let bits = 8 * W as u32;
@@ -143,7 +152,10 @@ fn analyze_w<const W: usize>(
         let z = residual(load::<W>(x), load::<W>(r), off, bits, float);
         let (t, low, k) = token(z, tb);
         let c = match side {
-            Some(ctx) => ctx[first + i],
+            Some(sd) => {
+                let k = side::key::<W>(&sd.words[(first + i) * W..], r, sd.sh);
+                side::context(k, sd.at.0, sd.at.1)
+            }
             None if float => context_of::<W>(r, e_max),
             None => 0,
         };
@@ -156,11 +168,12 @@ fn analyze_w<const W: usize>(
     }
 }
 
-/// Analyses a prefix of 32-bit words with AVX2 when the CPU has it; returns the words done.
+/// Analyses a prefix of 32-bit words with AVX2 when the CPU has it (side contexts: of
+/// 32-bit floats); returns the words done.
 fn simd_analyze32(
     raw: &[u8],
     reference: &[u8],
-    side: Option<&[u8]>,
+    side: Option<Side>,
     params: (bool, u8, u32, u32),
     a: &mut Analysis,
     hash: Option<&mut RawHash>,
@@ -171,7 +184,7 @@ fn simd_analyze32(
         type Kernel = unsafe fn(
             &[u8],
             &[u8],
-            Option<&[u8]>,
+            Option<(&[u8], (i16, u8))>,
             (bool, u8, u32, u32),
             &mut [u16],
             &mut [u32],
@@ -184,16 +197,17 @@ fn simd_analyze32(
         } else {
             None
         };
+        let pick = pick.filter(|_| side.is_none_or(|sd| sd.sh == 21));
         if let Some((lanes, kernel)) = pick {
             let n = (raw.len().min(reference.len()) / 4).min(a.codes.len());
-            let n = side.map_or(n, |s| n.min(s.len())) / lanes * lanes;
+            let n = side.map_or(n, |s| n.min(s.words.len() / 4)) / lanes * lanes;
             // SAFETY: the CPU has the kernel's features (picked above); it reads `4 * n`
-            // bytes of `raw` and `reference` and `n` of `side`, and writes `n` codes.
+            // bytes of `raw`, `reference` and the side words, and writes `n` codes.
             a.raw_bits += unsafe {
                 kernel(
                     &raw[..4 * n],
                     &reference[..4 * n],
-                    side.map(|s| &s[..n]),
+                    side.map(|s| (&s.words[..4 * n], s.at)),
                     params,
                     &mut a.codes[..n],
                     &mut a.hist,
@@ -239,15 +253,16 @@ mod tests {
 
     proptest! {
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits,
-        /// with contexts from the reference's exponents or given per word.
+        /// with contexts from the reference's exponents or from side words.
         #[test]
-        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>(), 0u8..16), 0..300),
+        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 0..300),
                                         off in any::<u32>(), float in any::<bool>(), e in any::<u8>(),
-                                        tb in 0u32..3, given in any::<bool>()) {
+                                        tb in 0u32..3, given in any::<bool>(),
+                                        base in -3000i16..3000, shift in 0u8..=side::MAX_SHIFT) {
             let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
             let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
-            let ctx: Vec<u8> = words.iter().map(|w| w.2).collect();
-            let side = given.then_some(&ctx[..]);
+            let side_words: Vec<u8> = words.iter().flat_map(|w| w.2.to_le_bytes()).collect();
+            let side = given.then_some(Side { words: &side_words, sh: 21, at: (base, shift) });
             let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
             let mut b = Analysis {
                 codes: scratch::words(words.len()),

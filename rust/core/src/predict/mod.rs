@@ -184,20 +184,12 @@ fn encode_with(
         }
         sampled = Some(standalone);
     }
-    let ctx = side.map(|(s, at)| {
-        let mut ctx = scratch::bytes_dirty(raw.len() / width);
-        side::map(s, reference, dtype, at, &side::IDENTITY, &mut ctx);
-        (at, ctx)
+    let sides = side.map(|(words, at)| encode::Side {
+        words,
+        sh: side::log_shift(dtype).expect("side contexts on a float dtype"),
+        at,
     });
-    let ctx_words = ctx.as_ref().map(|(_, c)| &c[..]);
-    let a = encode::analyze(
-        raw,
-        reference,
-        (width, float),
-        params,
-        (true, hash),
-        ctx_words,
-    );
+    let a = encode::analyze(raw, reference, (width, float), params, (true, hash), sides);
     let (est, tables) = a.estimate(1.0);
     let hashes = hashes(a.raw_hash);
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
@@ -215,8 +207,8 @@ fn encode_with(
             return (wrap_standalone(&standalone, raw), hashes);
         }
     }
-    let contexts = match ctx {
-        Some((at, _)) => Contexts::Side(at),
+    let contexts = match side {
+        Some((_, at)) => Contexts::Side(at),
         None => Contexts::Exponent(e_max),
     };
     (

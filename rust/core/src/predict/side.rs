@@ -80,7 +80,9 @@ pub(super) fn choose(side: &[u8], reference: &[u8], dtype: DType) -> (i16, u8) {
     (*base as i16, SHIFT)
 }
 
-/// Writes `lut[context]` of every word into `out` (one byte per word).
+/// Writes `lut[context]` of every word into `out` (one byte per word): for the two-pass
+/// decoder of 16- and 64-bit words (the fused 32-bit decoder and the analysis pass compute
+/// each word's context where they use it).
 pub(super) fn map(
     side: &[u8],
     reference: &[u8],
@@ -90,53 +92,10 @@ pub(super) fn map(
     out: &mut [u8],
 ) {
     let sh = log_shift(dtype).expect("side contexts on a float dtype");
-    let width = dtype.word_size();
-    let done = if sh == 21 {
-        simd_map32(side, reference, (base, shift), lut, out)
-    } else {
-        0
-    };
-    let at = done * width;
     by_width!(
-        width,
-        map_w(
-            &side[at..],
-            &reference[at..],
-            sh,
-            (base, shift),
-            lut,
-            &mut out[done..]
-        )
+        dtype.word_size(),
+        map_w(side, reference, sh, (base, shift), lut, out)
     );
-}
-
-/// Maps a prefix of 32-bit float words with AVX2 when the CPU has it; returns the words
-/// done.
-fn simd_map32(
-    side: &[u8],
-    reference: &[u8],
-    at: (i16, u8),
-    lut: &[u8; CONTEXTS],
-    out: &mut [u8],
-) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        let n = (side.len().min(reference.len()) / 4).min(out.len()) / 32 * 32;
-        // SAFETY: AVX2 is present; the kernel reads `4 * n` bytes of both inputs and writes
-        // `n` output bytes, all in bounds.
-        unsafe {
-            super::simd::side_contexts32(
-                &side[..4 * n],
-                &reference[..4 * n],
-                at,
-                lut,
-                &mut out[..n],
-            )
-        };
-        return n;
-    }
-    let _ = (side, reference, at, lut, out);
-    0
 }
 
 fn map_w<const W: usize>(
@@ -152,17 +111,6 @@ fn map_w<const W: usize>(
         *o = lut[context(key::<W>(s, r, sh), base, shift) as usize];
     }
 }
-
-/// The identity map of contexts (the encoder's).
-pub(super) const IDENTITY: [u8; CONTEXTS] = {
-    let mut l = [0u8; CONTEXTS];
-    let mut c = 0;
-    while c < CONTEXTS {
-        l[c] = c as u8;
-        c += 1;
-    }
-    l
-};
 
 #[cfg(test)]
 mod tests {
@@ -181,22 +129,6 @@ mod tests {
         assert_eq!(context(one, one as i16, 1), 0);
         assert_eq!(context(one - 8, one as i16, 1), 4);
         assert_eq!(context(i32::MIN / 2, 0, 0), CONTEXTS as u8 - 1);
-    }
-
-    proptest::proptest! {
-        /// The AVX2 prefix and the scalar loop give every word the same code.
-        #[test]
-        fn simd_map_matches_scalar(words in proptest::collection::vec((proptest::prelude::any::<u32>(), proptest::prelude::any::<u32>()), 0..300),
-                                   base in -3000i16..3000, shift in 0u8..=MAX_SHIFT,
-                                   lut in proptest::prelude::any::<[u8; CONTEXTS]>()) {
-            let side: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
-            let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
-            let n = words.len();
-            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
-            map(&side, &reference, DType::F32, (base, shift), &lut, &mut a);
-            map_w::<4>(&side, &reference, 21, (base, shift), &lut, &mut b);
-            proptest::prop_assert_eq!(a, b);
-        }
     }
 
     #[test]

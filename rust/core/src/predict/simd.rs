@@ -2,6 +2,7 @@
 //! at a time. Callers check for AVX2 and keep scalar loops for the rest.
 
 use super::encode::{RawHash, SYM_BITS};
+use super::simd512::side_codes16;
 use super::CONTEXTS;
 use crate::entropy::bits::BitWriter;
 use crate::scratch::Scratch;
@@ -226,38 +227,6 @@ pub unsafe fn contexts32(reference: &[u8], e_max: u8, lut: &[u8; CONTEXTS], out:
     bytes.into_iter().fold(0, u8::max)
 }
 
-/// Side-context codes of 32-bit float words (see `side`): `lut[min(max(base - k, 0) >>
-/// shift, CONTEXTS - 1)]` with `k = 2 L(side) - L(reference)`, `L(x) = (x & 0x7fffffff) >>
-/// 21`, 32 words at a time (`out.len()` a multiple of 32, 4 bytes per code in both inputs).
-#[target_feature(enable = "avx2")]
-pub unsafe fn side_contexts32(
-    side: &[u8],
-    reference: &[u8],
-    (base, shift): (i16, u8),
-    lut: &[u8; CONTEXTS],
-    out: &mut [u8],
-) {
-    let basev = _mm256_set1_epi32(base as i32);
-    let count = _mm_cvtsi32_si128(shift as i32);
-    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(lut.as_ptr() as *const __m128i));
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (i, o) in out.chunks_exact_mut(32).enumerate() {
-        let c = |g: usize| {
-            let at = 128 * i + 32 * g;
-            let s = _mm256_loadu_si256(side.as_ptr().add(at) as *const __m256i);
-            let r = _mm256_loadu_si256(reference.as_ptr().add(at) as *const __m256i);
-            side_codes8(s, r, basev, count)
-        };
-        let lo = _mm256_packus_epi32(c(0), c(1));
-        let hi = _mm256_packus_epi32(c(2), c(3));
-        let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
-        _mm256_storeu_si256(
-            o.as_mut_ptr() as *mut __m256i,
-            _mm256_shuffle_epi8(table, b),
-        );
-    }
-}
-
 /// Side-context codes (see `side`) of 8 side words `s` and their reference words `r`
 /// (32-bit float lanes), `base` in every lane and the chunk's `shift` in `count`.
 #[inline(always)]
@@ -420,7 +389,7 @@ unsafe fn tokens16(z: __m512i, tb: __m512i) -> (__m512i, __m512i, __m512i) {
 pub unsafe fn analyze32_512(
     raw: &[u8],
     reference: &[u8],
-    side: Option<&[u8]>,
+    side: Option<(&[u8], (i16, u8))>,
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
@@ -432,6 +401,11 @@ pub unsafe fn analyze32_512(
     let tbv = _mm512_set1_epi32(tb as i32);
     let emax = _mm512_set1_epi32(e_max as i32);
     let cap = _mm512_set1_epi32(CONTEXTS as i32 - 1);
+    let (base, shift) = side.map_or((0, 0), |(_, at)| at);
+    let side_at = (
+        _mm512_set1_epi32(base as i32),
+        _mm512_set1_epi32(shift as i32),
+    );
     // Per-lane raw bit counts: at most 31 per word and 2^22 words per lane in a chunk of
     // at most 64 MiB, so u32 lanes do not overflow.
     let mut raw_bits = _mm512_setzero_si512();
@@ -444,8 +418,9 @@ pub unsafe fn analyze32_512(
         let d = _mm512_sub_epi32(_mm512_sub_epi32(ox, or), offv);
         let z = _mm512_xor_si512(_mm512_slli_epi32::<1>(d), _mm512_srai_epi32::<31>(d));
         let (t, lv, kv) = tokens16(z, tbv);
-        let c = if let Some(ctx) = side {
-            _mm512_cvtepu8_epi32(_mm_loadu_si128(ctx.as_ptr().add(16 * i) as *const __m128i))
+        let c = if let Some((words, _)) = side {
+            let s = _mm512_loadu_si512(words.as_ptr().add(64 * i) as *const __m512i);
+            side_codes16(s, r, side_at)
         } else if float {
             let e = _mm512_and_si512(_mm512_srli_epi32::<23>(r), _mm512_set1_epi32(0xff));
             _mm512_min_epu32(_mm512_sub_epi32(emax, e), cap)
@@ -485,7 +460,7 @@ pub unsafe fn analyze32_512(
 pub unsafe fn analyze32(
     raw: &[u8],
     reference: &[u8],
-    side: Option<&[u8]>,
+    side: Option<(&[u8], (i16, u8))>,
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
@@ -496,6 +471,8 @@ pub unsafe fn analyze32(
     let tbv = _mm256_set1_epi32(tb as i32);
     let emax = _mm256_set1_epi32(e_max as i32);
     let cap = _mm256_set1_epi32(CONTEXTS as i32 - 1);
+    let (b, sh) = side.map_or((0, 0), |(_, at)| at);
+    let (base, count) = (_mm256_set1_epi32(b as i32), _mm_cvtsi32_si128(sh as i32));
     let mut raw_bits = _mm256_setzero_si256();
     let mut sub = SubHist::new();
     let mut pairs = Pairs::default();
@@ -510,8 +487,9 @@ pub unsafe fn analyze32(
         let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
         let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
         let (t, lv, kv) = tokens8(z, tbv);
-        let c = if let Some(ctx) = side {
-            _mm256_cvtepu8_epi32(_mm_loadl_epi64(ctx.as_ptr().add(8 * i) as *const __m128i))
+        let c = if let Some((words, _)) = side {
+            let s = _mm256_loadu_si256(words.as_ptr().add(32 * i) as *const __m256i);
+            side_codes8(s, r, base, count)
         } else if float {
             let e = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
             _mm256_min_epu32(_mm256_sub_epi32(emax, e), cap)

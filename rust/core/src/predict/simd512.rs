@@ -131,24 +131,33 @@ pub(super) unsafe fn slots16(r: __m512i, emax: __m512i, lut: __m512i) -> (__m512
     (_mm512_permutexvar_epi32(c, lut), t)
 }
 
-/// Table slots of 16 side words `s` and their reference words `r` (32-bit float lanes):
-/// `lut` (one slot per lane) at the words' side-context codes (see `side`), `base` and
-/// the chunk's `shift` in every lane.
+/// Side-context codes (see `side`) of 16 side words `s` and their reference words `r`
+/// (32-bit float lanes), `base` and the chunk's `shift` in every lane.
 #[inline(always)]
-pub(super) unsafe fn side_slots16(
+pub(super) unsafe fn side_codes16(
     s: __m512i,
     r: __m512i,
     (base, shift): (__m512i, __m512i),
-    lut: __m512i,
 ) -> __m512i {
     let abs = _mm512_set1_epi32(i32::MAX);
     let ls = _mm512_srli_epi32::<21>(_mm512_and_si512(s, abs));
     let lr = _mm512_srli_epi32::<21>(_mm512_and_si512(r, abs));
     let k = _mm512_sub_epi32(_mm512_add_epi32(ls, ls), lr);
     let d = _mm512_max_epi32(_mm512_sub_epi32(base, k), _mm512_setzero_si512());
-    let c = _mm512_min_epi32(
+    _mm512_min_epi32(
         _mm512_srlv_epi32(d, shift),
         _mm512_set1_epi32(CONTEXTS as i32 - 1),
-    );
-    _mm512_permutexvar_epi32(c, lut)
+    )
+}
+
+/// Table slots of 16 side words `s` and their reference words `r`: `lut` (one slot per
+/// lane) at their [`side_codes16`].
+#[inline(always)]
+pub(super) unsafe fn side_slots16(
+    s: __m512i,
+    r: __m512i,
+    at: (__m512i, __m512i),
+    lut: __m512i,
+) -> __m512i {
+    _mm512_permutexvar_epi32(side_codes16(s, r, at), lut)
 }
