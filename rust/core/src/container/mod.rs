@@ -112,21 +112,23 @@ pub struct Encoded<'a> {
 
 /// One chunk's encoded bytes: finished, or coded planes plus raw planes still in the input.
 enum ChunkBytes<'a> {
-    Done(Vec<u8>),
+    /// Finished bytes, written from the given start (1 skips the kind byte of a predicted
+    /// tensor's chunk when the tensor is stored standalone, without moving the rest).
+    Done(Vec<u8>, usize),
     Planes(Box<PlaneChunk>, &'a [u8]),
 }
 
 impl ChunkBytes<'_> {
     fn len(&self) -> usize {
         match self {
-            ChunkBytes::Done(b) => b.len(),
+            ChunkBytes::Done(b, start) => b.len() - start,
             ChunkBytes::Planes(c, _) => c.len(),
         }
     }
 
     fn write(&self, out: &mut [MaybeUninit<u8>]) {
         match self {
-            ChunkBytes::Done(b) => codec::copy_init(out, b),
+            ChunkBytes::Done(b, start) => codec::copy_init(out, &b[*start..]),
             ChunkBytes::Planes(c, raw) => c.write(raw, out),
         }
     }
@@ -475,8 +477,8 @@ fn coded_entry<'a>(
     let predicted = parts.iter().any(|c| c.predicted);
     if !predicted {
         for c in parts.iter_mut().filter(|c| c.ref_hash.is_some()) {
-            if let ChunkBytes::Done(b) = &mut c.bytes {
-                b.remove(0);
+            if let ChunkBytes::Done(_, start) = &mut c.bytes {
+                *start = 1;
             }
         }
     }
@@ -693,7 +695,7 @@ fn encode_one<'a>(
         };
         let c = lossy::encode_chunk(raw, rc, t.dtype, &lp.plan);
         return CodedChunk {
-            bytes: ChunkBytes::Done(c.bytes),
+            bytes: ChunkBytes::Done(c.bytes, 0),
             raw_hash: c.decoded_hash,
             ref_hash: rc.map(hash::h128),
             predicted: rc.is_some(),
@@ -722,7 +724,7 @@ fn encode_one<'a>(
             let predicted = c.bytes.first() != Some(&0);
             CodedChunk {
                 side: predict::is_side_chunk(&c.bytes),
-                bytes: ChunkBytes::Done(c.bytes),
+                bytes: ChunkBytes::Done(c.bytes, 0),
                 raw_hash: c.raw_hash,
                 ref_hash: Some(c.ref_hash),
                 predicted,
