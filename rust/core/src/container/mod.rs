@@ -1068,26 +1068,40 @@ impl<'a> Checkpoint<'a> {
         })?
     }
 
-    /// Decodes a group of [`by_twos`]: two standalone chunks together, else one by one.
+    /// Decodes a group of [`by_twos`]: two standalone or two predicted chunks together,
+    /// else one by one.
     fn decode_group(&self, group: Vec<ChunkJob<'_, '_>>) -> Result<()> {
         let mut jobs = group.into_iter();
-        match (jobs.next(), jobs.next()) {
-            (Some(a), Some(b)) if standalone(&a) && standalone(&b) => {
-                let [ra, rb] = codec::decode_two_hashed(
-                    (self.coded(a.1), a.0.dtype, &mut *a.2 .0),
-                    (self.coded(b.1), b.0.dtype, &mut *b.2 .0),
-                );
-                self.finish_chunk(a, ra.map(Some))?;
-                self.finish_chunk(b, rb.map(Some))
-            }
-            (a, b) => {
-                for mut job in a.into_iter().chain(b).chain(jobs) {
-                    let decoded = self.decode_chunk(&mut job);
-                    self.finish_chunk(job, decoded)?;
-                }
-                Ok(())
-            }
+        let (a, b) = match (jobs.next(), jobs.next()) {
+            (Some(a), Some(b)) => (a, b),
+            (a, b) => return self.one_by_one(a.into_iter().chain(b).chain(jobs)),
+        };
+        if standalone(&a) && standalone(&b) {
+            let [ra, rb] = codec::decode_two_hashed(
+                (self.coded(a.1), a.0.dtype, &mut *a.2 .0),
+                (self.coded(b.1), b.0.dtype, &mut *b.2 .0),
+            );
+            self.finish_chunk(a, ra.map(Some))?;
+            return self.finish_chunk(b, rb.map(Some));
         }
+        let (Some(rca), Some(rcb)) = (predicted(&a), predicted(&b)) else {
+            return self.one_by_one([a, b].into_iter().chain(jobs));
+        };
+        let [ra, rb] = predict::decode_two_side_hashed(
+            (self.coded(a.1), rca, a.3 .1, a.0.dtype, &mut *a.2 .0),
+            (self.coded(b.1), rcb, b.3 .1, b.0.dtype, &mut *b.2 .0),
+        );
+        self.finish_chunk(a, ra)?;
+        self.finish_chunk(b, rb)
+    }
+
+    /// Decodes chunk jobs one after the other.
+    fn one_by_one<'t, 'b>(&self, jobs: impl Iterator<Item = ChunkJob<'t, 'b>>) -> Result<()> {
+        for mut job in jobs {
+            let decoded = self.decode_chunk(&mut job);
+            self.finish_chunk(job, decoded)?;
+        }
+        Ok(())
     }
 
     fn entry(&self, i: usize) -> Result<&TensorEntry> {
@@ -1148,14 +1162,23 @@ fn standalone(job: &ChunkJob<'_, '_>) -> bool {
     job.4.is_none() && job.3 .0.is_none()
 }
 
+/// The reference of a chunk job that decodes with the prediction codec (not lossy).
+fn predicted<'b>(job: &ChunkJob<'_, 'b>) -> Option<&'b [u8]> {
+    job.3 .0.filter(|_| job.4.is_none())
+}
+
 /// Groups chunk jobs for decoding: consecutive standalone chunks in twos, which
-/// [`codec::decode_two_hashed`] decodes together (faster than one after the other); the
-/// rest alone.
+/// [`codec::decode_two_hashed`] decodes together (faster than one after the other), and
+/// consecutive predicted ones in twos ([`predict::decode_two_side_hashed`]); the rest
+/// alone.
 fn by_twos<'a, 'b>(work: Vec<ChunkJob<'a, 'b>>) -> Vec<Vec<ChunkJob<'a, 'b>>> {
+    let pair = |a: &ChunkJob, b: &ChunkJob| {
+        (standalone(a) && standalone(b)) || (predicted(a).is_some() && predicted(b).is_some())
+    };
     let mut groups: Vec<Vec<ChunkJob>> = Vec::with_capacity(work.len());
     for job in work {
         match groups.last_mut() {
-            Some(g) if g.len() == 1 && standalone(&g[0]) && standalone(&job) => g.push(job),
+            Some(g) if g.len() == 1 && pair(&g[0], &job) => g.push(job),
             _ => groups.push(vec![job]),
         }
     }

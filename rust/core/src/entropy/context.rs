@@ -277,21 +277,45 @@ impl DecodeModel {
         f: &mut F,
         blocks: Blocks,
     ) -> Result<()> {
+        let open = self.open(r, n)?;
+        self.finish(open, n, f, blocks)
+    }
+
+    /// Reads the lane states and the coded words of a stream of `n` symbols.
+    fn open<'a>(&self, r: &mut Reader<'a>, n: usize) -> Result<Opened<'a>> {
         if self.tables == 0 && n > 0 {
             return Err(Error::Corrupt(
                 "symbol under a context without a table".into(),
             ));
         }
-        let mut x = read_states(r)?;
+        let x = read_states(r)?;
         let count = r.u32()? as usize;
         let words = Words(r.take(count * 2)?);
+        Ok(Opened {
+            x,
+            words,
+            p: 0,
+            done: 0,
+        })
+    }
+
+    /// The decode table view and the last slot of this model.
+    fn dt(&self) -> (Dt<'_>, u8) {
         let dt = Dt {
             t: &self.dt,
             bits: self.bits,
         };
-        let last = self.tables.saturating_sub(1);
+        (dt, self.tables.saturating_sub(1))
+    }
+
+    /// Decodes the symbols of `o` from where it stands to `n` (blocks, then one by one)
+    /// and checks that the stream ends there.
+    fn finish<F: Fused>(&self, mut o: Opened, n: usize, f: &mut F, blocks: Blocks) -> Result<()> {
+        let (dt, last) = self.dt();
         let full = n / LANES * LANES;
-        let (done, mut p) = fused_blocks(&mut x, dt, last, words, (full, blocks), f);
+        let rest = Words(&o.words.0[2 * o.p..]);
+        let (done, used) = fused_blocks(&mut o.x, dt, last, rest, (o.done, full, blocks), f);
+        let (x, words, mut p) = (&mut o.x, o.words, o.p + used);
         for i in done..n {
             let slot = f.slot(i).min(last);
             f.take(i, step_checked(&mut x[i % LANES], dt, slot, words, &mut p)?);
@@ -303,15 +327,48 @@ impl DecodeModel {
     }
 }
 
-/// The `blocks` loop of [`DecodeModel::decode_with`] over the first `full` symbols (a
-/// multiple of 32); returns (symbols done, word position). Without the CPU features,
-/// none.
+/// [`DecodeModel::decode_with`] of two streams (model, reader, symbol count, sink each),
+/// whole blocks of both decoded side by side (AVX-512: their table lookups overlap) while
+/// both have some; each result is the one that stream gives alone.
+pub(crate) fn decode_two_with<A: Fused, B: Fused>(
+    (ma, ra, na, fa): (&DecodeModel, &mut Reader, usize, &mut A),
+    (mb, rb, nb, fb): (&DecodeModel, &mut Reader, usize, &mut B),
+    blocks: Blocks,
+) -> [Result<()>; 2] {
+    let (mut oa, mut ob) = (ma.open(ra, na), mb.open(rb, nb));
+    #[cfg(target_arch = "x86_64")]
+    if let (Ok(a), Ok(b), Blocks::Widest, true) = (&mut oa, &mut ob, blocks, super::avx512()) {
+        let full = na.min(nb) / LANES * LANES;
+        let (da, db) = (ma.dt(), mb.dt());
+        // SAFETY: AVX-512F is present; slots are clamped to each model's last table, words
+        // are read only while 32 remain in each stream, and the sinks are called for
+        // whole groups below `full`, at most either's symbol count.
+        unsafe { simd::fused_two512((a, da, fa), (b, db, fb), full) };
+    }
+    [
+        oa.and_then(|o| ma.finish(o, na, fa, blocks)),
+        ob.and_then(|o| mb.finish(o, nb, fb, blocks)),
+    ]
+}
+
+/// A stream being decoded: lane states, its coded words, the words used and the symbols
+/// done.
+struct Opened<'a> {
+    x: [u32; LANES],
+    words: Words<'a>,
+    p: usize,
+    done: usize,
+}
+
+/// The `blocks` loop of [`DecodeModel::decode_with`] over symbols `from..full` (`full` a
+/// multiple of 32), the stream's words from `words` on; returns (symbols done, words
+/// used). Without the CPU features, none.
 fn fused_blocks<F: Fused>(
     x: &mut [u32; LANES],
     dt: Dt,
     last: u8,
     words: Words,
-    (full, blocks): (usize, Blocks),
+    (from, full, blocks): (usize, usize, Blocks),
     f: &mut F,
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
@@ -320,14 +377,14 @@ fn fused_blocks<F: Fused>(
         // table, words are read only while 32 remain, and `f` is called for whole groups
         // below `full`.
         if blocks == Blocks::Widest && super::avx512() {
-            return unsafe { simd::fused_blocks512(x, dt, last, words, full, f) };
+            return unsafe { simd::fused_blocks512(x, dt, last, words, (from, full), f) };
         }
         if blocks != Blocks::Scalar && super::avx2_bmi2_popcnt() {
-            return unsafe { simd::fused_blocks(x, dt, last, words, full, f) };
+            return unsafe { simd::fused_blocks(x, dt, last, words, (from, full), f) };
         }
     }
     let _ = (x, dt, last, words, full, blocks, f);
-    (0, 0)
+    (from, 0)
 }
 
 /// Moves `r` past a stream written by [`encode`] without decoding it (so that a caller
@@ -452,7 +509,7 @@ fn scalar_fast_blocks(
 mod simd {
     //! AVX2 block decoding, 8 lanes at a time: the table index adds each symbol's slot
     //! to the state's low bits; otherwise the same steps as `rans`'s AVX2 decoder.
-    use super::{Dt, EncSym, Fused, Words, LANES};
+    use super::{Dt, EncSym, Fused, Opened, Words, LANES};
     use crate::entropy::rans::simd::{
         advance16, decode_blocks, decode_blocks_with, encode_blocks512_with, encode_blocks_with,
         lookup8x2, pack,
@@ -560,32 +617,34 @@ mod simd {
             _mm256_i32gather_epi32::<4>(dt.t.as_ptr() as *const i32, idx)
         })
     }
-    /// AVX2 block loop of `DecodeModel::decode_with`: slots from `f`, clamped to `last`.
+    /// AVX2 block loop of `DecodeModel::decode_with` over symbols `from..full`: slots
+    /// from `f`, clamped to `last`.
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
     pub unsafe fn fused_blocks<F: Fused>(
         x: &mut [u32; LANES],
         dt: Dt,
         last: u8,
         words: Words,
-        full: usize,
+        (from, full): (usize, usize),
         f: &mut F,
     ) -> (usize, usize) {
         let mask = _mm256_set1_epi32((1 << dt.bits) - 1);
         let shift = _mm_cvtsi32_si128(dt.bits as i32);
         let last = _mm256_set1_epi32(last as i32);
-        decode_blocks_with(
+        let (done, used) = decode_blocks_with(
             x,
             words.0,
-            full,
+            full - from,
             dt.bits,
             f,
             |f, at, s| {
-                let slot = _mm256_min_epu32(f.slots8(at), last);
+                let slot = _mm256_min_epu32(f.slots8(from + at), last);
                 let idx = _mm256_or_si256(_mm256_sll_epi32(slot, shift), _mm256_and_si256(s, mask));
                 _mm256_i32gather_epi32::<4>(dt.t.as_ptr() as *const i32, idx)
             },
-            |f, at, e| f.take8(at, e),
-        )
+            |f, at, e| f.take8(from + at, e),
+        );
+        (from + done, used)
     }
 
     /// AVX-512 twin of [`fused_blocks`]: the 32 lanes as two vectors of 16, the lanes
@@ -596,7 +655,7 @@ mod simd {
         dt: Dt,
         last: u8,
         words: Words,
-        full: usize,
+        (from, full): (usize, usize),
         f: &mut F,
     ) -> (usize, usize) {
         let mask = _mm512_set1_epi32((1 << dt.bits) - 1);
@@ -606,7 +665,7 @@ mod simd {
         let w = words.0;
         let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
         let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
-        let (mut p, mut done) = (0usize, 0usize);
+        let (mut p, mut done) = (0usize, from);
         while done + LANES <= full && w.len() / 2 - p >= LANES {
             let index = |slot: __m512i, s: __m512i| {
                 let slot = _mm512_min_epu32(slot, last);
@@ -625,6 +684,58 @@ mod simd {
         _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, a);
         _mm512_storeu_si512(x.as_mut_ptr().add(16) as *mut __m512i, b);
         (done, p)
+    }
+
+    /// [`fused_blocks512`] of two freshly opened streams side by side, a block of each
+    /// per round (four table lookups in flight), over symbols `0..full` while both have
+    /// 32 words left; leaves each stream's states and progress in its [`Opened`].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fused_two512<A: Fused, B: Fused>(
+        (oa, (dta, last_a), fa): (&mut Opened, (Dt, u8), &mut A),
+        (ob, (dtb, last_b), fb): (&mut Opened, (Dt, u8), &mut B),
+        full: usize,
+    ) {
+        let index = |dt: Dt, last: u8| {
+            let mask = _mm512_set1_epi32((1 << dt.bits) - 1);
+            let shift = _mm512_set1_epi32(dt.bits as i32);
+            let last = _mm512_set1_epi32(last as i32);
+            move |slot: __m512i, s: __m512i| {
+                let slot = _mm512_min_epu32(slot, last);
+                _mm512_or_si512(_mm512_sllv_epi32(slot, shift), _mm512_and_si512(s, mask))
+            }
+        };
+        let (ia, ib) = (index(dta, last_a), index(dtb, last_b));
+        let (shift_a, shift_b) = (
+            _mm512_set1_epi32(dta.bits as i32),
+            _mm512_set1_epi32(dtb.bits as i32),
+        );
+        let (ta, tb) = (dta.t.as_ptr() as *const i32, dtb.t.as_ptr() as *const i32);
+        let (wa, wb) = (oa.words.0, ob.words.0);
+        let mut a0 = _mm512_loadu_si512(oa.x.as_ptr() as *const __m512i);
+        let mut a1 = _mm512_loadu_si512(oa.x.as_ptr().add(16) as *const __m512i);
+        let mut b0 = _mm512_loadu_si512(ob.x.as_ptr() as *const __m512i);
+        let mut b1 = _mm512_loadu_si512(ob.x.as_ptr().add(16) as *const __m512i);
+        let (mut pa, mut pb, mut done) = (0usize, 0usize, 0usize);
+        while done + LANES <= full && wa.len() / 2 - pa >= LANES && wb.len() / 2 - pb >= LANES {
+            let ea0 = _mm512_i32gather_epi32::<4>(ia(fa.slots16(done), a0), ta);
+            let ea1 = _mm512_i32gather_epi32::<4>(ia(fa.slots16(done + 16), a1), ta);
+            let eb0 = _mm512_i32gather_epi32::<4>(ib(fb.slots16(done), b0), tb);
+            let eb1 = _mm512_i32gather_epi32::<4>(ib(fb.slots16(done + 16), b1), tb);
+            advance16(&mut a0, ea0, shift_a, wa.as_ptr().add(2 * pa), &mut pa);
+            advance16(&mut b0, eb0, shift_b, wb.as_ptr().add(2 * pb), &mut pb);
+            advance16(&mut a1, ea1, shift_a, wa.as_ptr().add(2 * pa), &mut pa);
+            advance16(&mut b1, eb1, shift_b, wb.as_ptr().add(2 * pb), &mut pb);
+            fa.take16(done, ea0);
+            fa.take16(done + 16, ea1);
+            fb.take16(done, eb0);
+            fb.take16(done + 16, eb1);
+            done += LANES;
+        }
+        _mm512_storeu_si512(oa.x.as_mut_ptr() as *mut __m512i, a0);
+        _mm512_storeu_si512(oa.x.as_mut_ptr().add(16) as *mut __m512i, a1);
+        _mm512_storeu_si512(ob.x.as_mut_ptr() as *mut __m512i, b0);
+        _mm512_storeu_si512(ob.x.as_mut_ptr().add(16) as *mut __m512i, b1);
+        (oa.p, oa.done, ob.p, ob.done) = (pa, done, pb, done);
     }
 }
 

@@ -1,14 +1,16 @@
-//! Decoding a kind-2 or kind-3 residual chunk of 32-bit words in one pass: each word's
-//! context (from its reference word), its residual length or token (context rANS) and the
-//! word itself (raw bits and reference), 8 words at a time, with no arrays of contexts or
-//! symbols in between. Both kinds code every word's symbol, so stream position i is word i.
+//! Decoding a kind-2, 3 or 4 residual chunk of 32-bit words in one pass: each word's
+//! context (from its reference word, or its side word), its residual length or token
+//! (context rANS) and the word itself (raw bits and reference), 8 (AVX2) or 16 (AVX-512)
+//! words at a time, with no arrays of contexts or symbols in between. Every kind codes
+//! every word's symbol, so stream position i is word i. Two chunks can decode together,
+//! their streams side by side ([`run_two`]).
 
-use super::decode::{check_used, coded_model, mismatch, raw_bits, Models, MISSING};
+use super::decode::{check_used, mismatch, raw_bits, MISSING};
 use super::word::{load, token_bits, unresidual, untoken};
 use super::{contexts, side, CONTEXTS};
 use crate::container::bytes::Reader;
 use crate::entropy::bits::BitReader;
-use crate::entropy::context::{skip_stream, Blocks, Fused};
+use crate::entropy::context::{decode_two_with, skip_stream, Blocks, DecodeModel, Fused};
 use crate::error::{Error, Result};
 use crate::hash::Hasher128;
 
@@ -21,93 +23,132 @@ const WINDOW: usize = 72;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(WINDOW >= super::simd512::WINDOW16 && WINDOW >= 40);
 
-/// Decodes the stream and raw bits that follow in `r` (to the chunk's end) into the
-/// `reference.len() / 4` words of `out`, the stream's symbols being lengths (`tb` None,
-/// kind 2) or tokens of `tb` top bits (kind 3 and 4); errors as the two-pass decoder
-/// does. Each word's table slot comes from its reference word's exponent or, for side
-/// contexts (kind 4), from its side and reference words ([`decode32_side`]).
-/// With `hash`, returns [`crate::hash::h128`] of `out`, fed block by block as it is
-/// written.
-pub(super) fn decode32(
-    r: &mut Reader,
-    reference: &[u8],
-    out: &mut [u8],
-    (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
-    m: &Models,
+/// One chunk's fused decode, set up: the reader at its stream (the raw bits follow it to
+/// the chunk's end), its reference and output (`reference.len() / 4` words are decoded),
+/// its parameters `(float, e_max, off, tb)` (`tb` None: the symbols are lengths, kind 2;
+/// else tokens of `tb` top bits, kinds 3 and 4), decode model and slot map, side words,
+/// and whether to hash the output ([`crate::hash::h128`], fed block by block as it is
+/// written). Errors as the two-pass decoder does.
+pub(super) struct Job<'a> {
+    r: Reader<'a>,
+    reference: &'a [u8],
+    out: &'a mut [u8],
+    params: (bool, u8, u32, Option<u32>),
+    model: (DecodeModel, [u8; CONTEXTS]),
+    side: Option<(&'a [u8], (i16, u8))>,
     hash: bool,
-) -> Result<Option<u128>> {
-    let (model, lut) = coded_model(m)?;
-    decode32_side(
-        r,
-        reference,
-        out,
-        (float, e_max, off, tb),
-        (&model, lut),
-        None,
-        hash,
-    )
 }
 
-/// [`decode32`] with the decode model and slot map already made, and optionally a side
-/// tensor's words and the chunk's `(base, shift)`, whose contexts ([`super::side`])
-/// every word then takes, mapped through `lut`.
-pub(super) fn decode32_side(
-    r: &mut Reader,
-    reference: &[u8],
-    out: &mut [u8],
-    (float, e_max, off, tb): (bool, u8, u32, Option<u32>),
-    (model, lut): (&crate::entropy::context::DecodeModel, [u8; CONTEXTS]),
-    side: Option<(&[u8], (i16, u8))>,
-    hash: bool,
-) -> Result<Option<u128>> {
-    let mut ahead = r.clone();
-    skip_stream(&mut ahead)?;
-    let bits = raw_bits(&mut ahead)?;
-    let n = reference.len().min(out.len()) / 4;
-    let n = side.map_or(n, |(s, _)| n.min(s.len() / 4));
-    // Only an output of whole words is hashed here: its every byte is written.
-    let mut hasher = (hash && out.len() == 4 * n).then(Hasher128::default);
-    let (reference, out) = (&reference[..4 * n], &mut out[..4 * n]);
-    let data = (reference, out, bits, lut);
-    let params = (e_max, off, tb.unwrap_or(0));
-    let side = side.map(|(s, at)| (&s[..4 * n], at));
-    let h = hasher.as_mut();
-    let used = match (float, tb.is_some()) {
-        (true, false) => run::<true, false>(r, model, n, data, params, side, h)?,
-        (false, false) => run::<false, false>(r, model, n, data, params, side, h)?,
-        (true, true) => run::<true, true>(r, model, n, data, params, side, h)?,
-        (false, true) => run::<false, true>(r, model, n, data, params, side, h)?,
+impl<'a> Job<'a> {
+    /// A job over the stream at `r`. Each word's table slot comes from its reference
+    /// word's exponent or, with `side` (a side tensor's words and the chunk's `(base,
+    /// shift)`, kind 4), from its side context ([`super::side`]), through the slot map.
+    pub(super) fn new(
+        r: Reader<'a>,
+        (reference, out): (&'a [u8], &'a mut [u8]),
+        params: (bool, u8, u32, Option<u32>),
+        model: (DecodeModel, [u8; CONTEXTS]),
+        side: Option<(&'a [u8], (i16, u8))>,
+        hash: bool,
+    ) -> Job<'a> {
+        Job {
+            r,
+            reference,
+            out,
+            params,
+            model,
+            side,
+            hash,
+        }
+    }
+
+    /// Decodes the chunk alone.
+    pub(super) fn run(self) -> Result<Option<u128>> {
+        match (self.params.0, self.params.3.is_some()) {
+            (true, false) => self.run_as::<true, false>(),
+            (false, false) => self.run_as::<false, false>(),
+            (true, true) => self.run_as::<true, true>(),
+            (false, true) => self.run_as::<false, true>(),
+        }
+    }
+
+    fn run_as<const F: bool, const T: bool>(self) -> Result<Option<u128>> {
+        let (mut r, model, mut sink) = self.open::<F, T>()?;
+        let n = sink.n;
+        model
+            .0
+            .decode_with(&mut r, n, &mut sink, BLOCKS.with(|b| b.get()))?;
+        sink.conclude()
+    }
+
+    /// The job's reader, model and sink (after checking that the raw bits are there).
+    #[allow(clippy::type_complexity)]
+    fn open<const F: bool, const T: bool>(
+        self,
+    ) -> Result<(Reader<'a>, (DecodeModel, [u8; CONTEXTS]), Sink<'a, F, T>)> {
+        let mut ahead = self.r.clone();
+        skip_stream(&mut ahead)?;
+        let bits = raw_bits(&mut ahead)?;
+        let n = self.reference.len().min(self.out.len()) / 4;
+        let n = self.side.map_or(n, |(s, _)| n.min(s.len() / 4));
+        // Only an output of whole words is hashed here: its every byte is written.
+        let hash = self.hash && self.out.len() == 4 * n;
+        let (reference, out) = (&self.reference[..4 * n], &mut self.out[..4 * n]);
+        let (_, e_max, off, tb) = self.params;
+        let side = self.side.map(|(s, at)| (&s[..4 * n], at));
+        let lut = self.model.1;
+        let mut sink = Sink::<F, T>::new(
+            reference,
+            out,
+            bits,
+            lut,
+            (e_max, off, tb.unwrap_or(0)),
+            side,
+        );
+        sink.hasher = hash.then(Hasher128::default);
+        Ok((self.r, self.model, sink))
+    }
+}
+
+/// Decodes two chunks together: where both are token chunks of the same kind of words,
+/// their streams side by side ([`crate::entropy::context::decode_two_with`]); otherwise
+/// one after the other. Each result is the one that chunk gives alone.
+pub(super) fn run_two(a: Job, b: Job) -> [Result<Option<u128>>; 2] {
+    let same = a.params.0 == b.params.0 && a.params.3.is_some() && b.params.3.is_some();
+    match (same, a.params.0) {
+        (true, true) => two::<true>(a, b),
+        (true, false) => two::<false>(a, b),
+        (false, _) => [a.run(), b.run()],
+    }
+}
+
+/// [`run_two`] of two token chunks of float (`F`) or integer words.
+fn two<const F: bool>(a: Job, b: Job) -> [Result<Option<u128>>; 2] {
+    let (oa, ob) = (a.open::<F, true>(), b.open::<F, true>());
+    let ((mut ra, ma, mut sa), (mut rb, mb, mut sb)) = match (oa, ob) {
+        (Ok(a), Ok(b)) => (a, b),
+        (oa, ob) => {
+            // A chunk whose raw bits are missing fails alone; the other decodes alone.
+            let one = |o: Result<(Reader, (DecodeModel, [u8; CONTEXTS]), Sink<F, true>)>| {
+                o.and_then(|(mut r, m, mut s)| {
+                    let n = s.n;
+                    m.0.decode_with(&mut r, n, &mut s, BLOCKS.with(|b| b.get()))?;
+                    s.conclude()
+                })
+            };
+            return [one(oa), one(ob)];
+        }
     };
-    check_used(used, bits.len())?;
-    Ok(hasher.map(|h| h.digest()))
-}
-
-/// Runs the fused decode into a sink of `data` (reference, output, raw bits, slot map),
-/// `params` and the side words, feeding the output to `hasher`, then the sink's checks;
-/// returns the raw bits used.
-fn run<const F: bool, const T: bool>(
-    r: &mut Reader,
-    model: &crate::entropy::context::DecodeModel,
-    n: usize,
-    (reference, out, bits, lut): (&[u8], &mut [u8], &[u8], [u8; CONTEXTS]),
-    params: (u8, u32, u32),
-    side: Option<(&[u8], (i16, u8))>,
-    hasher: Option<&mut Hasher128>,
-) -> Result<usize> {
-    let mut sink = Sink::<F, T>::new(reference, out, bits, lut, params, side);
-    sink.hasher = hasher;
-    model.decode_with(r, n, &mut sink, BLOCKS.with(|b| b.get()))?;
-    sink.hash_to(sink.out.len());
-    let (most, worst) = sink.seen();
-    if worst == MISSING && n > 0 {
-        return Err(Error::Corrupt(
-            "symbol under a context without a table".into(),
-        ));
-    }
-    if F && side.is_none() && most != sink.e_max {
-        return Err(mismatch());
-    }
-    Ok(sink.bits.position())
+    let (na, nb) = (sa.n, sb.n);
+    let [da, db] = decode_two_with(
+        (&ma.0, &mut ra, na, &mut sa),
+        (&mb.0, &mut rb, nb, &mut sb),
+        BLOCKS.with(|b| b.get()),
+    );
+    [
+        da.and_then(|_| sa.conclude()),
+        db.and_then(|_| sb.conclude()),
+    ]
 }
 
 thread_local! {
@@ -130,8 +171,10 @@ struct Sink<'a, const F: bool, const T: bool> {
     /// The side words, when their contexts (with the chunk's `(base, shift)`) give the
     /// slots instead of the reference's exponents.
     side: Option<(&'a [u8], (i16, u8))>,
+    /// Words to decode.
+    n: usize,
     /// Fed the output in blocks of [`HASH_BYTES`] as they are written, up to `hashed`.
-    hasher: Option<&'a mut Hasher128>,
+    hasher: Option<Hasher128>,
     hashed: usize,
     e_max: u8,
     off: u32,
@@ -156,6 +199,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         side: Option<(&'a [u8], (i16, u8))>,
     ) -> Self {
         let at = side.map_or((0, 0), |(_, at)| at);
+        let n = reference.len().min(out.len()) / 4;
         let tail_at = bits.len().saturating_sub(WINDOW);
         let mut tail = [0u8; 2 * WINDOW];
         tail[..bits.len() - tail_at].copy_from_slice(&bits[tail_at..]);
@@ -167,6 +211,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             tail_at,
             lut,
             side,
+            n,
             hasher: None,
             hashed: 0,
             e_max,
@@ -182,6 +227,23 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
                 unsafe { simd::State512::new(&lut, (e_max, off, tb), at) }
             }),
         }
+    }
+
+    /// The checks after every word is decoded (contexts with tables, the reference's
+    /// base exponent, every raw bit used); the output's hash when it was hashed.
+    fn conclude(mut self) -> Result<Option<u128>> {
+        self.hash_to(self.out.len());
+        let (most, worst) = self.seen();
+        if worst == MISSING && self.n > 0 {
+            return Err(Error::Corrupt(
+                "symbol under a context without a table".into(),
+            ));
+        }
+        if F && self.side.is_none() && most != self.e_max {
+            return Err(mismatch());
+        }
+        check_used(self.bits.position(), self.bits.data().len())?;
+        Ok(self.hasher.map(|h| h.digest()))
     }
 
     /// Largest top byte (floats) and slot seen over every word.
@@ -200,7 +262,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
     /// Feeds the output written since the last call, up to byte `end`, to the hasher.
     #[inline(always)]
     fn hash_to(&mut self, end: usize) {
-        if let Some(h) = self.hasher.as_deref_mut() {
+        if let Some(h) = self.hasher.as_mut() {
             h.update(&self.out[self.hashed..end]);
             self.hashed = end;
         }
@@ -534,6 +596,7 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
+    use super::super::side;
     use super::super::tests::FORCE_SIDE;
     use super::super::{decode_chunk_side, encode_chunk, encode_chunk_side, is_side_chunk};
     use super::BLOCKS;
@@ -569,7 +632,60 @@ mod tests {
         (out, ok, same)
     }
 
+    /// Decodes chunks `a` and `b` (coded bytes, reference, side) together with every
+    /// block loop: each result and output is the one that chunk gives alone.
+    fn two_match_alone(a: (&[u8], &[u8], Option<&[u8]>), b: (&[u8], &[u8], Option<&[u8]>)) -> bool {
+        let alone = |(c, r, s): (&[u8], &[u8], Option<&[u8]>)| {
+            let mut out = vec![0u8; r.len()];
+            let res = super::super::decode_chunk_side_hashed(c, r, s, DType::F32, &mut out);
+            (res.ok(), out)
+        };
+        let (ea, eb) = (alone(a), alone(b));
+        [Blocks::Scalar, Blocks::Avx2, Blocks::Widest]
+            .into_iter()
+            .all(|blocks| {
+                BLOCKS.with(|c| c.set(blocks));
+                let (mut oa, mut ob) = (vec![0u8; a.1.len()], vec![0u8; b.1.len()]);
+                let [ra, rb] = super::super::decode_two_side_hashed(
+                    (a.0, a.1, a.2, DType::F32, &mut oa),
+                    (b.0, b.1, b.2, DType::F32, &mut ob),
+                );
+                BLOCKS.with(|c| c.set(Blocks::Widest));
+                (ra.ok(), oa) == ea && (rb.ok(), ob) == eb
+            })
+    }
+
     proptest! {
+        /// Two chunks decoded together (exponent or side contexts, different lengths,
+        /// valid or bit-flipped) give what each gives alone.
+        #[test]
+        fn two_chunks_decode_as_alone(seed in any::<u32>(), na in 0usize..3000, nb in 0usize..3000,
+                                      sides in any::<(bool, bool)>(), flips in any::<(usize, usize)>(),
+                                      damage in 0u8..4) {
+            let word = |i: usize, k: u32| ((i as u32 ^ seed).wrapping_mul(0x9e37_79b9 ^ k) >> 9) as f32;
+            let make = |n: usize, k: u32, with_side: bool| {
+                let n = if with_side { n + side::MIN_WORDS } else { n };
+                let r: Vec<u8> = (0..n).flat_map(|i| (1.0 + word(i, k)).to_le_bytes()).collect();
+                let s: Vec<u8> = (0..n).flat_map(|i| (word(i, k + 1) * 1e-3).to_le_bytes()).collect();
+                let x: Vec<u8> = (0..n)
+                    .flat_map(|i| ((1.0 + word(i, k)) * (1.0 + 1e-4 * (word(i, k + 2) % 7.0))).to_le_bytes())
+                    .collect();
+                FORCE_SIDE.with(|f| f.set(with_side));
+                let c = encode_chunk_side(&x, &r, with_side.then_some(&s[..]), DType::F32);
+                FORCE_SIDE.with(|f| f.set(false));
+                (c, r, with_side.then_some(s))
+            };
+            let (mut ca, ra, sa) = make(na, 1, sides.0);
+            let (mut cb, rb, sb) = make(nb, 5, sides.1);
+            for (c, flip, on) in [(&mut ca, flips.0, damage & 1 != 0), (&mut cb, flips.1, damage & 2 != 0)] {
+                if on && !c.is_empty() {
+                    let bit = flip % (c.len() * 8);
+                    c[bit / 8] ^= 1 << (bit % 8);
+                }
+            }
+            prop_assert!(two_match_alone((&ca, &ra, sa.as_deref()), (&cb, &rb, sb.as_deref())));
+        }
+
         /// The block loops and the scalar path agree on valid and damaged chunks of
         /// every 32-bit dtype (floats and integers), lengths no multiple of 32 included.
         #[test]

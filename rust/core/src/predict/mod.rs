@@ -345,6 +345,42 @@ pub fn decode_chunk_side_hashed(
     decode_into(comp, reference, side, dtype, out, true)
 }
 
+/// A predicted chunk to decode: its coded bytes, reference chunk, side chunk (if its
+/// tensor has one), dtype and output.
+pub type PredictedOut<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>, DType, &'a mut [u8]);
+
+/// [`decode_chunk_side_hashed`] of two chunks at once: token chunks of 32-bit words
+/// decode their streams side by side, which is faster than one after the other. Each
+/// result is the one that chunk gives alone.
+pub fn decode_two_side_hashed(
+    (ca, ra, sa, da, oa): PredictedOut<'_>,
+    (cb, rb, sb, db, ob): PredictedOut<'_>,
+) -> [Result<Option<u128>>; 2] {
+    let pa = prepare(ca, ra, sa, da, oa, true);
+    let pb = prepare(cb, rb, sb, db, ob, true);
+    match (pa, pb) {
+        (Ok(Prep::Fused(a)), Ok(Prep::Fused(b))) => fused::run_two(*a, *b),
+        (pa, pb) => [pa.and_then(Prep::finish), pb.and_then(Prep::finish)],
+    }
+}
+
+/// A chunk's decode once its header is read: done (the hash of the output if computed),
+/// or a fused decode still to run.
+enum Prep<'a> {
+    Done(Option<u128>),
+    Fused(Box<fused::Job<'a>>),
+}
+
+impl Prep<'_> {
+    /// The decode's result, running the fused job if there is one.
+    fn finish(self) -> Result<Option<u128>> {
+        match self {
+            Prep::Done(h) => Ok(h),
+            Prep::Fused(job) => job.run(),
+        }
+    }
+}
+
 /// Decodes a chunk into `out`; when `hash`, also returns the hash of `out` if the chunk's
 /// decoder computed it on the way.
 fn decode_into(
@@ -355,17 +391,29 @@ fn decode_into(
     out: &mut [u8],
     hash: bool,
 ) -> Result<Option<u128>> {
+    prepare(comp, reference, side, dtype, out, hash)?.finish()
+}
+
+/// Reads a chunk's header and decodes it, except fused 32-bit decodes, which it sets up.
+fn prepare<'a>(
+    comp: &'a [u8],
+    reference: &'a [u8],
+    side: Option<&'a [u8]>,
+    dtype: DType,
+    out: &'a mut [u8],
+    hash: bool,
+) -> Result<Prep<'a>> {
     let mut r = Reader::new(comp);
     let kind = r.u8()?;
     if kind == KIND_STANDALONE {
         return if hash {
-            codec::decode_chunk_hashed(&comp[1..], dtype, out).map(Some)
+            codec::decode_chunk_hashed(&comp[1..], dtype, out).map(|h| Prep::Done(Some(h)))
         } else {
-            codec::decode_chunk(&comp[1..], dtype, out).map(|_| None)
+            codec::decode_chunk(&comp[1..], dtype, out).map(|_| Prep::Done(None))
         };
     }
     if kind == KIND_SIDE {
-        return decode_side(&mut r, reference, side, dtype, out, hash);
+        return decode_side(r, reference, side, dtype, out, hash);
     }
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
@@ -378,7 +426,9 @@ fn decode_into(
     decode::check_symbols(&models, limit)?;
     if kind != KIND_RESIDUAL_12 && width == 4 {
         let params = (float, e_max, off as u32, tb);
-        return fused::decode32(&mut r, reference, out, params, &models, hash);
+        let model = decode::coded_model(&models)?;
+        let job = fused::Job::new(r, (reference, out), params, model, None, hash);
+        return Ok(Prep::Fused(Box::new(job)));
     }
     let n = reference.len().min(out.len()) / width;
     let symbols = decode::lengths(
@@ -391,20 +441,20 @@ fn decode_into(
     )?;
     let bits_data = decode::raw_bits(&mut r)?;
     let used = decode::rebuild(&symbols, bits_data, reference, out, (width, float, off, tb));
-    decode::check_used(used, bits_data.len()).map(|_| None)
+    decode::check_used(used, bits_data.len()).map(|_| Prep::Done(None))
 }
 
 /// Decodes the rest of a side-context chunk (kind 4): every word's slot from the side
 /// and reference words, then (32-bit words) the fused decoder with those slots, or
 /// (others) every word's token, then the words.
-fn decode_side(
-    r: &mut Reader,
-    reference: &[u8],
-    side: Option<&[u8]>,
+fn decode_side<'a>(
+    mut r: Reader<'a>,
+    reference: &'a [u8],
+    side: Option<&'a [u8]>,
     dtype: DType,
-    out: &mut [u8],
+    out: &'a mut [u8],
     hash: bool,
-) -> Result<Option<u128>> {
+) -> Result<Prep<'a>> {
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
     let Some(side) = side.filter(|_| side::log_shift(dtype).is_some()) else {
@@ -412,7 +462,7 @@ fn decode_side(
             "side-context chunk in a tensor without a side tensor".into(),
         ));
     };
-    let (scale, tb) = read_scale(r, KIND_TOKENS, bits)?;
+    let (scale, tb) = read_scale(&mut r, KIND_TOKENS, bits)?;
     let base = r.u16()? as i16;
     let shift = r.u8()?;
     if shift > side::MAX_SHIFT {
@@ -421,15 +471,16 @@ fn decode_side(
         )));
     }
     let off = r.u64()? & mask(bits);
-    let models = read_models(r, scale)?;
+    let models = read_models(&mut r, scale)?;
     let tb = tb.expect("token chunks have top bits");
     decode::check_symbols(&models, word::max_token(bits, tb))?;
     let n = reference.len().min(out.len()).min(side.len()) / width;
     let (model, lut) = decode::coded_model(&models)?;
     if width == 4 {
         let params = (float, 0, off as u32, Some(tb));
-        let (model, side) = ((&model, lut), Some((side, (base, shift))));
-        return fused::decode32_side(r, reference, out, params, model, side, hash);
+        let side = Some((side, (base, shift)));
+        let job = fused::Job::new(r, (reference, out), params, (model, lut), side, hash);
+        return Ok(Prep::Fused(Box::new(job)));
     }
     let mut slots = scratch::bytes_dirty(n);
     let at = n * width;
@@ -442,11 +493,11 @@ fn decode_side(
         &mut slots,
     );
     let mut symbols = scratch::bytes_dirty(n);
-    model.decode(r, &slots, &mut symbols)?;
-    let bits_data = decode::raw_bits(r)?;
+    model.decode(&mut r, &slots, &mut symbols)?;
+    let bits_data = decode::raw_bits(&mut r)?;
     let params = (width, float, off, Some(tb));
     let used = decode::rebuild(&symbols, bits_data, reference, out, params);
-    decode::check_used(used, bits_data.len()).map(|_| None)
+    decode::check_used(used, bits_data.len()).map(|_| Prep::Done(None))
 }
 
 /// Reads what follows the kind byte of a residual chunk up to the base exponent: the
