@@ -251,6 +251,34 @@ mod tests {
         }
     }
 
+    /// Chunks long enough for the kernels' u16 sub-histograms to be flushed midway, every
+    /// word with the same code (the fastest any count grows): the counts of the scalar
+    /// loop, with every kernel.
+    #[test]
+    fn long_runs_of_one_code_are_counted() {
+        let n = 4 * u16::MAX as usize + 1000;
+        let reference: Vec<u8> = (0..n).flat_map(|_| 1.5f32.to_le_bytes()).collect();
+        let raw: Vec<u8> = (0..n).flat_map(|_| 1.25f32.to_le_bytes()).collect();
+        let params = (127, 0, 1);
+        let mut b = Analysis {
+            codes: scratch::words(n),
+            hist: vec![0u32; CONTEXTS * SYMS],
+            bits: None,
+            raw_bits: 0,
+            raw_hash: None,
+        };
+        analyze_w::<4>(&raw, &reference, (true, 127, 0, 1), (0, None), &mut b);
+        assert_eq!(b.hist.iter().max(), Some(&(n as u32)));
+        for wide in [true, false] {
+            #[cfg(target_arch = "x86_64")]
+            WIDE.set(wide);
+            let a = analyze(&raw, &reference, (4, true), params, (false, false), None);
+            #[cfg(target_arch = "x86_64")]
+            WIDE.set(true);
+            assert!(a.hist == b.hist, "wide {wide}");
+        }
+    }
+
     proptest! {
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits,
         /// with contexts from the reference's exponents or from side words.

@@ -313,30 +313,48 @@ impl Pairs {
 /// Codes of the context coder: `context << SYM_BITS | token`, all below this.
 const SUB: usize = CONTEXTS << SYM_BITS;
 
-/// The analysis passes' histogram of codes, in four sub-histograms (word j of a group goes
-/// to sub-histogram j mod 4), so that repeats of one code do not wait on each other's
-/// increments.
-struct SubHist(Vec<[u32; SUB]>);
+/// The analysis passes' histogram of codes, in four sub-histograms of u16 counts (word j
+/// of a group goes to sub-histogram j mod 4), so that repeats of one code do not wait on
+/// each other's increments and all four fit in L1 (32 KB) beside the streamed words; they
+/// are added into the u32 counts before any of them can overflow.
+struct SubHist {
+    subs: Vec<[u16; SUB]>,
+    /// Words counted since the last flush.
+    since: usize,
+}
+
+/// Words counted between flushes: a sub-histogram gets a quarter of them, plus at most
+/// one group of 16, below `u16::MAX`.
+const FLUSH_WORDS: usize = 4 * (u16::MAX as usize - 31);
 
 impl SubHist {
     fn new() -> SubHist {
-        SubHist(vec![[0u32; SUB]; 4])
+        SubHist {
+            subs: vec![[0u16; SUB]; 4],
+            since: 0,
+        }
     }
 
     /// Counts one group's stored codes (scalar loads beat lane extracts); a code is below
     /// SUB (context < CONTEXTS, token < 2^SYM_BITS), the mask only spares the bounds check.
     #[inline(always)]
-    fn count(&mut self, codes: &[u16]) {
+    fn count(&mut self, codes: &[u16], hist: &mut [u32]) {
         for (j, &c) in codes.iter().enumerate() {
-            self.0[j & 3][c as usize & (SUB - 1)] += 1;
+            self.subs[j & 3][c as usize & (SUB - 1)] += 1;
+        }
+        self.since += codes.len();
+        if self.since >= FLUSH_WORDS {
+            self.add_to(hist);
         }
     }
 
-    /// Adds the counts into `hist` (one count per code).
-    fn add_to(&self, hist: &mut [u32]) {
+    /// Adds the counts into `hist` (one count per code) and starts again from zero.
+    fn add_to(&mut self, hist: &mut [u32]) {
         for (i, count) in hist.iter_mut().enumerate().take(SUB) {
-            *count += self.0.iter().map(|s| s[i]).sum::<u32>();
+            *count += self.subs.iter().map(|s| s[i] as u32).sum::<u32>();
         }
+        self.subs.iter_mut().for_each(|s| s.fill(0));
+        self.since = 0;
     }
 }
 
@@ -429,7 +447,7 @@ pub unsafe fn analyze32_512(
         };
         let code = _mm512_or_si512(_mm512_slli_epi32::<{ SYM_BITS }>(c), t);
         _mm256_storeu_si256(cs.as_mut_ptr() as *mut __m256i, _mm512_cvtepi32_epi16(code));
-        sub.count(cs);
+        sub.count(cs, hist);
         raw_bits = _mm512_add_epi32(raw_bits, kv);
         if let Some(bw) = bw.as_mut() {
             pairs.push(_mm512_castsi512_si256(lv), _mm512_castsi512_si256(kv), bw);
@@ -502,7 +520,7 @@ pub unsafe fn analyze32(
             cs.as_mut_ptr() as *mut __m128i,
             _mm256_castsi256_si128(packed),
         );
-        sub.count(cs);
+        sub.count(cs, hist);
         // 64-bit lane sums: even and odd lanes apart.
         raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
         raw_bits = _mm256_add_epi64(
