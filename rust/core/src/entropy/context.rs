@@ -1,6 +1,8 @@
 //! rANS with several contexts: symbol `i` is coded under `tables[ctx[i]]`. Same stream
 //! layout and lane rules as [`super::rans`]. [`DecodeModel`] decodes a whole stream at
-//! once from each symbol's table slot (which callers may compute along with the context).
+//! once from each symbol's table slot (which callers may compute along with the context);
+//! [`decode_two_with`] decodes two streams side by side, so that their table lookups
+//! overlap.
 
 use super::freq::FreqTable;
 use super::rans::{fill_decode_table, EncSym, L};
@@ -710,6 +712,7 @@ mod simd {
             _mm512_set1_epi32(dtb.bits as i32),
         );
         let (ta, tb) = (dta.t.as_ptr() as *const i32, dtb.t.as_ptr() as *const i32);
+        debug_assert!(oa.p == 0 && oa.done == 0 && ob.p == 0 && ob.done == 0);
         let (wa, wb) = (oa.words.0, ob.words.0);
         let mut a0 = _mm512_loadu_si512(oa.x.as_ptr() as *const __m512i);
         let mut a1 = _mm512_loadu_si512(oa.x.as_ptr().add(16) as *const __m512i);

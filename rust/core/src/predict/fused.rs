@@ -73,19 +73,11 @@ impl<'a> Job<'a> {
     }
 
     fn run_as<const F: bool, const T: bool>(self) -> Result<Option<u128>> {
-        let (mut r, model, mut sink) = self.open::<F, T>()?;
-        let n = sink.n;
-        model
-            .0
-            .decode_with(&mut r, n, &mut sink, BLOCKS.with(|b| b.get()))?;
-        sink.conclude()
+        decode_alone(self.open::<F, T>()?)
     }
 
     /// The job's reader, model and sink (after checking that the raw bits are there).
-    #[allow(clippy::type_complexity)]
-    fn open<const F: bool, const T: bool>(
-        self,
-    ) -> Result<(Reader<'a>, (DecodeModel, [u8; CONTEXTS]), Sink<'a, F, T>)> {
+    fn open<const F: bool, const T: bool>(self) -> Result<Opened<'a, F, T>> {
         let mut ahead = self.r.clone();
         skip_stream(&mut ahead)?;
         let bits = raw_bits(&mut ahead)?;
@@ -122,23 +114,29 @@ pub(super) fn run_two(a: Job, b: Job) -> [Result<Option<u128>>; 2] {
     }
 }
 
+/// A job opened for decoding: its reader at the stream, its model and its sink.
+type Opened<'a, const F: bool, const T: bool> =
+    (Reader<'a>, (DecodeModel, [u8; CONTEXTS]), Sink<'a, F, T>);
+
+/// Decodes an opened job by itself.
+fn decode_alone<const F: bool, const T: bool>(
+    (mut r, model, mut sink): Opened<F, T>,
+) -> Result<Option<u128>> {
+    let n = sink.n;
+    model
+        .0
+        .decode_with(&mut r, n, &mut sink, BLOCKS.with(|b| b.get()))?;
+    sink.conclude()
+}
+
 /// [`run_two`] of two token chunks of float (`F`) or integer words.
 fn two<const F: bool>(a: Job, b: Job) -> [Result<Option<u128>>; 2] {
-    let (oa, ob) = (a.open::<F, true>(), b.open::<F, true>());
-    let ((mut ra, ma, mut sa), (mut rb, mb, mut sb)) = match (oa, ob) {
-        (Ok(a), Ok(b)) => (a, b),
-        (oa, ob) => {
+    let ((mut ra, ma, mut sa), (mut rb, mb, mut sb)) =
+        match (a.open::<F, true>(), b.open::<F, true>()) {
+            (Ok(a), Ok(b)) => (a, b),
             // A chunk whose raw bits are missing fails alone; the other decodes alone.
-            let one = |o: Result<(Reader, (DecodeModel, [u8; CONTEXTS]), Sink<F, true>)>| {
-                o.and_then(|(mut r, m, mut s)| {
-                    let n = s.n;
-                    m.0.decode_with(&mut r, n, &mut s, BLOCKS.with(|b| b.get()))?;
-                    s.conclude()
-                })
-            };
-            return [one(oa), one(ob)];
-        }
-    };
+            (oa, ob) => return [oa.and_then(decode_alone), ob.and_then(decode_alone)],
+        };
     let (na, nb) = (sa.n, sb.n);
     let [da, db] = decode_two_with(
         (&ma.0, &mut ra, na, &mut sa),
