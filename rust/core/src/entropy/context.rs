@@ -1,7 +1,7 @@
 //! rANS with several contexts: symbol `i` is coded under `tables[ctx[i]]`. Same stream
 //! layout and lane rules as [`super::rans`]. [`DecodeModel`] decodes a whole stream at
 //! once from each symbol's table slot (which callers may compute along with the context);
-//! [`decode_two_with`] decodes two streams side by side, so that their table lookups
+//! `decode_two_with` decodes two streams side by side, so that their table lookups
 //! overlap.
 
 use super::freq::FreqTable;

@@ -89,7 +89,7 @@ pub fn encode_chunk(raw: &[u8], reference: &[u8], dtype: DType) -> Vec<u8> {
 }
 
 /// [`encode_chunk`] with the same-sized chunk of a sibling tensor, `side`, whose words
-/// give the contexts ([`side`], kind 4) when `dtype` is a float type that takes them.
+/// give the contexts (side contexts, kind 4) when `dtype` is a float type that takes them.
 pub fn encode_chunk_side(
     raw: &[u8],
     reference: &[u8],
