@@ -520,7 +520,10 @@ fn predict_seeds() -> Vec<(String, Vec<u8>)> {
         let mut back = vec![0u8; raw.len()];
         predict::decode_chunk_side(&comp, &reference, Some(&side), d, &mut back)
             .expect("seed side chunk must decode");
-        assert!(back == raw && predict::is_side_chunk(&comp), "seed side chunk");
+        assert!(
+            back == raw && predict::is_side_chunk(&comp),
+            "seed side chunk"
+        );
         let mut seed = vec![i as u8];
         seed.extend_from_slice(&(count as u16).to_le_bytes());
         seed.extend_from_slice(&reference);

@@ -14,6 +14,9 @@
 //! * Round trip: `predict::encode_chunk_side` of the coded bytes themselves (cut to whole
 //!   elements, at most the reference's length) against the reference's prefix decodes
 //!   back to exactly those bytes.
+//! * `predict::decode_two_side_hashed` of the chunk paired with that round trip's (valid)
+//!   chunk gives each what it gives alone: the chunk's result, bytes and hash, and the
+//!   valid chunk's bytes.
 //! * Allocation stays linear in the chunk size.
 
 #![no_main]
@@ -22,7 +25,9 @@ mod common;
 
 use common::{peak_heap, split_reference, Counting};
 use fastckpt_core::hash::h128;
-use fastckpt_core::predict::{decode_chunk_side, decode_chunk_side_hashed, encode_chunk_side};
+use fastckpt_core::predict::{
+    decode_chunk_side, decode_chunk_side_hashed, decode_two_side_hashed, encode_chunk_side,
+};
 use fastckpt_core::DType;
 use libfuzzer_sys::fuzz_target;
 
@@ -76,10 +81,34 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let m = chunk.len().min(n) / size * size;
-    roundtrip(&chunk[..m], &reference[..m], &side[..m], dtype);
+    let valid = roundtrip(&chunk[..m], &reference[..m], &side[..m], dtype);
+
+    let (mut pa, mut pb) = (vec![0x77u8; n], vec![0x11u8; m]);
+    let [ra, rb] = decode_two_side_hashed(
+        (chunk, &reference, Some(&side), dtype, &mut pa),
+        (&valid, &reference[..m], Some(&side[..m]), dtype, &mut pb),
+    );
+    assert_eq!(
+        ra.is_ok(),
+        res.is_ok(),
+        "a paired chunk decodes unlike alone"
+    );
+    if let (Ok(h), Ok(alone)) = (&ra, &hashed) {
+        assert!(
+            pa == a && h == alone,
+            "a paired chunk gives other bytes or hash"
+        );
+    }
+    rb.expect("a valid chunk paired with another must decode");
+    assert!(
+        pb == chunk[..m],
+        "a valid paired chunk decoded into other bytes"
+    );
 });
 
-fn roundtrip(raw: &[u8], reference: &[u8], side: &[u8], dtype: DType) {
+/// Encodes `raw` against `reference` and `side`, checks the round trip and the heap it
+/// took, and returns the chunk.
+fn roundtrip(raw: &[u8], reference: &[u8], side: &[u8], dtype: DType) -> Vec<u8> {
     let (comp, heap) = peak_heap(|| encode_chunk_side(raw, reference, Some(side), dtype));
     // Per word: a u64 residual, its length and context, and the reference's top byte.
     let words = raw.len() / dtype.word_size();
@@ -96,4 +125,5 @@ fn roundtrip(raw: &[u8], reference: &[u8], side: &[u8], dtype: DType) {
         "{dtype:?} predicted chunk of {} bytes did not round-trip",
         raw.len()
     );
+    comp
 }
