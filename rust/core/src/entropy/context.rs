@@ -649,6 +649,19 @@ mod simd {
         (from + done, used)
     }
 
+    /// The decode-table index of 16 lanes in tables of `dt`: `(slot, state)` -> the slot
+    /// (clamped to `last`) times the table size plus the state's low bits.
+    #[inline(always)]
+    unsafe fn index512(dt: Dt, last: u8) -> impl Fn(__m512i, __m512i) -> __m512i {
+        let mask = _mm512_set1_epi32((1 << dt.bits) - 1);
+        let shift = _mm512_set1_epi32(dt.bits as i32);
+        let last = _mm512_set1_epi32(last as i32);
+        move |slot, s| {
+            let slot = _mm512_min_epu32(slot, last);
+            _mm512_or_si512(_mm512_sllv_epi32(slot, shift), _mm512_and_si512(s, mask))
+        }
+    }
+
     /// AVX-512 twin of [`fused_blocks`]: the 32 lanes as two vectors of 16, the lanes
     /// that renormalize taking their words in lane order, as the AVX2 loop does.
     #[target_feature(enable = "avx512f")]
@@ -660,19 +673,14 @@ mod simd {
         (from, full): (usize, usize),
         f: &mut F,
     ) -> (usize, usize) {
-        let mask = _mm512_set1_epi32((1 << dt.bits) - 1);
+        let index = index512(dt, last);
         let shift = _mm512_set1_epi32(dt.bits as i32);
-        let last = _mm512_set1_epi32(last as i32);
         let table = dt.t.as_ptr() as *const i32;
         let w = words.0;
         let mut a = _mm512_loadu_si512(x.as_ptr() as *const __m512i);
         let mut b = _mm512_loadu_si512(x.as_ptr().add(16) as *const __m512i);
         let (mut p, mut done) = (0usize, from);
         while done + LANES <= full && w.len() / 2 - p >= LANES {
-            let index = |slot: __m512i, s: __m512i| {
-                let slot = _mm512_min_epu32(slot, last);
-                _mm512_or_si512(_mm512_sllv_epi32(slot, shift), _mm512_and_si512(s, mask))
-            };
             let ia = index(f.slots16(done), a);
             let ib = index(f.slots16(done + 16), b);
             let ea = _mm512_i32gather_epi32::<4>(ia, table);
@@ -697,16 +705,7 @@ mod simd {
         (ob, (dtb, last_b), fb): (&mut Opened, (Dt, u8), &mut B),
         full: usize,
     ) {
-        let index = |dt: Dt, last: u8| {
-            let mask = _mm512_set1_epi32((1 << dt.bits) - 1);
-            let shift = _mm512_set1_epi32(dt.bits as i32);
-            let last = _mm512_set1_epi32(last as i32);
-            move |slot: __m512i, s: __m512i| {
-                let slot = _mm512_min_epu32(slot, last);
-                _mm512_or_si512(_mm512_sllv_epi32(slot, shift), _mm512_and_si512(s, mask))
-            }
-        };
-        let (ia, ib) = (index(dta, last_a), index(dtb, last_b));
+        let (ia, ib) = (index512(dta, last_a), index512(dtb, last_b));
         let (shift_a, shift_b) = (
             _mm512_set1_epi32(dta.bits as i32),
             _mm512_set1_epi32(dtb.bits as i32),

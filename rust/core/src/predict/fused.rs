@@ -77,7 +77,7 @@ impl<'a> Job<'a> {
     }
 
     /// The job's reader, model and sink (after checking that the raw bits are there).
-    fn open<const F: bool, const T: bool>(self) -> Result<Opened<'a, F, T>> {
+    fn open<const F: bool, const T: bool>(self) -> Result<Ready<'a, F, T>> {
         let mut ahead = self.r.clone();
         skip_stream(&mut ahead)?;
         let bits = raw_bits(&mut ahead)?;
@@ -114,13 +114,13 @@ pub(super) fn run_two(a: Job, b: Job) -> [Result<Option<u128>>; 2] {
     }
 }
 
-/// A job opened for decoding: its reader at the stream, its model and its sink.
-type Opened<'a, const F: bool, const T: bool> =
+/// A job ready to decode: its reader at the stream, its model and its sink.
+type Ready<'a, const F: bool, const T: bool> =
     (Reader<'a>, (DecodeModel, [u8; CONTEXTS]), Sink<'a, F, T>);
 
 /// Decodes an opened job by itself.
 fn decode_alone<const F: bool, const T: bool>(
-    (mut r, model, mut sink): Opened<F, T>,
+    (mut r, model, mut sink): Ready<F, T>,
 ) -> Result<Option<u128>> {
     let n = sink.n;
     model
@@ -383,7 +383,7 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     //! The sink's AVX2 state: constants and the running maxima of top bytes and slots.
-    use super::super::simd::{rebuild8, rebuild8_tokens, side_codes8, slots8};
+    use super::super::simd::{lut_slots8, rebuild8, rebuild8_tokens, side_codes8, slots8};
     use super::super::simd512::{rebuild16, rebuild16_tokens, side_slots16, slots16};
     use super::CONTEXTS;
     use std::arch::x86_64::*;
@@ -463,9 +463,7 @@ mod simd {
                 self.base,
                 self.shift,
             );
-            // Bytes 1..3 of each lane index past the table (0x80): they shuffle to 0.
-            let idx = _mm256_or_si256(c, _mm256_set1_epi32(0x8080_8000u32 as i32));
-            let s = _mm256_shuffle_epi8(self.lut, idx);
+            let s = lut_slots8(self.lut, c);
             self.worst = _mm256_max_epu32(self.worst, s);
             s
         }

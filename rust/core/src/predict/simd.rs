@@ -168,9 +168,16 @@ pub(super) unsafe fn slots8(r: __m256i, emax: __m256i, lut: __m256i) -> (__m256i
         _mm256_subs_epu16(emax, t),
         _mm256_set1_epi32(CONTEXTS as i32 - 1),
     );
+    (lut_slots8(lut, c), t)
+}
+
+/// `lut[c]` of 8 context codes `c` (32-bit lanes, each below 16) with the slot map `lut`
+/// (16 bytes, repeated in both halves).
+#[inline(always)]
+pub(super) unsafe fn lut_slots8(lut: __m256i, c: __m256i) -> __m256i {
     // Bytes 1..3 of each lane index past the table (0x80): they shuffle to 0.
     let idx = _mm256_or_si256(c, _mm256_set1_epi32(0x8080_8000u32 as i32));
-    (_mm256_shuffle_epi8(lut, idx), t)
+    _mm256_shuffle_epi8(lut, idx)
 }
 
 /// The largest top byte (exponent) of 32-bit float words, 32 at a time in four
