@@ -6,6 +6,8 @@
 //!   every F32 tensor of CUR against the same-named tensor of PREV (e.g. two checkpoints
 //!   of a trajectory exported by `benches/traj_to_safetensors.py`), per tensor class;
 //!   each `exp_avg_sq` takes CUR's `exp_avg` beside it as side tensor, as `encode` does.
+mod common;
+use common::safetensors;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -208,22 +210,4 @@ fn real_pairs(prev: &str, cur: &str) -> BTreeMap<String, Pairs> {
         }
     }
     classes
-}
-
-/// The F32 tensors of a safetensors file, by name.
-fn safetensors(path: &str) -> BTreeMap<String, Vec<u8>> {
-    let buf = std::fs::read(path).expect("readable safetensors file");
-    let n = u64::from_le_bytes(buf[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&buf[8..8 + n]).unwrap();
-    let data = &buf[8 + n..];
-    let mut out = BTreeMap::new();
-    for (name, info) in header.as_object().unwrap() {
-        if info["dtype"] != "F32" {
-            continue;
-        }
-        let off = &info["data_offsets"];
-        let (a, b) = (off[0].as_u64().unwrap(), off[1].as_u64().unwrap());
-        out.insert(name.clone(), data[a as usize..b as usize].to_vec());
-    }
-    out
 }

@@ -4,7 +4,7 @@
 //! truncates the fp32 words, `bf16r` rounds them to nearest even as torch does).
 
 mod common;
-use fastckpt_core::{encode, Checkpoint, DType, EncodeOptions, Value};
+use fastckpt_core::{encode, Checkpoint, DType, Value};
 use std::time::Instant;
 
 fn main() {
@@ -34,13 +34,8 @@ fn main() {
     let threads: usize = a[4].parse().unwrap();
     let runs: usize = a[5].parse().unwrap();
     let inputs = common::tensors_of(&data, dtype);
-    let opts = EncodeOptions {
-        threads: Some(threads),
-        ..Default::default()
-    };
-    let file = encode(&inputs, &Value::None, &opts).unwrap().to_vec();
+    let (opts, file, mut bufs) = common::loop_setup(&inputs, threads);
     let mut out = file.clone();
-    let mut bufs: Vec<Vec<u8>> = inputs.iter().map(|t| vec![0u8; t.data.len()]).collect();
     let mut ts = vec![];
     let mut wt = vec![];
     for _ in 0..runs {

@@ -112,24 +112,29 @@ pub struct Encoded<'a> {
 
 /// One chunk's encoded bytes: finished, or coded planes plus raw planes still in the input.
 enum ChunkBytes<'a> {
-    /// Finished bytes, written from the given start (1 skips the kind byte of a predicted
-    /// tensor's chunk when the tensor is stored standalone, without moving the rest).
-    Done(Vec<u8>, usize),
-    Planes(Box<PlaneChunk>, &'a [u8]),
+    /// Finished bytes.
+    Done(Vec<u8>),
+    /// A standalone chunk and its raw bytes (its raw planes are written from them), behind
+    /// the standalone kind byte of a predicted tensor's chunks when the flag is set.
+    Planes(Box<PlaneChunk>, &'a [u8], bool),
 }
 
 impl ChunkBytes<'_> {
     fn len(&self) -> usize {
         match self {
-            ChunkBytes::Done(b, start) => b.len() - start,
-            ChunkBytes::Planes(c, _) => c.len(),
+            ChunkBytes::Done(b) => b.len(),
+            ChunkBytes::Planes(c, _, kind) => c.len() + *kind as usize,
         }
     }
 
     fn write(&self, out: &mut [MaybeUninit<u8>]) {
         match self {
-            ChunkBytes::Done(b, start) => codec::copy_init(out, &b[*start..]),
-            ChunkBytes::Planes(c, raw) => c.write(raw, out),
+            ChunkBytes::Done(b) => codec::copy_init(out, b),
+            ChunkBytes::Planes(c, raw, false) => c.write(raw, out),
+            ChunkBytes::Planes(c, raw, true) => {
+                out[0].write(predict::KIND_STANDALONE);
+                c.write(raw, &mut out[1..]);
+            }
         }
     }
 }
@@ -472,13 +477,13 @@ fn coded_entry<'a>(
         )]),
         _ => Value::None,
     };
-    // A tensor none of whose chunks used its reference is stored standalone, so it
-    // decodes without the reference.
+    // A tensor none of whose chunks used its reference is stored standalone (its chunks
+    // without the kind byte), so it decodes without the reference.
     let predicted = parts.iter().any(|c| c.predicted);
     if !predicted {
-        for c in parts.iter_mut().filter(|c| c.ref_hash.is_some()) {
-            if let ChunkBytes::Done(_, start) = &mut c.bytes {
-                *start = 1;
+        for c in parts.iter_mut() {
+            if let ChunkBytes::Planes(_, _, kind) = &mut c.bytes {
+                *kind = false;
             }
         }
     }
@@ -695,7 +700,7 @@ fn encode_one<'a>(
         };
         let c = lossy::encode_chunk(raw, rc, t.dtype, &lp.plan);
         return CodedChunk {
-            bytes: ChunkBytes::Done(c.bytes, 0),
+            bytes: ChunkBytes::Done(c.bytes),
             raw_hash: c.decoded_hash,
             ref_hash: rc.map(hash::h128),
             predicted: rc.is_some(),
@@ -708,7 +713,7 @@ fn encode_one<'a>(
         None => {
             let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype, ahead);
             CodedChunk {
-                bytes: ChunkBytes::Planes(Box::new(planes), raw),
+                bytes: ChunkBytes::Planes(Box::new(planes), raw, false),
                 raw_hash,
                 ref_hash: None,
                 predicted: false,
@@ -721,13 +726,15 @@ fn encode_one<'a>(
             let rc = &r.data[range.clone()];
             let sc = side.map(|s| &s[range]);
             let c = predict::encode_chunk_hashed(raw, rc, sc, t.dtype);
-            let predicted = c.bytes.first() != Some(&0);
             CodedChunk {
-                side: predict::is_side_chunk(&c.bytes),
-                bytes: ChunkBytes::Done(c.bytes, 0),
+                side: c.coded.is_side(),
+                predicted: c.coded.is_residual(),
+                bytes: match c.coded {
+                    predict::Coded::Residual(b) => ChunkBytes::Done(b),
+                    predict::Coded::Standalone(p) => ChunkBytes::Planes(p, raw, true),
+                },
                 raw_hash: c.raw_hash,
                 ref_hash: Some(c.ref_hash),
-                predicted,
                 max_error: 0.0,
                 escapes: 0,
             }
@@ -1242,6 +1249,52 @@ mod tests {
         assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), format::MINOR);
         let same_only = file(&[tensor("x", &a, Some(&a))]);
         assert_eq!(u16::from_le_bytes([same_only[10], same_only[11]]), 1);
+    }
+
+    /// A predicted tensor whose chunks are partly residual, partly standalone (written
+    /// behind their kind byte only when the file is) decodes exactly with its reference;
+    /// one whose chunks are all standalone is stored without kind bytes and decodes
+    /// without it. Every writer gives the same bytes.
+    #[test]
+    fn predicted_tensors_mix_residual_and_standalone_chunks() {
+        let mut rng = crate::testing::Lcg(11);
+        let n = 3 * 1024; // three 4 KiB chunks
+        let reference: Vec<f32> = (0..n).map(|_| rng.centered()).collect();
+        let mut close = reference.clone();
+        close.iter_mut().for_each(|v| *v *= 1.0 + 1e-6);
+        // The middle chunk has nothing to do with its reference.
+        close[1024..2048]
+            .iter_mut()
+            .for_each(|v| *v = rng.centered() * 1e3);
+        let far: Vec<f32> = (0..n).map(|_| rng.centered() * 1e3).collect();
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let (r, x, y) = (bytes(&reference), bytes(&close), bytes(&far));
+        let tensors = [tensor("x", &x, Some(&r)), tensor("y", &y, Some(&r))];
+        let f = file(&tensors);
+        let ck = Checkpoint::parse(&f).unwrap();
+        let (tx, ty) = (&ck.tensors()[0], &ck.tensors()[1]);
+        assert_eq!(tx.codec, Codec::Predicted);
+        let kinds: Vec<u8> = tx.chunks.iter().map(|c| ck.coded(c)[0]).collect();
+        assert_eq!(kinds[1], predict::KIND_STANDALONE);
+        assert!(kinds[0] != predict::KIND_STANDALONE && kinds[2] != predict::KIND_STANDALONE);
+        assert_eq!(ty.codec, Codec::Planes);
+        let mut out = vec![0u8; x.len()];
+        ck.decode_with(vec![(0, &mut out, Some(&r))], None).unwrap();
+        assert_eq!(out, x);
+        ck.decode_into(vec![(1, &mut out)], None).unwrap();
+        assert_eq!(out, y);
+        let opts = EncodeOptions {
+            chunk_bytes: 4096,
+            ..Default::default()
+        };
+        let structure = Value::List(vec![Value::Tensor(0), Value::Tensor(1)]);
+        let enc = encode(&tensors, &structure, &opts).unwrap();
+        let dir = std::env::temp_dir().join(format!("fastckpt-mixed-{}", std::process::id()));
+        let written = std::fs::File::create(&dir).and_then(|file| enc.write_durable(&file));
+        let on_disk = std::fs::read(&dir);
+        let _ = std::fs::remove_file(&dir);
+        written.unwrap();
+        assert_eq!(on_disk.unwrap(), f);
     }
 
     /// A predicted tensor with a side tensor records its name, decodes together with it

@@ -60,7 +60,8 @@ pub const CONTEXTS: usize = 16;
 /// the decoder's lookups ~6% faster.
 pub const TABLE_BITS: u32 = 10;
 
-const KIND_STANDALONE: u8 = 0;
+/// Kind byte of a standalone chunk inside a predicted tensor.
+pub const KIND_STANDALONE: u8 = 0;
 /// Residual chunk with 2^12 tables and no scale byte (read only).
 const KIND_RESIDUAL_12: u8 = 1;
 /// Residual chunk of lengths (format 1.2 to 1.3, read only).
@@ -96,13 +97,46 @@ pub fn encode_chunk_side(
     side: Option<&[u8]>,
     dtype: DType,
 ) -> Vec<u8> {
-    encode_with(raw, reference, side, dtype, false).0
+    encode_with(raw, reference, side, dtype, false)
+        .0
+        .into_bytes(raw)
 }
 
-/// A predicted chunk's bytes with [`crate::hash::h128`] of its raw and reference bytes.
+/// An encoded chunk as [`encode_chunk_hashed`] hands it over: a residual chunk's bytes, or
+/// the standalone chunk that the bytes are the kind byte and then (written only when the
+/// file is, with no copy before that).
+pub enum Coded {
+    /// The residual chunk's bytes.
+    Residual(Vec<u8>),
+    /// The standalone chunk to write behind [`KIND_STANDALONE`].
+    Standalone(Box<PlaneChunk>),
+}
+
+impl Coded {
+    /// Whether the chunk codes residuals (it uses its reference).
+    pub fn is_residual(&self) -> bool {
+        matches!(self, Coded::Residual(_))
+    }
+
+    /// Whether the chunk takes its contexts from a side tensor (kind 4).
+    pub fn is_side(&self) -> bool {
+        matches!(self, Coded::Residual(b) if is_side_chunk(b))
+    }
+
+    /// The chunk's bytes, as [`encode_chunk_side`] writes them (`raw`: the chunk's raw
+    /// bytes, which a standalone chunk's raw planes are written from).
+    pub fn into_bytes(self, raw: &[u8]) -> Vec<u8> {
+        match self {
+            Coded::Residual(b) => b,
+            Coded::Standalone(planes) => wrap_standalone(&planes, raw),
+        }
+    }
+}
+
+/// A predicted chunk with [`crate::hash::h128`] of its raw and reference bytes.
 pub struct HashedChunk {
-    /// The chunk, as [`encode_chunk_side`] writes it.
-    pub bytes: Vec<u8>,
+    /// The chunk, as [`encode_chunk_side`] writes it once made bytes.
+    pub coded: Coded,
     /// Hash of the raw bytes.
     pub raw_hash: u128,
     /// Hash of the reference bytes.
@@ -118,10 +152,10 @@ pub fn encode_chunk_hashed(
     side: Option<&[u8]>,
     dtype: DType,
 ) -> HashedChunk {
-    let (bytes, hashes) = encode_with(raw, reference, side, dtype, true);
+    let (coded, hashes) = encode_with(raw, reference, side, dtype, true);
     let (raw_hash, ref_hash) = hashes.expect("hashes asked for");
     HashedChunk {
-        bytes,
+        coded,
         raw_hash,
         ref_hash,
     }
@@ -134,7 +168,7 @@ fn encode_with(
     side: Option<&[u8]>,
     dtype: DType,
     hash: bool,
-) -> (Vec<u8>, Option<(u128, u128)>) {
+) -> (Coded, Option<(u128, u128)>) {
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
     let side = side.filter(|s| {
@@ -179,8 +213,8 @@ fn encode_with(
         }
         let residual = with_side.map_or(residual, |w| w.min(residual));
         if residual > standalone * (1.0 + choice::MARGIN_SAMPLED) {
-            let (bytes, raw_hash) = standalone_hashed(raw, dtype, hash);
-            return (bytes, hashes(raw_hash));
+            let (planes, raw_hash) = standalone_hashed(raw, dtype, hash);
+            return (Coded::Standalone(Box::new(planes)), hashes(raw_hash));
         }
         sampled = Some(standalone);
     }
@@ -196,7 +230,10 @@ fn encode_with(
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
     let trial = match sampled {
         Some(s) if est > s * (1.0 + choice::MARGIN_EXACT) => {
-            return (standalone_chunk(raw, dtype), hashes)
+            return (
+                Coded::Standalone(Box::new(PlaneChunk::encode(raw, dtype))),
+                hashes,
+            )
         }
         Some(s) => est >= s * (1.0 - choice::MARGIN_EXACT),
         None => !(float && est < 0.5 * raw.len() as f64),
@@ -204,17 +241,15 @@ fn encode_with(
     if trial {
         let standalone = PlaneChunk::encode(raw, dtype);
         if est >= standalone.len() as f64 {
-            return (wrap_standalone(&standalone, raw), hashes);
+            return (Coded::Standalone(Box::new(standalone)), hashes);
         }
     }
     let contexts = match side {
         Some((_, at)) => Contexts::Side(at),
         None => Contexts::Exponent(e_max),
     };
-    (
-        residual_chunk(a, &tables, (contexts, off, TOP_BITS), est),
-        hashes,
-    )
+    let bytes = residual_chunk(a, &tables, (contexts, off, TOP_BITS), est);
+    (Coded::Residual(bytes), hashes)
 }
 
 /// Whether an encoded chunk takes its contexts from a side tensor (kind 4).
@@ -231,18 +266,13 @@ enum Contexts {
     Side((i16, u8)),
 }
 
-/// [`standalone_chunk`], with the raw bytes' hash when `hash` is set.
-fn standalone_hashed(raw: &[u8], dtype: DType, hash: bool) -> (Vec<u8>, Option<u128>) {
+/// The standalone chunk of `raw`, with the raw bytes' hash when `hash` is set.
+fn standalone_hashed(raw: &[u8], dtype: DType, hash: bool) -> (PlaneChunk, Option<u128>) {
     if !hash {
-        return (standalone_chunk(raw, dtype), None);
+        return (PlaneChunk::encode(raw, dtype), None);
     }
     let (planes, h) = PlaneChunk::encode_hashed(raw, dtype, &[]);
-    (wrap_standalone(&planes, raw), Some(h))
-}
-
-/// A standalone chunk behind its kind byte.
-fn standalone_chunk(raw: &[u8], dtype: DType) -> Vec<u8> {
-    wrap_standalone(&PlaneChunk::encode(raw, dtype), raw)
+    (planes, Some(h))
 }
 
 /// The kind byte and the standalone chunk `planes` of `raw`, written in place (no copy
@@ -693,7 +723,8 @@ mod tests {
         comp: &[u8],
     ) {
         let c = encode_chunk_hashed(raw, reference, side, dtype);
-        assert_eq!(c.bytes, comp);
+        assert_eq!(c.coded.is_residual(), comp[0] != KIND_STANDALONE);
+        assert_eq!(c.coded.into_bytes(raw), comp);
         assert_eq!(c.raw_hash, crate::hash::h128(raw));
         assert_eq!(c.ref_hash, crate::hash::h128(reference));
     }
