@@ -163,6 +163,31 @@ def test_second_moment_takes_contexts_from_first_moment():
     assert sq["compressed_bytes"] < 0.98 * plain["compressed_bytes"]
 
 
+def test_reader_specs_agree_with_tensors():
+    """The lean per-tensor tuples decoding reads say what `tensors()` says: names, dtypes,
+    shapes, tags, references, side tensors and near-lossless flags."""
+    from fastckpt import _core
+
+    prev, cur = _embedding_run()
+    cur = {**cur, "extra": np.arange(7, dtype=np.int16).reshape(7, 1)}
+    predicted = fastckpt.encode(cur, reference=prev, reference_id="step-1")
+    lossy = fastckpt.encode(cur, mode="near_lossless", error_bound=0.01)
+    for data in (predicted, lossy):
+        reader = _core.Reader(np.frombuffer(data, dtype=np.uint8))
+        assert [
+            (t["name"], t["dtype"], tuple(t["shape"]), t["tag"],
+             None if t["reference"] is None else (t["reference"]["checkpoint"],
+                                                  t["reference"]["tensor"]),
+             t["side"], t["lossy"])
+            for t in reader.tensors()
+        ] == reader.specs()
+    specs = {s[0]: s for s in _core.Reader(np.frombuffer(predicted, dtype=np.uint8)).specs()}
+    assert specs["state/0/exp_avg_sq"][4:6] == (("step-1", "state/0/exp_avg_sq"),
+                                               "state/0/exp_avg")
+    assert specs["extra"][1:4] == ("int16", (7, 1), "numpy")
+    assert any(s[6] for s in _core.Reader(np.frombuffer(lossy, dtype=np.uint8)).specs())
+
+
 def test_side_tensor_needs_its_own_reference():
     prev, cur = _embedding_run()
     data = fastckpt.encode(cur, reference=prev)

@@ -198,49 +198,56 @@ class _RefLookup:
         self.objects = references or {}
         self.flat: dict[str, dict] = {}
 
-    def get(self, ref: dict | None):
+    def get(self, ref: tuple[str, str] | None):
+        """The raw bytes of reference `(checkpoint id, tensor name)`, or None."""
         if not ref:
             return None
-        if ref["checkpoint"] in self.objects:
-            cid = ref["checkpoint"]
+        cid, tensor = ref
+        if cid in self.objects:
             if cid not in self.flat:
                 self.flat[cid] = _raw_by_name(self.objects[cid])
-            found = self.flat[cid].get(ref["tensor"])
+            found = self.flat[cid].get(tensor)
         else:
-            found = self.one.get(ref["tensor"])
+            found = self.one.get(tensor)
         return found[2] if found else None
 
 
-def _decode_tensors(reader: _core.Reader, infos: list[dict], indices: list[int], device: str,
+# Fields of `_core.Reader.specs()` tuples.
+_NAME, _DTYPE, _SHAPE, _TAG, _REFERENCE, _SIDE, _LOSSY = range(7)
+
+
+def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int], device: str,
                     threads, reference: Any = None, references: dict | None = None,
                     copies: list | None = None, trusted: bool = False):
-    """Decodes tensors `indices` of `reader` (whose `tensors()` are `infos`), and with them
+    """Decodes tensors `indices` of `reader` (whose `specs()` are `specs`), and with them
     the side tensors they take their contexts from (decoded, not returned). With a list
     `copies` (CPU only), a second, independent copy of each returned tensor is appended
     to it, written by the decoder while each chunk is in cache. `trusted`: the references
     are known to be right (a store's own decodes), so they are not hashed first."""
     refs = _RefLookup(reference, references)
     wanted = len(indices)
-    names = {t["name"]: k for k, t in enumerate(infos)}
-    needed = {names[infos[i]["side"]] for i in indices if infos[i]["side"]} - set(indices)
-    indices = list(indices) + sorted(needed)
+    sides = {specs[i][_SIDE] for i in indices} - {None}
+    if sides:
+        names = {t[_NAME]: k for k, t in enumerate(specs)}
+        indices = list(indices) + sorted({names[s] for s in sides} - set(indices))
     outs, bufs, ref_bufs, twins, twin_bufs = [], [], [], [], []
+    empty = _tensors.empty
     for k, i in enumerate(indices):
-        t = infos[i]
-        obj, buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], device)
+        t = specs[i]
+        obj, buf = empty(t[_DTYPE], t[_SHAPE], t[_TAG], device)
         outs.append(obj)
         bufs.append(buf)
-        ref_bufs.append(refs.get(t["reference"]))
+        ref_bufs.append(refs.get(t[_REFERENCE]))
         if copies is not None and k < wanted:
-            twin, twin_buf = _tensors.empty(t["dtype"], t["shape"], t["tag"], "cpu")
+            twin, twin_buf = empty(t[_DTYPE], t[_SHAPE], t[_TAG], "cpu")
             twins.append(twin)
             twin_bufs.append(twin_buf)
     reader.decode_into(indices, bufs, threads, ref_bufs,
                        twin_bufs + [None] * (len(indices) - len(twin_bufs)) if twins else None,
                        trusted)
     if copies is not None:
-        copies.extend(_tensors.finish(o, infos[i]["tag"], "cpu") for o, i in zip(twins, indices))
-    return [_tensors.finish(o, infos[i]["tag"], device)
+        copies.extend(_tensors.finish(o, specs[i][_TAG], "cpu") for o, i in zip(twins, indices))
+    return [_tensors.finish(o, specs[i][_TAG], device)
             for o, i in zip(outs[:wanted], indices[:wanted])]
 
 
@@ -268,15 +275,15 @@ def _materialize(reader: _core.Reader, device: str, threads, reference: Any = No
     """The decoded object; with a list `twin` (CPU only), also appends to it a second,
     independent copy of the object (the decoder writes both). `trusted`: see
     `_decode_tensors`."""
-    infos = reader.tensors()
-    if not lossy_ok and any(t["lossy"] for t in infos):
-        n_lossy = sum(t["lossy"] for t in infos)
-        warnings.warn(f"near-lossless checkpoint: {n_lossy} of {len(infos)} tensors decode "
+    specs = reader.specs()
+    n_lossy = sum(t[_LOSSY] for t in specs)
+    if n_lossy and not lossy_ok:
+        warnings.warn(f"near-lossless checkpoint: {n_lossy} of {len(specs)} tensors decode "
                       "within their stated error bounds, not bit-exactly (fastckpt.inspect "
                       "shows each bound)", LossyCheckpointWarning, stacklevel=3)
-    n = len(infos)
+    n = len(specs)
     copies = None if twin is None else []
-    tensors = _decode_tensors(reader, infos, list(range(n)), device, threads, reference,
+    tensors = _decode_tensors(reader, specs, list(range(n)), device, threads, reference,
                               references, copies, trusted)
     structure = reader.structure()
     if twin is not None:
@@ -373,17 +380,17 @@ def read_tensor(source: Source, name: str, *, reference: Any = None,
     """Decodes the one tensor called `name` (see `inspect` for names) and nothing else
     (warns `LossyCheckpointWarning` for a near-lossless tensor unless `lossy_ok`)."""
     reader = _open(source)
-    infos = reader.tensors()
-    names = [t["name"] for t in infos]
+    specs = reader.specs()
+    names = [t[_NAME] for t in specs]
     try:
         i = names.index(name)
     except ValueError:
         raise KeyError(f"no tensor named {name!r} in this checkpoint") from None
-    if infos[i]["lossy"] and not lossy_ok:
+    if specs[i][_LOSSY] and not lossy_ok:
         warnings.warn(f"tensor {name!r} is near-lossless: within its stated error bound "
                       "(fastckpt.inspect shows it), not bit-exact", LossyCheckpointWarning,
                       stacklevel=2)
-    return _decode_tensors(reader, infos, [i], device, threads, reference, references)[0]
+    return _decode_tensors(reader, specs, [i], device, threads, reference, references)[0]
 
 
 from . import safetensors  # noqa: E402  (module uses the API above)

@@ -73,6 +73,11 @@ class Reader:
     def __init__(self, data: npt.NDArray[np.uint8]) -> None: ...
     def structure(self) -> Any:
         """The structure with TensorRef / Ext placeholders."""
+    def specs(
+        self,
+    ) -> list[tuple[str, str, tuple[int, ...], str, tuple[str, str] | None, str | None, bool]]:
+        """What decoding needs, one tuple per tensor: (name, dtype, shape, tag, reference
+        as (checkpoint, tensor) or None, side tensor's name or None, lossy)."""
     def tensors(self) -> list[dict[str, Any]]:
         """Per tensor: name, dtype, shape, tag, codec ("planes", "predicted", "quantized"),
         lossy, params (the near-lossless plan and what the encoder measured, else None),

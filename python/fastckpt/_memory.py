@@ -28,6 +28,12 @@ def fresh(nbytes: int) -> np.ndarray:
     buffer (2 MiB-aligned from 2 MiB up) when `pooled(nbytes)`."""
     if not pooled(nbytes):
         return np.empty(nbytes, dtype=np.uint8)
+    return pooled_array(nbytes)
+
+
+def pooled_array(nbytes: int) -> np.ndarray:
+    """A writable uint8 array of `nbytes` over a buffer of the pool (the caller has
+    checked `pooled(nbytes)`)."""
     return np.asarray(_core.Buffer(nbytes))
 
 

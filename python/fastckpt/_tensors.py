@@ -119,23 +119,42 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
     Large outputs live in buffers of the core's pool (`_memory.fresh`): huge pages on
     first use, and memory of tensors already freed on the next load."""
     if tag == "torch":
-        torch = _torch() or _import_torch()
-        tdtype = getattr(torch, dtype)
+        tdtype = _TORCH_DTYPES.get(dtype) or _torch_dtype(dtype)
         nbytes = math.prod(shape) * tdtype.itemsize
         if not _memory.pooled(nbytes):
-            t = torch.empty(shape, dtype=tdtype)
+            t = _torch().empty(shape, dtype=tdtype)
             return t, _bytes_of(t, readonly=False)
-        raw = _memory.fresh(nbytes)
-        if dtype not in _NUMPY_TORCH_SAFE:
-            return torch.from_numpy(raw).view(tdtype).reshape(shape), raw
-        return torch.from_numpy(raw.view(_NUMPY_TORCH_SAFE[dtype]).reshape(shape)), raw
+        raw = _memory.pooled_array(nbytes)
+        torch = _torch()
+        safe = _NUMPY_TORCH_SAFE.get(dtype)
+        if safe is not None:
+            return torch.from_numpy(raw.view(safe).reshape(shape)), raw
+        # numpy has no such dtype: an integer view of its width, reinterpreted by torch
+        # (cheaper than reinterpreting the bytes, then reshaping, in torch).
+        same_width = _SAME_WIDTH_INTS.get(tdtype.itemsize)
+        if same_width is not None:
+            return torch.from_numpy(raw.view(same_width).reshape(shape)).view(tdtype), raw
+        return torch.from_numpy(raw).view(tdtype).reshape(shape), raw
     np_dtype = _numpy_dtype(dtype)
     nbytes = math.prod(shape) * np_dtype.itemsize
     if not _memory.pooled(nbytes):
         a = np.empty(shape, dtype=np_dtype)
         return a, a.reshape(-1).view(np.uint8)
-    raw = _memory.fresh(nbytes)
+    raw = _memory.pooled_array(nbytes)
     return raw.view(np_dtype).reshape(shape), raw
+
+
+# Torch dtypes by name, filled as they are met.
+_TORCH_DTYPES: dict[str, Any] = {}
+
+# numpy integer dtypes by width in bytes, for dtypes numpy lacks (bfloat16, float8).
+_SAME_WIDTH_INTS = {1: np.dtype(np.uint8), 2: np.dtype(np.int16)}
+
+
+def _torch_dtype(name: str) -> Any:
+    """The torch dtype called `name` (torch imported on first need), cached."""
+    torch = _torch() or _import_torch()
+    return _TORCH_DTYPES.setdefault(name, getattr(torch, name))
 
 
 def cpu_copy(t: Any) -> Any:

@@ -426,6 +426,43 @@ impl Reader {
         from_value(py, &self.header.structure)
     }
 
+    /// What decoding needs of each tensor, as one tuple per tensor (cheaper to build than
+    /// `tensors()`'s dicts): `(name, dtype, shape, tag, reference, side, lossy)`, with
+    /// `reference` `(checkpoint, tensor)` or None and `side` the side tensor's name or None.
+    #[allow(clippy::type_complexity)]
+    fn specs<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<
+        Vec<(
+            &str,
+            &str,
+            Bound<'py, PyTuple>,
+            &str,
+            Option<(&str, &str)>,
+            Option<&str>,
+            bool,
+        )>,
+    > {
+        self.header
+            .tensors
+            .iter()
+            .map(|t| {
+                Ok((
+                    t.name.as_str(),
+                    t.dtype.name(),
+                    PyTuple::new(py, &t.shape)?,
+                    t.tag.as_str(),
+                    t.reference
+                        .as_ref()
+                        .map(|r| (r.checkpoint.as_str(), r.tensor.as_str())),
+                    t.side(),
+                    t.is_lossy(),
+                ))
+            })
+            .collect()
+    }
+
     /// One dict per tensor: name, dtype, shape, tag, codec, raw/compressed bytes, chunks.
     fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.header
