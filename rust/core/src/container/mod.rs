@@ -114,26 +114,40 @@ pub struct Encoded<'a> {
 enum ChunkBytes<'a> {
     /// Finished bytes.
     Done(Vec<u8>),
-    /// A standalone chunk and its raw bytes (its raw planes are written from them), behind
-    /// the standalone kind byte of a predicted tensor's chunks when the flag is set.
-    Planes(Box<PlaneChunk>, &'a [u8], bool),
+    /// A standalone chunk: its coded planes, and its raw bytes that its raw planes are
+    /// written from; behind the standalone kind byte when it belongs to a predicted tensor.
+    Planes {
+        planes: Box<PlaneChunk>,
+        raw: &'a [u8],
+        kind_byte: bool,
+    },
 }
 
 impl ChunkBytes<'_> {
     fn len(&self) -> usize {
         match self {
             ChunkBytes::Done(b) => b.len(),
-            ChunkBytes::Planes(c, _, kind) => c.len() + *kind as usize,
+            ChunkBytes::Planes {
+                planes, kind_byte, ..
+            } => planes.len() + *kind_byte as usize,
         }
     }
 
     fn write(&self, out: &mut [MaybeUninit<u8>]) {
         match self {
             ChunkBytes::Done(b) => codec::copy_init(out, b),
-            ChunkBytes::Planes(c, raw, false) => c.write(raw, out),
-            ChunkBytes::Planes(c, raw, true) => {
+            ChunkBytes::Planes {
+                planes,
+                raw,
+                kind_byte: false,
+            } => planes.write(raw, out),
+            ChunkBytes::Planes {
+                planes,
+                raw,
+                kind_byte: true,
+            } => {
                 out[0].write(predict::KIND_STANDALONE);
-                c.write(raw, &mut out[1..]);
+                planes.write(raw, &mut out[1..]);
             }
         }
     }
@@ -482,8 +496,8 @@ fn coded_entry<'a>(
     let predicted = parts.iter().any(|c| c.predicted);
     if !predicted {
         for c in parts.iter_mut() {
-            if let ChunkBytes::Planes(_, _, kind) = &mut c.bytes {
-                *kind = false;
+            if let ChunkBytes::Planes { kind_byte, .. } = &mut c.bytes {
+                *kind_byte = false;
             }
         }
     }
@@ -713,7 +727,11 @@ fn encode_one<'a>(
         None => {
             let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype, ahead);
             CodedChunk {
-                bytes: ChunkBytes::Planes(Box::new(planes), raw, false),
+                bytes: ChunkBytes::Planes {
+                    planes: Box::new(planes),
+                    raw,
+                    kind_byte: false,
+                },
                 raw_hash,
                 ref_hash: None,
                 predicted: false,
@@ -731,7 +749,11 @@ fn encode_one<'a>(
                 predicted: c.coded.is_residual(),
                 bytes: match c.coded {
                     predict::Coded::Residual(b) => ChunkBytes::Done(b),
-                    predict::Coded::Standalone(p) => ChunkBytes::Planes(p, raw, true),
+                    predict::Coded::Standalone(planes) => ChunkBytes::Planes {
+                        planes,
+                        raw,
+                        kind_byte: true,
+                    },
                 },
                 raw_hash: c.raw_hash,
                 ref_hash: Some(c.ref_hash),
