@@ -187,31 +187,34 @@ impl Encoded<'_> {
         }
         pairs.into_par_iter().for_each(|(dst, c)| c.write(dst));
     }
-    /// Writes the file to `file` and makes it durable (fsync). Each batch's writeback to
-    /// the disk starts as soon as the batch is written (Linux: `sync_file_range`), while
-    /// the next batches are materialized and written, so the final fsync waits for the
-    /// last batches rather than the whole file. In a pool of several threads a writer
-    /// thread writes batch k while the pool materializes batch k + 1; with one thread
-    /// (`threads=1`) everything runs on the calling thread.
+    /// Writes the file to `file` and makes it durable (fsync). Finished chunks are written
+    /// from where they are; only chunks whose raw planes are still in the input are
+    /// materialized first. Each batch's writeback to the disk starts as soon as the batch
+    /// is written (Linux: `sync_file_range`), while the next batches are materialized and
+    /// written, so the final fsync waits for the last batches rather than the whole file.
+    /// In a pool of several threads a writer thread writes batch k while the pool
+    /// materializes batch k + 1; with one thread (`threads=1`) everything runs on the
+    /// calling thread.
     pub fn write_durable(&self, file: &std::fs::File) -> std::io::Result<()> {
         if rayon::current_num_threads() <= 1 {
             let mut out = BatchWriter::new(file, &self.prefix)?;
             let mut bufs = Vec::new();
             for batch in self.chunks.chunks(IO_BATCH) {
                 self.materialize(batch, &mut bufs);
-                out.batch(&bufs[..batch.len()])?;
+                out.batch(batch, &bufs)?;
             }
             return out.finish();
         }
         use std::sync::mpsc::{channel, sync_channel};
         // Batches go to the writer and their buffers come back for the next batch.
-        let (full_tx, full_rx) = sync_channel::<Vec<Vec<u8>>>(1);
+        type Batch<'c, 'a> = (&'c [ChunkBytes<'a>], Vec<Vec<u8>>);
+        let (full_tx, full_rx) = sync_channel::<Batch>(1);
         let (empty_tx, empty_rx) = channel::<Vec<Vec<u8>>>();
         std::thread::scope(|scope| {
             let writer = scope.spawn(move || -> std::io::Result<()> {
                 let mut out = BatchWriter::new(file, &self.prefix)?;
-                for bufs in full_rx {
-                    out.batch(&bufs)?;
+                for (batch, bufs) in full_rx {
+                    out.batch(batch, &bufs)?;
                     let _ = empty_tx.send(bufs);
                 }
                 out.finish()
@@ -219,8 +222,7 @@ impl Encoded<'_> {
             for batch in self.chunks.chunks(IO_BATCH) {
                 let mut bufs = empty_rx.try_recv().unwrap_or_default();
                 self.materialize(batch, &mut bufs);
-                bufs.truncate(batch.len());
-                if full_tx.send(bufs).is_err() {
+                if full_tx.send((batch, bufs)).is_err() {
                     break; // the writer failed: its error is returned below
                 }
             }
@@ -231,11 +233,16 @@ impl Encoded<'_> {
         })
     }
 
-    /// Materializes the chunks of `batch` into `bufs` (one buffer each), in parallel.
+    /// Materializes the chunks of `batch` that are not finished bytes into `bufs` (one
+    /// buffer per chunk of the batch, left empty for finished ones), in parallel.
     fn materialize(&self, batch: &[ChunkBytes], bufs: &mut Vec<Vec<u8>>) {
         bufs.resize_with(bufs.len().max(batch.len()), Vec::new);
+        bufs.truncate(batch.len());
         bufs.par_iter_mut().zip(batch).for_each(|(b, c)| {
             b.clear();
+            if matches!(c, ChunkBytes::Done(_)) {
+                return;
+            }
             b.reserve(c.len());
             c.write(&mut b.spare_capacity_mut()[..c.len()]);
             // SAFETY: `write` initialized all `c.len()` bytes.
@@ -254,10 +261,9 @@ impl Encoded<'_> {
 }
 
 /// The writing end of [`Encoded::write_durable`]: the prefix, then batch after batch, each
-/// batch's writeback started once it is written; `finish` flushes and fsyncs.
+/// batch's writeback started once it is written; `finish` fsyncs.
 struct BatchWriter<'f> {
     file: &'f std::fs::File,
-    w: std::io::BufWriter<&'f std::fs::File>,
     /// Bytes written, and bytes whose writeback has been started.
     written: u64,
     started: u64,
@@ -265,34 +271,53 @@ struct BatchWriter<'f> {
 
 impl<'f> BatchWriter<'f> {
     fn new(file: &'f std::fs::File, prefix: &[u8]) -> std::io::Result<Self> {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::with_capacity(1 << 22, file);
-        w.write_all(prefix)?;
-        Ok(BatchWriter {
+        let mut w = BatchWriter {
             file,
-            w,
-            written: prefix.len() as u64,
+            written: 0,
             started: 0,
-        })
+        };
+        w.write_all(&mut [std::io::IoSlice::new(prefix)])?;
+        Ok(w)
     }
 
-    /// Writes one batch of chunk bytes and starts its writeback.
-    fn batch(&mut self, bufs: &[Vec<u8>]) -> std::io::Result<()> {
-        use std::io::Write;
-        for b in bufs {
-            self.w.write_all(b)?;
-            self.written += b.len() as u64;
-        }
-        self.w.flush()?;
+    /// Writes one batch of chunks (finished ones from their bytes, the others from their
+    /// materialized buffers in `bufs`) with vectored writes, and starts its writeback.
+    fn batch(&mut self, batch: &[ChunkBytes], bufs: &[Vec<u8>]) -> std::io::Result<()> {
+        let mut slices: Vec<std::io::IoSlice> = batch
+            .iter()
+            .zip(bufs)
+            .map(|(c, b)| match c {
+                ChunkBytes::Done(bytes) => std::io::IoSlice::new(bytes),
+                _ => std::io::IoSlice::new(b),
+            })
+            .collect();
+        self.write_all(&mut slices)?;
         memory::start_writeback(self.file, self.started, self.written - self.started);
         self.started = self.written;
         Ok(())
     }
 
-    /// Flushes and makes the file durable.
-    fn finish(mut self) -> std::io::Result<()> {
+    /// Writes every byte of `slices` (retrying short writes).
+    fn write_all(&mut self, mut slices: &mut [std::io::IoSlice]) -> std::io::Result<()> {
         use std::io::Write;
-        self.w.flush()?;
+        let mut file = self.file;
+        std::io::IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n as u64;
+                    std::io::IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the file durable.
+    fn finish(self) -> std::io::Result<()> {
         self.file.sync_all()
     }
 }
@@ -1530,8 +1555,27 @@ mod tests {
             })
             .collect();
         let small = &data[..5000];
-        let tensors = [tensor("big", &data, None), tensor("small", small, None)];
-        let structure = Value::List(vec![Value::Tensor(0), Value::Tensor(1)]);
+        // Predicted, its first half close to the reference (residual chunks, written from
+        // their bytes), its second half not (standalone chunks behind their kind byte).
+        let close: Vec<u8> = data
+            .chunks_exact(4)
+            .enumerate()
+            .flat_map(|(i, w)| {
+                let v = f32::from_le_bytes(w.try_into().unwrap());
+                let v = if i < 150_000 {
+                    v * 1.000_001
+                } else {
+                    rng.centered()
+                };
+                v.to_le_bytes()
+            })
+            .collect();
+        let tensors = [
+            tensor("big", &data, None),
+            tensor("small", small, None),
+            tensor("pred", &close, Some(&data)),
+        ];
+        let structure = Value::List((0..3).map(Value::Tensor).collect());
         let opts = EncodeOptions {
             chunk_bytes: 1 << 20,
             ..Default::default()
@@ -1554,6 +1598,15 @@ mod tests {
                 },
             )
             .unwrap();
+            let file = enc.to_vec();
+            let ck = Checkpoint::parse(&file).unwrap();
+            let kinds: Vec<u8> = ck.tensors()[2]
+                .chunks
+                .iter()
+                .map(|c| ck.coded(c)[0])
+                .collect();
+            assert!(kinds.contains(&predict::KIND_STANDALONE));
+            assert!(kinds.iter().any(|&k| k != predict::KIND_STANDALONE));
             // One thread writes on the caller's thread, two through a writer thread.
             for threads in [1, 2] {
                 let path = dir.join(format!("{chunk_bytes}-{threads}.fckpt"));
@@ -1583,5 +1636,9 @@ mod tests {
         ck.decode_into(vec![(0, &mut a), (1, &mut b)], Some(2))
             .unwrap();
         assert_eq!((a.as_slice(), b.as_slice()), (data.as_slice(), small));
+        let mut p = vec![0u8; close.len()];
+        ck.decode_with(vec![(2, &mut p, Some(&data))], Some(2))
+            .unwrap();
+        assert_eq!(p, close);
     }
 }
