@@ -145,10 +145,7 @@ impl ChunkBytes<'_> {
                 planes,
                 raw,
                 kind_byte: true,
-            } => {
-                out[0].write(predict::KIND_STANDALONE);
-                planes.write(raw, &mut out[1..]);
-            }
+            } => predict::write_standalone(planes, raw, out),
         }
     }
 }

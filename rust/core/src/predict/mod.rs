@@ -50,6 +50,7 @@ use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
 use crate::scratch;
 use decode::Models;
+use std::mem::MaybeUninit;
 use word::{by_width, mask, offset};
 
 /// Contexts per chunk: reference exponent distance from the chunk maximum, capped.
@@ -278,13 +279,20 @@ fn standalone_hashed(raw: &[u8], dtype: DType, hash: bool) -> (PlaneChunk, Optio
 /// The kind byte and the standalone chunk `planes` of `raw`, written in place (no copy
 /// of a finished standalone chunk).
 fn wrap_standalone(planes: &PlaneChunk, raw: &[u8]) -> Vec<u8> {
-    let len = planes.len();
-    let mut out = Vec::with_capacity(len + 1);
-    out.push(KIND_STANDALONE);
-    planes.write(raw, &mut out.spare_capacity_mut()[..len]);
-    // SAFETY: `write` initialized the `len` bytes after the kind byte.
-    unsafe { out.set_len(len + 1) };
+    let len = planes.len() + 1;
+    let mut out = Vec::with_capacity(len);
+    write_standalone(planes, raw, &mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `write_standalone` initialized all `len` bytes.
+    unsafe { out.set_len(len) };
     out
+}
+
+/// Writes the bytes of a standalone chunk of a predicted tensor into `out` (of
+/// `planes.len() + 1` bytes): the kind byte, then the chunk `planes` of `raw`.
+pub fn write_standalone(planes: &PlaneChunk, raw: &[u8], out: &mut [MaybeUninit<u8>]) {
+    let (kind, rest) = out.split_first_mut().expect("room for the kind byte");
+    kind.write(KIND_STANDALONE);
+    planes.write(raw, rest);
 }
 
 /// The bytes of a residual chunk from its analysis and context tables.
