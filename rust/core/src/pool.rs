@@ -96,6 +96,22 @@ impl Buffer {
     }
 }
 
+impl crate::entropy::bits::Room for Buffer {
+    /// Grows within the mapping when it has the room (its bytes are all initialized),
+    /// else moves to a buffer twice the size.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let cap = self.map.as_ref().map_or(0, |m| m.cap);
+        if n > cap {
+            let mut bigger = Buffer::new(2 * n).expect("memory for a growing buffer");
+            bigger.as_mut_slice()[..self.len].copy_from_slice(self.as_slice());
+            *self = bigger;
+        } else if n > self.len {
+            self.len = n;
+        }
+        self.as_mut_slice()
+    }
+}
+
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some(map) = self.map.take() {
@@ -365,6 +381,23 @@ mod tests {
             let h = Held::copy_of(&src);
             assert_eq!(h.as_slice(), &src[..]);
         }
+    }
+
+    /// A bit writer over a pooled buffer too small for what it packs grows it (within its
+    /// mapping, then into a bigger one) and packs the same bytes as over a `Vec`.
+    #[test]
+    fn bit_writer_grows_a_buffer() {
+        use crate::entropy::bits::BitWriter;
+        let vals: Vec<(u64, u32)> = (0..50_000u64).map(|i| (i * 7919 % 977, 10)).collect();
+        let mut on_vec = BitWriter::with_capacity(0);
+        let mut on_buf = BitWriter::reusing(Buffer::new(100).expect("memory"));
+        for &(v, n) in &vals {
+            on_vec.put(v, n);
+            on_buf.put(v, n);
+        }
+        let (buf, len) = on_buf.into_packed();
+        assert_eq!(&buf.as_slice()[..len], &on_vec.finish()[..]);
+        assert!(buf.len() >= len);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::hash;
 use crate::lossy;
 use crate::memory;
 use crate::parallel;
+use crate::pool::Held;
 use crate::predict;
 use crate::quant::{self, Plan};
 use crate::relquant;
@@ -113,7 +114,9 @@ pub struct Encoded<'a> {
 /// One chunk's encoded bytes: finished, or coded planes plus raw planes still in the input.
 enum ChunkBytes<'a> {
     /// Finished bytes.
-    Done(Vec<u8>),
+    Done(Held),
+    /// A residual chunk, finished, in its two parts.
+    Residual(predict::ResidualBytes),
     /// A standalone chunk: its coded planes, and its raw bytes that its raw planes are
     /// written from; behind the standalone kind byte when it belongs to a predicted tensor.
     Planes {
@@ -124,9 +127,15 @@ enum ChunkBytes<'a> {
 }
 
 impl ChunkBytes<'_> {
+    /// Whether the bytes are all there (written as they are, nothing to materialize).
+    fn is_finished(&self) -> bool {
+        !matches!(self, ChunkBytes::Planes { .. })
+    }
+
     fn len(&self) -> usize {
         match self {
-            ChunkBytes::Done(b) => b.len(),
+            ChunkBytes::Done(b) => b.as_slice().len(),
+            ChunkBytes::Residual(r) => r.len(),
             ChunkBytes::Planes {
                 planes, kind_byte, ..
             } => planes.len() + *kind_byte as usize,
@@ -135,7 +144,13 @@ impl ChunkBytes<'_> {
 
     fn write(&self, out: &mut [MaybeUninit<u8>]) {
         match self {
-            ChunkBytes::Done(b) => codec::copy_init(out, b),
+            ChunkBytes::Done(b) => codec::copy_init(out, b.as_slice()),
+            ChunkBytes::Residual(r) => {
+                let [head, bits] = r.parts();
+                let (a, b) = out.split_at_mut(head.len());
+                codec::copy_init(a, head);
+                codec::copy_init(b, bits);
+            }
             ChunkBytes::Planes {
                 planes,
                 raw,
@@ -237,7 +252,7 @@ impl Encoded<'_> {
         bufs.truncate(batch.len());
         bufs.par_iter_mut().zip(batch).for_each(|(b, c)| {
             b.clear();
-            if matches!(c, ChunkBytes::Done(_)) {
+            if c.is_finished() {
                 return;
             }
             b.reserve(c.len());
@@ -280,14 +295,14 @@ impl<'f> BatchWriter<'f> {
     /// Writes one batch of chunks (finished ones from their bytes, the others from their
     /// materialized buffers in `bufs`) with vectored writes, and starts its writeback.
     fn batch(&mut self, batch: &[ChunkBytes], bufs: &[Vec<u8>]) -> std::io::Result<()> {
-        let mut slices: Vec<std::io::IoSlice> = batch
-            .iter()
-            .zip(bufs)
-            .map(|(c, b)| match c {
-                ChunkBytes::Done(bytes) => std::io::IoSlice::new(bytes),
-                _ => std::io::IoSlice::new(b),
-            })
-            .collect();
+        let mut slices: Vec<std::io::IoSlice> = Vec::with_capacity(2 * batch.len());
+        for (c, b) in batch.iter().zip(bufs) {
+            match c {
+                ChunkBytes::Done(bytes) => slices.push(std::io::IoSlice::new(bytes.as_slice())),
+                ChunkBytes::Residual(r) => slices.extend(r.parts().map(std::io::IoSlice::new)),
+                ChunkBytes::Planes { .. } => slices.push(std::io::IoSlice::new(b)),
+            }
+        }
         self.write_all(&mut slices)?;
         memory::start_writeback(self.file, self.started, self.written - self.started);
         self.started = self.written;
@@ -736,7 +751,7 @@ fn encode_one<'a>(
         };
         let c = lossy::encode_chunk(raw, rc, t.dtype, &lp.plan);
         return CodedChunk {
-            bytes: ChunkBytes::Done(c.bytes),
+            bytes: ChunkBytes::Done(Held::Heap(c.bytes)),
             raw_hash: c.decoded_hash,
             ref_hash: rc.map(hash::h128),
             predicted: rc.is_some(),
@@ -770,7 +785,7 @@ fn encode_one<'a>(
                 side: c.coded.is_side(),
                 predicted: c.coded.is_residual(),
                 bytes: match c.coded {
-                    predict::Coded::Residual(b) => ChunkBytes::Done(b),
+                    predict::Coded::Residual(b) => ChunkBytes::Residual(b),
                     predict::Coded::Standalone(planes) => ChunkBytes::Planes {
                         planes,
                         raw,

@@ -1,11 +1,30 @@
 //! Raw bit fields: values whose bits are close to uniform (the low bits below a leading 1)
 //! are packed LSB-first, without entropy coding.
 
+/// Storage a [`BitWriter`] packs into: bytes that can be made at least `n` long (growing
+/// keeps the bytes already there). A `Vec<u8>`, a buffer that holds one (e.g. a reused
+/// scratch buffer), or a pooled buffer kept until its file is written.
+pub trait Room {
+    /// The bytes, at least `n` of them.
+    fn room(&mut self, n: usize) -> &mut [u8];
+}
+
+impl<T: AsMut<Vec<u8>>> Room for T {
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let out = self.as_mut();
+        if out.len() < n {
+            out.resize(2 * n, 0);
+        }
+        out
+    }
+}
+
 /// Packs values LSB-first into little-endian bytes. Branch-light: every value stores the
 /// whole 8-byte accumulator at the write position, which then moves by the whole bytes
-/// filled (the accumulator keeps fewer than 8 bits between values). The bytes go to a
-/// `Vec<u8>` or to a buffer that holds one (e.g. a reused scratch buffer).
-pub struct BitWriter<B: AsMut<Vec<u8>> = Vec<u8>> {
+/// filled (the accumulator keeps fewer than 8 bits between values). The bytes go to any
+/// [`Room`].
+pub struct BitWriter<B: Room = Vec<u8>> {
     out: B,
     pos: usize,
     acc: u64,
@@ -19,7 +38,7 @@ impl BitWriter<Vec<u8>> {
     }
 }
 
-impl<B: AsMut<Vec<u8>>> BitWriter<B> {
+impl<B: Room> BitWriter<B> {
     /// An empty writer over `buf`, whose current bytes (any values) are its first room.
     pub fn reusing(buf: B) -> Self {
         BitWriter {
@@ -30,13 +49,11 @@ impl<B: AsMut<Vec<u8>>> BitWriter<B> {
         }
     }
 
-    /// Makes sure that `n` more bytes can be stored at the write position.
+    /// Makes sure that `n` more bytes can be stored at the write position; returns the
+    /// start of the buffer.
     #[inline(always)]
-    fn room(&mut self, n: usize) {
-        let out = self.out.as_mut();
-        if out.len() < self.pos + n {
-            out.resize(2 * (self.pos + n), 0);
-        }
+    fn room(&mut self, n: usize) -> *mut u8 {
+        self.out.room(self.pos + n).as_mut_ptr()
     }
 
     /// Appends the low `n` (<= 64) bits of `v` (higher bits must be zero).
@@ -60,8 +77,7 @@ impl<B: AsMut<Vec<u8>>> BitWriter<B> {
     #[inline(always)]
     pub fn put_run(&mut self, vals: &[u64], ns: &[u32]) {
         let count = vals.len().min(ns.len());
-        self.room(7 * count + 8);
-        let out = self.out.as_mut().as_mut_ptr();
+        let out = self.room(7 * count + 8);
         let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
         for (&v, &n) in vals.iter().zip(ns) {
             assert!(n <= 56, "{n} bits in one short put");
@@ -86,8 +102,7 @@ impl<B: AsMut<Vec<u8>>> BitWriter<B> {
     #[inline(always)]
     pub fn put_wide_run(&mut self, vals: &[u64], ns: &[u32]) {
         let count = vals.len().min(ns.len());
-        self.room(8 * count + 16);
-        let out = self.out.as_mut().as_mut_ptr();
+        let out = self.room(8 * count + 16);
         let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
         for (&v, &n) in vals.iter().zip(ns) {
             assert!(n <= 64, "{n} bits in one value");
@@ -125,18 +140,26 @@ impl<B: AsMut<Vec<u8>>> BitWriter<B> {
     /// length (a pooled buffer then needs no refill for its next chunk-sized use).
     pub fn packed(&mut self) -> &[u8] {
         let end = self.pos + self.fill.div_ceil(8) as usize;
-        self.room(8);
-        let out = self.out.as_mut();
-        out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        let pos = self.pos;
+        let out = self.out.room(pos + 8);
+        out[pos..pos + 8].copy_from_slice(&self.acc.to_le_bytes());
         &out[..end]
     }
 
+    /// The buffer, whole, and how many of its first bytes are the packed bits (the last
+    /// one zero-padded): for buffers kept as they are, with no copy.
+    pub fn into_packed(mut self) -> (B, usize) {
+        let end = self.packed().len();
+        (self.out, end)
+    }
+}
+
+impl<B: Room + AsMut<Vec<u8>>> BitWriter<B> {
     /// The buffer, cut to the packed bytes (the last one zero-padded).
-    pub fn finish(mut self) -> B {
-        let end = self.pos + self.fill.div_ceil(8) as usize;
-        self.room(8);
-        self.out.as_mut().truncate(end);
-        self.out
+    pub fn finish(self) -> B {
+        let (mut out, end) = self.into_packed();
+        out.as_mut().truncate(end);
+        out
     }
 }
 

@@ -9,6 +9,7 @@ use super::{CONTEXTS, TABLE_BITS};
 use crate::entropy::bits::BitWriter;
 use crate::entropy::freq::FreqTable;
 use crate::hash::Hasher128;
+use crate::pool::Buffer;
 use crate::scratch::{self, Scratch};
 
 /// Bits of the residual token in a code: `code = context << SYM_BITS | token`.
@@ -22,7 +23,7 @@ pub(super) struct Analysis {
     /// Count of each code.
     pub hist: Vec<u32>,
     /// The raw bits of each residual's token, packed (when asked for).
-    pub bits: Option<BitWriter<Scratch<u8>>>,
+    pub bits: Option<BitWriter<Buffer>>,
     /// Total raw bits.
     pub raw_bits: u64,
     /// [`crate::hash::h128`] of the raw words (when asked for).
@@ -96,6 +97,13 @@ impl Analysis {
     }
 }
 
+/// A buffer for the packed raw bits of `len` bytes of words: room for all of them (a
+/// token keeps at least one bit of each word) and for the bit writer's runs past the
+/// end, so it does not grow.
+fn bits_buffer(len: usize) -> Buffer {
+    Buffer::new(len + 4096).expect("memory for a chunk's raw bits")
+}
+
 /// Analyses the words of `raw` against `reference` (same length) with tokens of `tb`
 /// top bits; packs the raw bits when `pack` is set and hashes `raw` when `hash` is.
 /// Contexts come from the reference's exponents under `e_max`, or from `side` when given.
@@ -111,7 +119,7 @@ pub(super) fn analyze(
     let mut a = Analysis {
         codes: scratch::words_dirty(n),
         hist: vec![0u32; CONTEXTS * SYMS],
-        bits: pack.then(|| BitWriter::reusing(scratch::bytes_dirty(raw.len() + 16))),
+        bits: pack.then(|| BitWriter::reusing(bits_buffer(raw.len()))),
         raw_bits: 0,
         raw_hash: None,
     };
@@ -188,7 +196,7 @@ fn simd_analyze32(
             (bool, u8, u32, u32),
             &mut [u16],
             &mut [u32],
-            (Option<&mut BitWriter<Scratch<u8>>>, Option<&mut RawHash>),
+            (Option<&mut BitWriter<Buffer>>, Option<&mut RawHash>),
         ) -> u64;
         let pick: Option<(usize, Kernel)> = if avx2_bmi2_popcnt() && avx512_cd() && WIDE.get() {
             Some((16, super::simd::analyze32_512))
@@ -279,6 +287,12 @@ mod tests {
         }
     }
 
+    /// The packed bytes of a bit writer.
+    fn packed(bits: BitWriter<Buffer>) -> Vec<u8> {
+        let (buf, len) = bits.into_packed();
+        buf.as_slice()[..len].to_vec()
+    }
+
     proptest! {
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits,
         /// with contexts from the reference's exponents or from side words.
@@ -295,12 +309,12 @@ mod tests {
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
-                bits: Some(BitWriter::reusing(scratch::bytes(16))),
+                bits: Some(BitWriter::reusing(bits_buffer(16))),
                 raw_bits: 0,
                 raw_hash: None,
             };
             analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, side), &mut b);
-            let scalar_bits = b.bits.unwrap().finish().to_vec();
+            let scalar_bits = packed(b.bits.unwrap());
             // The widest kernel the CPU has, then the AVX2 one.
             for wide in [true, false] {
                 #[cfg(target_arch = "x86_64")]
@@ -312,7 +326,7 @@ mod tests {
                 prop_assert_eq!(&a.codes[..], &b.codes[..]);
                 prop_assert_eq!(&a.hist, &b.hist);
                 prop_assert_eq!(a.raw_bits, b.raw_bits);
-                prop_assert_eq!(&a.bits.unwrap().finish()[..], &scalar_bits[..]);
+                prop_assert_eq!(packed(a.bits.unwrap()), scalar_bits.clone());
                 prop_assert_eq!(a.raw_hash, Some(crate::hash::h128(&raw)));
             }
         }

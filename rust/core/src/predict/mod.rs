@@ -48,6 +48,7 @@ use crate::dtype::DType;
 use crate::entropy::context;
 use crate::entropy::freq::FreqTable;
 use crate::error::{Error, Result};
+use crate::pool::{Buffer, Held};
 use crate::scratch;
 use decode::Models;
 use std::mem::MaybeUninit;
@@ -108,7 +109,7 @@ pub fn encode_chunk_side(
 /// file is, with no copy before that).
 pub enum Coded {
     /// The residual chunk's bytes.
-    Residual(Vec<u8>),
+    Residual(ResidualBytes),
     /// The standalone chunk to write behind [`KIND_STANDALONE`].
     Standalone(Box<PlaneChunk>),
 }
@@ -121,16 +122,42 @@ impl Coded {
 
     /// Whether the chunk takes its contexts from a side tensor (kind 4).
     pub fn is_side(&self) -> bool {
-        matches!(self, Coded::Residual(b) if is_side_chunk(b))
+        matches!(self, Coded::Residual(b) if is_side_chunk(b.head.as_slice()))
     }
 
     /// The chunk's bytes, as [`encode_chunk_side`] writes them (`raw`: the chunk's raw
     /// bytes, which a standalone chunk's raw planes are written from).
     pub fn into_bytes(self, raw: &[u8]) -> Vec<u8> {
         match self {
-            Coded::Residual(b) => b,
+            Coded::Residual(b) => b.parts().concat(),
             Coded::Standalone(planes) => wrap_standalone(&planes, raw),
         }
+    }
+}
+
+/// A residual chunk's bytes in two parts, kept until its file is written: everything up
+/// to the raw bits' length (a pooled copy of exactly that size), then the packed raw bits
+/// in the buffer the analysis packed them into (no copy of the chunk's largest part).
+pub struct ResidualBytes {
+    head: Held,
+    bits: Buffer,
+    bits_len: usize,
+}
+
+impl ResidualBytes {
+    /// The chunk's bytes: the head, then the raw bits.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [self.head.as_slice(), &self.bits.as_slice()[..self.bits_len]]
+    }
+
+    /// The chunk's length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.as_slice().len() + self.bits_len
+    }
+
+    /// Whether the chunk has no bytes (never: it has a kind byte).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -301,8 +328,10 @@ fn residual_chunk(
     tables: &[Option<FreqTable>],
     (contexts, off, tb): (Contexts, u64, u32),
     est: f64,
-) -> Vec<u8> {
-    let mut w = Writer::with_capacity(est as usize + 1024);
+) -> ResidualBytes {
+    let mut buf = CHUNK.take();
+    buf.reserve(est as usize + 1024);
+    let mut w = Writer::reusing(buf);
     let kind = match contexts {
         Contexts::Exponent(_) => KIND_TOKENS,
         Contexts::Side(_) => KIND_SIDE,
@@ -346,11 +375,22 @@ fn residual_chunk(
         })
         .collect();
     context::encode_codes(&a.codes, encode::SYM_BITS, &coded, &mut w);
-    let mut bits = a.bits.expect("packed raw bits");
-    let bytes = bits.packed();
-    w.u32(bytes.len() as u32);
-    w.bytes(bytes);
-    w.into_inner()
+    let (bits, bits_len) = a.bits.expect("packed raw bits").into_packed();
+    w.u32(bits_len as u32);
+    let buf = w.into_inner();
+    let head = Held::copy_of(&buf);
+    CHUNK.set(buf);
+    ResidualBytes {
+        head,
+        bits,
+        bits_len,
+    }
+}
+
+thread_local! {
+    /// Per-thread buffer a residual chunk is written into before it is kept (as a
+    /// [`Held`] copy of exactly its size): reused memory, no page faults.
+    static CHUNK: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Decodes a chunk written by [`encode_chunk`] into `out`, given the same reference chunk.

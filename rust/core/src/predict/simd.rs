@@ -5,7 +5,7 @@ use super::encode::{RawHash, SYM_BITS};
 use super::simd512::side_codes16;
 use super::CONTEXTS;
 use crate::entropy::bits::BitWriter;
-use crate::scratch::Scratch;
+use crate::pool::Buffer;
 use std::arch::x86_64::*;
 
 /// Eight residuals' raw bits: lane j's 32 bits starting `rel[j]` (< 256 - 32) bits after
@@ -288,7 +288,7 @@ impl Pairs {
 
     /// Adds 8 values `lv` of `kv` bits (32-bit lanes, in order), writing out when full.
     #[inline(always)]
-    unsafe fn push(&mut self, lv: __m256i, kv: __m256i, bw: &mut BitWriter<Scratch<u8>>) {
+    unsafe fn push(&mut self, lv: __m256i, kv: __m256i, bw: &mut BitWriter<Buffer>) {
         let low32 = _mm256_set1_epi64x(0xffff_ffff);
         let k_even = _mm256_and_si256(kv, low32);
         let merged = _mm256_or_si256(
@@ -311,7 +311,7 @@ impl Pairs {
 
     /// Writes out the values held.
     #[inline(always)]
-    fn flush(&mut self, bw: &mut BitWriter<Scratch<u8>>) {
+    fn flush(&mut self, bw: &mut BitWriter<Buffer>) {
         bw.put_wide_run(&self.vals[..self.len], &self.lens[..self.len]);
         self.len = 0;
     }
@@ -418,7 +418,7 @@ pub unsafe fn analyze32_512(
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    (mut bw, mut hash): (Option<&mut BitWriter<Scratch<u8>>>, Option<&mut RawHash>),
+    (mut bw, mut hash): (Option<&mut BitWriter<Buffer>>, Option<&mut RawHash>),
 ) -> u64 {
     let top = _mm512_set1_epi32(i32::MIN);
     let ord16 = |w: __m512i| _mm512_xor_si512(w, _mm512_or_si512(_mm512_srai_epi32::<31>(w), top));
@@ -489,7 +489,7 @@ pub unsafe fn analyze32(
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    (mut bw, mut hash): (Option<&mut BitWriter<Scratch<u8>>>, Option<&mut RawHash>),
+    (mut bw, mut hash): (Option<&mut BitWriter<Buffer>>, Option<&mut RawHash>),
 ) -> u64 {
     let top = _mm256_set1_epi32(i32::MIN);
     let offv = _mm256_set1_epi32(off as i32);
