@@ -153,14 +153,45 @@ mod simd {
 }
 
 /// Index of the largest entry (lowest index on ties).
-fn argmax(f: &[u32; 256]) -> usize {
-    let mut best = 0;
-    for s in 1..256 {
-        if f[s] > f[best] {
-            best = s;
+/// Each count scaled to a total of `total` (of `n` counted), rounded to nearest, at least
+/// 1 for a present symbol, 0 for an absent one: `(c * total + n / 2) / n` exactly, for all
+/// 256 counts at once without branches. The quotient is taken in f64 when `n < 2^36`:
+/// numerator and divisor are exact (below 2^53) and the division is correctly rounded, so
+/// a quotient below an integer (by at least `1/n`, far more than an f64 step at values up
+/// to 2^14) stays below it and its floor is the integer quotient.
+#[inline]
+fn scale_counts(counts: &[u32; 256], total: u32, n: u64) -> [u32; 256] {
+    debug_assert!(n > 0 && total <= 1 << 14);
+    let mut f = [0u32; 256];
+    if n >= 1 << 36 {
+        for (x, &c) in f.iter_mut().zip(counts) {
+            let q = ((c as u64 * total as u64 + n / 2) / n) as u32;
+            *x = if c > 0 { q.max(1) } else { 0 };
         }
+        return f;
     }
-    best
+    let half = (n / 2) as f64;
+    let (t, d) = (total as f64, n as f64);
+    for (x, &c) in f.iter_mut().zip(counts) {
+        let q = ((c as f64 * t + half) / d) as u32;
+        *x = if c > 0 { q.max(1) } else { 0 };
+    }
+    f
+}
+
+/// `log2(f)` of every frequency up to [`MAX_FREQ`] + 1 (the most a table holds), as
+/// `f64::log2` computes it: size estimates look them up instead of calling `log2` for
+/// each symbol of each table.
+fn log2_table() -> &'static [f64; MAX_FREQ as usize + 2] {
+    static TABLE: std::sync::OnceLock<[f64; MAX_FREQ as usize + 2]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|f| (f as f64).log2()))
+}
+
+/// The first symbol of the largest frequency (a max, then a search: no branch per symbol
+/// on unpredictable comparisons).
+fn argmax(f: &[u32; 256]) -> usize {
+    let most = f.iter().copied().max().unwrap_or(0);
+    f.iter().position(|&x| x == most).unwrap_or(0)
 }
 
 /// A frequency table over bytes that sums to [`TOTAL`], with at least two symbols present
@@ -185,19 +216,12 @@ impl FreqTable {
     pub fn normalize_scaled(counts: &[u32; 256], bits: u32) -> Option<FreqTable> {
         let total = 1u32 << bits;
         let n: u64 = counts.iter().map(|&c| c as u64).sum();
-        let present = counts.iter().filter(|&&c| c > 0).count();
+        let present = counts.iter().map(|&c| (c > 0) as usize).sum::<usize>();
         if present < 2 || present > total as usize || !WIDE_SCALES.contains(&bits) {
             return None;
         }
-        let mut f = [0u32; 256];
-        let mut sum = 0u32;
-        for s in 0..256 {
-            if counts[s] > 0 {
-                let scaled = ((counts[s] as u64 * total as u64 + n / 2) / n) as u32;
-                f[s] = scaled.max(1);
-                sum += f[s];
-            }
-        }
+        let mut f = scale_counts(counts, total, n);
+        let mut sum: u32 = f.iter().sum();
         // Fix the rounding drift on the largest entries, a slice at a time: their relative
         // change costs the fewest bits.
         while sum > total {
@@ -213,11 +237,9 @@ impl FreqTable {
         if f.iter().any(|&x| x > MAX_FREQ) {
             return None;
         }
-        let mut freq = [0u16; 256];
-        for s in 0..256 {
-            freq[s] = f[s] as u16;
-        }
-        Some(FreqTable { freq })
+        Some(FreqTable {
+            freq: f.map(|x| x as u16),
+        })
     }
 
     /// A table of total `2^bits` (`bits` below 12, so that the total fits a decode entry's
@@ -243,11 +265,13 @@ impl FreqTable {
     /// Estimated size in bytes of `counts` coded under this table (payload only).
     pub fn coded_bytes(&self, counts: &[u32; 256]) -> f64 {
         let scale = self.scale_bits() as f64;
+        let log2 = log2_table();
         let mut bits = 0.0f64;
-        for s in 0..256 {
-            if counts[s] > 0 {
-                bits += counts[s] as f64 * (scale - (self.freq[s] as f64).log2());
-            }
+        for (&c, &f) in counts.iter().zip(&self.freq) {
+            let l = log2.get(f as usize).copied().unwrap_or((f as f64).log2());
+            let cost = c as f64 * (scale - l);
+            // Absent symbols add nothing (their cost may be NaN: 0 times infinity).
+            bits += if c > 0 { cost } else { 0.0 };
         }
         bits / 8.0
     }
@@ -317,6 +341,128 @@ impl FreqTable {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `scale_counts` by integer division, one count at a time.
+    fn scale_counts_exact(counts: &[u32; 256], total: u32, n: u64) -> [u32; 256] {
+        counts.map(|c| match c {
+            0 => 0,
+            c => (((c as u64 * total as u64 + n / 2) / n) as u32).max(1),
+        })
+    }
+
+    /// Counts near the f64 path's limits: every count at the u32 maximum (the integer
+    /// path), and sums just below and at 2^36.
+    #[test]
+    fn scaled_counts_at_the_limits() {
+        let mut c = [u32::MAX; 256];
+        let n = 256 * u32::MAX as u64;
+        assert_eq!(
+            scale_counts(&c, 1 << 14, n),
+            scale_counts_exact(&c, 1 << 14, n)
+        );
+        c.fill(0);
+        for (i, x) in c.iter_mut().enumerate().take(16) {
+            *x = u32::MAX - i as u32;
+        }
+        let n: u64 = c.iter().map(|&x| x as u64).sum();
+        assert!(n < 1 << 36);
+        for bits in WIDE_SCALES {
+            assert_eq!(
+                scale_counts(&c, 1 << bits, n),
+                scale_counts_exact(&c, 1 << bits, n)
+            );
+        }
+    }
+
+    /// Counts whose scaled value is exactly an integer (where a quotient rounded the
+    /// wrong way would floor one below), small totals exhaustively, large ones (up to just
+    /// under 2^36) at every such count below the total.
+    #[test]
+    fn scaled_counts_exact_at_integer_quotients() {
+        let spread = |c: u64, n: u64| {
+            let mut counts = [0u32; 256];
+            counts[0] = c as u32;
+            let mut rest = n - c;
+            for x in counts[1..].iter_mut() {
+                *x = rest.min(u32::MAX as u64) as u32;
+                rest -= *x as u64;
+            }
+            counts
+        };
+        for bits in WIDE_SCALES {
+            let t = 1u64 << bits;
+            for n in 1..=300u64 {
+                for c in 0..=n {
+                    let counts = spread(c, n);
+                    assert_eq!(
+                        scale_counts(&counts, t as u32, n),
+                        scale_counts_exact(&counts, t as u32, n)
+                    );
+                }
+            }
+            for n in [
+                1u64 << 20,
+                3 << 20 | 1,
+                999_983 * 64,
+                (1 << 32) - 5,
+                (1 << 36) - 3,
+            ] {
+                for k in 1..t {
+                    let num = k * n - n / 2;
+                    if num % t != 0 {
+                        continue;
+                    }
+                    let c = (num / t).min(u32::MAX as u64);
+                    let counts = spread(c, n);
+                    assert_eq!(
+                        scale_counts(&counts, t as u32, n),
+                        scale_counts_exact(&counts, t as u32, n),
+                        "n {n} c {c} bits {bits}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Size estimates from the log2 table are bit for bit those of `f64::log2` per
+        /// present symbol, also for counts the table gives no frequency (infinite cost).
+        #[test]
+        fn coded_bytes_match_log2(counts in proptest::collection::vec(
+                                      prop_oneof![Just(0u32), 0u32..1000, 0u32..10_000_000], 256),
+                                  bits in WIDE_SCALES, extra in 0usize..256) {
+            let mut c = [0u32; 256];
+            c.copy_from_slice(&counts);
+            if let Some(t) = FreqTable::normalize_scaled(&c, bits) {
+                let scale = t.scale_bits() as f64;
+                let mut plain = 0.0f64;
+                for s in 0..256 {
+                    if c[s] > 0 {
+                        plain += c[s] as f64 * (scale - (t.freq[s] as f64).log2());
+                    }
+                }
+                prop_assert_eq!(t.coded_bytes(&c).to_bits(), (plain / 8.0).to_bits());
+                let mut more = c;
+                more[extra] += 1;
+                if c[extra] == 0 {
+                    prop_assert!(t.coded_bytes(&more).is_infinite());
+                }
+            }
+        }
+
+        /// The branch-free scaling gives exactly the integer quotients, on sparse and
+        /// dense counts of every size class.
+        #[test]
+        fn scaled_counts_are_exact(counts in proptest::collection::vec(
+                                       prop_oneof![Just(0u32), 0u32..16, 0u32..100_000, any::<u32>()], 256),
+                                   bits in WIDE_SCALES) {
+            let mut c = [0u32; 256];
+            c.copy_from_slice(&counts);
+            let n: u64 = c.iter().map(|&x| x as u64).sum();
+            prop_assume!(n > 0);
+            prop_assert_eq!(scale_counts(&c, 1 << bits, n), scale_counts_exact(&c, 1 << bits, n));
+        }
+    }
 
     proptest! {
         #[test]
