@@ -154,29 +154,45 @@ mod simd {
 
 /// Index of the largest entry (lowest index on ties).
 /// Each count scaled to a total of `total` (of `n` counted), rounded to nearest, at least
-/// 1 for a present symbol, 0 for an absent one: `(c * total + n / 2) / n` exactly, for all
-/// 256 counts at once without branches. The quotient is taken in f64 when `n < 2^36`:
-/// numerator and divisor are exact (below 2^53) and the division is correctly rounded, so
-/// a quotient below an integer (by at least `1/n`, far more than an f64 step at values up
-/// to 2^14) stays below it and its floor is the integer quotient.
+/// 1 for a present symbol, 0 for an absent one: `(c * total + n / 2) / n` exactly. Only
+/// the present symbols are visited (`present`: one bit per symbol), whose quotient is
+/// taken in f64 when `n < 2^36`: numerator and divisor are exact (below 2^53) and the
+/// division is correctly rounded, so a quotient below an integer (by at least `1/n`, far
+/// more than an f64 step at values up to 2^14) stays below it and its floor is the
+/// integer quotient.
 #[inline]
-fn scale_counts(counts: &[u32; 256], total: u32, n: u64) -> [u32; 256] {
+fn scale_counts(counts: &[u32; 256], present: &[u64; 4], total: u32, n: u64) -> [u32; 256] {
     debug_assert!(n > 0 && total <= 1 << 14);
     let mut f = [0u32; 256];
-    if n >= 1 << 36 {
-        for (x, &c) in f.iter_mut().zip(counts) {
-            let q = ((c as u64 * total as u64 + n / 2) / n) as u32;
-            *x = if c > 0 { q.max(1) } else { 0 };
-        }
-        return f;
-    }
     let half = (n / 2) as f64;
     let (t, d) = (total as f64, n as f64);
-    for (x, &c) in f.iter_mut().zip(counts) {
-        let q = ((c as f64 * t + half) / d) as u32;
-        *x = if c > 0 { q.max(1) } else { 0 };
+    for (w, &bits) in present.iter().enumerate() {
+        let mut m = bits;
+        while m != 0 {
+            let s = 64 * w + m.trailing_zeros() as usize;
+            m &= m - 1;
+            let c = counts[s];
+            let q = if n < 1 << 36 {
+                ((c as f64 * t + half) / d) as u32
+            } else {
+                ((c as u64 * total as u64 + n / 2) / n) as u32
+            };
+            f[s] = q.max(1);
+        }
     }
     f
+}
+
+/// One bit per symbol with a nonzero count.
+fn presence(counts: &[u32; 256]) -> [u64; 4] {
+    let mut m = [0u64; 4];
+    for (w, group) in m.iter_mut().zip(counts.chunks_exact(64)) {
+        *w = group
+            .iter()
+            .enumerate()
+            .fold(0, |acc, (i, &c)| acc | ((c > 0) as u64) << i);
+    }
+    m
 }
 
 /// `log2(f)` of every frequency up to [`MAX_FREQ`] + 1 (the most a table holds), as
@@ -216,11 +232,12 @@ impl FreqTable {
     pub fn normalize_scaled(counts: &[u32; 256], bits: u32) -> Option<FreqTable> {
         let total = 1u32 << bits;
         let n: u64 = counts.iter().map(|&c| c as u64).sum();
-        let present = counts.iter().map(|&c| (c > 0) as usize).sum::<usize>();
+        let mask = presence(counts);
+        let present = mask.iter().map(|m| m.count_ones() as usize).sum::<usize>();
         if present < 2 || present > total as usize || !WIDE_SCALES.contains(&bits) {
             return None;
         }
-        let mut f = scale_counts(counts, total, n);
+        let mut f = scale_counts(counts, &mask, total, n);
         let mut sum: u32 = f.iter().sum();
         // Fix the rounding drift on the largest entries, a slice at a time: their relative
         // change costs the fewest bits.
@@ -357,7 +374,7 @@ mod tests {
         let mut c = [u32::MAX; 256];
         let n = 256 * u32::MAX as u64;
         assert_eq!(
-            scale_counts(&c, 1 << 14, n),
+            scale_counts(&c, &presence(&c), 1 << 14, n),
             scale_counts_exact(&c, 1 << 14, n)
         );
         c.fill(0);
@@ -368,7 +385,7 @@ mod tests {
         assert!(n < 1 << 36);
         for bits in WIDE_SCALES {
             assert_eq!(
-                scale_counts(&c, 1 << bits, n),
+                scale_counts(&c, &presence(&c), 1 << bits, n),
                 scale_counts_exact(&c, 1 << bits, n)
             );
         }
@@ -395,7 +412,7 @@ mod tests {
                 for c in 0..=n {
                     let counts = spread(c, n);
                     assert_eq!(
-                        scale_counts(&counts, t as u32, n),
+                        scale_counts(&counts, &presence(&counts), t as u32, n),
                         scale_counts_exact(&counts, t as u32, n)
                     );
                 }
@@ -415,7 +432,7 @@ mod tests {
                     let c = (num / t).min(u32::MAX as u64);
                     let counts = spread(c, n);
                     assert_eq!(
-                        scale_counts(&counts, t as u32, n),
+                        scale_counts(&counts, &presence(&counts), t as u32, n),
                         scale_counts_exact(&counts, t as u32, n),
                         "n {n} c {c} bits {bits}"
                     );
@@ -460,7 +477,7 @@ mod tests {
             c.copy_from_slice(&counts);
             let n: u64 = c.iter().map(|&x| x as u64).sum();
             prop_assume!(n > 0);
-            prop_assert_eq!(scale_counts(&c, 1 << bits, n), scale_counts_exact(&c, 1 << bits, n));
+            prop_assert_eq!(scale_counts(&c, &presence(&c), 1 << bits, n), scale_counts_exact(&c, 1 << bits, n));
         }
     }
 
