@@ -149,6 +149,9 @@ pub struct DecodeModel {
     tables: u8,
 }
 
+/// Entries past the last decode table that its fill may write (see `fill_decode_table`).
+const DT_SLACK: usize = 8;
+
 impl DecodeModel {
     /// The model of `tables` (context `c` codes under `tables[c]`, if present).
     pub fn new(tables: &[Option<FreqTable>]) -> Result<DecodeModel> {
@@ -161,16 +164,20 @@ impl DecodeModel {
         }
         let bits = scale_of(tables)
             .ok_or_else(|| Error::Corrupt("context tables of different scales".into()))?;
-        let mut dt = vec![0u32; count << bits];
+        // Slack behind the last table for the fill's whole groups (dropped after).
+        let mut dt = vec![0u32; (count << bits) + DT_SLACK];
         let mut slot = [u8::MAX; 256];
         let mut k = 0;
         for (c, t) in tables.iter().enumerate() {
             if let Some(t) = t {
-                fill_decode_table(t, &mut dt[k << bits..(k + 1) << bits]);
+                // Each table's fill may run into the next table's slots, filled after it.
+                let end = ((k + 1) << bits) + DT_SLACK;
+                fill_decode_table(t, &mut dt[k << bits..end]);
                 slot[c] = k as u8;
                 k += 1;
             }
         }
+        dt.truncate(count << bits);
         Ok(DecodeModel {
             dt,
             bits,

@@ -182,18 +182,36 @@ impl EncSym {
 }
 
 /// Fills `t` (one entry per slot of `table`'s total) with its decode table (also for the
-/// multi-context coders).
+/// multi-context coders). Entries are written in order, 8 at a time while `t` has room
+/// for 8 (the last group of a symbol runs into the next symbol's slots, which are written
+/// next): `t` may extend past the table, and those slack entries get overwritten.
 pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
-    let mut start = 0u32;
-    for s in 0..256u32 {
-        let f = table.freq[s as usize] as u32;
-        for (i, e) in t[start as usize..(start + f) as usize]
-            .iter_mut()
+    const GROUP: usize = 8;
+    let mut start = 0usize;
+    // The present symbols, in order, from a bit mask (most contexts hold few symbols).
+    for (w, group) in table.freq.chunks_exact(64).enumerate() {
+        let mut present = group
+            .iter()
             .enumerate()
-        {
-            *e = s | (f << 8) | ((i as u32) << 20);
+            .fold(0u64, |m, (i, &f)| m | ((f > 0) as u64) << i);
+        while present != 0 {
+            let s = 64 * w + present.trailing_zeros() as usize;
+            present &= present - 1;
+            let f = table.freq[s] as usize;
+            let first = s as u32 | (f as u32) << 8;
+            let mut entries: [u32; GROUP] = std::array::from_fn(|j| first | (j as u32) << 20);
+            let mut i = 0;
+            while i < f && start + i + GROUP <= t.len() {
+                t[start + i..start + i + GROUP].copy_from_slice(&entries);
+                entries = entries.map(|e| e + ((GROUP as u32) << 20));
+                i += GROUP;
+            }
+            let i = i.min(f);
+            for (k, e) in t[start + i..start + f].iter_mut().enumerate() {
+                *e = first | ((i + k) as u32) << 20;
+            }
+            start += f;
         }
-        start += f;
     }
 }
 
@@ -1006,6 +1024,26 @@ mod tests {
     use crate::entropy::freq::histogram;
     use crate::testing::Lcg;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The decode table, filled in groups with and without slack behind it (and with
+        /// stale entries there and in the table), is entry for entry the plain one.
+        #[test]
+        fn decode_tables_fill_every_entry(counts in proptest::collection::vec(
+                                              prop_oneof![Just(0u32), 1u32..4, 1u32..5000], 256),
+                                          bits in 8u32..=12, slack in 0usize..20) {
+            let mut c = [0u32; 256];
+            c.copy_from_slice(&counts);
+            let Some(table) = FreqTable::normalize_scaled(&c, bits) else { return Ok(()) };
+            let mut plain = Vec::new();
+            for (s, &f) in table.freq.iter().enumerate() {
+                plain.extend((0..f as u32).map(|i| s as u32 | (f as u32) << 8 | i << 20));
+            }
+            let mut t = vec![u32::MAX; (1 << bits) + slack];
+            fill_decode_table(&table, &mut t);
+            prop_assert_eq!(&t[..1 << bits], &plain[..]);
+        }
+    }
 
     fn roundtrip(data: &[u8]) {
         let Some(t) = FreqTable::normalize(&histogram(data)) else {
