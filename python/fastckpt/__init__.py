@@ -54,6 +54,16 @@ def _prepare(obj: Any):
     return specs, structure, owners
 
 
+def _leaves_by_name(reference: Any) -> dict[str, Any]:
+    """The tensors of a reference object by the names `encode` gives the tensors of an
+    object of the same structure (not converted: see `_raw_by_name`)."""
+    if reference is None:
+        return {}
+    packer = _tree.Packer()
+    packer.pack(reference)
+    return dict(packer.tensors)
+
+
 def _raw_by_name(reference: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
     """Flattens a reference object into {tensor name: (dtype, shape, raw bytes)}, with the
     same names `encode` gives the tensors of an object of the same structure. Each raw view
@@ -191,25 +201,33 @@ def _read_file(path: PathLike) -> np.ndarray:
 
 class _RefLookup:
     """Raw reference tensors by (checkpoint id, tensor name): from one `reference` object
-    (any checkpoint id) or from `references` = {checkpoint id: object}, flattened lazily."""
+    (any checkpoint id) or from `references` = {checkpoint id: object}. Each object is
+    walked once for its tensors' names, and a tensor is turned into raw bytes only when a
+    decoded tensor asks for it (tensors stored standalone need no reference)."""
 
     def __init__(self, reference: Any, references: dict | None) -> None:
-        self.one = _raw_by_name(reference)
+        self.one = _leaves_by_name(reference)
         self.objects = references or {}
         self.flat: dict[str, dict] = {}
+        self.raw: dict[tuple[str | None, str], Any] = {}
 
     def get(self, ref: tuple[str, str] | None):
         """The raw bytes of reference `(checkpoint id, tensor name)`, or None."""
         if not ref:
             return None
         cid, tensor = ref
-        if cid in self.objects:
+        key = (cid if cid in self.objects else None, tensor)
+        if key in self.raw:
+            return self.raw[key]
+        if key[0] is not None:
             if cid not in self.flat:
-                self.flat[cid] = _raw_by_name(self.objects[cid])
-            found = self.flat[cid].get(tensor)
+                self.flat[cid] = _leaves_by_name(self.objects[cid])
+            leaf = self.flat[cid].get(tensor)
         else:
-            found = self.one.get(tensor)
-        return found[2] if found else None
+            leaf = self.one.get(tensor)
+        raw = None if leaf is None else _tensors.to_raw(leaf)[3]
+        self.raw[key] = raw
+        return raw
 
 
 # Fields of `_core.Reader.specs()` tuples.
