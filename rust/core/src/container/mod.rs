@@ -449,6 +449,7 @@ pub fn encode_copied<'a>(
             })
             .collect()
     })?;
+    let coded = hash_missing_references(tensors, &plans, &jobs, coded, opts.threads)?;
     let mut entries = Vec::with_capacity(tensors.len());
     let mut chunks = Vec::with_capacity(coded.len());
     let mut offset = 0u64;
@@ -475,6 +476,37 @@ pub fn encode_copied<'a>(
         prefix: header.to_prefix_bytes(),
         chunks,
     })
+}
+
+/// Hashes the reference chunks that a predicted tensor's file entry needs and its encoder
+/// did not read whole: those of chunks sent to the standalone codec by their sample, in
+/// tensors with residual chunks besides (a tensor with none is stored standalone, without
+/// its reference).
+fn hash_missing_references<'a>(
+    tensors: &[TensorIn<'a>],
+    plans: &[(usize, usize)],
+    jobs: &[(usize, usize)],
+    mut coded: Vec<CodedChunk<'a>>,
+    threads: Option<usize>,
+) -> Result<Vec<CodedChunk<'a>>> {
+    let mut predicted = vec![false; tensors.len()];
+    for (&(i, _), c) in jobs.iter().zip(&coded) {
+        predicted[i] |= c.predicted;
+    }
+    parallel::install(threads, || {
+        coded
+            .par_iter_mut()
+            .zip(jobs)
+            .filter(|(c, &(i, _))| predicted[i] && c.ref_hash.is_none())
+            .for_each(|(c, &(i, k))| {
+                let (t, chunk) = (&tensors[i], plans[i].0);
+                if let Some(r) = &t.reference {
+                    let range = k * chunk..((k + 1) * chunk).min(r.data.len());
+                    c.ref_hash = Some(hash::h128(&r.data[range]));
+                }
+            })
+    })?;
+    Ok(coded)
 }
 
 fn new_entry(t: &TensorIn, codec: Codec, chunk_words: u64, raw_hash: u128) -> TensorEntry {
@@ -793,7 +825,7 @@ fn encode_one<'a>(
                     },
                 },
                 raw_hash: c.raw_hash,
-                ref_hash: Some(c.ref_hash),
+                ref_hash: c.ref_hash,
                 max_error: 0.0,
                 escapes: 0,
             }
@@ -1354,6 +1386,47 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         written.unwrap();
         assert_eq!(on_disk.unwrap(), f);
+    }
+
+    /// A sampled chunk that goes standalone before its reference is read whole, in a
+    /// predicted tensor: the file still records the whole reference's content hash (the
+    /// container hashes that reference chunk itself), and a wrong reference is named.
+    #[test]
+    fn sampled_standalone_chunks_keep_the_reference_hash() {
+        let mut rng = crate::testing::Lcg(12);
+        let words = predict::SAMPLED_WORDS;
+        let n = 3 * words;
+        let reference: Vec<f32> = (0..n).map(|_| rng.centered()).collect();
+        let mut close = reference.clone();
+        close.iter_mut().for_each(|v| *v *= 1.0 + 1e-6);
+        close[words..2 * words]
+            .iter_mut()
+            .for_each(|v| *v = rng.centered() * 1e3);
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let (r, x) = (bytes(&reference), bytes(&close));
+        let tensors = [tensor("x", &x, Some(&r))];
+        let opts = EncodeOptions {
+            chunk_bytes: 4 * words,
+            ..Default::default()
+        };
+        let structure = Value::List(vec![Value::Tensor(0)]);
+        let f = encode(&tensors, &structure, &opts).unwrap().to_vec();
+        let ck = Checkpoint::parse(&f).unwrap();
+        let t = &ck.tensors()[0];
+        let kinds: Vec<u8> = t.chunks.iter().map(|c| ck.coded(c)[0]).collect();
+        assert_eq!(kinds[1], predict::KIND_STANDALONE);
+        assert!(kinds[0] != predict::KIND_STANDALONE && kinds[2] != predict::KIND_STANDALONE);
+        let recorded = t.reference.as_ref().expect("a reference").raw_hash;
+        assert_eq!(recorded, content_hash(&r, DType::F32, 4 * words));
+        let mut out = vec![0u8; x.len()];
+        ck.decode_with(vec![(0, &mut out, Some(&r))], None).unwrap();
+        assert_eq!(out, x);
+        // A reference wrong where a residual chunk uses it is named as such (by the hash
+        // that covers the standalone chunk's reference too).
+        let mut wrong = r.clone();
+        wrong[7] ^= 1;
+        let err = ck.decode_with(vec![(0, &mut out, Some(&wrong))], None);
+        assert!(matches!(err, Err(Error::Reference(_))), "{err:?}");
     }
 
     /// A predicted tensor with a side tensor records its name, decodes together with it

@@ -64,6 +64,9 @@ pub const TABLE_BITS: u32 = 10;
 
 /// Kind byte of a standalone chunk inside a predicted tensor.
 pub const KIND_STANDALONE: u8 = 0;
+/// Words from which a chunk's choice between residual and standalone coding is sampled.
+pub const SAMPLED_WORDS: usize = choice::MIN_WORDS;
+
 /// Residual chunk with 2^12 tables and no scale byte (read only).
 const KIND_RESIDUAL_12: u8 = 1;
 /// Residual chunk of lengths (format 1.2 to 1.3, read only).
@@ -167,8 +170,10 @@ pub struct HashedChunk {
     pub coded: Coded,
     /// Hash of the raw bytes.
     pub raw_hash: u128,
-    /// Hash of the reference bytes.
-    pub ref_hash: u128,
+    /// Hash of the reference bytes; `None` for a chunk that the sample sent to the
+    /// standalone codec before the reference was read whole (whoever needs it then, for a
+    /// tensor with residual chunks besides, hashes the reference chunk itself).
+    pub ref_hash: Option<u128>,
 }
 
 /// [`encode_chunk_side`] that also hashes the raw and reference bytes, each while a pass
@@ -189,14 +194,15 @@ pub fn encode_chunk_hashed(
     }
 }
 
-/// [`encode_chunk_side`], with the raw and reference hashes when `hash` is set.
+/// [`encode_chunk_side`], with the raw hash and (when it was read whole) the reference
+/// hash when `hash` is set.
 fn encode_with(
     raw: &[u8],
     reference: &[u8],
     side: Option<&[u8]>,
     dtype: DType,
     hash: bool,
-) -> (Coded, Option<(u128, u128)>) {
+) -> (Coded, Option<(u128, Option<u128>)>) {
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
     let side = side.filter(|s| {
@@ -204,16 +210,8 @@ fn encode_with(
             && side::log_shift(dtype).is_some()
             && raw.len() / width >= side::MIN_WORDS
     });
-    let (e_max, ref_hash) = if hash {
-        let (e, h) = contexts::base_hashed(reference, width, float);
-        (e, Some(h))
-    } else {
-        (contexts::base(reference, width, float), None)
-    };
-    // The hashes with the raw bytes' (taken by `raw_hash` when the analysis has not).
-    let hashes = |raw_hash: Option<u128>| {
-        ref_hash.map(|r| (raw_hash.unwrap_or_else(|| crate::hash::h128(raw)), r))
-    };
+    // The raw bytes' hash (taken by `raw_hash` when the analysis has not).
+    let raw_hash = |h: Option<u128>| h.unwrap_or_else(|| crate::hash::h128(raw));
     let sample = (raw.len() / width >= choice::MIN_WORDS)
         .then(|| choice::Sample::take(raw, reference, side, width));
     // The offset from the sample when there is one: contiguous runs, not a word per
@@ -222,7 +220,6 @@ fn encode_with(
         Some(s) => by_width!(width, offset(&s.xs, &s.rs, bits, float)),
         None => by_width!(width, offset(raw, reference, bits, float)),
     };
-    let params = (e_max, off, TOP_BITS);
     // The side-context base from the sample too (a sample holds the side's runs whenever
     // a side chunk is given).
     let mut side = side.map(
@@ -233,6 +230,9 @@ fn encode_with(
     );
     let mut sampled = None;
     if let Some(sample) = &sample {
+        // Estimated with the sample's base exponent: the reference is read whole only
+        // for a chunk that may code residuals.
+        let params = (contexts::base(&sample.rs, width, float), off, TOP_BITS);
         let (residual, standalone, with_side) =
             choice::estimates(sample, dtype, params, side.map(|(_, at)| at));
         // Side contexts only where the sample says they beat the reference's exponents.
@@ -241,11 +241,19 @@ fn encode_with(
         }
         let residual = with_side.map_or(residual, |w| w.min(residual));
         if residual > standalone * (1.0 + choice::MARGIN_SAMPLED) {
-            let (planes, raw_hash) = standalone_hashed(raw, dtype, hash);
-            return (Coded::Standalone(Box::new(planes)), hashes(raw_hash));
+            let (planes, h) = standalone_hashed(raw, dtype, hash);
+            let hashes = hash.then(|| (raw_hash(h), None));
+            return (Coded::Standalone(Box::new(planes)), hashes);
         }
         sampled = Some(standalone);
     }
+    let (e_max, ref_hash) = if hash {
+        let (e, h) = contexts::base_hashed(reference, width, float);
+        (e, Some(h))
+    } else {
+        (contexts::base(reference, width, float), None)
+    };
+    let params = (e_max, off, TOP_BITS);
     let sides = side.map(|(words, at)| encode::Side {
         words,
         sh: side::log_shift(dtype).expect("side contexts on a float dtype"),
@@ -253,7 +261,7 @@ fn encode_with(
     });
     let a = encode::analyze(raw, reference, (width, float), params, (true, hash), sides);
     let (est, tables) = a.estimate(1.0);
-    let hashes = hashes(a.raw_hash);
+    let hashes = hash.then(|| (raw_hash(a.raw_hash), ref_hash));
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
     let trial = match sampled {
@@ -762,7 +770,7 @@ mod tests {
     }
 
     /// The hashing encoder writes the same chunk `comp` as the plain one and hashes the
-    /// raw and reference bytes.
+    /// raw bytes, and the reference bytes unless the sample sent the chunk standalone.
     fn assert_encoded_hashed(
         raw: &[u8],
         reference: &[u8],
@@ -774,7 +782,10 @@ mod tests {
         assert_eq!(c.coded.is_residual(), comp[0] != KIND_STANDALONE);
         assert_eq!(c.coded.into_bytes(raw), comp);
         assert_eq!(c.raw_hash, crate::hash::h128(raw));
-        assert_eq!(c.ref_hash, crate::hash::h128(reference));
+        match c.ref_hash {
+            Some(h) => assert_eq!(h, crate::hash::h128(reference)),
+            None => assert!(comp[0] == KIND_STANDALONE && raw.len() / 4 >= choice::MIN_WORDS),
+        }
     }
 
     /// The hashed decoder gives the same bytes and, when it hashes, their `h128`; 32-bit
@@ -792,7 +803,7 @@ mod tests {
     }
 
     /// Unrelated words: the sample sends the chunk to the standalone codec, and the
-    /// hashing encoder still hashes both inputs.
+    /// hashing encoder hashes the raw bytes without reading the reference whole.
     #[test]
     fn unrelated_chunks_hash_on_the_standalone_path() {
         let mut rng = Lcg(5);
@@ -804,6 +815,10 @@ mod tests {
         let comp = encode_chunk(&raw, &reference, DType::F32);
         assert_eq!(comp[0], KIND_STANDALONE);
         assert_encoded_hashed(&raw, &reference, None, DType::F32, &comp);
+        assert_eq!(
+            encode_chunk_hashed(&raw, &reference, None, DType::F32).ref_hash,
+            None
+        );
     }
 
     /// An Adam-like pair: `v` decays by a fixed factor where `m` is tiny and grows by `m^2`
