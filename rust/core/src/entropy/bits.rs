@@ -131,6 +131,33 @@ impl<B: Room> BitWriter<B> {
         (self.acc, self.fill, self.pos) = (acc, fill & 7, pos);
     }
 
+    /// The write position, the held bits and their count (fewer than 8), for a caller
+    /// that packs whole words itself ([`BitWriter::resume`] takes them back).
+    pub(crate) fn suspend(&self) -> (usize, u64, u32) {
+        (self.pos, self.acc, self.fill)
+    }
+
+    /// Makes sure that `n` bytes can be stored from byte `pos` on; returns the start of
+    /// the buffer (valid until the next call that may grow it).
+    #[inline(always)]
+    pub(crate) fn room_at(&mut self, pos: usize, n: usize) -> *mut u8 {
+        self.out.room(pos + n).as_mut_ptr()
+    }
+
+    /// Takes back the state of a caller that packed from [`BitWriter::suspend`] on: the
+    /// write position and fewer than 64 held bits (the whole accumulator is stored at
+    /// `pos`, then the position moves past its full bytes).
+    pub(crate) fn resume(&mut self, pos: usize, acc: u64, fill: u32) {
+        debug_assert!(fill < 64 && (fill == 0 || acc >> fill == 0));
+        let out = self.room_at(pos, 8);
+        // SAFETY: `room_at` made 8 bytes at `pos` available.
+        unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
+        let bytes = fill >> 3;
+        self.pos = pos + bytes as usize;
+        self.acc = if bytes == 0 { acc } else { acc >> (8 * bytes) };
+        self.fill = fill & 7;
+    }
+
     /// Bits written so far.
     pub fn bits(&self) -> u64 {
         8 * self.pos as u64 + self.fill as u64

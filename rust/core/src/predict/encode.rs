@@ -297,11 +297,18 @@ mod tests {
         /// The AVX2 prefix and the scalar loop give the same codes, counts and raw bits,
         /// with contexts from the reference's exponents or from side words.
         #[test]
-        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 0..300),
+        fn simd_analysis_matches_scalar(words in proptest::collection::vec((any::<u32>(), any::<u32>(), any::<u32>(), 0u32..32), 0..300),
                                         off in any::<u32>(), float in any::<bool>(), e in any::<u8>(),
-                                        tb in 0u32..3, given in any::<bool>(),
+                                        tb in 0u32..3, given in any::<bool>(), near in any::<bool>(),
                                         base in -3000i16..3000, shift in 0u8..=side::MAX_SHIFT) {
-            let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
+            // Unrelated words, or words near their reference (residuals of every length,
+            // many of them short: several to a packed 64-bit word).
+            let (raw, off): (Vec<u8>, u32) = if near {
+                let r = words.iter().map(|w| w.1.wrapping_add(w.0 >> w.3));
+                (r.flat_map(u32::to_le_bytes).collect(), off % 4)
+            } else {
+                (words.iter().flat_map(|w| w.0.to_le_bytes()).collect(), off)
+            };
             let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
             let side_words: Vec<u8> = words.iter().flat_map(|w| w.2.to_le_bytes()).collect();
             let side = given.then_some(Side { words: &side_words, sh: 21, at: (base, shift) });

@@ -317,6 +317,98 @@ impl Pairs {
     }
 }
 
+/// Raw bits of residuals packed 16 values (8 merged pairs) at a time with AVX-512, no
+/// serial step per value: the pairs' bit offsets come from a prefix sum, each pair is
+/// shifted into the (at most two) 64-bit words it straddles, the parts landing in one
+/// word are OR-ed by a segmented scan (offsets only grow, by at most 62 bits, so words
+/// are consecutive), and the finished words are compressed out and stored at once. The
+/// bits are those [`Pairs`] writes, in the same order.
+struct Packer512 {
+    /// Byte position of the word being filled, its bits, and how many (below 64).
+    pos: usize,
+    acc: u64,
+    fill: u64,
+}
+
+impl Packer512 {
+    /// Takes over `bw`'s state.
+    fn new(bw: &BitWriter<Buffer>) -> Packer512 {
+        let (pos, acc, fill) = bw.suspend();
+        Packer512 {
+            pos,
+            acc,
+            fill: fill as u64,
+        }
+    }
+
+    /// Appends 16 values `lv` of `kv` bits (32-bit lanes, each below 32 bits, in order).
+    #[inline(always)]
+    unsafe fn push16(&mut self, lv: __m512i, kv: __m512i, bw: &mut BitWriter<Buffer>) {
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let k_even = _mm512_and_si512(kv, low32);
+        // Pairs in 64-bit lanes: the odd value above the even one's bits.
+        let v = _mm512_or_si512(
+            _mm512_and_si512(lv, low32),
+            _mm512_sllv_epi64(_mm512_srli_epi64::<32>(lv), k_even),
+        );
+        let m = _mm512_add_epi64(k_even, _mm512_srli_epi64::<32>(kv));
+        // Lanes moved up by `d` (zeros below).
+        let zero = _mm512_setzero_si512();
+        let up1 = |a| _mm512_alignr_epi64::<7>(a, zero);
+        let up2 = |a| _mm512_alignr_epi64::<6>(a, zero);
+        let up4 = |a| _mm512_alignr_epi64::<4>(a, zero);
+        let mut p = _mm512_add_epi64(m, up1(m));
+        p = _mm512_add_epi64(p, up2(p));
+        p = _mm512_add_epi64(p, up4(p));
+        let o = _mm512_add_epi64(_mm512_sub_epi64(p, m), _mm512_set1_epi64(self.fill as i64));
+        let w = _mm512_srli_epi64::<6>(o);
+        let s = _mm512_and_si512(o, _mm512_set1_epi64(63));
+        let mut lo = _mm512_sllv_epi64(v, s);
+        // A count of 64 (no shift into the next word) gives 0.
+        let mut hi = _mm512_srlv_epi64(v, _mm512_sub_epi64(_mm512_set1_epi64(64), s));
+        // Segmented OR over lanes of one word.
+        let eq1 = _mm512_mask_cmpeq_epu64_mask(0xfe, up1(w), w);
+        lo = _mm512_mask_or_epi64(lo, eq1, lo, up1(lo));
+        hi = _mm512_mask_or_epi64(hi, eq1, hi, up1(hi));
+        let eq2 = _mm512_mask_cmpeq_epu64_mask(0xfc, up2(w), w);
+        lo = _mm512_mask_or_epi64(lo, eq2, lo, up2(lo));
+        hi = _mm512_mask_or_epi64(hi, eq2, hi, up2(hi));
+        let eq4 = _mm512_mask_cmpeq_epu64_mask(0xf0, up4(w), w);
+        lo = _mm512_mask_or_epi64(lo, eq4, lo, up4(lo));
+        hi = _mm512_mask_or_epi64(hi, eq4, hi, up4(hi));
+        // The last lane of each word holds its OR: word t's low parts, word t+1's highs.
+        let next = _mm512_alignr_epi64::<1>(_mm512_set1_epi64(-1), w);
+        let last = _mm512_cmpneq_epu64_mask(next, w);
+        let lows = _mm512_maskz_compress_epi64(last, lo);
+        let highs = _mm512_maskz_compress_epi64(last, hi);
+        let words = _mm512_or_si512(lows, up1(highs));
+        let words = _mm512_mask_or_epi64(words, 1, words, _mm512_set1_epi64(self.acc as i64));
+        // Bits held after this group: the held ones plus the 16 values' (last prefix lane).
+        let total = self.fill + _mm_extract_epi64::<1>(_mm512_extracti32x4_epi32::<3>(p)) as u64;
+        let full = (total >> 6) as usize;
+        let out = bw.room_at(self.pos, 72);
+        _mm512_mask_storeu_epi64(
+            out.add(self.pos) as *mut i64,
+            ((1u32 << full) - 1) as u8,
+            words,
+        );
+        self.acc = if full < 8 {
+            let at = _mm512_permutexvar_epi64(_mm512_set1_epi64(full as i64), words);
+            _mm_cvtsi128_si64(_mm512_castsi512_si128(at)) as u64
+        } else {
+            let at = _mm512_permutexvar_epi64(_mm512_set1_epi64(7), highs);
+            _mm_cvtsi128_si64(_mm512_castsi512_si128(at)) as u64
+        };
+        self.pos += 8 * full;
+        self.fill = total & 63;
+    }
+
+    /// Hands the state back to `bw`.
+    fn finish(self, bw: &mut BitWriter<Buffer>) {
+        bw.resume(self.pos, self.acc, self.fill as u32);
+    }
+}
+
 /// Codes of the context coder: `context << SYM_BITS | token`, all below this.
 const SUB: usize = CONTEXTS << SYM_BITS;
 
@@ -435,7 +527,7 @@ pub unsafe fn analyze32_512(
     // at most 64 MiB, so u32 lanes do not overflow.
     let mut raw_bits = _mm512_setzero_si512();
     let mut sub = SubHist::new();
-    let mut pairs = Pairs::default();
+    let mut packer = bw.as_deref().map(Packer512::new);
     for (i, cs) in codes.chunks_exact_mut(16).enumerate() {
         let x = _mm512_loadu_si512(raw.as_ptr().add(64 * i) as *const __m512i);
         let r = _mm512_loadu_si512(reference.as_ptr().add(64 * i) as *const __m512i);
@@ -456,20 +548,15 @@ pub unsafe fn analyze32_512(
         _mm256_storeu_si256(cs.as_mut_ptr() as *mut __m256i, _mm512_cvtepi32_epi16(code));
         sub.count(cs, hist);
         raw_bits = _mm512_add_epi32(raw_bits, kv);
-        if let Some(bw) = bw.as_mut() {
-            pairs.push(_mm512_castsi512_si256(lv), _mm512_castsi512_si256(kv), bw);
-            pairs.push(
-                _mm512_extracti64x4_epi64::<1>(lv),
-                _mm512_extracti64x4_epi64::<1>(kv),
-                bw,
-            );
+        if let (Some(bw), Some(pk)) = (bw.as_mut(), packer.as_mut()) {
+            pk.push16(lv, kv, bw);
         }
         if let Some(h) = hash.as_mut() {
             h.feed_blocks(raw, 64 * (i + 1));
         }
     }
-    if let Some(bw) = bw.as_mut() {
-        pairs.flush(bw);
+    if let (Some(bw), Some(pk)) = (bw.as_mut(), packer) {
+        pk.finish(bw);
     }
     sub.add_to(hist);
     let mut lanes = [0u32; 16];
