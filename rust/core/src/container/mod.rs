@@ -493,11 +493,16 @@ fn hash_missing_references<'a>(
     for (&(i, _), c) in jobs.iter().zip(&coded) {
         predicted[i] |= c.predicted;
     }
+    let missing =
+        |(c, &(i, _)): &(&mut CodedChunk, &(usize, usize))| predicted[i] && c.ref_hash.is_none();
+    if !coded.iter_mut().zip(jobs).any(|pair| missing(&pair)) {
+        return Ok(coded); // the usual case: no pool wake-up
+    }
     parallel::install(threads, || {
         coded
             .par_iter_mut()
             .zip(jobs)
-            .filter(|(c, &(i, _))| predicted[i] && c.ref_hash.is_none())
+            .filter(missing)
             .for_each(|(c, &(i, k))| {
                 let (t, chunk) = (&tensors[i], plans[i].0);
                 if let Some(r) = &t.reference {
