@@ -83,11 +83,11 @@ def _torch_raw(t):
     name = _torch_name(t.dtype)
     if name is None:
         raise UnsupportedError(f"torch dtype {t.dtype} is not supported")
-    t = t.detach()
+    # The bytes are read in place (no detached view needed); a copy is made detached.
     if not t.is_cpu:
-        t = t.cpu()
+        t = t.detach().cpu()
     if not t.is_contiguous() or t.is_conj() or t.is_neg():
-        t = t.resolve_conj().resolve_neg().contiguous()
+        t = t.detach().resolve_conj().resolve_neg().contiguous()
     return name, tuple(t.shape), "torch", _bytes_of(t), t
 
 
@@ -107,7 +107,7 @@ class _TensorBytes:
 
 def _bytes_of(t: Any, readonly: bool = True) -> np.ndarray:
     """The uint8 numpy view of a contiguous CPU tensor, leaving the tensor as it was."""
-    nbytes = t.numel() * t.element_size()
+    nbytes = t.nbytes
     if nbytes == 0:
         return np.empty(0, dtype=np.uint8)
     return np.asarray(_TensorBytes(t, nbytes, readonly))
