@@ -25,6 +25,8 @@ class Ext:
     def __init__(self, kind: str, value: Any) -> None: ...
 
 POOL_MIN_BYTES: int
+# Tensors of fewer elements are coded standalone even when a reference is given.
+MIN_PREDICTED_WORDS: int
 
 class Buffer:
     """A page-aligned byte buffer from the core's pool; `numpy.asarray(buffer)` views it,

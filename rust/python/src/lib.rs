@@ -552,6 +552,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pooled_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(pool_limit, m)?)?;
     m.add("POOL_MIN_BYTES", fastckpt_core::pool::MIN_BYTES)?;
+    m.add(
+        "MIN_PREDICTED_WORDS",
+        fastckpt_core::container::MIN_PREDICTED_WORDS,
+    )?;
     dedup::register(m)?;
     m.add("FORMAT_VERSION", fastckpt_core::container::format::MAJOR)?;
     m.add("FORMAT_MINOR", fastckpt_core::container::format::MINOR)?;

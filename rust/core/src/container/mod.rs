@@ -797,7 +797,7 @@ fn encode_one<'a>(
             escapes: c.escapes,
         };
     }
-    match &t.reference {
+    match t.reference.as_ref().filter(|_| worth_predicting(t)) {
         None => {
             let (planes, raw_hash) = PlaneChunk::encode_hashed(raw, t.dtype, ahead);
             CodedChunk {
@@ -836,6 +836,16 @@ fn encode_one<'a>(
             }
         }
     }
+}
+
+/// Tensors of fewer words are coded standalone even with a reference: a residual chunk's
+/// up to 16 context tables, and the choice itself, cost more than residuals save on so few
+/// words (a model's biases and norms), and decoding them would build those tables too.
+pub const MIN_PREDICTED_WORDS: usize = 1024;
+
+/// Whether `t` (which has a reference) is large enough to be predicted from it.
+fn worth_predicting(t: &TensorIn) -> bool {
+    t.data.len() / t.dtype.word_size() >= MIN_PREDICTED_WORDS
 }
 
 /// Checks that tensor `s` can give `t` its contexts (see [`TensorIn::side`]).
@@ -1391,6 +1401,32 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         written.unwrap();
         assert_eq!(on_disk.unwrap(), f);
+    }
+
+    /// A tensor below `MIN_PREDICTED_WORDS` is coded standalone even with a close
+    /// reference (no reference recorded, decodes without one); one at the size is predicted.
+    #[test]
+    fn small_tensors_are_not_predicted() {
+        let mut rng = crate::testing::Lcg(13);
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        for (n, predicted) in [
+            (MIN_PREDICTED_WORDS - 1, false),
+            (MIN_PREDICTED_WORDS, true),
+        ] {
+            let reference: Vec<f32> = (0..n).map(|_| rng.centered()).collect();
+            let close: Vec<f32> = reference.iter().map(|v| v * (1.0 + 1e-6)).collect();
+            let (r, x) = (bytes(&reference), bytes(&close));
+            let f = file(&[tensor("x", &x, Some(&r))]);
+            let ck = Checkpoint::parse(&f).unwrap();
+            let t = &ck.tensors()[0];
+            assert_eq!(t.codec == Codec::Predicted, predicted, "{n} words");
+            assert_eq!(t.reference.is_some(), predicted);
+            let mut out = vec![0u8; x.len()];
+            let reference = predicted.then_some(&r[..]);
+            ck.decode_with(vec![(0, &mut out, reference)], None)
+                .unwrap();
+            assert_eq!(out, x);
+        }
     }
 
     /// A sampled chunk that goes standalone before its reference is read whole, in a
