@@ -145,7 +145,8 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
 
     With `reference` (e.g. the previous checkpoint of the same run), each tensor that has a
     same-named tensor of the same dtype and shape there is coded as a residual against it,
-    where that is smaller; decoding then needs the same reference. `reference_id` is
+    where that is smaller (tensors of fewer than `_core.MIN_PREDICTED_WORDS` elements,
+    such as biases, stay standalone); decoding then needs the same reference. `reference_id` is
     stored to say which checkpoint that was. `tensor_references` instead names a reference
     per tensor, from any checkpoints: `{name: (checkpoint_id, tensor_name, tensor)}`; a
     tensor equal to its reference is stored as just the reference (codec "same").
