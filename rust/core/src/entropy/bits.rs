@@ -53,7 +53,7 @@ impl<B: Room> BitWriter<B> {
     /// start of the buffer.
     #[inline(always)]
     fn room(&mut self, n: usize) -> *mut u8 {
-        self.out.room(self.pos + n).as_mut_ptr()
+        self.room_at(self.pos, n)
     }
 
     /// Appends the low `n` (<= 64) bits of `v` (higher bits must be zero).

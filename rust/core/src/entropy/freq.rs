@@ -152,7 +152,6 @@ mod simd {
     }
 }
 
-/// Index of the largest entry (lowest index on ties).
 /// Each count scaled to a total of `total` (of `n` counted), rounded to nearest, at least
 /// 1 for a present symbol, 0 for an absent one: `(c * total + n / 2) / n` exactly. Only
 /// the present symbols are visited (`present`: one bit per symbol), whose quotient is
@@ -166,33 +165,42 @@ fn scale_counts(counts: &[u32; 256], present: &[u64; 4], total: u32, n: u64) -> 
     let mut f = [0u32; 256];
     let half = (n / 2) as f64;
     let (t, d) = (total as f64, n as f64);
-    for (w, &bits) in present.iter().enumerate() {
-        let mut m = bits;
-        while m != 0 {
-            let s = 64 * w + m.trailing_zeros() as usize;
-            m &= m - 1;
-            let c = counts[s];
-            let q = if n < 1 << 36 {
-                ((c as f64 * t + half) / d) as u32
-            } else {
-                ((c as u64 * total as u64 + n / 2) / n) as u32
-            };
-            f[s] = q.max(1);
-        }
+    for s in symbols(present) {
+        let c = counts[s];
+        let q = if n < 1 << 36 {
+            ((c as f64 * t + half) / d) as u32
+        } else {
+            ((c as u64 * total as u64 + n / 2) / n) as u32
+        };
+        f[s] = q.max(1);
     }
     f
 }
 
-/// One bit per symbol with a nonzero count.
-fn presence(counts: &[u32; 256]) -> [u64; 4] {
+/// One bit per symbol with a nonzero count (or frequency).
+pub(crate) fn presence<T: Copy + Default + PartialEq>(counts: &[T; 256]) -> [u64; 4] {
     let mut m = [0u64; 4];
     for (w, group) in m.iter_mut().zip(counts.chunks_exact(64)) {
         *w = group
             .iter()
             .enumerate()
-            .fold(0, |acc, (i, &c)| acc | ((c > 0) as u64) << i);
+            .fold(0, |acc, (i, &c)| acc | ((c != T::default()) as u64) << i);
     }
     m
+}
+
+/// The symbols of a [`presence`] mask, in increasing order.
+pub(crate) fn symbols(mask: &[u64; 4]) -> impl Iterator<Item = usize> + '_ {
+    mask.iter().enumerate().flat_map(|(w, &bits)| {
+        let mut m = bits;
+        std::iter::from_fn(move || {
+            (m != 0).then(|| {
+                let s = 64 * w + m.trailing_zeros() as usize;
+                m &= m - 1;
+                s
+            })
+        })
+    })
 }
 
 /// `log2(f)` of every frequency up to [`MAX_FREQ`] + 1 (the most a table holds), as
@@ -285,7 +293,10 @@ impl FreqTable {
         let log2 = log2_table();
         let mut bits = 0.0f64;
         for (&c, &f) in counts.iter().zip(&self.freq) {
-            let l = log2.get(f as usize).copied().unwrap_or((f as f64).log2());
+            let l = log2
+                .get(f as usize)
+                .copied()
+                .unwrap_or_else(|| (f as f64).log2());
             let cost = c as f64 * (scale - l);
             // Absent symbols add nothing (their cost may be NaN: 0 times infinity).
             bits += if c > 0 { cost } else { 0.0 };

@@ -12,7 +12,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::freq::FreqTable;
+use super::freq::{presence, symbols, FreqTable};
 use super::LANES;
 use crate::container::bytes::{Reader, Writer};
 use crate::error::{Error, Result};
@@ -189,29 +189,21 @@ pub(crate) fn fill_decode_table(table: &FreqTable, t: &mut [u32]) {
     const GROUP: usize = 8;
     let mut start = 0usize;
     // The present symbols, in order, from a bit mask (most contexts hold few symbols).
-    for (w, group) in table.freq.chunks_exact(64).enumerate() {
-        let mut present = group
-            .iter()
-            .enumerate()
-            .fold(0u64, |m, (i, &f)| m | ((f > 0) as u64) << i);
-        while present != 0 {
-            let s = 64 * w + present.trailing_zeros() as usize;
-            present &= present - 1;
-            let f = table.freq[s] as usize;
-            let first = s as u32 | (f as u32) << 8;
-            let mut entries: [u32; GROUP] = std::array::from_fn(|j| first | (j as u32) << 20);
-            let mut i = 0;
-            while i < f && start + i + GROUP <= t.len() {
-                t[start + i..start + i + GROUP].copy_from_slice(&entries);
-                entries = entries.map(|e| e + ((GROUP as u32) << 20));
-                i += GROUP;
-            }
-            let i = i.min(f);
-            for (k, e) in t[start + i..start + f].iter_mut().enumerate() {
-                *e = first | ((i + k) as u32) << 20;
-            }
-            start += f;
+    for s in symbols(&presence(&table.freq)) {
+        let f = table.freq[s] as usize;
+        let first = s as u32 | (f as u32) << 8;
+        let mut entries: [u32; GROUP] = std::array::from_fn(|j| first | (j as u32) << 20);
+        let mut i = 0;
+        while i < f && start + i + GROUP <= t.len() {
+            t[start + i..start + i + GROUP].copy_from_slice(&entries);
+            entries = entries.map(|e| e + ((GROUP as u32) << 20));
+            i += GROUP;
         }
+        let i = i.min(f);
+        for (k, e) in t[start + i..start + f].iter_mut().enumerate() {
+            *e = first | ((i + k) as u32) << 20;
+        }
+        start += f;
     }
 }
 
