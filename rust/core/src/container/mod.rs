@@ -1159,26 +1159,30 @@ impl<'a> Checkpoint<'a> {
                 work.push((t, c, (dst, cc), (rc, sc), plan.as_ref()));
             }
         }
-        parallel::install(threads, || {
-            refs.par_iter()
-                .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
-            // A same tensor is its reference, whose hash (= the tensor's) was just checked.
-            copies
-                .into_par_iter()
-                .for_each(|(dst, src)| dst.copy_from_slice(src));
-            let decoded = by_twos(work)
-                .into_par_iter()
-                .try_for_each(|group| self.decode_group(group));
-            // A predicted chunk decoded against the wrong reference fails its own checks or
-            // the check of its decoded bytes, so right references cost no hash pass; on a
-            // failure the references are hashed to name a wrong one as such.
-            if decoded.is_err() {
+        if !refs.is_empty() || !copies.is_empty() {
+            parallel::install(threads, || {
+                refs.par_iter()
+                    .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
+                // A same tensor is its reference, whose hash (= the tensor's) was just
+                // checked.
+                copies
+                    .into_par_iter()
+                    .for_each(|(dst, src)| dst.copy_from_slice(src));
+                Ok::<_, Error>(())
+            })??;
+        }
+        let decoded = parallel::drain(threads, by_twos(work), |group| self.decode_group(group));
+        // A predicted chunk decoded against the wrong reference fails its own checks or
+        // the check of its decoded bytes, so right references cost no hash pass; on a
+        // failure the references are hashed to name a wrong one as such.
+        if decoded.is_err() {
+            parallel::install(threads, || {
                 unchecked
                     .par_iter()
-                    .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
-            }
-            decoded
-        })?
+                    .try_for_each(|(t, r, data)| check_reference(t, r, data))
+            })??;
+        }
+        decoded
     }
 
     /// Decodes a group of [`by_twos`]: two standalone or two predicted chunks together,
