@@ -1171,6 +1171,10 @@ impl<'a> Checkpoint<'a> {
                 Ok::<_, Error>(())
             })??;
         }
+        // Each kind's largest chunks first: pairs then hold chunks of one size (two
+        // streams that end together) and the last jobs to finish are small ones. Stable:
+        // equal sizes keep file order.
+        work.sort_by_key(|job| (kind_rank(job), std::cmp::Reverse(job.2 .0.len())));
         let decoded = parallel::drain(threads, by_twos(work), |group| self.decode_group(group));
         // A predicted chunk decoded against the wrong reference fails its own checks or
         // the check of its decoded bytes, so right references cost no hash pass; on a
@@ -1282,6 +1286,17 @@ fn standalone(job: &ChunkJob<'_, '_>) -> bool {
 /// The reference of a chunk job that decodes with the prediction codec (not lossy).
 fn predicted<'b>(job: &ChunkJob<'_, 'b>) -> Option<&'b [u8]> {
     job.3 .0.filter(|_| job.4.is_none())
+}
+
+/// Decode order of a chunk job's kind: lossy (decoded alone), standalone, predicted.
+fn kind_rank(job: &ChunkJob<'_, '_>) -> u8 {
+    if standalone(job) {
+        1
+    } else if predicted(job).is_some() {
+        2
+    } else {
+        0
+    }
 }
 
 /// Groups chunk jobs for decoding: consecutive standalone chunks in twos, which
