@@ -36,7 +36,7 @@ use rayon::ThreadPool;
 
 use crate::error::{Error, Result};
 
-static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+static POOLS: PoolMap = OnceLock::new();
 
 thread_local! {
     /// The calling thread as a one-thread pool (`None` where one cannot be built, e.g. on
@@ -62,29 +62,7 @@ pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) ->
             .with(|c| c.get().and_then(Option::as_ref).map(|p| p.install(f)))
             .expect("the pool was built above"));
     }
-    let pool = {
-        let mut pools = POOLS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match pools.get(&n) {
-            Some(p) => p.clone(),
-            None => {
-                let cpus = pinning(n);
-                let p = rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("fastckpt-{i}"))
-                    .start_handler(move |i| {
-                        if let Some(&cpu) = cpus.as_ref().and_then(|c| c.get(i)) {
-                            pin_to(cpu);
-                        }
-                    })
-                    .build()
-                    .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
-                pools.entry(n).or_insert(Arc::new(p)).clone()
-            }
-        }
-    };
+    let pool = cached_pool(&POOLS, n, "fastckpt", || pinning(n))?;
     Ok(pool.install(f))
 }
 
@@ -146,20 +124,43 @@ pub fn drain<T: Send>(
         .map_or(Ok(()), Err)
 }
 
-static HELPERS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+/// The helper threads of [`drain`] by count (unpinned: they join a caller that runs
+/// wherever the scheduler put it).
+static HELPERS: PoolMap = OnceLock::new();
 
 /// The pool of `n` helper threads that [`drain`] shares its items with.
 fn helper_pool(n: usize) -> Result<Arc<ThreadPool>> {
-    let mut pools = HELPERS
+    cached_pool(&HELPERS, n, "fastckpt-helper", || None)
+}
+
+/// Thread pools by thread count, each built on first use and kept.
+type PoolMap = OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>>;
+
+/// The pool of `n` threads in `pools`, built on first use with threads called
+/// `{name}-{i}`, thread `i` pinned to CPU `cpus()[i]` where `cpus` (asked only when the
+/// pool is built) gives a list.
+fn cached_pool(
+    pools: &PoolMap,
+    n: usize,
+    name: &'static str,
+    cpus: impl FnOnce() -> Option<Vec<usize>>,
+) -> Result<Arc<ThreadPool>> {
+    let mut pools = pools
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     if let Some(p) = pools.get(&n) {
         return Ok(p.clone());
     }
+    let cpus = cpus();
     let p = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
-        .thread_name(|i| format!("fastckpt-helper-{i}"))
+        .thread_name(move |i| format!("{name}-{i}"))
+        .start_handler(move |i| {
+            if let Some(&cpu) = cpus.as_ref().and_then(|c| c.get(i)) {
+                pin_to(cpu);
+            }
+        })
         .build()
         .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
     Ok(pools.entry(n).or_insert(Arc::new(p)).clone())
@@ -317,7 +318,7 @@ mod tests {
     }
 
     /// Every item is handed out exactly once, whatever the thread count, also from
-    /// inside another pool; the caller takes part; zero threads is refused.
+    /// inside another pool; zero threads is refused.
     #[test]
     fn drain_takes_every_item_once() {
         for threads in [Some(1), Some(2), Some(3), None] {
