@@ -128,3 +128,35 @@ def test_cpu_copy_is_an_exact_private_copy():
         assert torch.equal(c, t.resolve_conj())
         if t.numel():
             assert c.data_ptr() != t.data_ptr()
+
+
+STORAGE = {"bfloat16": np.int16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
+
+
+def test_decode_arrays_makes_fresh_arrays_of_each_tensors_shape_and_storage(pool_on):
+    """`Reader.decode_arrays`: one new C-contiguous writable array per index, in the
+    tensor's shape and numpy storage dtype, holding its exact bytes; large ones pooled;
+    no two arrays share memory; a bad index or reference count is an error."""
+    g = torch.Generator().manual_seed(1)
+    sd = {"f": torch.randn(700, 300, generator=g), "b": torch.randn(3, 5, generator=g).bfloat16(),
+          "e": torch.randn(9, generator=g).to(torch.float8_e4m3fn), "s": torch.tensor(7.5),
+          "z": torch.ones(2, 0, 3), "u": torch.arange(40_000, dtype=torch.int64).reshape(4, -1),
+          "q": torch.ones(17, dtype=torch.bool), "c": torch.randn(2, 2, dtype=torch.complex64)}
+    reader = _core.Reader(np.frombuffer(fastckpt.encode(sd), dtype=np.uint8))
+    specs = reader.specs()
+    order = list(range(len(specs)))[::-1]
+    arrays = reader.decode_arrays(order, 2)
+    for i, a in zip(order, arrays):
+        name, dtype, shape = specs[i][:3]
+        t = sd[name]
+        assert a.shape == tuple(shape) == tuple(t.shape), name
+        assert a.dtype == np.dtype(STORAGE.get(dtype, dtype)), name
+        assert a.flags.c_contiguous and a.flags.writeable, name
+        assert a.tobytes() == t.contiguous().view(-1).view(torch.uint8).numpy().tobytes(), name
+        assert (pool_buffer(a) is not None) == (a.nbytes >= _memory.POOL_MIN_BYTES), name
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays if a.nbytes)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    with pytest.raises(KeyError):
+        reader.decode_arrays([len(specs)])
+    with pytest.raises(ValueError):
+        reader.decode_arrays([0, 1], None, [None])

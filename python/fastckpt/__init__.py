@@ -249,6 +249,12 @@ def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int]
     if sides:
         names = {t[_NAME]: k for k, t in enumerate(specs)}
         indices = list(indices) + sorted({names[s] for s in sides} - set(indices))
+    if copies is None:
+        arrays = reader.decode_arrays(indices, threads,
+                                      [refs.get(specs[i][_REFERENCE]) for i in indices], trusted)
+        wrap, finish = _tensors.wrap, _tensors.finish
+        return [finish(wrap(a, specs[i][_DTYPE], specs[i][_TAG]), specs[i][_TAG], device)
+                for a, i in zip(arrays[:wanted], indices[:wanted])]
     outs, bufs, ref_bufs, twins, twin_bufs = [], [], [], [], []
     empty = _tensors.empty
     for k, i in enumerate(indices):

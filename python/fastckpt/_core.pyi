@@ -100,6 +100,17 @@ class Reader:
         chunk by chunk while each is in cache); references are hashed only
         when a chunk fails its output check, to raise `ReferenceMismatch` for a wrong one;
         `trusted` skips even that (a wrong one then raises as corrupt data)."""
+    def decode_arrays(
+        self,
+        indices: Sequence[int],
+        threads: int | None = None,
+        references: Sequence[npt.NDArray[np.uint8] | None] | None = None,
+        trusted: bool = False,
+    ) -> list[npt.NDArray[Any]]:
+        """Decodes tensors `indices[k]` into new arrays, returned in that order: of each
+        tensor's shape and numpy dtype (int16 for bfloat16, uint8 for the 8-bit floats),
+        C-contiguous and writable, large ones in pooled buffers. `references` and
+        `trusted` as in `decode_into`."""
 
 def signature(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
     """128-bit SimHash of raw tensor bytes (a deterministic sample of <= 4096 elements)."""

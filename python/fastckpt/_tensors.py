@@ -144,11 +144,32 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
     return raw.view(np_dtype).reshape(shape), raw
 
 
+def wrap(arr: np.ndarray, dtype: str, tag: str):
+    """The tensor of the saved kind over `arr`, an array that `Reader.decode_arrays` made
+    (numpy's dtype of the same name, or a same-width integer where numpy lacks it)."""
+    if tag == "torch":
+        torch = _torch() or _import_torch()
+        if dtype in _NUMPY_TORCH_SAFE and arr.size:
+            return torch.from_numpy(arr)
+        tdtype = _TORCH_DTYPES.get(dtype) or _torch_dtype(dtype)
+        if not arr.size:  # numpy gives empty arrays zero strides, torch.empty does not
+            return torch.empty(arr.shape, dtype=tdtype)
+        # bfloat16, the 8-bit floats, unsigned ints: reinterpreted from a signed int view.
+        return torch.from_numpy(arr.view(_TORCH_SAFE_INTS[arr.itemsize])).view(tdtype)
+    if arr.dtype.name == dtype:
+        return arr
+    return arr.view(_numpy_dtype(dtype))
+
+
 # Torch dtypes by name, filled as they are met.
 _TORCH_DTYPES: dict[str, Any] = {}
 
 # numpy integer dtypes by width in bytes, for dtypes numpy lacks (bfloat16, float8).
 _SAME_WIDTH_INTS = {1: np.dtype(np.uint8), 2: np.dtype(np.int16)}
+
+# Integer dtypes by width that torch.from_numpy takes.
+_TORCH_SAFE_INTS = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 4: np.dtype(np.int32),
+                    8: np.dtype(np.int64)}
 
 
 def _torch_dtype(name: str) -> Any:

@@ -1,6 +1,7 @@
 //! Python bindings for fastckpt-core. This crate converts buffers, structures and errors;
 //! all logic lives in the core. The GIL is released around every coding call.
 
+mod arrays;
 mod dedup;
 
 use fastckpt_core::{
@@ -532,13 +533,77 @@ impl Reader {
             };
             jobs.push((i, out.as_slice_mut()?, reference));
         }
-        py.detach(|| {
-            let ck = Checkpoint::parse(bytes)?;
-            let ck = if trusted { ck.trust_references() } else { ck };
-            ck.decode_copied(jobs, copy_bufs, threads)
-        })
-        .map_err(|e| to_py(py, e))
+        let header = &self.header;
+        py.detach(|| checkpoint(header, bytes, trusted)?.decode_copied(jobs, copy_bufs, threads))
+            .map_err(|e| to_py(py, e))
     }
+
+    /// Decodes tensors `indices[k]` into new arrays, returned in that order: C-contiguous,
+    /// of the tensor's shape and numpy dtype (int16 holding bfloat16, uint8 holding the
+    /// 8-bit floats), large ones in pooled buffers. `references` and `trusted` as in
+    /// `decode_into`.
+    #[pyo3(signature = (indices, threads=None, references=None, trusted=false))]
+    fn decode_arrays<'py>(
+        &self,
+        py: Python<'py>,
+        indices: Vec<usize>,
+        threads: Option<usize>,
+        references: Option<Vec<Option<PyReadonlyArray1<'py, u8>>>>,
+        trusted: bool,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let references = references.unwrap_or_default();
+        if !references.is_empty() && references.len() != indices.len() {
+            return Err(PyValueError::new_err(
+                "indices and references differ in length",
+            ));
+        }
+        let mut descrs: Vec<(DType, Bound<'py, numpy::PyArrayDescr>)> = Vec::new();
+        let (mut arrays, mut jobs) = (Vec::with_capacity(indices.len()), Vec::new());
+        for (k, &i) in indices.iter().enumerate() {
+            let t = self
+                .header
+                .tensors
+                .get(i)
+                .ok_or_else(|| to_py(py, Error::NotFound(format!("tensor index {i}"))))?;
+            let descr = match descrs.iter().find(|(d, _)| *d == t.dtype) {
+                Some((_, descr)) => descr.clone(),
+                None => {
+                    let descr = numpy::PyArrayDescr::new(py, arrays::storage_name(t.dtype))?;
+                    descrs.push((t.dtype, descr.clone()));
+                    descr
+                }
+            };
+            let nbytes = usize::try_from(t.raw_bytes())
+                .map_err(|_| PyValueError::new_err("tensor too large for memory"))?;
+            let (arr, ptr) = arrays::fresh(py, &descr, &t.shape, nbytes)?;
+            // SAFETY: `arr` is fresh and not yet seen by Python; its data is `nbytes` long.
+            let out = unsafe { std::slice::from_raw_parts_mut(ptr, nbytes) };
+            let reference = match references.get(k) {
+                Some(Some(r)) => Some(r.as_slice()?),
+                _ => None,
+            };
+            jobs.push((i, out, reference));
+            arrays.push(arr);
+        }
+        let data = self.data.bind(py).readonly();
+        let bytes = data.as_slice()?;
+        let header = &self.header;
+        let copies = (0..jobs.len()).map(|_| None).collect();
+        py.detach(|| checkpoint(header, bytes, trusted)?.decode_copied(jobs, copies, threads))
+            .map_err(|e| to_py(py, e))?;
+        Ok(arrays)
+    }
+}
+
+/// The checkpoint of `bytes` over the header a [`Reader`] parsed from them; `trusted`
+/// skips hashing references when a chunk fails.
+fn checkpoint<'a>(
+    header: &'a Header,
+    bytes: &'a [u8],
+    trusted: bool,
+) -> Result<Checkpoint<'a>, Error> {
+    let ck = Checkpoint::with_header(header, bytes)?;
+    Ok(if trusted { ck.trust_references() } else { ck })
 }
 
 #[pymodule]

@@ -5,6 +5,7 @@ pub mod bytes;
 pub mod format;
 pub mod value;
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -977,7 +978,7 @@ fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Resul
 /// data is verified chunk by chunk as it is decoded.
 #[derive(Debug)]
 pub struct Checkpoint<'a> {
-    header: Header,
+    header: Cow<'a, Header>,
     data: &'a [u8],
     /// Whether a failed decode hashes its references to name a wrong one (see
     /// [`Checkpoint::trust_references`]).
@@ -989,8 +990,32 @@ impl<'a> Checkpoint<'a> {
     pub fn parse(file: &'a [u8]) -> Result<Checkpoint<'a>> {
         let (header, data) = Header::parse(file)?;
         Ok(Checkpoint {
-            header,
+            header: Cow::Owned(header),
             data,
+            check_references: true,
+        })
+    }
+
+    /// A checkpoint over `file` with `header`, which [`Header::parse`] returned for these
+    /// bytes before: a reader that keeps the parsed index decodes without parsing it again.
+    /// The data section is the last `header.data_len` bytes of `file`. Decoding stays
+    /// safe with any header (chunk spans were checked against `data_len` when it was
+    /// parsed, and every decoded chunk is verified against its hash), but only the
+    /// header of these bytes decodes them.
+    pub fn with_header(header: &'a Header, file: &'a [u8]) -> Result<Checkpoint<'a>> {
+        let start = usize::try_from(header.data_len)
+            .ok()
+            .and_then(|n| file.len().checked_sub(n))
+            .ok_or_else(|| {
+                Error::Truncated(format!(
+                    "{} bytes, the data section alone is {}",
+                    file.len(),
+                    header.data_len
+                ))
+            })?;
+        Ok(Checkpoint {
+            header: Cow::Borrowed(header),
+            data: &file[start..],
             check_references: true,
         })
     }
@@ -1580,6 +1605,34 @@ mod tests {
         let checked = Checkpoint::parse(&f).unwrap();
         let pred = checked.decode_with(vec![(1, &mut out, Some(&wrong))], None);
         assert!(matches!(pred, Err(Error::Reference(_))), "{pred:?}");
+    }
+
+    /// A checkpoint over a header parsed before decodes what a fresh parse decodes; a
+    /// file shorter than the header's data section is named as truncated, and the header
+    /// over other bytes (one bit of the data flipped) fails a chunk check.
+    #[test]
+    fn checkpoint_over_a_parsed_header() {
+        let a: Vec<u8> = (0..30_000u32)
+            .flat_map(|i| (i as f32).sqrt().to_le_bytes())
+            .collect();
+        let fa = file(&[tensor("x", &a, None)]);
+        let mut fb = fa.clone();
+        let mid = fb.len() - 2000;
+        fb[mid] ^= 0x40;
+        let (header, _) = Header::parse(&fa).unwrap();
+        let mut out = vec![0u8; a.len()];
+        let ck = Checkpoint::with_header(&header, &fa).unwrap();
+        ck.decode_into(vec![(0, &mut out)], Some(2)).unwrap();
+        assert_eq!(out, a);
+        let short = &fa[fa.len() - header.data_len as usize + 1..];
+        let err = Checkpoint::with_header(&header, short).unwrap_err();
+        assert!(matches!(err, Error::Truncated(_)), "{err:?}");
+        let other = Checkpoint::with_header(&header, &fb).unwrap();
+        let err = other.decode_into(vec![(0, &mut out)], None).unwrap_err();
+        assert!(
+            matches!(err, Error::Checksum(_) | Error::Corrupt(_)),
+            "{err:?}"
+        );
     }
 
     /// `decode_copied` fills every copy buffer with its job's bytes, whatever the codec
