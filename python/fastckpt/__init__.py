@@ -252,9 +252,12 @@ def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int]
     if copies is None:
         arrays = reader.decode_arrays(indices, threads,
                                       [refs.get(specs[i][_REFERENCE]) for i in indices], trusted)
-        wrap, finish = _tensors.wrap, _tensors.finish
-        return [finish(wrap(a, specs[i][_DTYPE], specs[i][_TAG]), specs[i][_TAG], device)
-                for a, i in zip(arrays[:wanted], indices[:wanted])]
+        wrapper, finish = _tensors.wrapper, _tensors.finish
+        tensors = [wrapper(specs[i][_DTYPE], specs[i][_TAG])(a)
+                   for a, i in zip(arrays[:wanted], indices[:wanted])]
+        if device in ("cpu", None):
+            return tensors
+        return [finish(t, specs[i][_TAG], device) for t, i in zip(tensors, indices)]
     outs, bufs, ref_bufs, twins, twin_bufs = [], [], [], [], []
     empty = _tensors.empty
     for k, i in enumerate(indices):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -144,21 +145,41 @@ def empty(dtype: str, shape: tuple[int, ...], tag: str, device: str):
     return raw.view(np_dtype).reshape(shape), raw
 
 
-def wrap(arr: np.ndarray, dtype: str, tag: str):
-    """The tensor of the saved kind over `arr`, an array that `Reader.decode_arrays` made
-    (numpy's dtype of the same name, or a same-width integer where numpy lacks it)."""
-    if tag == "torch":
-        torch = _torch() or _import_torch()
-        if dtype in _NUMPY_TORCH_SAFE and arr.size:
-            return torch.from_numpy(arr)
-        tdtype = _TORCH_DTYPES.get(dtype) or _torch_dtype(dtype)
-        if not arr.size:  # numpy gives empty arrays zero strides, torch.empty does not
-            return torch.empty(arr.shape, dtype=tdtype)
-        # bfloat16, the 8-bit floats, unsigned ints: reinterpreted from a signed int view.
-        return torch.from_numpy(arr.view(_TORCH_SAFE_INTS[arr.itemsize])).view(tdtype)
-    if arr.dtype.name == dtype:
-        return arr
-    return arr.view(_numpy_dtype(dtype))
+def wrapper(dtype: str, tag: str) -> Callable[[np.ndarray], Any]:
+    """The function that makes the tensor of the saved kind over an array that
+    `Reader.decode_arrays` made (numpy's dtype of the same name, or a same-width integer
+    where numpy lacks it), without copying. Cached per (dtype, tag)."""
+    try:
+        return _WRAPPERS[dtype, tag]
+    except KeyError:
+        return _WRAPPERS.setdefault((dtype, tag), _make_wrapper(dtype, tag))
+
+
+_WRAPPERS: dict[tuple[str, str], Callable[[np.ndarray], Any]] = {}
+
+
+def _make_wrapper(dtype: str, tag: str) -> Callable[[np.ndarray], Any]:
+    if tag != "torch":
+        np_dtype = _numpy_dtype(dtype)
+        return lambda a: a if a.dtype == np_dtype else a.view(np_dtype)
+    torch = _torch() or _import_torch()
+    tdtype = _TORCH_DTYPES.get(dtype) or _torch_dtype(dtype)
+    from_numpy, empty = torch.from_numpy, torch.empty
+    # Empty arrays become torch.empty: numpy gives them zero strides, which torch cannot
+    # view as another dtype.
+    if dtype in _NUMPY_TORCH_SAFE:
+        return lambda a: from_numpy(a) if a.size else empty(a.shape, dtype=tdtype)
+    # bfloat16 and the 8-bit floats come as the signed integer of their width (uint8 for
+    # one byte), which torch reinterprets; unsigned ints are viewed as that integer first.
+    signed = _TORCH_SAFE_INTS[tdtype.itemsize]
+    if np.dtype(_STORAGE.get(dtype, dtype)) == signed:
+        return lambda a: from_numpy(a).view(tdtype) if a.size else empty(a.shape, dtype=tdtype)
+    return lambda a: (from_numpy(a.view(signed)).view(tdtype) if a.size
+                      else empty(a.shape, dtype=tdtype))
+
+
+# The numpy dtype `Reader.decode_arrays` holds a dtype numpy lacks in.
+_STORAGE = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 
 
 # Torch dtypes by name, filled as they are met.
