@@ -8,7 +8,9 @@
 //! * parsing never allocates more than `PARSE_HEAP_PER_BYTE` bytes per input byte, and
 //!   decoding a tensor never allocates much more than the raw size its header declares;
 //! * whatever decodes is right: decoding every tensor at once on two threads gives the
-//!   same bytes as one by one on one thread, and decoded tensors re-encode into a file
+//!   same bytes as one by one on one thread (also over a header parsed beforehand,
+//!   `Checkpoint::with_header`, as the Python reader decodes), and decoded tensors
+//!   re-encode into a file
 //!   that parses and decodes to exactly the same tensors and structure.
 //!
 //! A 64-bit checksum guards the header, which random mutation almost never gets right, so
@@ -24,7 +26,7 @@ use common::{peak_heap, reference_for, Counting};
 use fastckpt_core::container::bytes::Writer;
 use fastckpt_core::container::format::PREFIX_LEN;
 use fastckpt_core::{
-    encode, hash, Checkpoint, EncodeOptions, Error, RefIn, TensorEntry, TensorIn, Value,
+    encode, hash, Checkpoint, EncodeOptions, Error, Header, RefIn, TensorEntry, TensorIn, Value,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -118,6 +120,9 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
         return Ok(());
     }
     check_parallel_decode(&ck, &decoded);
+    let (header, _) = Header::parse(file).expect("the file parsed above");
+    let over_header = Checkpoint::with_header(&header, file).expect("the data section fits");
+    check_parallel_decode(&over_header, &decoded);
     if decoded.iter().all(Option::is_some) {
         let total: u64 = ck.tensors().iter().map(|t| t.raw_bytes()).sum();
         if total <= MAX_ROUNDTRIP_BYTES {
