@@ -345,6 +345,11 @@ fn worth_coding(raw: &[u8], width: usize, float: bool) -> [bool; MAX_PLANES] {
     let mut subs = vec![[[0u32; 256]; 4]; width];
     let mut buf = [0u8; SAMPLE_RUN * MAX_PLANES];
     let stride = n / SAMPLE_RUNS;
+    // The runs are usually the chunk's first bytes read: ask for all of them at once.
+    for k in 0..SAMPLE_RUNS {
+        let at = k * stride * width;
+        crate::memory::prefetch(&raw[at..at + SAMPLE_RUN * width]);
+    }
     for k in 0..SAMPLE_RUNS {
         let at = k * stride * width;
         let run = &raw[at..at + SAMPLE_RUN * width];
