@@ -169,17 +169,11 @@ def _make_wrapper(dtype: str, tag: str) -> Callable[[np.ndarray], Any]:
     # view as another dtype.
     if dtype in _NUMPY_TORCH_SAFE:
         return lambda a: from_numpy(a) if a.size else empty(a.shape, dtype=tdtype)
-    # bfloat16 and the 8-bit floats come as the signed integer of their width (uint8 for
-    # one byte), which torch reinterprets; unsigned ints are viewed as that integer first.
+    # bfloat16, the 8-bit floats and unsigned ints: the array (viewed first as the integer
+    # of its width that torch takes, unless it is one already) reinterpreted by torch.
     signed = _TORCH_SAFE_INTS[tdtype.itemsize]
-    if np.dtype(_STORAGE.get(dtype, dtype)) == signed:
-        return lambda a: from_numpy(a).view(tdtype) if a.size else empty(a.shape, dtype=tdtype)
-    return lambda a: (from_numpy(a.view(signed)).view(tdtype) if a.size
-                      else empty(a.shape, dtype=tdtype))
-
-
-# The numpy dtype `Reader.decode_arrays` holds a dtype numpy lacks in.
-_STORAGE = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+    return lambda a: (from_numpy(a if a.dtype == signed else a.view(signed)).view(tdtype)
+                      if a.size else empty(a.shape, dtype=tdtype))
 
 
 # Torch dtypes by name, filled as they are met.
