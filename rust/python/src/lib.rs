@@ -576,8 +576,13 @@ impl Reader {
             let nbytes = usize::try_from(t.raw_bytes())
                 .map_err(|_| PyValueError::new_err("tensor too large for memory"))?;
             let (arr, ptr) = arrays::fresh(py, &descr, &t.shape, nbytes)?;
-            // SAFETY: `arr` is fresh and not yet seen by Python; its data is `nbytes` long.
-            let out = unsafe { std::slice::from_raw_parts_mut(ptr, nbytes) };
+            let out: &mut [u8] = if nbytes == 0 {
+                &mut []
+            } else {
+                // SAFETY: `arr` is fresh and not yet seen by Python; its data is `nbytes`
+                // long (and so not NULL).
+                unsafe { std::slice::from_raw_parts_mut(ptr, nbytes) }
+            };
             let reference = match references.get(k) {
                 Some(Some(r)) => Some(r.as_slice()?),
                 _ => None,
