@@ -36,8 +36,10 @@ pub(crate) fn fresh<'py>(
         .map(|&d| npy_intp::try_from(d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| PyValueError::new_err("tensor dimension too large"))?;
-    let words: u64 = shape.iter().product();
-    if words.checked_mul(descr.itemsize() as u64) != Some(nbytes as u64) {
+    let bytes = shape
+        .iter()
+        .try_fold(descr.itemsize() as u64, |n, &d| n.checked_mul(d));
+    if bytes != Some(nbytes as u64) {
         return Err(PyValueError::new_err(format!(
             "{nbytes} bytes do not make an array of shape {shape:?} and itemsize {}",
             descr.itemsize()
