@@ -47,15 +47,9 @@ thread_local! {
 /// Runs `f` on a pool of `threads` workers (`None`: all cores, rayon's global pool unless
 /// the caller is its own one-thread pool; one: the calling thread, see the module notes).
 pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let n = match threads {
-        Some(n) => n,
-        // Inside another pool's worker (a nested call): stay in that pool.
-        None if rayon::current_thread_index().is_some() && !is_own_pool() => return Ok(f()),
-        None => all_cores(),
+    let Some(n) = thread_count(threads)? else {
+        return Ok(f());
     };
-    if n == 0 {
-        return Err(Error::InvalidArgument("threads must be at least 1".into()));
-    }
     if n == 1 && CALLER.with(|c| c.get_or_init(caller_pool).is_some()) {
         // Runs inline: the calling thread is this pool's only thread.
         return Ok(CALLER
@@ -78,17 +72,10 @@ pub fn drain<T: Send>(
     items: Vec<T>,
     f: impl Fn(T) -> Result<()> + Sync,
 ) -> Result<()> {
-    let n = match threads {
-        Some(n) => n,
-        None if rayon::current_thread_index().is_some() && !is_own_pool() => {
-            use rayon::prelude::*;
-            return items.into_par_iter().try_for_each(&f);
-        }
-        None => all_cores(),
+    let Some(n) = thread_count(threads)? else {
+        use rayon::prelude::*;
+        return items.into_par_iter().try_for_each(&f);
     };
-    if n == 0 {
-        return Err(Error::InvalidArgument("threads must be at least 1".into()));
-    }
     if n == 1 || items.len() < 2 {
         return install(Some(1), || items.into_iter().try_for_each(&f))?;
     }
@@ -122,6 +109,21 @@ pub fn drain<T: Send>(
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .map_or(Ok(()), Err)
+}
+
+/// The threads a call asks for: `threads`, or all cores for `None`; `None` back for a
+/// `None` inside another pool's worker (a nested call), which stays in that pool. Zero
+/// threads is refused.
+fn thread_count(threads: Option<usize>) -> Result<Option<usize>> {
+    let n = match threads {
+        Some(n) => n,
+        None if rayon::current_thread_index().is_some() && !is_own_pool() => return Ok(None),
+        None => all_cores(),
+    };
+    if n == 0 {
+        return Err(Error::InvalidArgument("threads must be at least 1".into()));
+    }
+    Ok(Some(n))
 }
 
 /// The helper threads of [`drain`] by count (unpinned: they join a caller that runs
