@@ -17,10 +17,6 @@ use crate::hash::Hasher128;
 /// Output bytes hashed at a time: written words still in L1.
 const HASH_BYTES: usize = 4 * crate::codec::HASH_BLOCK_WORDS;
 
-/// How far ahead of its reads the AVX-512 decoder prefetches the reference, in bytes.
-#[cfg(target_arch = "x86_64")]
-const AHEAD: usize = 4096;
-
 /// Raw-bit bytes readable from [`Sink::window`]: what a group of 16 reads (the AVX-512
 /// kernels' [`super::simd512::WINDOW16`]), rounded up; a group of 8 reads 40.
 const WINDOW: usize = 72;
@@ -359,12 +355,14 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     unsafe fn slots16(&mut self, at: usize) -> std::arch::x86_64::__m512i {
         let v = self.v512.as_mut().expect("AVX-512 state");
         let r = self.reference.as_ptr().add(4 * at);
-        // The reference (and side) line `AHEAD` bytes on, asked for now (a hint: addresses
-        // past the end are never read).
+        // The reference (and side) line `PREFETCH_AHEAD` bytes on, asked for now (a hint:
+        // addresses past the end are never read).
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(AHEAD) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(super::PREFETCH_AHEAD) as *const i8);
         if let Some((side, _)) = self.side {
-            _mm_prefetch::<_MM_HINT_T0>(side.as_ptr().wrapping_add(4 * at + AHEAD) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(
+                side.as_ptr().wrapping_add(4 * at + super::PREFETCH_AHEAD) as *const i8
+            );
         }
         match self.side {
             Some((side, _)) => v.side16(side.as_ptr().add(4 * at), r),

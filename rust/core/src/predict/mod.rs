@@ -62,6 +62,11 @@ pub const CONTEXTS: usize = 16;
 /// the decoder's lookups ~6% faster.
 pub const TABLE_BITS: u32 = 10;
 
+/// How far ahead of their reads the AVX-512 analysis and fused decoder prefetch the
+/// words, reference and side, in bytes (16 KiB was no different).
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD: usize = 4096;
+
 /// Kind byte of a standalone chunk inside a predicted tensor.
 pub const KIND_STANDALONE: u8 = 0;
 /// Words from which a chunk's choice between residual and standalone coding is sampled.

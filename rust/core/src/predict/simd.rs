@@ -501,9 +501,6 @@ unsafe fn tokens16(z: __m512i, tb: __m512i) -> (__m512i, __m512i, __m512i) {
     (t, low, k)
 }
 
-/// How far ahead of its reads [`analyze32_512`] prefetches its inputs, in bytes.
-const AHEAD: usize = 4096;
-
 /// [`analyze32`] 16 words at a time (AVX-512 F/BW/CD): `codes.len()` a multiple of 16.
 #[target_feature(enable = "avx512f,avx512bw,avx512cd,avx512vl,avx2,bmi1,bmi2,popcnt")]
 pub unsafe fn analyze32_512(
@@ -532,9 +529,9 @@ pub unsafe fn analyze32_512(
     let mut sub = SubHist::new();
     let mut packer = bw.as_deref().map(Packer512::new);
     for (i, cs) in codes.chunks_exact_mut(16).enumerate() {
-        // The line `AHEAD` bytes on of each input, asked for now (a hint: addresses past
-        // the end are never read).
-        let ahead = 64 * i + AHEAD;
+        // The line `PREFETCH_AHEAD` bytes on of each input, asked for now (a hint:
+        // addresses past the end are never read).
+        let ahead = 64 * i + super::PREFETCH_AHEAD;
         _mm_prefetch::<_MM_HINT_T0>(raw.as_ptr().wrapping_add(ahead) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(reference.as_ptr().wrapping_add(ahead) as *const i8);
         if let Some((words, _)) = side {
