@@ -244,7 +244,7 @@ fn extract_layout(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     //! Plane extraction and merging as in [`super::avx2`], 64 words at a time (AVX-512 F
     //! and BW).
     use std::arch::x86_64::*;
@@ -313,15 +313,35 @@ mod avx512 {
         blocks * 64
     }
 
-    /// `blocks` x 64 words of `W` bytes from the planes at `src` (plane 0 the most
-    /// significant byte; floats rotated back) to `dst`. The in-lane unpacks of the AVX2
-    /// loop leave each 128-bit lane holding a run of words; 128-bit lane shuffles put the
-    /// runs in order.
+    /// `blocks` x 64 words of `W` bytes from the planes at `src` to `dst`.
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn merge_words<const W: usize, const FLOAT: bool>(
         src: [*const u8; 4],
         dst: *mut u8,
         blocks: usize,
+    ) {
+        for b in 0..blocks {
+            // SAFETY (caller): block `b` reads 64 bytes of each plane at `64 b` and writes
+            // `64 W` bytes at `dst + 64 W b`.
+            let ld = |k: usize| _mm512_loadu_si512(src[k].add(64 * b) as *const __m512i);
+            let planes = if W == 2 {
+                [ld(0), ld(1), ld(1), ld(1)]
+            } else {
+                [ld(0), ld(1), ld(2), ld(3)]
+            };
+            store_words::<W, FLOAT>(planes, dst.add(64 * W * b));
+        }
+    }
+
+    /// Stores the 64 words of `W` (2 or 4) bytes whose planes are `planes[..W]` (plane 0
+    /// the most significant byte; floats rotated back) at `dst` (`64 W` bytes). The in-lane
+    /// unpacks of the AVX2 loop leave each 128-bit lane holding a run of words; 128-bit
+    /// lane shuffles put the runs in order.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn store_words<const W: usize, const FLOAT: bool>(
+        planes: [__m512i; 4],
+        dst: *mut u8,
     ) {
         let unrotate = |v: __m512i| {
             if !FLOAT {
@@ -332,39 +352,34 @@ mod avx512 {
                 _mm512_ror_epi32::<1>(v)
             }
         };
-        for b in 0..blocks {
-            // SAFETY (caller): block `b` reads 64 bytes of each plane at `64 b` and writes
-            // `64 W` bytes at `dst + 64 W b`.
-            let ld = |k: usize| _mm512_loadu_si512(src[k].add(64 * b) as *const __m512i);
-            let st = |k: usize, v: __m512i| {
-                _mm512_storeu_si512(dst.add(64 * W * b + 64 * k) as *mut __m512i, unrotate(v))
-            };
-            if W == 2 {
-                let (hi, lo) = (ld(0), ld(1));
-                // Lane L of `a`: words 16L..16L+8; of `c`: words 16L+8..16L+16.
-                let (a, c) = (_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi));
-                let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-                let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-                st(0, _mm512_permutex2var_epi64(a, first, c));
-                st(1, _mm512_permutex2var_epi64(a, second, c));
-            } else {
-                let (b0, b1, b2, b3) = (ld(0), ld(1), ld(2), ld(3));
-                let (lo_lo, lo_hi) = (_mm512_unpacklo_epi8(b3, b2), _mm512_unpacklo_epi8(b1, b0));
-                let (hi_lo, hi_hi) = (_mm512_unpackhi_epi8(b3, b2), _mm512_unpackhi_epi8(b1, b0));
-                // Lane L of `wj`: words 16L+4j..16L+4j+4; a 4x4 transpose of lanes orders them.
-                let w0 = _mm512_unpacklo_epi16(lo_lo, lo_hi);
-                let w1 = _mm512_unpackhi_epi16(lo_lo, lo_hi);
-                let w2 = _mm512_unpacklo_epi16(hi_lo, hi_hi);
-                let w3 = _mm512_unpackhi_epi16(hi_lo, hi_hi);
-                let t0 = _mm512_shuffle_i64x2::<0x44>(w0, w1);
-                let t1 = _mm512_shuffle_i64x2::<0x44>(w2, w3);
-                let t2 = _mm512_shuffle_i64x2::<0xee>(w0, w1);
-                let t3 = _mm512_shuffle_i64x2::<0xee>(w2, w3);
-                st(0, _mm512_shuffle_i64x2::<0x88>(t0, t1));
-                st(1, _mm512_shuffle_i64x2::<0xdd>(t0, t1));
-                st(2, _mm512_shuffle_i64x2::<0x88>(t2, t3));
-                st(3, _mm512_shuffle_i64x2::<0xdd>(t2, t3));
-            }
+        let st = |k: usize, v: __m512i| {
+            _mm512_storeu_si512(dst.add(64 * k) as *mut __m512i, unrotate(v))
+        };
+        if W == 2 {
+            let (hi, lo) = (planes[0], planes[1]);
+            // Lane L of `a`: words 16L..16L+8; of `c`: words 16L+8..16L+16.
+            let (a, c) = (_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi));
+            let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+            let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+            st(0, _mm512_permutex2var_epi64(a, first, c));
+            st(1, _mm512_permutex2var_epi64(a, second, c));
+        } else {
+            let [b0, b1, b2, b3] = planes;
+            let (lo_lo, lo_hi) = (_mm512_unpacklo_epi8(b3, b2), _mm512_unpacklo_epi8(b1, b0));
+            let (hi_lo, hi_hi) = (_mm512_unpackhi_epi8(b3, b2), _mm512_unpackhi_epi8(b1, b0));
+            // Lane L of `wj`: words 16L+4j..16L+4j+4; a 4x4 transpose of lanes orders them.
+            let w0 = _mm512_unpacklo_epi16(lo_lo, lo_hi);
+            let w1 = _mm512_unpackhi_epi16(lo_lo, lo_hi);
+            let w2 = _mm512_unpacklo_epi16(hi_lo, hi_hi);
+            let w3 = _mm512_unpackhi_epi16(hi_lo, hi_hi);
+            let t0 = _mm512_shuffle_i64x2::<0x44>(w0, w1);
+            let t1 = _mm512_shuffle_i64x2::<0x44>(w2, w3);
+            let t2 = _mm512_shuffle_i64x2::<0xee>(w0, w1);
+            let t3 = _mm512_shuffle_i64x2::<0xee>(w2, w3);
+            st(0, _mm512_shuffle_i64x2::<0x88>(t0, t1));
+            st(1, _mm512_shuffle_i64x2::<0xdd>(t0, t1));
+            st(2, _mm512_shuffle_i64x2::<0x88>(t2, t3));
+            st(3, _mm512_shuffle_i64x2::<0xdd>(t2, t3));
         }
     }
 }

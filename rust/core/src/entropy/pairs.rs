@@ -88,40 +88,38 @@ pub fn pair_up(plane: &[u8], lo: u8, symbols: &mut [u8], escapes: &mut Vec<u8>) 
 /// symbol holds one byte or two), taking the escaped bytes from `escapes`. An escape count
 /// that does not match, an escaped byte inside the window or a non-zero pad is an error.
 pub fn expand(symbols: &[u8], lo: u8, escapes: &[u8], out: &mut [u8]) -> Result<()> {
-    if symbols.len() != symbol_count(out.len()) {
-        return Err(Error::Corrupt(
-            "pair symbol count does not match the plane".into(),
-        ));
-    }
     let mut next = 0;
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; the kernel stays within the slices.
-        done = unsafe { avx2::expand(symbols, lo, escapes, &mut next, out) }?;
-    }
-    expand_scalar(
-        &symbols[done..],
-        lo,
-        escapes,
-        &mut next,
-        &mut out[2 * done..],
-    )?;
+    expand_part(symbols, lo, escapes, &mut next, out)?;
     if next != escapes.len() {
         return Err(Error::Corrupt("stray escaped bytes".into()));
     }
     Ok(())
 }
 
-/// [`expand`] one symbol at a time, taking escaped bytes from `escapes[*next..]`.
-fn expand_scalar(
+/// [`expand`] of a stretch of a plane (an even number of bytes from its start, or its
+/// end), taking escaped bytes from `escapes[*next..]` and moving `next` past them: a
+/// decoder expands a plane block by block as it merges, the block staying in L1. Whether
+/// every escaped byte was taken is the caller's check, once the plane is done.
+pub fn expand_part(
     symbols: &[u8],
     lo: u8,
     escapes: &[u8],
     next: &mut usize,
     out: &mut [u8],
 ) -> Result<()> {
-    for (s, pair) in symbols.iter().zip(out.chunks_mut(2)) {
+    if symbols.len() != symbol_count(out.len()) {
+        return Err(Error::Corrupt(
+            "pair symbol count does not match the plane".into(),
+        ));
+    }
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; the kernel stays within the slices.
+        done = unsafe { avx2::expand(symbols, lo, escapes, next, out) }?;
+    }
+    // The rest one symbol at a time.
+    for (s, pair) in symbols[done..].iter().zip(out[2 * done..].chunks_mut(2)) {
         let ranks = [s >> 4, s & 15];
         if pair.len() == 1 && ranks[1] != 0 {
             return Err(Error::Corrupt("non-zero pad in a pair symbol".into()));
@@ -148,6 +146,91 @@ fn take_escape(escapes: &[u8], next: &mut usize, lo: u8) -> Result<u8> {
     }
     *next += 1;
     Ok(b)
+}
+
+/// Expands pair symbols as plane 0 (the most significant bytes) of 2- or 4-byte words and
+/// merges them with the other planes (`rest`, one fewer than the width) into `out`, as
+/// [`expand_part`] then [`crate::fields::merge`] would, without the expanded plane in
+/// between; whole groups of 64 words (AVX-512 BW), returns the words done (none without
+/// AVX-512).
+pub fn expand_merge(
+    symbols: &[u8],
+    lo: u8,
+    escapes: &[u8],
+    next: &mut usize,
+    rest: &[&[u8]],
+    float: bool,
+    out: &mut [u8],
+) -> Result<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::entropy::avx512_bw() {
+        let words = rest
+            .iter()
+            .fold(out.len() / (rest.len() + 1), |n, p| n.min(p.len()));
+        let groups = (symbols.len() / 32).min(words / 64);
+        let args = (symbols, lo, escapes, next);
+        // SAFETY: AVX-512 F and BW are present; `groups` keeps the kernel within the
+        // slices.
+        return unsafe {
+            match (rest.len(), float) {
+                (1, true) => avx512::expand_merge::<2, true>(args, rest, out, groups),
+                (1, false) => avx512::expand_merge::<2, false>(args, rest, out, groups),
+                (3, true) => avx512::expand_merge::<4, true>(args, rest, out, groups),
+                (3, false) => avx512::expand_merge::<4, false>(args, rest, out, groups),
+                _ => Ok(0),
+            }
+        };
+    }
+    let _ = (symbols, lo, escapes, next, rest, float, out);
+    Ok(0)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! [`super::expand_merge`]: 32 symbols, 64 words at a time.
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn expand_merge<const W: usize, const FLOAT: bool>(
+        (symbols, lo, escapes, next): (&[u8], u8, &[u8], &mut usize),
+        rest: &[&[u8]],
+        out: &mut [u8],
+        groups: usize,
+    ) -> Result<usize> {
+        let lov = _mm512_set1_epi8(lo as i8);
+        let nib = _mm512_set1_epi16(15);
+        let esc = _mm512_set1_epi8(ESCAPE as i8);
+        let src: [*const u8; 3] = std::array::from_fn(|k| rest[k.min(W - 2)].as_ptr());
+        for g in 0..groups {
+            // Word i of `ranks`: rank of byte 2i in its low byte, of byte 2i + 1 in its high.
+            let s = _mm256_loadu_si256(symbols.as_ptr().add(32 * g) as *const __m256i);
+            let s = _mm512_cvtepu8_epi16(s);
+            let ranks = _mm512_or_si512(
+                _mm512_srli_epi16::<4>(s),
+                _mm512_slli_epi16::<8>(_mm512_and_si512(s, nib)),
+            );
+            let mut top = _mm512_add_epi8(ranks, lov);
+            let escaped = _mm512_cmpeq_epi8_mask(ranks, esc);
+            if escaped != 0 {
+                let mut block = [0u8; 64];
+                _mm512_storeu_si512(block.as_mut_ptr() as *mut __m512i, top);
+                super::avx2::patch(&mut block, escaped, lo, escapes, next)?;
+                top = _mm512_loadu_si512(block.as_ptr() as *const __m512i);
+            }
+            let ld = |k: usize| _mm512_loadu_si512(src[k].add(64 * g) as *const __m512i);
+            let planes = if W == 2 {
+                [top, ld(0), top, top]
+            } else {
+                [top, ld(0), ld(1), ld(2)]
+            };
+            crate::fields::avx512::store_words::<W, FLOAT>(
+                planes,
+                out.as_mut_ptr().add(64 * W * g),
+            );
+        }
+        Ok(64 * groups)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -252,7 +335,7 @@ mod avx2 {
     }
 
     /// Writes the next escaped bytes at the positions of `mask`'s set bits in `block`.
-    fn patch(
+    pub(super) fn patch(
         block: &mut [u8],
         mut mask: u64,
         lo: u8,
@@ -319,6 +402,41 @@ mod tests {
             escapes[k] = 10 + (at % WINDOW) as u8;
             let mut out = vec![0; plane.len()];
             prop_assert!(expand(&symbols, 10, &escapes, &mut out).is_err());
+        }
+    }
+
+    proptest! {
+        /// The fused expand-and-merge gives the words that expanding the plane and merging
+        /// it with the other planes give, escaped bytes included, for whole groups of 64
+        /// words of 2 or 4 bytes; an escaped byte inside the window in a group it covers is
+        /// an error.
+        #[test]
+        fn expand_merge_matches_expand_then_merge(
+            plane in proptest::collection::vec(0u8..48, 0..700),
+            low in proptest::collection::vec(any::<u8>(), 2100),
+            wide in any::<bool>(), float in any::<bool>(), spoil in any::<Option<usize>>()) {
+            let (n, width) = (plane.len(), if wide { 4 } else { 2 });
+            let mut symbols = vec![0; symbol_count(n)];
+            let mut escapes = Vec::new();
+            pair_up(&plane, 20, &mut symbols, &mut escapes);
+            let rest: Vec<&[u8]> = low.chunks(700).take(width - 1).map(|p| &p[..n]).collect();
+            let planes: Vec<&[u8]> = std::iter::once(&plane[..]).chain(rest.iter().copied()).collect();
+            let mut want = vec![0u8; width * n];
+            crate::fields::merge(&planes, width, float, &mut want);
+            let (mut next, mut out) = (0, vec![0u8; width * n]);
+            let done = expand_merge(&symbols, 20, &escapes, &mut next, &rest, float, &mut out).unwrap();
+            prop_assert_eq!(done % 64, 0);
+            if crate::entropy::avx512_bw() {
+                prop_assert_eq!(done, n / 64 * 64);
+            }
+            prop_assert_eq!(&out[..width * done], &want[..width * done]);
+            prop_assert_eq!(next, plane[..done].iter().filter(|&&b| rank(b, 20) == ESCAPE).count());
+            if let (Some(at), false) = (spoil, escapes.is_empty()) {
+                let k = at % escapes.len();
+                escapes[k] = 20;
+                let r = expand_merge(&symbols, 20, &escapes, &mut 0, &rest, float, &mut out);
+                prop_assert_eq!(r.is_err(), k < next);
+            }
         }
     }
 
