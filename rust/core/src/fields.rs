@@ -278,29 +278,63 @@ pub(crate) mod avx512 {
         for b in 0..blocks {
             // SAFETY (caller): block `b` reads `64 W` bytes at `src + 64 W b` and writes 64
             // at `dst + 64 b`.
+            // Stored in 32- or 16-byte parts: joined into one vector first is slower.
             let ld = |k: usize| _mm512_loadu_si512(src.add(64 * W * b + 64 * k) as *const __m512i);
             if W == 2 {
-                let byte = |v: __m512i| {
-                    let v = if FLOAT {
-                        _mm512_or_si512(_mm512_slli_epi16::<1>(v), _mm512_srli_epi16::<15>(v))
-                    } else {
-                        v
-                    };
-                    _mm512_cvtepi16_epi8(_mm512_srl_epi16(v, count))
-                };
+                let byte =
+                    |v: __m512i| _mm512_cvtepi16_epi8(_mm512_srl_epi16(rotl16::<FLOAT>(v), count));
                 _mm256_storeu_si256(dst.add(64 * b) as *mut __m256i, byte(ld(0)));
                 _mm256_storeu_si256(dst.add(64 * b + 32) as *mut __m256i, byte(ld(1)));
             } else {
                 for k in 0..4 {
-                    let v = if FLOAT {
-                        _mm512_rol_epi32::<1>(ld(k))
-                    } else {
-                        ld(k)
-                    };
-                    let v = _mm512_cvtepi32_epi8(_mm512_srl_epi32(v, count));
+                    let v = _mm512_cvtepi32_epi8(_mm512_srl_epi32(rotl32::<FLOAT>(ld(k)), count));
                     _mm_storeu_si128(dst.add(64 * b + 16 * k) as *mut __m128i, v);
                 }
             }
+        }
+    }
+
+    /// 16-bit words with the sign rotated down (floats) or as they are.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn rotl16<const FLOAT: bool>(v: __m512i) -> __m512i {
+        if FLOAT {
+            _mm512_or_si512(_mm512_slli_epi16::<1>(v), _mm512_srli_epi16::<15>(v))
+        } else {
+            v
+        }
+    }
+
+    /// 32-bit words with the sign rotated down (floats) or as they are.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn rotl32<const FLOAT: bool>(v: __m512i) -> __m512i {
+        if FLOAT {
+            _mm512_rol_epi32::<1>(v)
+        } else {
+            v
+        }
+    }
+
+    /// Byte `count / 8` from the bottom (floats with the sign rotated down) of each of the
+    /// 64 words of `W` (2 or 4) bytes at `src`: 64 bytes of a plane.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn plane_bytes<const W: usize, const FLOAT: bool>(
+        src: *const u8,
+        count: __m128i,
+    ) -> __m512i {
+        let ld = |k: usize| _mm512_loadu_si512(src.add(64 * k) as *const __m512i);
+        if W == 2 {
+            let byte =
+                |v: __m512i| _mm512_cvtepi16_epi8(_mm512_srl_epi16(rotl16::<FLOAT>(v), count));
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(byte(ld(0))), byte(ld(1)))
+        } else {
+            let byte =
+                |k: usize| _mm512_cvtepi32_epi8(_mm512_srl_epi32(rotl32::<FLOAT>(ld(k)), count));
+            let lo = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(byte(0)), byte(1));
+            let hi = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(byte(2)), byte(3));
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
         }
     }
 

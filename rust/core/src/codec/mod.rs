@@ -187,7 +187,7 @@ impl PlaneChunk {
             4 => Some(PAIRS_4BYTE),
             _ => None,
         };
-        let mut code = |p: usize, plane: &[u8], w: &mut Writer| {
+        let mut code = |p: usize, plane: &[u8], pairing: Option<Pairing>, w: &mut Writer| {
             let start = w.len();
             if code_plane(plane, pairing, w) {
                 spans[p] = Some((start, w.len()));
@@ -210,16 +210,28 @@ impl PlaneChunk {
                     fields::split(block, width, float, &mut part);
                 });
                 for p in (0..width).filter(|&p| candidates[p]) {
-                    code(p, planes[p], &mut w);
+                    code(p, planes[p], pairing, &mut w);
                 }
             });
+        } else if let Some(pairing) = pairing.filter(|_| candidates[0] && paired::long_enough(n)) {
+            // The exponent plane alone (bf16, fp16): paired as it is cut out.
+            let start = w.len();
+            let cut = |pair: &mut dyn FnMut(&[u8], usize)| in_blocks(raw, width, hasher, pair);
+            if paired::code_words(raw, (width, float), pairing, cut, &mut w) {
+                spans[0] = Some((start, w.len()));
+            } else {
+                with_scratch(n, |plane| {
+                    fields::extract(raw, width, float, 0, plane);
+                    code(0, plane, None, &mut w);
+                });
+            }
         } else if let Some(p) = (0..width).find(|&p| candidates[p]) {
             with_scratch(n, |plane| {
                 in_blocks(raw, width, hasher, |block, at| {
                     let part = &mut plane[at..at + block.len() / width];
                     fields::extract(block, width, float, p, part);
                 });
-                code(p, plane, &mut w);
+                code(p, plane, pairing, &mut w);
             });
         } else if let Some(h) = hasher {
             h.update(raw);
@@ -561,6 +573,24 @@ mod tests {
             paired as f64 <= single as f64 * (1.0 + PAIRS_2BYTE.slack),
             "{paired} vs {single}"
         );
+        assert_eq!(roundtrips(&raw, DType::BF16), comp.len());
+    }
+
+    /// An exponent plane spread over too many values for the pair window is coded one
+    /// byte per symbol, hashed or not, and the chunk round-trips.
+    #[test]
+    fn wide_bf16_exponents_fall_back_to_one_symbol_per_byte() {
+        let raw: Vec<u8> = (0..50_001u64)
+            .flat_map(|i| {
+                let r = noise(i);
+                (((r & 0x807f) | (0x60 + r % 40) << 7) as u16).to_le_bytes()
+            })
+            .collect();
+        let comp = encode_chunk(&raw, DType::BF16);
+        assert_eq!(comp[0], MODE_RANS);
+        let (chunk, hash) = PlaneChunk::encode_hashed(&raw, DType::BF16, &[]);
+        assert_eq!(chunk.to_vec(&raw), comp);
+        assert_eq!(hash, crate::hash::h128(&raw));
         assert_eq!(roundtrips(&raw, DType::BF16), comp.len());
     }
 

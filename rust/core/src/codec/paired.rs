@@ -25,7 +25,7 @@ const WINDOW_RUN: usize = 64;
 /// (nothing is written otherwise).
 pub(super) fn code(plane: &[u8], pairing: Pairing, w: &mut Writer) -> bool {
     let n = plane.len();
-    if n < PAIR_MIN_BYTES {
+    if !long_enough(n) {
         return false;
     }
     let (sample, _) = sampled_counts(plane, WINDOW_STRIDE, WINDOW_RUN);
@@ -33,23 +33,80 @@ pub(super) fn code(plane: &[u8], pairing: Pairing, w: &mut Writer) -> bool {
     pairs::with_symbols(pairs::symbol_count(n), |symbols| {
         let mut escapes = Vec::new();
         pairs::pair_up(plane, lo, symbols, &mut escapes);
-        if escapes.len() * PAIR_MAX_ESCAPES > n {
-            return false;
-        }
-        // Wide tables give rare pairs the precision their exact counts are worth.
-        let counted = if pairing.bits > crate::entropy::SCALE_BITS {
-            (histogram(symbols), 1.0)
-        } else {
-            model_counts(symbols)
-        };
-        let bytes = byte_counts(&counted, lo, &escapes);
-        let Some(table) = FreqTable::normalize(&bytes) else {
-            return false;
-        };
-        let single = estimate(&table, &bytes, 1.0);
-        let bound = single * (1.0 + pairing.slack);
-        pays(single, n) && write(lo, symbols, &escapes, &counted, (bound, pairing.bits), w)
+        code_pairs(n, lo, symbols, &escapes, pairing, w)
     })
+}
+
+/// Whether a plane of `n` bytes is long enough to try pairs on.
+pub(super) fn long_enough(n: usize) -> bool {
+    n >= PAIR_MIN_BYTES
+}
+
+/// [`code`] of plane 0 of `raw`'s 2- or 4-byte words, paired as it is cut out of the
+/// words (`cut` hands them over block by block with their first word, as
+/// [`super::in_blocks`] does) instead of from a plane cut out first; the same bytes.
+/// Returns whether it wrote the plane.
+pub(super) fn code_words(
+    raw: &[u8],
+    (width, float): (usize, bool),
+    pairing: Pairing,
+    cut: impl FnOnce(&mut dyn FnMut(&[u8], usize)),
+    w: &mut Writer,
+) -> bool {
+    let n = raw.len() / width;
+    let lo = window_of_words(raw, (width, float));
+    pairs::with_symbols(pairs::symbol_count(n), |symbols| {
+        let mut escapes = Vec::new();
+        cut(&mut |block, at| {
+            // Blocks start on an even word: on a symbol.
+            let m = block.len() / width;
+            let syms = &mut symbols[at / 2..(at + m).div_ceil(2)];
+            pairs::pair_up_words(block, (width, float), lo, syms, &mut escapes);
+        });
+        code_pairs(n, lo, symbols, &escapes, pairing, w)
+    })
+}
+
+/// The pair window of plane 0 of `raw`'s words, from the same sample [`code`] takes of
+/// the plane.
+fn window_of_words(raw: &[u8], (width, float): (usize, bool)) -> u8 {
+    let n = raw.len() / width;
+    let mut sample = Vec::with_capacity(n.div_ceil(WINDOW_STRIDE) * WINDOW_RUN);
+    for start in (0..n).step_by(WINDOW_STRIDE) {
+        let run = &raw[start * width..(start + WINDOW_RUN).min(n) * width];
+        let at = sample.len();
+        sample.resize(at + run.len() / width, 0);
+        crate::fields::extract(run, width, float, 0, &mut sample[at..]);
+    }
+    pairs::window(&histogram(&sample)).0
+}
+
+/// Writes a plane of `n` bytes paired up into `symbols` (window `lo`, `escapes`) when
+/// that pays, as [`code`] decides; returns whether it did.
+fn code_pairs(
+    n: usize,
+    lo: u8,
+    symbols: &[u8],
+    escapes: &[u8],
+    pairing: Pairing,
+    w: &mut Writer,
+) -> bool {
+    if escapes.len() * PAIR_MAX_ESCAPES > n {
+        return false;
+    }
+    // Wide tables give rare pairs the precision their exact counts are worth.
+    let counted = if pairing.bits > crate::entropy::SCALE_BITS {
+        (histogram(symbols), 1.0)
+    } else {
+        model_counts(symbols)
+    };
+    let bytes = byte_counts(&counted, lo, escapes);
+    let Some(table) = FreqTable::normalize(&bytes) else {
+        return false;
+    };
+    let single = estimate(&table, &bytes, 1.0);
+    let bound = single * (1.0 + pairing.slack);
+    pays(single, n) && write(lo, symbols, escapes, &counted, (bound, pairing.bits), w)
 }
 
 /// Estimated counts of the plane's byte values, from the pair symbols' model counts and

@@ -84,6 +84,46 @@ pub fn pair_up(plane: &[u8], lo: u8, symbols: &mut [u8], escapes: &mut Vec<u8>) 
     }
 }
 
+/// [`pair_up`] of plane 0 (the most significant byte, floats with the sign rotated down)
+/// of the 2- or 4-byte words of `block`, straight from the words: an encoder pairs the
+/// exponent plane as it cuts it out, without the plane in between. `symbols` holds
+/// [`symbol_count`] of the block's words; escaped bytes are appended to `escapes`.
+pub fn pair_up_words(
+    block: &[u8],
+    (width, float): (usize, bool),
+    lo: u8,
+    symbols: &mut [u8],
+    escapes: &mut Vec<u8>,
+) {
+    let n = block.len() / width;
+    assert_eq!(symbols.len(), symbol_count(n), "pair buffer size");
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::entropy::avx512_bw() {
+        // SAFETY: AVX-512 F and BW are present; the kernel reads whole groups of 64 words
+        // of `block` and writes their symbols, within `symbols`.
+        done = unsafe {
+            match (width, float) {
+                (2, true) => avx512::pair_up_words::<2, true>(block, lo, symbols, escapes),
+                (2, false) => avx512::pair_up_words::<2, false>(block, lo, symbols, escapes),
+                (4, true) => avx512::pair_up_words::<4, true>(block, lo, symbols, escapes),
+                (4, false) => avx512::pair_up_words::<4, false>(block, lo, symbols, escapes),
+                _ => 0,
+            }
+        };
+    }
+    // The rest cut out 64 words at a time (even counts but for the last), then paired.
+    let mut plane = [0u8; 64];
+    let rest = block[done * width..].chunks(64 * width);
+    let syms = symbols[done / 2..].chunks_mut(32);
+    for (part, syms) in rest.zip(syms) {
+        let plane = &mut plane[..part.len() / width];
+        crate::fields::extract(part, width, float, 0, plane);
+        pair_up(plane, lo, syms, escapes);
+    }
+}
+
 /// Inverts [`pair_up`]: expands `symbols` into `out` (whose length says whether the last
 /// symbol holds one byte or two), taking the escaped bytes from `escapes`. An escape count
 /// that does not match, an escaped byte inside the window or a non-zero pad is an error.
@@ -187,9 +227,43 @@ pub fn expand_merge(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! [`super::expand_merge`]: 32 symbols, 64 words at a time.
+    //! [`super::expand_merge`] and [`super::pair_up_words`]: 32 symbols, 64 words at a time.
     use super::*;
     use std::arch::x86_64::*;
+
+    /// [`super::pair_up_words`]'s whole groups of 64 words; returns the words done.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn pair_up_words<const W: usize, const FLOAT: bool>(
+        block: &[u8],
+        lo: u8,
+        symbols: &mut [u8],
+        escapes: &mut Vec<u8>,
+    ) -> usize {
+        let groups = (block.len() / (64 * W)).min(symbols.len() / 32);
+        let count = _mm_cvtsi32_si128(8 * (W as i32 - 1));
+        let lov = _mm512_set1_epi8(lo as i8);
+        let esc = _mm512_set1_epi8(ESCAPE as i8);
+        let nib = _mm512_set1_epi16(15);
+        for g in 0..groups {
+            let src = block.as_ptr().add(64 * W * g);
+            let top = crate::fields::avx512::plane_bytes::<W, FLOAT>(src, count);
+            let ranks = _mm512_min_epu8(_mm512_sub_epi8(top, lov), esc);
+            // 16-bit word i holds the ranks of bytes 2i (low) and 2i + 1 (high).
+            let s = _mm512_or_si512(
+                _mm512_slli_epi16::<4>(_mm512_and_si512(ranks, nib)),
+                _mm512_srli_epi16::<8>(ranks),
+            );
+            let dst = symbols.as_mut_ptr().add(32 * g) as *mut __m256i;
+            _mm256_storeu_si256(dst, _mm512_cvtepi16_epi8(s));
+            let escaped = _mm512_cmpeq_epi8_mask(ranks, esc);
+            if escaped != 0 {
+                let mut bytes = [0u8; 64];
+                _mm512_storeu_si512(bytes.as_mut_ptr() as *mut __m512i, top);
+                super::avx2::gather(&bytes, escaped, escapes);
+            }
+        }
+        64 * groups
+    }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn expand_merge<const W: usize, const FLOAT: bool>(
@@ -284,7 +358,7 @@ mod avx2 {
 
     /// Appends the bytes of `block` at the positions of `mask`'s set bits, in order.
     #[inline(always)]
-    fn gather(block: &[u8], mut mask: u64, escapes: &mut Vec<u8>) {
+    pub(super) fn gather(block: &[u8], mut mask: u64, escapes: &mut Vec<u8>) {
         escapes.reserve(mask.count_ones() as usize);
         while mask != 0 {
             escapes.push(block[mask.trailing_zeros() as usize]);
@@ -437,6 +511,39 @@ mod tests {
                 let r = expand_merge(&symbols, 20, &escapes, &mut 0, &rest, float, &mut out);
                 prop_assert_eq!(r.is_err(), k < next);
             }
+        }
+    }
+
+    proptest! {
+        /// Pairing plane 0 straight from the words gives the symbols and escaped bytes
+        /// that cutting the plane out and pairing it give, for 2- and 4-byte words of
+        /// any count (odd ones too), floats or not.
+        #[test]
+        fn pair_up_words_matches_cut_then_pair(
+            words in proptest::collection::vec(any::<u32>(), 0..700), exps in any::<u64>(),
+            wide in any::<bool>(), float in any::<bool>(), lo in 100u8..140) {
+            let width = if wide { 4 } else { 2 };
+            // Top bytes (after the sign is rotated down) mostly inside the window.
+            let raw: Vec<u8> = words.iter().enumerate().flat_map(|(i, &w)| {
+                let inside = (exps >> (i % 64)) & 1 == 0 || i % 7 != 0;
+                let top = if inside { lo as u32 + w % 15 } else { w >> 24 };
+                if wide {
+                    let v = top << 24 | (w & 0xff_ffff);
+                    (if float { v.rotate_right(1) } else { v }).to_le_bytes().to_vec()
+                } else {
+                    let v = (top << 8 | (w & 0xff)) as u16;
+                    (if float { v.rotate_right(1) } else { v }).to_le_bytes().to_vec()
+                }
+            }).collect();
+            let n = raw.len() / width;
+            let mut plane = vec![0u8; n];
+            crate::fields::extract(&raw, width, float, 0, &mut plane);
+            let (mut want, mut want_esc) = (vec![0u8; symbol_count(n)], Vec::new());
+            pair_up(&plane, lo, &mut want, &mut want_esc);
+            let (mut got, mut got_esc) = (vec![0u8; symbol_count(n)], Vec::new());
+            pair_up_words(&raw, (width, float), lo, &mut got, &mut got_esc);
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_esc, want_esc);
         }
     }
 
