@@ -380,13 +380,18 @@ pub fn encode_copied<'a>(
 ) -> Result<Encoded<'a>> {
     check_inputs(tensors, structure)?;
     check_copies(tensors, &copies)?;
-    // Exact copies of their reference: only their hash, no chunks.
-    let same: Vec<Option<u128>> = parallel::install(opts.threads, || {
-        tensors
-            .par_iter()
-            .map(|t| is_same(t).then(|| content_hash(t.data, t.dtype, opts.chunk_bytes)))
-            .collect()
-    })?;
+    // Exact copies of their reference: only their hash, no chunks. (The pool is woken
+    // only for work it has: each wake-up costs ~0.1 ms on a VM.)
+    let same: Vec<Option<u128>> = if tensors.iter().any(|t| t.reference.is_some()) {
+        parallel::install(opts.threads, || {
+            tensors
+                .par_iter()
+                .map(|t| is_same(t).then(|| content_hash(t.data, t.dtype, opts.chunk_bytes)))
+                .collect()
+        })?
+    } else {
+        vec![None; tensors.len()]
+    };
     let plans: Vec<(usize, usize)> = tensors
         .iter()
         .zip(&same)
@@ -407,13 +412,18 @@ pub fn encode_copied<'a>(
         .enumerate()
         .flat_map(|(i, &(_, n))| (0..n).map(move |k| (i, k)))
         .collect();
-    let lossy: Vec<Option<LossyPlan>> = parallel::install(opts.threads, || {
+    let plan_lossy = || {
         tensors
             .iter()
             .zip(&plans)
             .map(|(t, &(chunk, _))| lossy_plan(t, chunk, opts.sparse_block))
             .collect()
-    })?;
+    };
+    let lossy: Vec<Option<LossyPlan>> = if tensors.iter().any(|t| t.lossy.is_some()) {
+        parallel::install(opts.threads, plan_lossy)?
+    } else {
+        plan_lossy()
+    };
     let sides: Vec<Option<&[u8]>> = tensors.iter().map(|t| side_data(t, tensors)).collect();
     // Tensors without chunks (same as their reference) are copied whole; the others by
     // chunk, in their jobs.
