@@ -265,6 +265,8 @@ mod avx512 {
         64 * groups
     }
 
+    /// [`super::expand_merge`] of `groups` whole groups of 64 words (the caller checked
+    /// that the slices hold them); returns the words done.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn expand_merge<const W: usize, const FLOAT: bool>(
         (symbols, lo, escapes, next): (&[u8], u8, &[u8], &mut usize),
