@@ -21,12 +21,13 @@ pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
 /// Format minor version this build writes when a file has coded byte planes, i.e. a
-/// tensor of [`Codec::Planes`], [`Codec::Predicted`] or [`Codec::Quantized`] (1.4: pair
+/// tensor of [`Codec::Planes`], [`Codec::Predicted`] or [`Codec::Quantized`] (1.5:
+/// residual chunks may have a sampled base exponent, kind 5; 1.4: pair
 /// coded planes may have wide tables, mode 4; 1.3: planes
 /// may be pair coded, mode 3, and residual chunks may be token chunks, kind 3; 1.2:
 /// residual chunks may have scaled context tables, chunk kind 2); 1 when it uses only [`Codec::Same`] (1.1); files without any of them are
 /// written as 1.0, readable by every 1.x reader.
-pub const MINOR: u16 = 4;
+pub const MINOR: u16 = 5;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.

@@ -21,19 +21,6 @@ pub(super) fn base(reference: &[u8], width: usize, float: bool) -> u8 {
     }
 }
 
-/// [`base`] and [`crate::hash::h128`] of `reference` in one pass: each block hashed right
-/// after its exponents are read, while it is in cache.
-pub(super) fn base_hashed(reference: &[u8], width: usize, float: bool) -> (u8, u128) {
-    let mut h = crate::hash::Hasher128::default();
-    let mut e = 0;
-    // Whole words per block (16 KiB is a multiple of every word size).
-    for block in reference.chunks(4 * crate::codec::HASH_BLOCK_WORDS) {
-        e = e.max(base(block, width, float));
-        h.update(block);
-    }
-    (e, h.digest())
-}
-
 /// The base exponent of a prefix of 32-bit float words with AVX2 when the CPU has it:
 /// (bytes done, their largest top byte).
 fn simd_base32(reference: &[u8]) -> Option<(usize, u8)> {

@@ -29,20 +29,21 @@ pub(super) struct Models {
 /// 3), every word's symbol is in the stream, constant contexts' under single-symbol tables. Otherwise (kind 1) a constant
 /// context's words take its constant and the stream holds the others (lanes count coded
 /// symbols only): they are decoded in one pass, then spread between the constants.
-/// `e_max` is the base exponent stored in the chunk; a reference whose largest exponent
-/// differs is not the encoder's (an error).
+/// `e_max` is the base exponent stored in the chunk and `most` the reference's largest
+/// (the same but in kind 5); a reference whose largest exponent differs is not the
+/// encoder's (an error).
 pub(super) fn lengths(
     r: &mut Reader,
     reference: &[u8],
     kind: (usize, bool),
-    e_max: u8,
+    (e_max, most): (u8, u8),
     m: &Models,
     consts_coded: bool,
 ) -> Result<Scratch<u8>> {
     if consts_coded {
         let (model, lut) = coded_model(m)?;
         let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
-        if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
+        if contexts::map(reference, kind, e_max, &lut, &mut slots) != most {
             return Err(mismatch());
         }
         let mut out = scratch::bytes_dirty(slots.len());
@@ -56,7 +57,7 @@ pub(super) fn lengths(
         (None, None) => MISSING,
     });
     let mut slots = scratch::bytes_dirty(reference.len() / kind.0);
-    if contexts::map(reference, kind, e_max, &lut, &mut slots) != e_max {
+    if contexts::map(reference, kind, e_max, &lut, &mut slots) != most {
         return Err(mismatch());
     }
     let mut out = scratch::bytes_dirty(slots.len());

@@ -2,7 +2,7 @@
 //! in one u16 code), their per-context histogram and the raw bits; the estimates decide
 //! between residual and standalone coding; the context rANS coder codes the tokens.
 
-use super::contexts::context_of;
+use super::contexts::{context_of, top};
 use super::side;
 use super::word::{by_width, load, residual, token};
 use super::{CONTEXTS, TABLE_BITS};
@@ -28,6 +28,12 @@ pub(super) struct Analysis {
     pub raw_bits: u64,
     /// [`crate::hash::h128`] of the raw words (when asked for).
     pub raw_hash: Option<u128>,
+    /// [`crate::hash::h128`] of the reference words (when asked for).
+    pub ref_hash: Option<u128>,
+    /// The largest top byte of the reference's float words ([`super::contexts::top`]) when
+    /// the contexts are exponents (0 otherwise): the true base exponent, which the chunk
+    /// records when it codes under a sampled one below it.
+    pub most: u8,
 }
 
 /// A side tensor's words (as many as the raw words) and what maps each word pair to its
@@ -42,29 +48,32 @@ pub(super) struct Side<'a> {
 /// Bytes of raw words hashed at a time: blocks the analysis has just read.
 const HASH_BLOCK: usize = 4 * crate::codec::HASH_BLOCK_WORDS;
 
-/// The hash of a chunk's raw words, fed by the analysis pass block by block while each
-/// block is in cache, instead of a pass of its own over the chunk.
+/// The hashes of a chunk's raw and reference words, fed by the analysis pass block by
+/// block while each block is in cache, instead of passes of their own over the chunk.
 #[derive(Default)]
-pub(super) struct RawHash {
-    h: Hasher128,
+pub(super) struct BlockHashes {
+    raw: Hasher128,
+    reference: Hasher128,
     upto: usize,
 }
 
-impl RawHash {
-    /// Feeds the bytes of `raw` not fed yet, up to `end`, once they make a whole block
-    /// (a call per group of words costs a comparison until then).
+impl BlockHashes {
+    /// Feeds the bytes of `raw` and `reference` not fed yet, up to `end`, once they make
+    /// a whole block (a call per group of words costs a comparison until then).
     #[inline(always)]
-    pub(super) fn feed_blocks(&mut self, raw: &[u8], end: usize) {
+    pub(super) fn feed_blocks(&mut self, raw: &[u8], reference: &[u8], end: usize) {
         if end - self.upto >= HASH_BLOCK {
-            self.h.update(&raw[self.upto..end]);
+            self.raw.update(&raw[self.upto..end]);
+            self.reference.update(&reference[self.upto..end]);
             self.upto = end;
         }
     }
 
-    /// The hash of all of `raw` (the rest fed now).
-    fn finish(mut self, raw: &[u8]) -> u128 {
-        self.h.update(&raw[self.upto..]);
-        self.h.digest()
+    /// The hashes of all of `raw` and `reference` (the rest fed now).
+    fn finish(mut self, raw: &[u8], reference: &[u8]) -> (u128, u128) {
+        self.raw.update(&raw[self.upto..]);
+        self.reference.update(&reference[self.upto..]);
+        (self.raw.digest(), self.reference.digest())
     }
 }
 
@@ -105,8 +114,9 @@ fn bits_buffer(len: usize) -> Buffer {
 }
 
 /// Analyses the words of `raw` against `reference` (same length) with tokens of `tb`
-/// top bits; packs the raw bits when `pack` is set and hashes `raw` when `hash` is.
-/// Contexts come from the reference's exponents under `e_max`, or from `side` when given.
+/// top bits; packs the raw bits when `pack` is set and hashes `raw` and `reference` when
+/// `hash` is. Contexts come from the reference's exponents under `e_max` (a reference
+/// word above it takes context 0), or from `side` when given.
 pub(super) fn analyze(
     raw: &[u8],
     reference: &[u8],
@@ -122,8 +132,10 @@ pub(super) fn analyze(
         bits: pack.then(|| BitWriter::reusing(bits_buffer(raw.len()))),
         raw_bits: 0,
         raw_hash: None,
+        ref_hash: None,
+        most: 0,
     };
-    let mut rh = hash.then(RawHash::default);
+    let mut rh = hash.then(BlockHashes::default);
     let done = if width == 4 {
         let params = (float, e_max, off as u32, tb);
         simd_analyze32(raw, reference, side, params, &mut a, rh.as_mut())
@@ -141,7 +153,9 @@ pub(super) fn analyze(
             &mut a
         )
     );
-    a.raw_hash = rh.map(|h| h.finish(raw));
+    if let Some((raw_hash, ref_hash)) = rh.map(|h| h.finish(raw, reference)) {
+        (a.raw_hash, a.ref_hash) = (Some(raw_hash), Some(ref_hash));
+    }
     a
 }
 
@@ -164,7 +178,10 @@ fn analyze_w<const W: usize>(
                 let k = side::key::<W>(&sd.words[(first + i) * W..], r, sd.sh);
                 side::context(k, sd.at.0, sd.at.1)
             }
-            None if float => context_of::<W>(r, e_max),
+            None if float => {
+                a.most = a.most.max(top::<W>(r));
+                context_of::<W>(r, e_max)
+            }
             None => 0,
         };
         *code = (c as u16) << SYM_BITS | t as u16;
@@ -184,7 +201,7 @@ fn simd_analyze32(
     side: Option<Side>,
     params: (bool, u8, u32, u32),
     a: &mut Analysis,
-    hash: Option<&mut RawHash>,
+    hash: Option<&mut BlockHashes>,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
@@ -196,8 +213,8 @@ fn simd_analyze32(
             (bool, u8, u32, u32),
             &mut [u16],
             &mut [u32],
-            (Option<&mut BitWriter<Buffer>>, Option<&mut RawHash>),
-        ) -> u64;
+            (Option<&mut BitWriter<Buffer>>, Option<&mut BlockHashes>),
+        ) -> (u64, u8);
         let pick: Option<(usize, Kernel)> = if avx2_bmi2_popcnt() && avx512_cd() && WIDE.get() {
             Some((16, super::simd::analyze32_512))
         } else if avx2_bmi2_popcnt() {
@@ -211,7 +228,7 @@ fn simd_analyze32(
             let n = side.map_or(n, |s| n.min(s.words.len() / 4)) / lanes * lanes;
             // SAFETY: the CPU has the kernel's features (picked above); it reads `4 * n`
             // bytes of `raw`, `reference` and the side words, and writes `n` codes.
-            a.raw_bits += unsafe {
+            let (raw_bits, most) = unsafe {
                 kernel(
                     &raw[..4 * n],
                     &reference[..4 * n],
@@ -222,6 +239,8 @@ fn simd_analyze32(
                     (a.bits.as_mut(), hash),
                 )
             };
+            a.raw_bits += raw_bits;
+            a.most = a.most.max(most);
             return n;
         }
     }
@@ -256,6 +275,11 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             WIDE.set(true);
             assert_eq!(a.raw_hash, Some(crate::hash::h128(&raw)), "wide {wide}");
+            assert_eq!(
+                a.ref_hash,
+                Some(crate::hash::h128(&reference)),
+                "wide {wide}"
+            );
         }
     }
 
@@ -274,6 +298,8 @@ mod tests {
             bits: None,
             raw_bits: 0,
             raw_hash: None,
+            ref_hash: None,
+            most: 0,
         };
         analyze_w::<4>(&raw, &reference, (true, 127, 0, 1), (0, None), &mut b);
         assert_eq!(b.hist.iter().max(), Some(&(n as u32)));
@@ -312,13 +338,16 @@ mod tests {
             let reference: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
             let side_words: Vec<u8> = words.iter().flat_map(|w| w.2.to_le_bytes()).collect();
             let side = given.then_some(Side { words: &side_words, sh: 21, at: (base, shift) });
-            let e_max = super::super::contexts::base(&reference, 4, float).max(e * float as u8);
+            // Any base, below the reference's largest exponent too (a sampled base).
+            let e_max = e * float as u8;
             let mut b = Analysis {
                 codes: scratch::words(words.len()),
                 hist: vec![0u32; CONTEXTS * SYMS],
                 bits: Some(BitWriter::reusing(bits_buffer(16))),
                 raw_bits: 0,
                 raw_hash: None,
+                ref_hash: None,
+                most: 0,
             };
             analyze_w::<4>(&raw, &reference, (float, e_max, off as u64, tb), (0, side), &mut b);
             let scalar_bits = packed(b.bits.unwrap());
@@ -335,6 +364,8 @@ mod tests {
                 prop_assert_eq!(a.raw_bits, b.raw_bits);
                 prop_assert_eq!(packed(a.bits.unwrap()), scalar_bits.clone());
                 prop_assert_eq!(a.raw_hash, Some(crate::hash::h128(&raw)));
+                prop_assert_eq!(a.ref_hash, Some(crate::hash::h128(&reference)));
+                prop_assert_eq!(a.most, b.most);
             }
         }
     }

@@ -37,6 +37,8 @@ pub(super) struct Job<'a> {
     model: (DecodeModel, [u8; CONTEXTS]),
     side: Option<(&'a [u8], (i16, u8))>,
     hash: bool,
+    /// The largest exponent the reference must have (floats, exponent contexts).
+    most: u8,
 }
 
 impl<'a> Job<'a> {
@@ -59,7 +61,14 @@ impl<'a> Job<'a> {
             model,
             side,
             hash,
+            most: params.1,
         }
+    }
+
+    /// The job with `most` as the largest exponent its reference must have, where that is
+    /// above the base exponent (kind 5).
+    pub(super) fn with_largest(self, most: u8) -> Job<'a> {
+        Job { most, ..self }
     }
 
     /// Decodes the chunk alone.
@@ -98,6 +107,7 @@ impl<'a> Job<'a> {
             side,
         );
         sink.hasher = hash.then(Hasher128::default);
+        sink.largest = self.most;
         Ok((self.r, self.model, sink))
     }
 }
@@ -175,6 +185,8 @@ struct Sink<'a, const F: bool, const T: bool> {
     hasher: Option<Hasher128>,
     hashed: usize,
     e_max: u8,
+    /// The largest top byte the reference must have.
+    largest: u8,
     off: u32,
     tb: u32,
     /// Largest top byte and slot seen by the scalar path.
@@ -213,6 +225,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             hasher: None,
             hashed: 0,
             e_max,
+            largest: e_max,
             off,
             tb,
             most: 0,
@@ -237,7 +250,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
                 "symbol under a context without a table".into(),
             ));
         }
-        if F && self.side.is_none() && most != self.e_max {
+        if F && self.side.is_none() && most != self.largest {
             return Err(mismatch());
         }
         check_used(self.bits.position(), self.bits.data().len())?;

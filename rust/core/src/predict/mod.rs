@@ -17,7 +17,10 @@
 //! context bitmap | per used context: u8 mode (1 const + u8 symbol, 2 table summing to
 //! 2^scale) | context rANS stream over every word's token (a constant context codes under a
 //! table holding only its symbol: state unchanged, no bits) | u32 raw-bit byte count |
-//! bits`. Kind 2 (written by format 1.2 and 1.3, still read): kind 3 without the top-bits
+//! bits`. Kind 5 (format 1.5): kind 3 with `u8 e_max | u8 most`, a base exponent from the
+//! encoder's sample below the reference's largest (contexts saturate at 0 above it), so
+//! that the encoder reads the reference once. Kind 4: contexts from a side tensor
+//! ([`side`]). Kind 2 (written by format 1.2 and 1.3, still read): kind 3 without the top-bits
 //! byte, symbols are lengths. Kind 1 (written before format 1.2, still read): kind 2
 //! without the scale byte, at scale 12, and the stream skips the words of constant
 //! contexts (lanes count coded words only).
@@ -80,6 +83,10 @@ const KIND_RESIDUAL: u8 = 2;
 const KIND_TOKENS: u8 = 3;
 /// Token chunk whose contexts come from a sibling tensor ([`side`]).
 const KIND_SIDE: u8 = 4;
+/// Token chunk whose base exponent (from the encoder's sample) is below the reference's
+/// largest, which follows it: the encoder reads the reference once, not once for its
+/// largest exponent and again to code.
+const KIND_TOKENS_BASED: u8 = 5;
 
 /// Top bits in the tokens the encoder writes (tokens up to 123 for 32-bit words, 251
 /// for 64-bit ones). On real trajectories (MiniLM fine-tune, GPT from scratch) 1 bit
@@ -234,10 +241,15 @@ fn encode_with(
         },
     );
     let mut sampled = None;
+    // The base exponent: the sample's largest when there is a sample (the reference is
+    // then read once, by the analysis, which also finds its true largest); else the
+    // reference's own.
+    let mut e_max = None;
     if let Some(sample) = &sample {
         // Estimated with the sample's base exponent: the reference is read whole only
         // for a chunk that may code residuals.
-        let params = (contexts::base(&sample.rs, width, float), off, TOP_BITS);
+        let base = contexts::base(&sample.rs, width, float);
+        let params = (base, off, TOP_BITS);
         let (residual, standalone, with_side) =
             choice::estimates(sample, dtype, params, side.map(|(_, at)| at));
         // Side contexts only where the sample says they beat the reference's exponents.
@@ -251,13 +263,9 @@ fn encode_with(
             return (Coded::Standalone(Box::new(planes)), hashes);
         }
         sampled = Some(standalone);
+        e_max = Some(base);
     }
-    let (e_max, ref_hash) = if hash {
-        let (e, h) = contexts::base_hashed(reference, width, float);
-        (e, Some(h))
-    } else {
-        (contexts::base(reference, width, float), None)
-    };
+    let e_max = e_max.unwrap_or_else(|| contexts::base(reference, width, float));
     let params = (e_max, off, TOP_BITS);
     let sides = side.map(|(words, at)| encode::Side {
         words,
@@ -266,7 +274,7 @@ fn encode_with(
     });
     let a = encode::analyze(raw, reference, (width, float), params, (true, hash), sides);
     let (est, tables) = a.estimate(1.0);
-    let hashes = hash.then(|| (raw_hash(a.raw_hash), ref_hash));
+    let hashes = hash.then(|| (raw_hash(a.raw_hash), a.ref_hash));
     // Without a clear sampled verdict, floats never code below ~0.55 of raw standalone
     // (mantissa noise), so a residual estimate under half the raw size needs no trial.
     let trial = match sampled {
@@ -287,7 +295,7 @@ fn encode_with(
     }
     let contexts = match side {
         Some((_, at)) => Contexts::Side(at),
-        None => Contexts::Exponent(e_max),
+        None => Contexts::Exponent(e_max, a.most.max(e_max)),
     };
     let bytes = residual_chunk(a, &tables, (contexts, off, TOP_BITS), est);
     (Coded::Residual(bytes), hashes)
@@ -301,8 +309,9 @@ pub fn is_side_chunk(comp: &[u8]) -> bool {
 /// Where a residual chunk's contexts come from.
 #[derive(Clone, Copy)]
 enum Contexts {
-    /// The reference's exponent below the chunk's largest (kind 3).
-    Exponent(u8),
+    /// The reference's exponent below a base exponent `.0`, the reference's largest `.1`
+    /// (kind 3) or, sampled, below it (kind 5).
+    Exponent(u8, u8),
     /// A sibling tensor's words, with the chunk's `(base, shift)` (kind 4).
     Side((i16, u8)),
 }
@@ -346,14 +355,19 @@ fn residual_chunk(
     buf.reserve(est as usize + 1024);
     let mut w = Writer::reusing(buf);
     let kind = match contexts {
-        Contexts::Exponent(_) => KIND_TOKENS,
+        Contexts::Exponent(e_max, most) if e_max == most => KIND_TOKENS,
+        Contexts::Exponent(..) => KIND_TOKENS_BASED,
         Contexts::Side(_) => KIND_SIDE,
     };
     w.u8(kind);
     w.u8(TABLE_BITS as u8);
     w.u8(tb as u8);
     match contexts {
-        Contexts::Exponent(e_max) => w.u8(e_max),
+        Contexts::Exponent(e_max, most) if e_max == most => w.u8(e_max),
+        Contexts::Exponent(e_max, most) => {
+            w.u8(e_max);
+            w.u8(most);
+        }
         Contexts::Side((base, shift)) => {
             w.u16(base as u16);
             w.u8(shift);
@@ -509,8 +523,8 @@ fn prepare<'a>(
     let width = dtype.word_size();
     let (bits, float) = word_kind(dtype);
     let (scale, tb) = read_scale(&mut r, kind, bits)?;
-    // `decode::lengths` checks the base exponent against the reference's.
-    let e_max = r.u8()?;
+    // The decoders check the reference's largest exponent against the chunk's.
+    let (e_max, most) = read_base(&mut r, kind)?;
     let off = r.u64()? & mask(bits);
     let models = read_models(&mut r, scale)?;
     let limit = tb.map_or(bits, |tb| word::max_token(bits, tb));
@@ -519,14 +533,14 @@ fn prepare<'a>(
         let params = (float, e_max, off as u32, tb);
         let model = decode::coded_model(&models)?;
         let job = fused::Job::new(r, (reference, out), params, model, None, hash);
-        return Ok(Prep::Fused(Box::new(job)));
+        return Ok(Prep::Fused(Box::new(job.with_largest(most))));
     }
     let n = reference.len().min(out.len()) / width;
     let symbols = decode::lengths(
         &mut r,
         &reference[..n * width],
         (width, float),
-        e_max,
+        (e_max, most),
         &models,
         kind != KIND_RESIDUAL_12,
     )?;
@@ -591,13 +605,29 @@ fn decode_side<'a>(
     decode::check_used(used, bits_data.len()).map(|_| Prep::Done(None))
 }
 
+/// The base exponent of a residual chunk with exponent contexts and the largest exponent
+/// its reference must have: stored apart in kind 5 (base below it), the same otherwise.
+fn read_base(r: &mut Reader, kind: u8) -> Result<(u8, u8)> {
+    let e_max = r.u8()?;
+    if kind != KIND_TOKENS_BASED {
+        return Ok((e_max, e_max));
+    }
+    let most = r.u8()?;
+    if most <= e_max {
+        return Err(Error::Corrupt(format!(
+            "sampled base exponent {e_max} not below the reference's largest {most}"
+        )));
+    }
+    Ok((e_max, most))
+}
+
 /// Reads what follows the kind byte of a residual chunk up to the base exponent: the
-/// tables' scale and (kind 3) the tokens' top bits, each checked.
+/// tables' scale and (kinds 3 and 5) the tokens' top bits, each checked.
 fn read_scale(r: &mut Reader, kind: u8, bits: u32) -> Result<(u32, Option<u32>)> {
     let (scale, tb) = match kind {
         KIND_RESIDUAL_12 => (crate::entropy::SCALE_BITS, None),
         KIND_RESIDUAL => (r.u8()? as u32, None),
-        KIND_TOKENS => (r.u8()? as u32, Some(r.u8()? as u32)),
+        KIND_TOKENS | KIND_TOKENS_BASED => (r.u8()? as u32, Some(r.u8()? as u32)),
         k => return Err(Error::Corrupt(format!("unknown predicted chunk kind {k}"))),
     };
     // Kinds 2 and 3 code constant contexts under tables of total 2^scale, below 2^12.
@@ -1012,7 +1042,7 @@ mod tests {
             .collect();
         let comp = encode_chunk(&raw, &reference, DType::F32);
         let standalone = codec::encode_chunk(&raw, DType::F32);
-        assert_eq!(comp[0], KIND_TOKENS);
+        assert!([KIND_TOKENS, KIND_TOKENS_BASED].contains(&comp[0]));
         assert!(
             comp.len() * 10 < standalone.len() * 8,
             "{} vs {}",
@@ -1022,5 +1052,51 @@ mod tests {
         let mut out = vec![0u8; raw.len()];
         decode_chunk(&comp, &reference, DType::F32, &mut out).unwrap();
         assert_eq!(out, raw);
+    }
+
+    /// A reference whose largest exponent lies between the encoder's sample runs: the
+    /// chunk codes under the sampled base (kind 5) and stores the largest; it round-trips
+    /// (32-bit words in the fused decoder, 16-bit ones in two passes) and hashes both
+    /// inputs; a reference with another largest exponent, or a chunk whose largest is not
+    /// above its base, is refused.
+    #[test]
+    fn sampled_base_below_the_largest_writes_kind_5() {
+        let n = 4 * choice::MIN_WORDS;
+        let mut rng = Lcg(11);
+        let mut base: Vec<f32> = (0..n).map(|_| rng.centered() * 0.05).collect();
+        // Word 100 lies between the sample's first two runs (words 0..64, 2048..2112).
+        base[100] = 3.0e4;
+        let close: Vec<f32> = base
+            .iter()
+            .map(|v| v * (1.0 + 1e-3 * rng.centered()))
+            .collect();
+        for dtype in [DType::F32, DType::BF16] {
+            let bytes = |v: &[f32]| -> Vec<u8> {
+                match dtype {
+                    DType::F32 => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    _ => v
+                        .iter()
+                        .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                        .collect(),
+                }
+            };
+            let (reference, raw) = (bytes(&base), bytes(&close));
+            let comp = encode_chunk(&raw, &reference, dtype);
+            assert_eq!(comp[0], KIND_TOKENS_BASED, "{dtype:?}");
+            assert!(comp[3] < comp[4], "base {} largest {}", comp[3], comp[4]);
+            let mut out = vec![0u8; raw.len()];
+            decode_chunk(&comp, &reference, dtype, &mut out).unwrap();
+            assert_eq!(out, raw, "{dtype:?}");
+            assert_hashed(&comp, &reference, None, dtype, &raw);
+            assert_encoded_hashed(&raw, &reference, None, dtype, &comp);
+            let mut other = base.clone();
+            other[100] = 3.0e5;
+            let r = decode_chunk(&comp, &bytes(&other), dtype, &mut out);
+            assert!(matches!(r, Err(Error::Corrupt(_))), "{dtype:?}: {r:?}");
+            let mut bad = comp.clone();
+            bad[4] = bad[3];
+            let r = decode_chunk(&bad, &reference, dtype, &mut out);
+            assert!(matches!(r, Err(Error::Corrupt(m)) if m.contains("sampled base")));
+        }
     }
 }

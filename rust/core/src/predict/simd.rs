@@ -1,7 +1,7 @@
 //! AVX2 kernels for 32-bit words (fp32, int32, the halves of complex64), 8 or 32 words
 //! at a time. Callers check for AVX2 and keep scalar loops for the rest.
 
-use super::encode::{RawHash, SYM_BITS};
+use super::encode::{BlockHashes, SYM_BITS};
 use super::simd512::side_codes16;
 use super::CONTEXTS;
 use crate::entropy::bits::BitWriter;
@@ -510,8 +510,8 @@ pub unsafe fn analyze32_512(
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    (mut bw, mut hash): (Option<&mut BitWriter<Buffer>>, Option<&mut RawHash>),
-) -> u64 {
+    (mut bw, mut hash): (Option<&mut BitWriter<Buffer>>, Option<&mut BlockHashes>),
+) -> (u64, u8) {
     let top = _mm512_set1_epi32(i32::MIN);
     let ord16 = |w: __m512i| _mm512_xor_si512(w, _mm512_or_si512(_mm512_srai_epi32::<31>(w), top));
     let offv = _mm512_set1_epi32(off as i32);
@@ -526,6 +526,7 @@ pub unsafe fn analyze32_512(
     // Per-lane raw bit counts: at most 31 per word and 2^22 words per lane in a chunk of
     // at most 64 MiB, so u32 lanes do not overflow.
     let mut raw_bits = _mm512_setzero_si512();
+    let mut most = _mm512_setzero_si512();
     let mut sub = SubHist::new();
     let mut packer = bw.as_deref().map(Packer512::new);
     for (i, cs) in codes.chunks_exact_mut(16).enumerate() {
@@ -548,7 +549,9 @@ pub unsafe fn analyze32_512(
             side_codes16(s, r, side_at)
         } else if float {
             let e = _mm512_and_si512(_mm512_srli_epi32::<23>(r), _mm512_set1_epi32(0xff));
-            _mm512_min_epu32(_mm512_sub_epi32(emax, e), cap)
+            most = _mm512_max_epu32(most, e);
+            // Saturating: a word above a sampled base takes context 0.
+            _mm512_min_epu32(_mm512_subs_epu16(emax, e), cap)
         } else {
             _mm512_setzero_si512()
         };
@@ -560,7 +563,7 @@ pub unsafe fn analyze32_512(
             pk.push16(lv, kv, bw);
         }
         if let Some(h) = hash.as_mut() {
-            h.feed_blocks(raw, 64 * (i + 1));
+            h.feed_blocks(raw, reference, 64 * (i + 1));
         }
     }
     if let (Some(bw), Some(pk)) = (bw.as_mut(), packer) {
@@ -569,13 +572,15 @@ pub unsafe fn analyze32_512(
     sub.add_to(hist);
     let mut lanes = [0u32; 16];
     _mm512_storeu_si512(lanes.as_mut_ptr() as *mut __m512i, raw_bits);
-    lanes.iter().map(|&b| b as u64).sum()
+    let bits = lanes.iter().map(|&b| b as u64).sum();
+    (bits, _mm512_reduce_max_epu32(most) as u8)
 }
 
 /// The analysis of `encode::analyze` for 32-bit words, 8 at a time (`codes.len()` a
 /// multiple of 8, `raw` and `reference` 4 bytes per code, `side` one context per code):
-/// codes, their histogram, the packed raw bits (if `bw`), `raw` fed to `hash` block by
-/// block (if given); returns the raw bit count.
+/// codes, their histogram, the packed raw bits (if `bw`), `raw` and `reference` fed to
+/// `hash` block by block (if given); returns the raw bit count and the reference's largest
+/// exponent (exponent contexts only; else 0).
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
 pub unsafe fn analyze32(
     raw: &[u8],
@@ -584,8 +589,8 @@ pub unsafe fn analyze32(
     (float, e_max, off, tb): (bool, u8, u32, u32),
     codes: &mut [u16],
     hist: &mut [u32],
-    (mut bw, mut hash): (Option<&mut BitWriter<Buffer>>, Option<&mut RawHash>),
-) -> u64 {
+    (mut bw, mut hash): (Option<&mut BitWriter<Buffer>>, Option<&mut BlockHashes>),
+) -> (u64, u8) {
     let top = _mm256_set1_epi32(i32::MIN);
     let offv = _mm256_set1_epi32(off as i32);
     let tbv = _mm256_set1_epi32(tb as i32);
@@ -594,6 +599,7 @@ pub unsafe fn analyze32(
     let (b, sh) = side.map_or((0, 0), |(_, at)| at);
     let (base, count) = (_mm256_set1_epi32(b as i32), _mm_cvtsi32_si128(sh as i32));
     let mut raw_bits = _mm256_setzero_si256();
+    let mut most = _mm256_setzero_si256();
     let mut sub = SubHist::new();
     let mut pairs = Pairs::default();
     for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
@@ -612,7 +618,9 @@ pub unsafe fn analyze32(
             side_codes8(s, r, base, count)
         } else if float {
             let e = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
-            _mm256_min_epu32(_mm256_sub_epi32(emax, e), cap)
+            most = _mm256_max_epu32(most, e);
+            // Saturating: a word above a sampled base takes context 0.
+            _mm256_min_epu32(_mm256_subs_epu16(emax, e), cap)
         } else {
             _mm256_setzero_si256()
         };
@@ -633,7 +641,7 @@ pub unsafe fn analyze32(
             pairs.push(lv, kv, bw);
         }
         if let Some(h) = hash.as_mut() {
-            h.feed_blocks(raw, 32 * (i + 1));
+            h.feed_blocks(raw, reference, 32 * (i + 1));
         }
     }
     if let Some(bw) = bw.as_mut() {
@@ -642,5 +650,10 @@ pub unsafe fn analyze32(
     sub.add_to(hist);
     let mut lanes = [0u64; 4];
     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, raw_bits);
-    lanes.iter().sum()
+    let mut tops = [0u32; 8];
+    _mm256_storeu_si256(tops.as_mut_ptr() as *mut __m256i, most);
+    (
+        lanes.iter().sum(),
+        tops.iter().fold(0, |m, &t| m.max(t)) as u8,
+    )
 }
