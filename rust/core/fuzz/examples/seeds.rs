@@ -384,19 +384,20 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("tiny.fckpt", file(&tiny, &state_dict(&tiny), 1)));
 
     // Predicted tensors (a checkpoint after a small training step), several chunks each,
-    // plus one unrelated to its reference, which the encoder stores standalone.
+    // plus one unrelated to its reference, which the encoder stores standalone. Each has
+    // at least `MIN_PREDICTED_WORDS` (1024) elements: smaller ones are never predicted.
     let mut pred = vec![
         T::predicted("layer.weight", DType::F32, &[32, 32], &mut rng),
         T::predicted("layer.bias", DType::BF16, &[1024], &mut rng),
-        T::predicted("emb", DType::F64, &[30, 8], &mut rng),
+        T::predicted("emb", DType::F64, &[128, 8], &mut rng),
         T::predicted("half", DType::F16, &[1024], &mut rng),
-        T::predicted("counts", DType::I32, &[200], &mut rng),
-        T::predicted("c", DType::C64, &[256], &mut rng),
+        T::predicted("counts", DType::I32, &[1024], &mut rng),
+        T::predicted("c", DType::C64, &[1024], &mut rng),
     ];
-    let noise = f32_normal(&mut rng, &[100], 1.0);
+    let noise = f32_normal(&mut rng, &[1024], 1.0);
     pred.push(T {
-        reference: Some(reference_for("noise", DType::F32, 400)),
-        ..T::new("noise", DType::F32, &[100], noise)
+        reference: Some(reference_for("noise", DType::F32, 4096)),
+        ..T::new("noise", DType::F32, &[1024], noise)
     });
     let bytes = file(&pred, &state_dict(&pred), 2048);
     let ck = Checkpoint::parse(&bytes).unwrap();
@@ -508,12 +509,30 @@ fn predict_seeds() -> Vec<(String, Vec<u8>)> {
         }
     }
     // Side-context chunks (kind 4) need 16384 words; the target's side tensor is the
-    // reference rotated by one element.
+    // reference rotated by one element. The encoder writes them only where the side
+    // predicts the residuals better than the reference's exponents: here each word moves
+    // by a thousandth of its side word squared (as Adam's second moment moves by the
+    // first moment's square).
     for d in [DType::F32, DType::F16, DType::F64] {
         let count = 17_000usize;
         let i = DType::all().iter().position(|&x| x == d).expect("listed");
-        let reference = reference_for(&format!("side_{}", d.name()), d, count * d.size());
-        let raw = perturb(&reference, d, &mut rng);
+        let vals: Vec<f64> = (0..count)
+            .map(|_| 10f64.powf(-rng.unit()) * (0.5 + rng.unit()))
+            .collect();
+        let moved: Vec<f64> = (0..count)
+            .map(|k| vals[k] + 1e-3 * vals[(k + 1) % count].powi(2))
+            .collect();
+        let words = |v: &[f64]| -> Vec<u8> {
+            match d {
+                DType::F32 => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+                DType::F16 => v
+                    .iter()
+                    .flat_map(|&x| f16_bits(x as f32).to_le_bytes())
+                    .collect(),
+                _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+            }
+        };
+        let (reference, raw) = (words(&vals), words(&moved));
         let mut side = reference.clone();
         side.rotate_left(d.size());
         let comp = predict::encode_chunk_side(&raw, &reference, Some(&side), d);
@@ -529,6 +548,28 @@ fn predict_seeds() -> Vec<(String, Vec<u8>)> {
         seed.extend_from_slice(&reference);
         seed.extend_from_slice(&comp);
         out.push((format!("side_{}.pchunk", d.name()), seed));
+    }
+    // Chunks with a sampled base exponent (kind 5): the reference's largest exponent lies
+    // between the encoder's sample runs (word 100), so the chunk stores it after the base.
+    for d in [DType::F32, DType::BF16] {
+        let count = 20_000usize;
+        let i = DType::all().iter().position(|&x| x == d).expect("listed");
+        let mut reference = reference_for(&format!("based_{}", d.name()), d, count * d.size());
+        let big = 3.0e4f32.to_le_bytes();
+        let at = 100 * d.size();
+        // bfloat16: the top two bytes of the float32.
+        reference[at..at + d.size()].copy_from_slice(&big[4 - d.size()..]);
+        let raw = perturb(&reference, d, &mut rng);
+        let comp = predict::encode_chunk(&raw, &reference, d);
+        let mut back = vec![0u8; raw.len()];
+        predict::decode_chunk(&comp, &reference, d, &mut back)
+            .expect("seed sampled-base chunk must decode");
+        assert!(back == raw && comp[0] == 5, "seed sampled-base chunk");
+        let mut seed = vec![i as u8];
+        seed.extend_from_slice(&(count as u16).to_le_bytes());
+        seed.extend_from_slice(&reference);
+        seed.extend_from_slice(&comp);
+        out.push((format!("based_{}.pchunk", d.name()), seed));
     }
     out
 }
