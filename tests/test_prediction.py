@@ -32,6 +32,28 @@ def test_roundtrip_against_random_reference(dtype, n, seed, scale):
     assert back.tobytes() == cur.tobytes()
 
 
+@settings(max_examples=15, deadline=None)
+@given(dtype=st.sampled_from(["float32", "float64", "float16"]), n=st.integers(16_384, 70_000),
+       at=st.integers(0, 2**31), seed=st.integers(0, 2**31),
+       big=st.sampled_from([300.0, 3e4, -6e4]))
+def test_reference_outlier_anywhere_roundtrips(dtype, n, at, seed, big):
+    """Chunks large enough to be sampled, with the reference's largest exponent at any
+    word: inside the encoder's sample or between its runs (where the chunk records a
+    sampled base exponent below the largest, kind 5)."""
+    rng = np.random.default_rng(seed)
+    prev = (rng.standard_normal(n) * 0.05).astype(dtype)
+    prev[at % n] = big
+    cur = _perturb(prev, rng, 1e-3)
+    data = fastckpt.encode({"x": cur}, reference={"x": prev})
+    assert fastckpt.inspect(data)["tensors"][0]["codec"] == "predicted"
+    back = fastckpt.decode(data, reference={"x": prev})["x"]
+    assert back.tobytes() == cur.tobytes()
+    other = prev.copy()
+    other[at % n] = big / 4
+    with pytest.raises(fastckpt.ReferenceMismatch):
+        fastckpt.decode(data, reference={"x": other})
+
+
 def test_special_values_roundtrip_against_reference():
     specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38, -3.4e38],
                         dtype=np.float32)
