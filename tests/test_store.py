@@ -321,6 +321,35 @@ def test_saves_and_loads_reuse_cached_decodes(tmp_path, monkeypatch):
     _assert_same(_arrays(5), fresh.load(5))
 
 
+def test_saves_and_loads_free_what_the_cache_would_evict_before_coding(tmp_path, monkeypatch):
+    """With two cached checkpoints, a chain of saves or loads holds the reference and the new
+    checkpoint, not also the one before it: what the cache would evict after a save or load
+    is evicted before its coding starts (its memory serves the new one), and the cache ends
+    with the same two checkpoints."""
+    s = fastckpt.Store(tmp_path, keyframe_every=10, cache_size=2)
+    during = []
+
+    def cached():
+        return sorted(k[0] for k in s._cache._items)
+
+    real_save, real_decode = fastckpt._save, fastckpt._materialize
+    monkeypatch.setattr(fastckpt, "_save",
+                        lambda *a, **k: (during.append(cached()), real_save(*a, **k))[1])
+    monkeypatch.setattr(fastckpt, "_materialize",
+                        lambda *a, **k: (during.append(cached()), real_decode(*a, **k))[1])
+    for step in range(4):
+        s.save(step, _arrays(step))
+    assert during == [[], [0], [1], [2]] and cached() == [2, 3]
+    during.clear()
+    s = fastckpt.Store(tmp_path, cache_size=2)
+    for step in range(4):
+        _assert_same(_arrays(step), s.load(step))
+    assert during == [[], [0], [1], [2]] and cached() == [2, 3]
+    during.clear()
+    _assert_same(_arrays(1), s.load(1))  # a step behind the cache: its chain is decoded
+    assert during == [[3], [0]] and cached() == [0, 1]
+
+
 def test_a_damaged_cached_reference_is_an_error_never_other_data(tmp_path):
     """Loads trust the store's own cached decodes as references (no hash pass first); if one
     were damaged in memory, each chunk's check of the decoded bytes still refuses it."""

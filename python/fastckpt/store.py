@@ -168,6 +168,8 @@ class Store:
         # On the CPU the decoder also writes a private twin of the checkpoint for the cache
         # (the next load's reference), which the caller cannot reach or mutate.
         twin: list | None = [] if device == "cpu" and self._cache.size else None
+        if twin is not None:
+            self._make_room(m, refs)
         obj = self._read(entry, refs, device, twin)
         if twin:
             self._cache.put(_key(key, entry), twin[0])
@@ -213,9 +215,18 @@ class Store:
             stack.extend((r, False) for r in _refs(m["steps"][k]))
         for k in order:
             entry = m["steps"][k]
-            got[k] = self._read(entry, {r: got[r] for r in _refs(entry)}, "cpu")
+            refs = {r: got[r] for r in _refs(entry)}
+            self._make_room(m, refs)
+            got[k] = self._read(entry, refs, "cpu")
             self._cache.put(_key(k, entry), got[k])
         return got[key]
+
+    def _make_room(self, m: dict, refs: dict) -> None:
+        """Evicts, before a decode or save whose result the cache will keep, the cached
+        checkpoints that `put` would evict after it, except its references `refs`: their
+        memory then serves the new one (a chain of loads holds two checkpoints besides the
+        caller's, not three)."""
+        self._cache.make_room({_key(r, m["steps"][r]) for r in refs})
 
     def _read(self, entry: dict, refs: dict, device: str, twin: list | None = None) -> Any:
         """Decodes one checkpoint file given its decoded references ({key: object}),
@@ -320,6 +331,8 @@ class Store:
         keyframe = force_keyframe or self._keyframe_due(m, prev)
         ref = None if keyframe else prev
         reference = None if ref is None else self._decoded(m, ref)
+        if twin is not None:
+            self._make_room(m, {} if ref is None else {ref: reference})
         return self._write(m, step, state_dict, ref, reference, coding, twin), keyframe
 
     def _check_replaceable(self, m: dict, key: int | str) -> None:
@@ -363,6 +376,8 @@ class Store:
 
         choices = {} if mode == "none" else self._choose(m, index, obj, mode, forbidden)
         decoded = {k: _flat(self._decoded(m, k)) for k in {k for k, _ in choices.values()}}
+        if twin is not None:
+            self._make_room(m, decoded)
         tensor_refs = {name: (_ckpt_id(k), t, decoded[k][t]) for name, (k, t) in choices.items()}
         name, path = self._new_file(m, key)
         _save(obj, path, _lossless_twin(coding, twin), tensor_references=tensor_refs,
@@ -596,6 +611,14 @@ class _LRU:
                 return None
             self._items.move_to_end(key)
             return self._items[key]
+
+    def make_room(self, keep: set) -> None:
+        """Evicts least recently used items not in `keep` until one more item fits."""
+        with self._mutex:
+            for key in [k for k in self._items if k not in keep]:
+                if len(self._items) < self.size:
+                    break
+                del self._items[key]
 
     def put(self, key: Any, value: Any) -> None:
         with self._mutex:
