@@ -755,6 +755,22 @@ mod tests {
 
         /// Damaged or truncated side-context chunks are errors or other data, never a panic.
         #[test]
+        fn corrupt_sampled_base_chunks_never_panic(seed in any::<u64>(), n in choice::MIN_WORDS..20_000,
+                                                   flip in any::<usize>(), cut in any::<usize>(),
+                                                   half in any::<bool>()) {
+            let dtype = if half { DType::BF16 } else { DType::F32 };
+            let (reference, raw) = outlier_pair(n, seed, dtype);
+            let mut comp = encode_chunk(&raw, &reference, dtype);
+            prop_assert_eq!(comp[0], KIND_TOKENS_BASED);
+            let mut out = vec![0u8; raw.len()];
+            let bit = flip % (comp.len() * 8);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let _ = decode_chunk(&comp, &reference, dtype, &mut out);
+            comp[bit / 8] ^= 1 << (bit % 8);
+            let short = cut % comp.len();
+            prop_assert!(decode_chunk(&comp[..short], &reference, dtype, &mut out).is_err());
+        }
+        #[test]
         fn corrupt_side_chunks_never_panic(seed in any::<u64>(), n in side::MIN_WORDS..20_000,
                                            flip in any::<usize>(), cut in any::<usize>()) {
             let (raw, reference, side) = adam_like(n, seed);
@@ -1054,6 +1070,29 @@ mod tests {
         assert_eq!(out, raw);
     }
 
+    /// `n` words (f32, or bf16: the top halves) near 0 with one outlier at word 100, between
+    /// the encoder's first two sample runs (words 0..64, 2048..2112), and the same words
+    /// moved by ~0.1%: (reference, raw).
+    fn outlier_pair(n: usize, seed: u64, dtype: DType) -> (Vec<u8>, Vec<u8>) {
+        let mut rng = Lcg(seed);
+        let mut base: Vec<f32> = (0..n).map(|_| rng.centered() * 0.05).collect();
+        base[100] = 3.0e4;
+        let close: Vec<f32> = base
+            .iter()
+            .map(|v| v * (1.0 + 1e-3 * rng.centered()))
+            .collect();
+        let bytes = |v: &[f32]| -> Vec<u8> {
+            match dtype {
+                DType::F32 => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                _ => v
+                    .iter()
+                    .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                    .collect(),
+            }
+        };
+        (bytes(&base), bytes(&close))
+    }
+
     /// A reference whose largest exponent lies between the encoder's sample runs: the
     /// chunk codes under the sampled base (kind 5) and stores the largest; it round-trips
     /// (32-bit words in the fused decoder, 16-bit ones in two passes) and hashes both
@@ -1062,25 +1101,8 @@ mod tests {
     #[test]
     fn sampled_base_below_the_largest_writes_kind_5() {
         let n = 4 * choice::MIN_WORDS;
-        let mut rng = Lcg(11);
-        let mut base: Vec<f32> = (0..n).map(|_| rng.centered() * 0.05).collect();
-        // Word 100 lies between the sample's first two runs (words 0..64, 2048..2112).
-        base[100] = 3.0e4;
-        let close: Vec<f32> = base
-            .iter()
-            .map(|v| v * (1.0 + 1e-3 * rng.centered()))
-            .collect();
         for dtype in [DType::F32, DType::BF16] {
-            let bytes = |v: &[f32]| -> Vec<u8> {
-                match dtype {
-                    DType::F32 => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    _ => v
-                        .iter()
-                        .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
-                        .collect(),
-                }
-            };
-            let (reference, raw) = (bytes(&base), bytes(&close));
+            let (reference, raw) = outlier_pair(n, 11, dtype);
             let comp = encode_chunk(&raw, &reference, dtype);
             assert_eq!(comp[0], KIND_TOKENS_BASED, "{dtype:?}");
             assert!(comp[3] < comp[4], "base {} largest {}", comp[3], comp[4]);
@@ -1089,9 +1111,11 @@ mod tests {
             assert_eq!(out, raw, "{dtype:?}");
             assert_hashed(&comp, &reference, None, dtype, &raw);
             assert_encoded_hashed(&raw, &reference, None, dtype, &comp);
-            let mut other = base.clone();
-            other[100] = 3.0e5;
-            let r = decode_chunk(&comp, &bytes(&other), dtype, &mut out);
+            // Word 100 with a larger exponent (the outlier's top byte raised by one).
+            let mut other = reference.clone();
+            let top = 100 * dtype.size() + dtype.size() - 1;
+            other[top] += 1;
+            let r = decode_chunk(&comp, &other, dtype, &mut out);
             assert!(matches!(r, Err(Error::Corrupt(_))), "{dtype:?}: {r:?}");
             let mut bad = comp.clone();
             bad[4] = bad[3];
