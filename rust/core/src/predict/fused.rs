@@ -105,9 +105,9 @@ impl<'a> Job<'a> {
             lut,
             (e_max, off, tb.unwrap_or(0)),
             side,
+            self.most,
         );
         sink.hasher = hash.then(Hasher128::default);
-        sink.largest = self.most;
         Ok((self.r, self.model, sink))
     }
 }
@@ -207,6 +207,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         lut: [u8; CONTEXTS],
         (e_max, off, tb): (u8, u32, u32),
         side: Option<(&'a [u8], (i16, u8))>,
+        largest: u8,
     ) -> Self {
         let at = side.map_or((0, 0), |(_, at)| at);
         let n = reference.len().min(out.len()) / 4;
@@ -225,7 +226,7 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
             hasher: None,
             hashed: 0,
             e_max,
-            largest: e_max,
+            largest,
             off,
             tb,
             most: 0,
