@@ -1,8 +1,9 @@
 //! Whole-checkpoint predicted encode or decode in a loop (for `perf record` and A/B timing
 //! of two builds): `cargo run --release --example pred_loop -- PREV.safetensors
-//! CUR.safetensors <enc|dec|sa> <threads> <runs>`. Every F32 tensor of CUR is predicted
+//! CUR.safetensors <enc|dec|sa|sadec> <threads> <runs>`. Every F32 tensor of CUR is predicted
 //! from the same-named tensor of PREV, each `exp_avg_sq` with its `exp_avg` as side tensor,
-//! as `fastckpt.encode(cur, reference=prev)` does; `sa` encodes CUR standalone. Prints the
+//! as `fastckpt.encode(cur, reference=prev)` does; `sa` encodes CUR standalone, `sadec`
+//! decodes it. Prints the
 //! median and best MB/s.
 
 mod common;
@@ -21,7 +22,7 @@ fn main() {
             let data = &cur[name][..];
             let reference = prev
                 .get(name)
-                .filter(|r| r.len() == data.len() && mode != "sa")
+                .filter(|r| r.len() == data.len() && !mode.starts_with("sa"))
                 .map(|r| RefIn {
                     checkpoint: "prev".into(),
                     tensor: name.clone(),
@@ -48,7 +49,7 @@ fn main() {
     let mut ts = vec![];
     for _ in 0..runs {
         let t = Instant::now();
-        if mode == "dec" {
+        if mode.ends_with("dec") {
             let ck = Checkpoint::parse(&file).unwrap();
             let jobs = bufs
                 .iter_mut()
