@@ -19,8 +19,13 @@ unsafe fn window_bits(base: *const u8, rel: __m256i) -> __m256i {
     let hi = _mm256_loadu_si256(base.add(4) as *const __m256i);
     let lo = _mm256_permutevar8x32_epi32(lo, d);
     let hi = _mm256_permutevar8x32_epi32(hi, d);
-    // (hi:lo) >> sh in 32-bit lanes; a shift by 32 gives 0, as sh = 0 needs.
-    let up = _mm256_sllv_epi32(hi, _mm256_sub_epi32(_mm256_set1_epi32(32), sh));
+    // (hi:lo) >> sh in 32-bit lanes: hi << (32 - sh) as (hi << 1) << (31 - sh), so that
+    // sh = 0 gives 0 with every count below 32 (a count the compiler cannot bound costs
+    // a compare and a blend per shift on AVX2).
+    let up = _mm256_sllv_epi32(
+        _mm256_slli_epi32::<1>(hi),
+        _mm256_xor_si256(sh, _mm256_set1_epi32(31)),
+    );
     _mm256_or_si256(_mm256_srlv_epi32(lo, sh), up)
 }
 
@@ -53,7 +58,9 @@ unsafe fn raw8(k: __m256i, src: *const u8, shift: usize) -> (__m256i, usize) {
     let incl = prefix_sum(k);
     let rel = _mm256_add_epi32(_mm256_sub_epi32(incl, k), _mm256_set1_epi32(shift as i32));
     let raw = window_bits(src, rel);
-    let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k), raw);
+    // k <= 31 (callers' words have at most 31 raw bits): the mask tells the compiler.
+    let k31 = _mm256_and_si256(k, _mm256_set1_epi32(31));
+    let low = _mm256_andnot_si256(_mm256_sllv_epi32(_mm256_set1_epi32(-1), k31), raw);
     (low, _mm256_extract_epi32::<7>(incl) as u32 as usize)
 }
 
@@ -112,6 +119,10 @@ pub(super) unsafe fn rebuild8_tokens(
     float: bool,
 ) -> (__m256i, usize) {
     let one = _mm256_set1_epi32(1);
+    // Every shift count below is at most 31 (tb <= 2, k + 1 <= 31); masking them with 31
+    // tells the compiler so, which spares a compare and a blend per shift.
+    let c31 = _mm256_set1_epi32(31);
+    let tb = _mm256_and_si256(tb, c31);
     let tb1 = _mm256_add_epi32(tb, one);
     let q = _mm256_srlv_epi32(t, tb1);
     let q1 = _mm256_min_epu32(q, one);
@@ -123,7 +134,7 @@ pub(super) unsafe fn rebuild8_tokens(
     );
     let m = _mm256_or_si256(hi, _mm256_sllv_epi32(q1, tb));
     let z = _mm256_or_si256(
-        _mm256_sllv_epi32(m, _mm256_add_epi32(k, one)),
+        _mm256_sllv_epi32(m, _mm256_and_si256(_mm256_add_epi32(k, one), c31)),
         _mm256_or_si256(_mm256_slli_epi32::<1>(low), _mm256_and_si256(t, one)),
     );
     (word8(z, r, off, float), used)
