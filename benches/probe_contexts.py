@@ -1,4 +1,4 @@
-"""Probe: how much a context from the previous pair's change would save on weight residuals.
+"""Probe: how much two contexts the coder lacks would save on weight residuals.
 
 Run from the repository root on a trajectory of ``trajectories.py``::
 
@@ -12,12 +12,18 @@ the bits below the leading 1 are raw either way) given
 
 * ``exponent``: the coder's context, the reference's exponent below the tensor's largest
   (capped at 15);
-* ``exponent+previous``: that and the bit length of the previous pair's residual (w_0
-  against w_-1), a second reference the coder does not have;
+* ``+previous``: that and the bit length of the previous pair's residual (w_0 against
+  w_-1), a second reference the coder does not have;
+* ``+adam``: the exponent context and ``floor(log2(|m_1| / sqrt(v_1)))`` (capped to 0..8
+  from 2^-8), ``m_1`` and ``v_1`` the parameter's ``exp_avg`` and ``exp_avg_sq`` in w_1's own
+  checkpoint (a side context from two tensors, which the codec's side contexts do not
+  have). Parameters are matched to their optimizer state by ``param_groups`` order and
+  shape, as ``trajectories.py`` builds the groups (matrices, then vectors); tensors left
+  unmatched count with the exponent context alone in this column.
 
-and the saving of the second over the first in bits per word. Order-0 entropies of the
-whole tensor: a lower bound for an adaptive coder with those contexts, so the saving is an
-upper bound of what such a context would gain.
+and the savings over ``exponent`` in bits per word. Order-0 entropies of the whole tensor:
+a lower bound for an adaptive coder with those contexts, so a saving is an upper bound of
+what such a context would gain.
 """
 
 from __future__ import annotations
@@ -66,23 +72,58 @@ def conditional_entropy(symbol: np.ndarray, *context: np.ndarray) -> float:
     return joint([symbol, *context]) - (joint(list(context)) if context else 0.0)
 
 
-def probe(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[float, float, int]:
-    """Bits of the symbols under both context sets, and the words counted."""
-    base = extra = 0.0
-    words = 0
-    for name, t in cur.items():
-        if t.dtype != torch.float32 or t.numel() < min_size or name not in ref or name not in prev:
+def adam_state(ck: dict) -> dict:
+    """Parameter name -> its optimizer state, matched by ``param_groups`` order and shape
+    (matrices first, then vectors, each in the model's order; tied tensors once)."""
+    model, optim = ck["model"], ck["optim"]
+    names, seen = [], set()
+    for matrices in (True, False):
+        for k, t in model.items():
+            if (t.dim() >= 2) == matrices and t.data_ptr() not in seen:
+                names.append(k)
+                seen.add(t.data_ptr())
+    out, j = {}, 0
+    for i in (i for g in optim["param_groups"] for i in g["params"]):
+        state = optim["state"].get(i)
+        if state is None:
             continue
-        w1, w0, wm = (x[name].numpy().ravel() for x in (cur, ref, prev))
+        while j < len(names) and model[names[j]].shape != state["exp_avg"].shape:
+            j += 1
+        if j == len(names):
+            break
+        out[names[j]] = state
+        j += 1
+    return out
+
+
+def adam_context(state: dict) -> np.ndarray:
+    """``floor(log2(|m| / sqrt(v)))`` per word, shifted and capped to 0..8."""
+    m, v = (state[k].numpy().ravel().astype(np.float64) for k in ("exp_avg", "exp_avg_sq"))
+    ratio = np.abs(m) / (np.sqrt(v) + 1e-12)
+    return np.clip(np.floor(np.log2(ratio + 1e-9)) + 8, 0, 8).astype(np.int64)
+
+
+def probe(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[float, float, float, int]:
+    """Bits of the symbols under the three context sets, and the words counted."""
+    base = previous = adam = 0.0
+    words = 0
+    states = adam_state(cur)
+    for name, t in cur["model"].items():
+        models = (prev["model"], ref["model"])
+        if t.dtype != torch.float32 or t.numel() < min_size or any(name not in x for x in models):
+            continue
+        w1, w0, wm = (x[name].numpy().ravel() for x in (cur["model"], *models[::-1]))
         z = residual(w1, w0)
         symbol = bit_length(z) * 2 + (z & 1)
         e = ((w0.view(np.uint32) >> 23) & 0xFF).astype(np.int64)
         exponent = np.clip(e.max() - e, 0, 15)
-        previous = bit_length(residual(w0, wm))
-        base += conditional_entropy(symbol, exponent)
-        extra += conditional_entropy(symbol, exponent, previous)
+        alone = conditional_entropy(symbol, exponent)
+        base += alone
+        previous += conditional_entropy(symbol, exponent, bit_length(residual(w0, wm)))
+        state = states.get(name)
+        adam += conditional_entropy(symbol, exponent, adam_context(state)) if state else alone
         words += z.size
-    return base, extra, words
+    return base, previous, adam, words
 
 
 def main() -> None:
@@ -91,14 +132,14 @@ def main() -> None:
     ap.add_argument("--min-size", type=int, default=4096)
     args = ap.parse_args()
     files = sorted(glob.glob(os.path.join(args.dir, "step_*.pt")))
-    load = [torch.load(f, weights_only=False)["model"] for f in files]
-    print("| pair | exponent bits/word | exponent+previous | saving |")
-    print("|---|---|---|---|")
+    load = [torch.load(f, weights_only=False) for f in files]
+    print("| pair | exponent bits/word | +previous | saving | +adam | saving |")
+    print("|---|---|---|---|---|---|")
     for i in range(2, len(files)):
-        base, extra, words = probe(load[i - 2], load[i - 1], load[i], args.min_size)
+        base, previous, adam, words = probe(load[i - 2], load[i - 1], load[i], args.min_size)
         pair = f"{os.path.basename(files[i - 1])} -> {os.path.basename(files[i])}"
-        cells = (base / words, extra / words, (base - extra) / words)
-        print(f"| {pair} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        cells = [base, previous, base - previous, adam, base - adam]
+        print(f"| {pair} | " + " | ".join(f"{c / words:.3f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
