@@ -458,6 +458,23 @@ impl SubHist {
         }
     }
 
+    /// [`Self::count`] of a group of 8 codes given as two u64s of four u16 codes each
+    /// (lane order): two moves out of the vector and scalar shifts, where lane extracts
+    /// take a vector instruction per code.
+    #[inline(always)]
+    fn count_packed(&mut self, halves: [u64; 2], hist: &mut [u32]) {
+        for (h, half) in halves.into_iter().enumerate() {
+            for j in 0..4 {
+                let c = (half >> (16 * j)) as usize & (SUB - 1);
+                self.subs[(4 * h + j) & 3][c] += 1;
+            }
+        }
+        self.since += 8;
+        if self.since >= FLUSH_WORDS {
+            self.add_to(hist);
+        }
+    }
+
     /// Adds the counts into `hist` (one count per code) and starts again from zero.
     fn add_to(&mut self, hist: &mut [u32]) {
         for (i, count) in hist.iter_mut().enumerate().take(SUB) {
@@ -636,12 +653,15 @@ pub unsafe fn analyze32(
             _mm256_setzero_si256()
         };
         let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), t);
-        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(code, code));
-        _mm_storeu_si128(
-            cs.as_mut_ptr() as *mut __m128i,
-            _mm256_castsi256_si128(packed),
-        );
-        sub.count(cs, hist);
+        let packed = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(
+            _mm256_packus_epi32(code, code),
+        ));
+        _mm_storeu_si128(cs.as_mut_ptr() as *mut __m128i, packed);
+        let halves = [
+            _mm_cvtsi128_si64(packed) as u64,
+            _mm_extract_epi64::<1>(packed) as u64,
+        ];
+        sub.count_packed(halves, hist);
         // 64-bit lane sums: even and odd lanes apart.
         raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
         raw_bits = _mm256_add_epi64(
