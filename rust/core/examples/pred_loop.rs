@@ -3,8 +3,7 @@
 //! CUR.safetensors <enc|dec|sa|sadec> <threads> <runs>`. Every F32 tensor of CUR is predicted
 //! from the same-named tensor of PREV, each `exp_avg_sq` with its `exp_avg` as side tensor,
 //! as `fastckpt.encode(cur, reference=prev)` does; `sa` encodes CUR standalone, `sadec`
-//! decodes it. Prints the
-//! median and best MB/s.
+//! decodes that standalone file. Prints the median and best MB/s.
 
 mod common;
 use common::safetensors;

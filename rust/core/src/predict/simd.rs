@@ -463,10 +463,10 @@ impl SubHist {
     /// take a vector instruction per code.
     #[inline(always)]
     fn count_packed(&mut self, halves: [u64; 2], hist: &mut [u32]) {
-        for (h, half) in halves.into_iter().enumerate() {
-            for j in 0..4 {
-                let c = (half >> (16 * j)) as usize & (SUB - 1);
-                self.subs[(4 * h + j) & 3][c] += 1;
+        // Word 4h + j goes to sub-histogram j, as in `count`.
+        for half in halves {
+            for (j, sub) in self.subs.iter_mut().enumerate() {
+                sub[(half >> (16 * j)) as usize & (SUB - 1)] += 1;
             }
         }
         self.since += 8;
