@@ -10,10 +10,11 @@ predicted from ``prev``, zipnn standalone, zipnn's delta mode (XOR against ``pre
 level 3 on the byte planes of the XOR residual. Ratio is compressed / raw bytes (lower is
 better). Encode/decode speeds of the whole checkpoint (fastckpt standalone and predicted, zipnn
 delta; 1 thread and all threads) are the median of ``--runs`` interleaved runs after an untimed
-warm-up that checks the round trip bit for bit. Finally every checkpoint of each trajectory is
-saved and loaded back in order with ``fastckpt.Store`` (each one predicted from the previous
-one) and with ``torch.save`` / ``torch.load``. Writes ``prediction.md``, ``prediction.json``
-and ``prediction.png`` into ``--out``.
+warm-up that checks the round trip bit for bit; predicted against standalone, the median of
+the per-round ratios is checked against the speed target. Finally every checkpoint of each
+trajectory is saved and loaded back in order with ``fastckpt.Store`` (each one predicted
+from the previous one) and with ``torch.save`` / ``torch.load``. Writes ``prediction.md``,
+``prediction.json`` and ``prediction.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CODECS = ("fastckpt", "fastckpt-pred", "zipnn", "zipnn-delta", "zstd3-xor")
 DELTA_PEERS = ("zipnn-delta", "zstd3-xor")
 TARGET_CLASSES = ("weights", "exp_avg_sq")
 TARGET_MARGIN = 0.08  # fastckpt-pred must be this much smaller than the best delta peer
+SPEED_TARGET = 0.75  # fastckpt-pred's throughput must be at least this share of standalone's
 DEFAULT_TRAJECTORIES = {  # folder name under --out: arguments of benches/trajectories.py
     "traj_minilm": ["--model", "minilm", "--steps", "200", "--every", "20"],
     "traj_gpt": ["--model", "gpt", "--steps", "300", "--every", "30"],
@@ -329,8 +331,24 @@ def zipnn_delta_case(prev, cur, threads: int) -> Case:
     )
 
 
-def bench_speed(fc, prev, cur, thread_counts, runs: int) -> list[dict]:
-    """Encode/decode speed of the whole checkpoint; runs interleaved over all cases."""
+def speed_shares(cases: list[Case]) -> list[dict]:
+    """Predicted throughput as a share of standalone's, per thread count: the median over
+    the rounds of (standalone seconds / predicted seconds), both timed in each round, so
+    that the machine's drift between rounds cancels."""
+    shares = []
+    for t in sorted({c.threads for c in cases}):
+        sa = next(c for c in cases if c.name == "fastckpt" and c.threads == t)
+        pred = next(c for c in cases if c.name == "fastckpt-pred" and c.threads == t)
+        enc = statistics.median(a / b for a, b in zip(sa.enc, pred.enc))
+        dec = statistics.median(a / b for a, b in zip(sa.dec, pred.dec))
+        met = min(enc, dec) >= SPEED_TARGET
+        shares.append({"threads": t, "encode_share": enc, "decode_share": dec, "met": met})
+    return shares
+
+
+def bench_speed(fc, prev, cur, thread_counts, runs: int) -> tuple[list[dict], list[dict]]:
+    """Encode/decode speed of the whole checkpoint, runs interleaved over all cases: the
+    rows of every case and the predicted-to-standalone shares (``speed_shares``)."""
     cases = []
     for threads in thread_counts:
         cases += [fastckpt_case(fc, None, cur, threads), fastckpt_case(fc, prev, cur, threads)]
@@ -347,7 +365,7 @@ def bench_speed(fc, prev, cur, thread_counts, runs: int) -> list[dict]:
             f"enc {r['encode_mbps']:7.1f} MB/s  dec {r['decode_mbps']:7.1f} MB/s",
             flush=True,
         )
-    return rows
+    return rows, speed_shares(cases)
 
 
 # --------------------------------------------------------------------------- store vs torch
@@ -536,6 +554,16 @@ def target_lines(name: str, t: dict) -> str:
     return "\n".join(lines)
 
 
+def speed_lines(shares: list[dict]) -> str:
+    """The speed target check of one trajectory as markdown bullets."""
+    return "\n".join(
+        f"- fastckpt-pred at {s['threads']} thread(s): encode {100 * s['encode_share']:.1f}%, "
+        f"decode {100 * s['decode_share']:.1f}% of standalone's throughput (median of per-round "
+        f"ratios) -> {'MET' if s['met'] else 'NOT MET'} (target >= {100 * SPEED_TARGET:.0f}%)"
+        for s in shares
+    )
+
+
 def trajectory_section(res: dict) -> str:
     """Markdown section of one trajectory."""
     steps = [p["step"] for p in res["pairs"]]
@@ -551,6 +579,7 @@ def trajectory_section(res: dict) -> str:
             target_lines(res["name"], res["targets"]),
             f"Speed (whole checkpoint, last pair, median of {res['runs']}):",
             speed_table(res["speed"]),
+            speed_lines(res["speed_shares"]),
             "Whole trajectory, saved then loaded back in order:",
             store_table(res["store"]),
         ]
@@ -616,7 +645,7 @@ def bench_trajectory(fc, folder: Path, args, thread_counts) -> dict:
         "ratios": ratios,
         "targets": targets(pairs, ratios),
     }
-    res["speed"] = bench_speed(fc, prev, cur, thread_counts, args.runs)
+    res["speed"], res["speed_shares"] = bench_speed(fc, prev, cur, thread_counts, args.runs)
     del prev, cur
     res["store"] = store_vs_torch(fc, paths)
     return res
@@ -659,6 +688,8 @@ def main(argv=None) -> int:
     print(f"\nwrote {args.out}/prediction.md, prediction.json, prediction.png")
     met = all(t["met"] for r in results for t in r["targets"].values())
     print("ratio targets:", "all met" if met else "NOT all met")
+    fast = all(s["met"] for r in results for s in r["speed_shares"])
+    print("speed targets:", "all met" if fast else "NOT all met")
     return 0
 
 
