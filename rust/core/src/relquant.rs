@@ -7,7 +7,7 @@
 //! Per element x with prediction p (the reference's bits plus a median offset, or a base
 //! for references that are not positive): `+0.0` is code 0; a positive finite x is code
 //! `zigzag(round((bits(x) - p) / S)) + 1` and decodes to bits `p + q * S`; the encoder checks
-//! `|decoded - x| <= r * x` and stores any miss, and every other value, exactly (escapes).
+//! `|decoded - x| / x <= r` and stores any miss, and every other value, exactly (escapes).
 
 use crate::dtype::DType;
 use crate::quant::{by_float, Float, Quantized, Relative};
@@ -131,9 +131,11 @@ fn quantize_t<T: Float>(
             if q.abs() < MAX_CODE && y > 0 {
                 put_bits::<T>(y, dst);
                 let back = T::load(dst);
-                let err = (back - x).abs();
-                if back.is_finite() && back > 0.0 && err <= r * x {
-                    out.max_error = out.max_error.max(err / x);
+                // The ratio, not `err <= r * x`: for a subnormal x, `r * x` rounds (up, at
+                // times, to the smallest subnormal) and would pass errors above r relative.
+                let rel_err = (back - x).abs() / x;
+                if back.is_finite() && back > 0.0 && rel_err <= r {
+                    out.max_error = out.max_error.max(rel_err);
                     *code = ((((q << 1) ^ (q >> 63)) as u64) + 1) as u32;
                     ok = true;
                 }
@@ -185,11 +187,44 @@ mod tests {
         T::load(b)
     }
 
+    /// Found by the `lossy_chunk` fuzzer: for a subnormal f64 `x`, `r * x` rounds up to the
+    /// smallest subnormal, so a one-unit error passed `err <= r * x` at a relative error of
+    /// 1.003 r. The check is on `err / x`, which is what `max_error` reports.
+    #[test]
+    fn subnormal_f64_keeps_the_relative_bound() {
+        let words: [(u64, u64); 3] = [
+            (0, 0x0055_55ff_ffff_ff55),
+            (0x0022_3b00_0000_0000, 0x0005_0000_0000_0000),
+            (0x0000_00ff_3aff_ffff, 0xffff_ffff_ff7f_5555),
+        ];
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.0.to_le_bytes()).collect();
+        let rf: Vec<u8> = words.iter().flat_map(|w| w.1.to_le_bytes()).collect();
+        let r = (-40f64).exp2();
+        let rel = Relative {
+            step: step_for(r, DType::F64),
+            offset: -123,
+            base: 0,
+        };
+        let (mut codes, mut dec) = (vec![0u32; 3], vec![0u8; 24]);
+        let qz = quantize(&raw, Some(&rf), DType::F64, r, &rel, &mut codes, &mut dec);
+        assert!(
+            qz.max_error <= r,
+            "max error {:e} above {r:e}",
+            qz.max_error
+        );
+        for i in 0..3 {
+            let x = f64::from_le_bytes(raw[8 * i..8 * i + 8].try_into().unwrap());
+            let y = f64::from_le_bytes(dec[8 * i..8 * i + 8].try_into().unwrap());
+            assert!(x == y || (y - x).abs() / x <= r, "x={x:e} y={y:e}");
+        }
+    }
+
     proptest! {
         #[test]
         fn relative_bound_holds(
             vals in proptest::collection::vec(prop_oneof![4 => 1e-12f64..1e3, 1 => Just(0.0),
-                1 => any::<f64>(), 1 => Just(f64::NAN), 1 => Just(-0.0)], 0..500),
+                1 => any::<f64>(), 1 => Just(f64::NAN), 1 => Just(-0.0),
+                1 => (1u64..1 << 52).prop_map(f64::from_bits)], 0..500),
             refs in proptest::collection::vec(prop_oneof![1e-12f64..1e3, Just(0.0), Just(-1.0)], 500),
             r in prop_oneof![Just(0.2), 1e-4f64..0.9], use_ref in any::<bool>(), d in 0usize..4) {
             let dtype = [DType::F16, DType::BF16, DType::F32, DType::F64][d];
@@ -212,7 +247,7 @@ mod tests {
                 if qz.escapes.contains(&(i as u32)) || x == 0.0 {
                     prop_assert_eq!(&dec[i * w..(i + 1) * w], &raw[i * w..(i + 1) * w]);
                 } else {
-                    prop_assert!((y - x).abs() <= r * x, "x={} y={} r={}", x, y, r);
+                    prop_assert!((y - x).abs() / x <= r, "x={} y={} r={}", x, y, r);
                 }
             }
             let mut again = vec![0u8; raw.len()];
