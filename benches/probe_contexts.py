@@ -109,10 +109,10 @@ def probe(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[float, float
     words = 0
     states = adam_state(cur)
     for name, t in cur["model"].items():
-        models = (prev["model"], ref["model"])
+        models = (cur["model"], ref["model"], prev["model"])
         if t.dtype != torch.float32 or t.numel() < min_size or any(name not in x for x in models):
             continue
-        w1, w0, wm = (x[name].numpy().ravel() for x in (cur["model"], *models[::-1]))
+        w1, w0, wm = (x[name].numpy().ravel() for x in models)
         z = residual(w1, w0)
         symbol = bit_length(z) * 2 + (z & 1)
         e = ((w0.view(np.uint32) >> 23) & 0xFF).astype(np.int64)

@@ -452,10 +452,7 @@ impl SubHist {
         for (j, &c) in codes.iter().enumerate() {
             self.subs[j & 3][c as usize & (SUB - 1)] += 1;
         }
-        self.since += codes.len();
-        if self.since >= FLUSH_WORDS {
-            self.add_to(hist);
-        }
+        self.counted(codes.len(), hist);
     }
 
     /// [`Self::count`] of a group of 8 codes given as two u64s of four u16 codes each
@@ -469,7 +466,14 @@ impl SubHist {
                 sub[(half >> (16 * j)) as usize & (SUB - 1)] += 1;
             }
         }
-        self.since += 8;
+        self.counted(8, hist);
+    }
+
+    /// Notes `n` more words counted, adding the counts into `hist` before a u16 count
+    /// could overflow.
+    #[inline(always)]
+    fn counted(&mut self, n: usize, hist: &mut [u32]) {
+        self.since += n;
         if self.since >= FLUSH_WORDS {
             self.add_to(hist);
         }
