@@ -241,12 +241,14 @@ pub(crate) trait Fused {
     /// Called only with AVX2 present, for whole groups below the symbol count.
     #[cfg(target_arch = "x86_64")]
     unsafe fn slots8(&mut self, at: usize) -> std::arch::x86_64::__m256i;
-    /// The decode-table entries (symbol in the low byte) of symbols `at..at + 8`.
+    /// The decode-table entries (symbol in the low byte) of the block of symbols
+    /// `at..at + 32`, 8 per vector in order: a whole block at once, so that the sink's
+    /// per-block work (bounds, bookkeeping) is done once per 32 symbols.
     ///
     /// # Safety
     /// As [`Fused::slots8`].
     #[cfg(target_arch = "x86_64")]
-    unsafe fn take8(&mut self, at: usize, entries: std::arch::x86_64::__m256i);
+    unsafe fn take32(&mut self, at: usize, entries: [std::arch::x86_64::__m256i; 4]);
     /// [`Fused::slots8`] for symbols `at..at + 16`.
     ///
     /// # Safety
@@ -651,7 +653,7 @@ mod simd {
                 let idx = _mm256_or_si256(_mm256_sll_epi32(slot, shift), _mm256_and_si256(s, mask));
                 _mm256_i32gather_epi32::<4>(dt.t.as_ptr() as *const i32, idx)
             },
-            |f, at, e| f.take8(from + at, e),
+            |f, at, e| f.take32(from + at, e),
         );
         (from + done, used)
     }

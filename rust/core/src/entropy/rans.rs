@@ -846,7 +846,11 @@ pub(crate) mod simd {
             bits,
             &mut (),
             |_, at, s| entry(at, s),
-            |_, at, e| store_symbols8(e, o.add(at)),
+            |_, at, e| {
+                for (g, e) in e.into_iter().enumerate() {
+                    store_symbols8(e, o.add(at + 8 * g));
+                }
+            },
         )
     }
 
@@ -861,7 +865,7 @@ pub(crate) mod simd {
         bits: u32,
         state: &mut T,
         mut entry: impl FnMut(&mut T, usize, __m256i) -> __m256i,
-        mut take: impl FnMut(&mut T, usize, __m256i),
+        mut take: impl FnMut(&mut T, usize, [__m256i; 4]),
     ) -> (usize, usize) {
         let scale = _mm_cvtsi32_si128(bits as i32);
         let (mut p, mut done) = (0usize, 0usize);
@@ -876,9 +880,7 @@ pub(crate) mod simd {
             for g in 0..4 {
                 advance8(&mut st[g], e[g], scale, words.as_ptr().add(2 * p), &mut p);
             }
-            for (g, &e) in e.iter().enumerate() {
-                take(state, done + 8 * g, e);
-            }
+            take(state, done, e);
             done += LANES;
         }
         for g in 0..4 {

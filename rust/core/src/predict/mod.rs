@@ -249,7 +249,7 @@ fn encode_with(
         // Estimated with the sample's base exponent: the reference is read whole only
         // for a chunk that may code residuals.
         let base = contexts::base(&sample.rs, width, float);
-        let params = (base, off, TOP_BITS);
+        let params = (base, off, top_bits());
         let (residual, standalone, with_side) =
             choice::estimates(sample, dtype, params, side.map(|(_, at)| at));
         // Side contexts only where the sample says they beat the reference's exponents.
@@ -266,7 +266,7 @@ fn encode_with(
         e_max = Some(base);
     }
     let e_max = e_max.unwrap_or_else(|| contexts::base(reference, width, float));
-    let params = (e_max, off, TOP_BITS);
+    let params = (e_max, off, top_bits());
     let sides = side.map(|(words, at)| encode::Side {
         words,
         sh: side::log_shift(dtype).expect("side contexts on a float dtype"),
@@ -297,7 +297,7 @@ fn encode_with(
         Some((_, at)) => Contexts::Side(at),
         None => Contexts::Exponent(e_max, a.most.max(e_max)),
     };
-    let bytes = residual_chunk(a, &tables, (contexts, off, TOP_BITS), est);
+    let bytes = residual_chunk(a, &tables, (contexts, off, top_bits()), est);
     (Coded::Residual(bytes), hashes)
 }
 
@@ -675,6 +675,18 @@ fn forced_side() -> bool {
     tests::FORCE_SIDE.with(std::cell::Cell::get)
 }
 
+/// Top bits of the tokens the encoder writes: [`TOP_BITS`], except in tests that reach
+/// the other widths the format allows (0..=2), which the decoder reads.
+#[cfg(not(test))]
+fn top_bits() -> u32 {
+    TOP_BITS
+}
+
+#[cfg(test)]
+fn top_bits() -> u32 {
+    tests::FORCE_TOP_BITS.with(std::cell::Cell::get)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,6 +697,8 @@ mod tests {
     thread_local! {
         /// See [`forced_side`].
         pub static FORCE_SIDE: Cell<bool> = const { Cell::new(false) };
+        /// See [`top_bits`].
+        pub static FORCE_TOP_BITS: Cell<u32> = const { Cell::new(TOP_BITS) };
     }
 
     proptest! {
