@@ -299,6 +299,44 @@ impl<'a, const F: bool, const T: bool> Sink<'a, F, T> {
         }
     }
 
+    /// Rebuilds the block of 32 words at `at` from their decode-table entries (AVX2, 8 at
+    /// a time; `ONE`: tokens of one top bit); returns the raw bits used.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn rebuild32<const ONE: bool>(
+        &mut self,
+        at: usize,
+        entries: [std::arch::x86_64::__m256i; 4],
+    ) -> usize {
+        let start = self.bits.position();
+        let data = self.bits.data();
+        let (r, out) = (self.reference.as_ptr(), self.out.as_mut_ptr());
+        let mut p = start;
+        if start / 8 + BLOCK_WINDOW <= data.len() {
+            // Every group's window lies inside the raw bits: no per-group bounds, and the
+            // four groups written out (as a loop, ~4% slower on Zen 3).
+            let bits = data.as_ptr();
+            let v = &self.v;
+            let (e, a) = (entries, 4 * at);
+            p += v.take8::<F, T, ONE>(e[0], bits.add(p / 8), p & 7, r.add(a), out.add(a));
+            let a = a + 32;
+            p += v.take8::<F, T, ONE>(e[1], bits.add(p / 8), p & 7, r.add(a), out.add(a));
+            let a = a + 32;
+            p += v.take8::<F, T, ONE>(e[2], bits.add(p / 8), p & 7, r.add(a), out.add(a));
+            let a = a + 32;
+            p += v.take8::<F, T, ONE>(e[3], bits.add(p / 8), p & 7, r.add(a), out.add(a));
+        } else {
+            for (g, e) in entries.into_iter().enumerate() {
+                let a = 4 * (at + 8 * g);
+                let src = self.window(p / 8);
+                p += self
+                    .v
+                    .take8::<F, T, ONE>(e, src, p & 7, r.add(a), out.add(a));
+            }
+        }
+        p - start
+    }
+
     /// Feeds the hasher the whole blocks written up to byte `end` (a group's end).
     #[inline(always)]
     fn hash_blocks(&mut self, end: usize) {
@@ -355,31 +393,14 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn take32(&mut self, at: usize, entries: [std::arch::x86_64::__m256i; 4]) {
-        let start = self.bits.position();
-        let data = self.bits.data();
-        let (r, out) = (self.reference.as_ptr(), self.out.as_mut_ptr());
-        let mut p = start;
-        if start / 8 + BLOCK_WINDOW <= data.len() {
-            // Every group's window lies inside the raw bits: no per-group bounds, and the
-            // four groups written out (as a loop, ~4% slower on Zen 3).
-            let bits = data.as_ptr();
-            let v = &self.v;
-            let (e, a) = (entries, 4 * at);
-            p += v.take8::<F, T>(e[0], bits.add(p / 8), p & 7, r.add(a), out.add(a));
-            let a = a + 32;
-            p += v.take8::<F, T>(e[1], bits.add(p / 8), p & 7, r.add(a), out.add(a));
-            let a = a + 32;
-            p += v.take8::<F, T>(e[2], bits.add(p / 8), p & 7, r.add(a), out.add(a));
-            let a = a + 32;
-            p += v.take8::<F, T>(e[3], bits.add(p / 8), p & 7, r.add(a), out.add(a));
+        // One-top-bit tokens (what the encoder writes) get their own copy of the loop, with
+        // constant shift counts.
+        let used = if T && self.v.one_top_bit() {
+            self.rebuild32::<true>(at, entries)
         } else {
-            for (g, e) in entries.into_iter().enumerate() {
-                let a = 4 * (at + 8 * g);
-                let src = self.window(p / 8);
-                p += self.v.take8::<F, T>(e, src, p & 7, r.add(a), out.add(a));
-            }
-        }
-        self.bits.skip(p - start);
+            self.rebuild32::<false>(at, entries)
+        };
+        self.bits.skip(used);
         // Whole blocks while they are in L1 (a hash block ends on a block of 32).
         self.hash_blocks(4 * (at + 32));
     }
@@ -515,11 +536,16 @@ mod simd {
             s
         }
 
+        /// Whether the chunk's tokens have one top bit.
+        pub(super) fn one_top_bit(&self) -> bool {
+            self.tb1
+        }
+
         /// Rebuilds the 8 words at `out` (32 writable bytes) from their decode-table
-        /// entries, the raw bits at `src` from bit `shift` and the reference words at `r`;
-        /// returns the raw bits used.
+        /// entries, the raw bits at `src` from bit `shift` and the reference words at `r`
+        /// (`ONE`: tokens of one top bit, whatever the chunk's); returns the raw bits used.
         #[inline(always)]
-        pub(super) unsafe fn take8<const F: bool, const T: bool>(
+        pub(super) unsafe fn take8<const F: bool, const T: bool, const ONE: bool>(
             &self,
             entries: __m256i,
             src: *const u8,
@@ -529,7 +555,7 @@ mod simd {
         ) -> usize {
             let s = _mm256_and_si256(entries, _mm256_set1_epi32(0xff));
             let r = _mm256_loadu_si256(r as *const __m256i);
-            let (x, used) = if T && self.tb1 {
+            let (x, used) = if T && ONE {
                 rebuild8_tokens(s, _mm256_set1_epi32(1), src, shift, (r, self.off), F)
             } else if T {
                 rebuild8_tokens(s, self.tb, src, shift, (r, self.off), F)

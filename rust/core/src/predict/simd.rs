@@ -68,15 +68,26 @@ unsafe fn raw8(k: __m256i, src: *const u8, shift: usize) -> (__m256i, usize) {
 /// offset `off` (all lanes).
 #[inline(always)]
 unsafe fn word8(z: __m256i, r: __m256i, off: __m256i, float: bool) -> __m256i {
-    let top = _mm256_set1_epi32(i32::MIN);
-    let d = _mm256_xor_si256(
-        _mm256_srli_epi32::<1>(z),
-        _mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_and_si256(z, _mm256_set1_epi32(1)),
-        ),
+    let neg = _mm256_sub_epi32(
+        _mm256_setzero_si256(),
+        _mm256_and_si256(z, _mm256_set1_epi32(1)),
     );
+    word8_split(_mm256_srli_epi32::<1>(z), neg, r, off, float)
+}
+
+/// [`word8`] of residuals given as `z >> 1` and `-(z & 1)` (all ones where the
+/// difference is negative), where a caller has them without building `z`.
+#[inline(always)]
+unsafe fn word8_split(
+    half: __m256i,
+    neg: __m256i,
+    r: __m256i,
+    off: __m256i,
+    float: bool,
+) -> __m256i {
+    let d = _mm256_xor_si256(half, neg);
     if float {
+        let top = _mm256_set1_epi32(i32::MIN);
         unord(_mm256_add_epi32(_mm256_add_epi32(ord(r, top), off), d), top)
     } else {
         _mm256_add_epi32(_mm256_add_epi32(r, off), d)
@@ -119,7 +130,7 @@ pub(super) unsafe fn rebuild8_tokens(
     float: bool,
 ) -> (__m256i, usize) {
     let one = _mm256_set1_epi32(1);
-    // Every shift count below is at most 31 (tb <= 2, k + 1 <= 31); masking them with 31
+    // Every shift count below is at most 31 (tb <= 2, k <= 31); masking them with 31
     // tells the compiler so, which spares a compare and a blend per shift.
     let c31 = _mm256_set1_epi32(31);
     let tb = _mm256_and_si256(tb, c31);
@@ -133,11 +144,10 @@ pub(super) unsafe fn rebuild8_tokens(
         _mm256_srli_epi32::<1>(t),
     );
     let m = _mm256_or_si256(hi, _mm256_sllv_epi32(q1, tb));
-    let z = _mm256_or_si256(
-        _mm256_sllv_epi32(m, _mm256_and_si256(_mm256_add_epi32(k, one), c31)),
-        _mm256_or_si256(_mm256_slli_epi32::<1>(low), _mm256_and_si256(t, one)),
-    );
-    (word8(z, r, off, float), used)
+    // z = m << (k + 1) | low << 1 | (t & 1), handed over as z >> 1 and its sign.
+    let half = _mm256_or_si256(_mm256_sllv_epi32(m, _mm256_and_si256(k, c31)), low);
+    let neg = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_and_si256(t, one));
+    (word8_split(half, neg, r, off, float), used)
 }
 
 /// Rebuilds 32-bit words from their residual lengths, the raw bits `data` (from bit
