@@ -325,7 +325,22 @@ impl DecodeModel {
         let (dt, last) = self.dt();
         let full = n / LANES * LANES;
         let rest = Words(&o.words.0[2 * o.p..]);
-        let (done, used) = fused_blocks(&mut o.x, dt, last, rest, (o.done, full, blocks), f);
+        let (mut done, mut used) =
+            fused_blocks(&mut o.x, dt, last, rest, (o.done, full, blocks), f);
+        // The stream's last words, fewer than a block may read: the blocks go on over a
+        // copy padded with zeros for as long as they start within the real words (a valid
+        // stream never takes a padding word; a corrupt one that does is an error).
+        let left = rest.len() - used;
+        if done < full && left < LANES {
+            let mut pad = [0u8; 4 * LANES];
+            pad[..2 * left].copy_from_slice(&rest.0[2 * used..]);
+            let padded = Words(&pad[..2 * (left + LANES)]);
+            let (d, u) = fused_blocks(&mut o.x, dt, last, padded, (done, full, blocks), f);
+            if u > left {
+                return Err(Error::Corrupt("rANS stream read past its end".into()));
+            }
+            (done, used) = (d, used + u);
+        }
         let (x, words, mut p) = (&mut o.x, o.words, o.p + used);
         for i in done..n {
             let slot = f.slot(i).min(last);
