@@ -395,7 +395,7 @@ impl<const F: bool, const T: bool> Fused for Sink<'_, F, T> {
     unsafe fn take32(&mut self, at: usize, entries: [std::arch::x86_64::__m256i; 4]) {
         // One-top-bit tokens (what the encoder writes) get their own copy of the loop, with
         // constant shift counts.
-        let used = if T && self.v.one_top_bit() {
+        let used = if T && self.tb == 1 {
             self.rebuild32::<true>(at, entries)
         } else {
             self.rebuild32::<false>(at, entries)
@@ -457,9 +457,6 @@ mod simd {
         emax: __m256i,
         off: __m256i,
         tb: __m256i,
-        /// Whether the tokens have one top bit, what the encoder writes: the rebuild's
-        /// shift counts become constants.
-        tb1: bool,
         most: __m256i,
         worst: __m256i,
         /// Side contexts' `base` in every lane and `shift`.
@@ -484,7 +481,6 @@ mod simd {
                     emax: _mm256_set1_epi32(e_max as i32),
                     off: _mm256_set1_epi32(off as i32),
                     tb: _mm256_set1_epi32(tb as i32),
-                    tb1: tb == 1,
                     most: _mm256_setzero_si256(),
                     worst: _mm256_setzero_si256(),
                     base: _mm256_set1_epi32(base as i32),
@@ -534,11 +530,6 @@ mod simd {
             let s = lut_slots8(self.lut, c);
             self.worst = _mm256_max_epu32(self.worst, s);
             s
-        }
-
-        /// Whether the chunk's tokens have one top bit.
-        pub(super) fn one_top_bit(&self) -> bool {
-            self.tb1
         }
 
         /// Rebuilds the 8 words at `out` (32 writable bytes) from their decode-table
