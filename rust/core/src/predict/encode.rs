@@ -283,9 +283,9 @@ mod tests {
         }
     }
 
-    /// Chunks long enough for the kernels' u16 sub-histograms to be flushed midway, every
-    /// word with the same code (the fastest any count grows): the counts of the scalar
-    /// loop, with every kernel.
+    /// Chunks of over `u16::MAX` words, every word with the same code (the fastest any
+    /// count grows, over what a u16 count holds): the counts of the scalar loop, with
+    /// every kernel.
     #[test]
     fn long_runs_of_one_code_are_counted() {
         let n = 4 * u16::MAX as usize + 1000;

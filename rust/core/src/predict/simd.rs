@@ -286,30 +286,35 @@ unsafe fn bit_length(z: __m256i) -> __m256i {
     _mm256_max_epi32(n, top)
 }
 
-/// Raw bits of residuals merged in pairs (up to 62 bits each) and written in runs with
-/// [`BitWriter::put_wide_run`]: half the serial writer steps of one value at a time.
+/// Raw bits of residuals merged in pairs (up to 62 bits each) and packed as each group
+/// is made, the writer's state in registers: the serial steps (two per pair, as in
+/// [`BitWriter::put_wide_run`]) overlap the vector work of the groups around them, where
+/// a buffer written out in runs left them alone on the critical path.
 struct Pairs {
-    vals: [u64; Pairs::CAP],
-    lens: [u32; Pairs::CAP],
-    len: usize,
-}
-
-impl Default for Pairs {
-    fn default() -> Self {
-        Pairs {
-            vals: [0; Pairs::CAP],
-            lens: [0; Pairs::CAP],
-            len: 0,
-        }
-    }
+    /// Start of the writer's buffer, with room for every value of the chunk.
+    out: *mut u8,
+    /// Byte position of the word being filled, its bits, and how many (below 64).
+    pos: usize,
+    acc: u64,
+    fill: u32,
 }
 
 impl Pairs {
-    const CAP: usize = 256;
+    /// Takes over `bw`'s state, making room for `words` values of at most 31 bits (a pair
+    /// moves the position by at most 8 bytes).
+    fn new(bw: &mut BitWriter<Buffer>, words: usize) -> Pairs {
+        let (pos, acc, fill) = bw.suspend();
+        Pairs {
+            out: bw.room_at(pos, 4 * words + 16),
+            pos,
+            acc,
+            fill,
+        }
+    }
 
-    /// Adds 8 values `lv` of `kv` bits (32-bit lanes, in order), writing out when full.
+    /// Appends 8 values `lv` of `kv` bits (32-bit lanes, in order).
     #[inline(always)]
-    unsafe fn push(&mut self, lv: __m256i, kv: __m256i, bw: &mut BitWriter<Buffer>) {
+    unsafe fn push(&mut self, lv: __m256i, kv: __m256i) {
         let low32 = _mm256_set1_epi64x(0xffff_ffff);
         let k_even = _mm256_and_si256(kv, low32);
         let merged = _mm256_or_si256(
@@ -317,24 +322,41 @@ impl Pairs {
             _mm256_sllv_epi64(_mm256_srli_epi64::<32>(lv), k_even),
         );
         let m = _mm256_add_epi64(k_even, _mm256_srli_epi64::<32>(kv));
-        // 64-bit lengths to 32-bit: the low dword of each lane.
+        // The four lengths (at most 62) as the bytes of one u32.
         let m = _mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
-        _mm256_storeu_si256(self.vals.as_mut_ptr().add(self.len) as *mut __m256i, merged);
-        _mm_storeu_si128(
-            self.lens.as_mut_ptr().add(self.len) as *mut __m128i,
-            _mm256_castsi256_si128(m),
+        let m16 = _mm_packus_epi32(_mm256_castsi256_si128(m), _mm256_castsi256_si128(m));
+        let lens = _mm_cvtsi128_si32(_mm_packus_epi16(m16, m16)) as u32;
+        let (lo, hi) = (
+            _mm256_castsi256_si128(merged),
+            _mm256_extracti128_si256::<1>(merged),
         );
-        self.len += 4;
-        if self.len == Self::CAP {
-            self.flush(bw);
-        }
+        self.put(_mm_cvtsi128_si64(lo) as u64, lens & 0xff);
+        self.put(_mm_extract_epi64::<1>(lo) as u64, lens >> 8 & 0xff);
+        self.put(_mm_cvtsi128_si64(hi) as u64, lens >> 16 & 0xff);
+        self.put(_mm_extract_epi64::<1>(hi) as u64, lens >> 24);
     }
 
-    /// Writes out the values held.
+    /// Appends the low `n` (<= 64) bits of `v` (higher bits zero): the step of
+    /// [`BitWriter::put_wide_run`].
     #[inline(always)]
-    fn flush(&mut self, bw: &mut BitWriter<Buffer>) {
-        bw.put_wide_run(&self.vals[..self.len], &self.lens[..self.len]);
-        self.len = 0;
+    unsafe fn put(&mut self, v: u64, n: u32) {
+        self.acc |= v << self.fill;
+        std::ptr::write_unaligned(self.out.add(self.pos) as *mut u64, self.acc.to_le());
+        let total = self.fill + n;
+        let full = total >> 6;
+        self.pos += 8 * full as usize;
+        // The bits of `v` that did not fit (none when `fill` is 0).
+        self.acc = if full == 1 {
+            (v >> 1) >> (63 - self.fill)
+        } else {
+            self.acc
+        };
+        self.fill = total & 63;
+    }
+
+    /// Hands the state back to `bw`.
+    fn finish(self, bw: &mut BitWriter<Buffer>) {
+        bw.resume(self.pos, self.acc, self.fill);
     }
 }
 
@@ -433,69 +455,50 @@ impl Packer512 {
 /// Codes of the context coder: `context << SYM_BITS | token`, all below this.
 const SUB: usize = CONTEXTS << SYM_BITS;
 
-/// The analysis passes' histogram of codes, in four sub-histograms of u16 counts (word j
-/// of a group goes to sub-histogram j mod 4), so that repeats of one code do not wait on
-/// each other's increments and all four fit in L1 (32 KB) beside the streamed words; they
-/// are added into the u32 counts before any of them can overflow.
+/// The analysis passes' histogram of codes, in four sub-histograms of u32 counts (code j
+/// of a run goes to sub-histogram j mod 4), so that repeats of one code do not wait on
+/// each other's increments. u32, not u16: this AMD core takes twice as long per
+/// increment of a u16 in memory (0.70 against 0.38 ns per code); the four hold 64 KB but
+/// a chunk's codes touch a few KB of them.
 struct SubHist {
-    subs: Vec<[u16; SUB]>,
-    /// Words counted since the last flush.
-    since: usize,
+    subs: Box<[[u32; SUB]; 4]>,
 }
 
-/// Words counted between flushes: a sub-histogram gets a quarter of them, plus at most
-/// one group of 16, below `u16::MAX`.
-const FLUSH_WORDS: usize = 4 * (u16::MAX as usize - 31);
+/// Codes the AVX2 analysis stores before it counts them (a run read back from L1).
+/// Counted group by group as they are made, from the vector, the increments wait on the
+/// vector work and take twice as long.
+const COUNT_RUN: usize = 2048;
 
 impl SubHist {
     fn new() -> SubHist {
         SubHist {
-            subs: vec![[0u16; SUB]; 4],
-            since: 0,
+            subs: Box::new([[0u32; SUB]; 4]),
         }
     }
 
-    /// Counts one group's stored codes (scalar loads beat lane extracts); a code is below
-    /// SUB (context < CONTEXTS, token < 2^SYM_BITS), the mask only spares the bounds check.
+    /// Counts stored codes (at most `u32::MAX` in all); a code is below SUB (context <
+    /// CONTEXTS, token < 2^SYM_BITS), the mask only spares the bounds check.
     #[inline(always)]
-    fn count(&mut self, codes: &[u16], hist: &mut [u32]) {
-        for (j, &c) in codes.iter().enumerate() {
-            self.subs[j & 3][c as usize & (SUB - 1)] += 1;
+    fn count(&mut self, codes: &[u16]) {
+        let quads = codes.chunks_exact(4);
+        let rest = quads.remainder();
+        let [s0, s1, s2, s3] = &mut *self.subs;
+        for q in quads {
+            s0[q[0] as usize & (SUB - 1)] += 1;
+            s1[q[1] as usize & (SUB - 1)] += 1;
+            s2[q[2] as usize & (SUB - 1)] += 1;
+            s3[q[3] as usize & (SUB - 1)] += 1;
         }
-        self.counted(codes.len(), hist);
-    }
-
-    /// [`Self::count`] of a group of 8 codes given as two u64s of four u16 codes each
-    /// (lane order): two moves out of the vector and scalar shifts, where lane extracts
-    /// take a vector instruction per code.
-    #[inline(always)]
-    fn count_packed(&mut self, halves: [u64; 2], hist: &mut [u32]) {
-        // Word 4h + j goes to sub-histogram j, as in `count`.
-        for half in halves {
-            for (j, sub) in self.subs.iter_mut().enumerate() {
-                sub[(half >> (16 * j)) as usize & (SUB - 1)] += 1;
-            }
-        }
-        self.counted(8, hist);
-    }
-
-    /// Notes `n` more words counted, adding the counts into `hist` before a u16 count
-    /// could overflow.
-    #[inline(always)]
-    fn counted(&mut self, n: usize, hist: &mut [u32]) {
-        self.since += n;
-        if self.since >= FLUSH_WORDS {
-            self.add_to(hist);
+        for (sub, &c) in self.subs.iter_mut().zip(rest) {
+            sub[c as usize & (SUB - 1)] += 1;
         }
     }
 
-    /// Adds the counts into `hist` (one count per code) and starts again from zero.
-    fn add_to(&mut self, hist: &mut [u32]) {
+    /// Adds the counts into `hist` (one count per code).
+    fn add_to(&self, hist: &mut [u32]) {
         for (i, count) in hist.iter_mut().enumerate().take(SUB) {
-            *count += self.subs.iter().map(|s| s[i] as u32).sum::<u32>();
+            *count += self.subs.iter().map(|s| s[i]).sum::<u32>();
         }
-        self.subs.iter_mut().for_each(|s| s.fill(0));
-        self.since = 0;
     }
 }
 
@@ -599,7 +602,7 @@ pub unsafe fn analyze32_512(
         };
         let code = _mm512_or_si512(_mm512_slli_epi32::<{ SYM_BITS }>(c), t);
         _mm256_storeu_si256(cs.as_mut_ptr() as *mut __m256i, _mm512_cvtepi32_epi16(code));
-        sub.count(cs, hist);
+        sub.count(cs);
         raw_bits = _mm512_add_epi32(raw_bits, kv);
         if let (Some(bw), Some(pk)) = (bw.as_mut(), packer.as_mut()) {
             pk.push16(lv, kv, bw);
@@ -643,54 +646,53 @@ pub unsafe fn analyze32(
     let mut raw_bits = _mm256_setzero_si256();
     let mut most = _mm256_setzero_si256();
     let mut sub = SubHist::new();
-    let mut pairs = Pairs::default();
-    for (i, cs) in codes.chunks_exact_mut(8).enumerate() {
-        let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
-        let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
-        let (ox, or) = if float {
-            (ord(x, top), ord(r, top))
-        } else {
-            (x, r)
-        };
-        let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
-        let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
-        let (t, lv, kv) = tokens8(z, tbv);
-        let c = if let Some((words, _)) = side {
-            let s = _mm256_loadu_si256(words.as_ptr().add(32 * i) as *const __m256i);
-            side_codes8(s, r, base, count)
-        } else if float {
-            let e = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
-            most = _mm256_max_epu32(most, e);
-            // Saturating: a word above a sampled base takes context 0.
-            _mm256_min_epu32(_mm256_subs_epu16(emax, e), cap)
-        } else {
-            _mm256_setzero_si256()
-        };
-        let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), t);
-        let packed = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(
-            _mm256_packus_epi32(code, code),
-        ));
-        _mm_storeu_si128(cs.as_mut_ptr() as *mut __m128i, packed);
-        let halves = [
-            _mm_cvtsi128_si64(packed) as u64,
-            _mm_extract_epi64::<1>(packed) as u64,
-        ];
-        sub.count_packed(halves, hist);
-        // 64-bit lane sums: even and odd lanes apart.
-        raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
-        raw_bits = _mm256_add_epi64(
-            raw_bits,
-            _mm256_and_si256(kv, _mm256_set1_epi64x(0xffff_ffff)),
-        );
-        if let Some(bw) = bw.as_mut() {
-            pairs.push(lv, kv, bw);
+    let mut pairs = bw.as_deref_mut().map(|bw| Pairs::new(bw, codes.len()));
+    for (run, run_codes) in codes.chunks_mut(COUNT_RUN).enumerate() {
+        for (g, cs) in run_codes.chunks_exact_mut(8).enumerate() {
+            let i = run * (COUNT_RUN / 8) + g;
+            let x = _mm256_loadu_si256(raw.as_ptr().add(32 * i) as *const __m256i);
+            let r = _mm256_loadu_si256(reference.as_ptr().add(32 * i) as *const __m256i);
+            let (ox, or) = if float {
+                (ord(x, top), ord(r, top))
+            } else {
+                (x, r)
+            };
+            let d = _mm256_sub_epi32(_mm256_sub_epi32(ox, or), offv);
+            let z = _mm256_xor_si256(_mm256_slli_epi32::<1>(d), _mm256_srai_epi32::<31>(d));
+            let (t, lv, kv) = tokens8(z, tbv);
+            let c = if let Some((words, _)) = side {
+                let s = _mm256_loadu_si256(words.as_ptr().add(32 * i) as *const __m256i);
+                side_codes8(s, r, base, count)
+            } else if float {
+                let e = _mm256_and_si256(_mm256_srli_epi32::<23>(r), _mm256_set1_epi32(0xff));
+                most = _mm256_max_epu32(most, e);
+                // Saturating: a word above a sampled base takes context 0.
+                _mm256_min_epu32(_mm256_subs_epu16(emax, e), cap)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let code = _mm256_or_si256(_mm256_slli_epi32::<{ SYM_BITS as i32 }>(c), t);
+            let packed = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(
+                _mm256_packus_epi32(code, code),
+            ));
+            _mm_storeu_si128(cs.as_mut_ptr() as *mut __m128i, packed);
+            // 64-bit lane sums: even and odd lanes apart.
+            raw_bits = _mm256_add_epi64(raw_bits, _mm256_srli_epi64::<32>(kv));
+            raw_bits = _mm256_add_epi64(
+                raw_bits,
+                _mm256_and_si256(kv, _mm256_set1_epi64x(0xffff_ffff)),
+            );
+            if let Some(pairs) = pairs.as_mut() {
+                pairs.push(lv, kv);
+            }
+            if let Some(h) = hash.as_mut() {
+                h.feed_blocks(raw, reference, 32 * (i + 1));
+            }
         }
-        if let Some(h) = hash.as_mut() {
-            h.feed_blocks(raw, reference, 32 * (i + 1));
-        }
+        sub.count(run_codes);
     }
-    if let Some(bw) = bw.as_mut() {
-        pairs.flush(bw);
+    if let (Some(bw), Some(pairs)) = (bw, pairs) {
+        pairs.finish(bw);
     }
     sub.add_to(hist);
     let mut lanes = [0u64; 4];
