@@ -142,6 +142,20 @@ impl Held {
         Held::Heap(bytes.to_vec())
     }
 
+    /// `len` bytes that `fill` writes (every one of them): in place, not a copy of bytes
+    /// made elsewhere.
+    pub fn filled(len: usize, fill: impl FnOnce(&mut [u8])) -> Held {
+        if len >= MIN_BYTES && limit() > 0 {
+            if let Some(mut b) = Buffer::new(len) {
+                fill(b.as_mut_slice());
+                return Held::Pooled(b);
+            }
+        }
+        let mut v = vec![0; len];
+        fill(&mut v);
+        Held::Heap(v)
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         match self {

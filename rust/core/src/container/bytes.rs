@@ -77,6 +77,12 @@ impl Writer {
             d.copy_from_slice(&w.to_le_bytes());
         }
     }
+    /// `n` more bytes, zeroed, for the caller to fill in place.
+    pub fn extend_zeroed(&mut self, n: usize) -> &mut [u8] {
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        &mut self.buf[start..]
+    }
     /// Raw bytes.
     pub fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);

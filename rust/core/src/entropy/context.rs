@@ -27,6 +27,55 @@ pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut 
 /// `code >> sym_bits`: [`encode`] with symbol and context packed in one u16 (so the
 /// caller can count and code them in one pass). Panics as [`encode`] does.
 pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], w: &mut Writer) {
+    let stream = code_stream(codes, sym_bits, tables);
+    stream.write(w.extend_zeroed(stream.len()));
+}
+
+/// A coded stream, as [`encode_codes`] writes it: the lanes' final states, then the coded
+/// words (held in scratch memory until written where they are kept).
+pub struct Stream {
+    x: [u32; LANES],
+    words: crate::scratch::Scratch<u16>,
+    /// The coded words are `words[pos..]`.
+    pos: usize,
+}
+
+impl Stream {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        4 * LANES + 4 + 2 * (self.words.len() - self.pos)
+    }
+
+    /// Whether it has no bytes (never: it holds the lanes' states).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes its bytes into `out` (exactly [`Self::len`] of them).
+    pub fn write(&self, out: &mut [u8]) {
+        let (states, rest) = out.split_at_mut(4 * LANES);
+        for (d, s) in states.chunks_exact_mut(4).zip(self.x) {
+            d.copy_from_slice(&s.to_le_bytes());
+        }
+        let coded = &self.words[self.pos..];
+        rest[..4].copy_from_slice(&(coded.len() as u32).to_le_bytes());
+        let out = &mut rest[4..];
+        if cfg!(target_endian = "little") {
+            // SAFETY: a u16 has no padding and its bytes in memory are its little-endian
+            // bytes on this target; the view covers exactly the slice.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(coded.as_ptr().cast::<u8>(), 2 * coded.len()) };
+            out.copy_from_slice(bytes);
+        } else {
+            for (d, w) in out.chunks_exact_mut(2).zip(coded) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The coded stream of `codes` ([`encode_codes`]), not yet written anywhere.
+pub fn code_stream(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>]) -> Stream {
     let bits = scale_of(tables).expect("tables of one scale");
     let enc = enc_syms(tables, sym_bits);
     let n = codes.len();
@@ -39,11 +88,7 @@ pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], 
         put(&enc, codes[i], &mut x[i - full], &mut words, &mut pos);
     }
     encode_blocks(&mut x, &enc, bits, &codes[..full], &mut words, &mut pos);
-    for s in x {
-        w.u32(s);
-    }
-    w.u32((words.len() - pos) as u32);
-    w.u16s(&words[pos..]);
+    Stream { x, words, pos }
 }
 
 /// The scale (in bits) that every present table shares ([`SCALE_BITS`] when none is

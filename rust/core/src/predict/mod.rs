@@ -297,7 +297,7 @@ fn encode_with(
         Some((_, at)) => Contexts::Side(at),
         None => Contexts::Exponent(e_max, a.most.max(e_max)),
     };
-    let bytes = residual_chunk(a, &tables, (contexts, off, top_bits()), est);
+    let bytes = residual_chunk(a, &tables, (contexts, off, top_bits()));
     (Coded::Residual(bytes), hashes)
 }
 
@@ -349,11 +349,8 @@ fn residual_chunk(
     a: encode::Analysis,
     tables: &[Option<FreqTable>],
     (contexts, off, tb): (Contexts, u64, u32),
-    est: f64,
 ) -> ResidualBytes {
-    let mut buf = CHUNK.take();
-    buf.reserve(est as usize + 1024);
-    let mut w = Writer::reusing(buf);
+    let mut w = Writer::reusing(CHUNK.take());
     let kind = match contexts {
         Contexts::Exponent(e_max, most) if e_max == most => KIND_TOKENS,
         Contexts::Exponent(..) => KIND_TOKENS_BASED,
@@ -401,11 +398,17 @@ fn residual_chunk(
             t => t.clone(),
         })
         .collect();
-    context::encode_codes(&a.codes, encode::SYM_BITS, &coded, &mut w);
+    let stream = context::code_stream(&a.codes, encode::SYM_BITS, &coded);
     let (bits, bits_len) = a.bits.expect("packed raw bits").into_packed();
-    w.u32(bits_len as u32);
     let buf = w.into_inner();
-    let head = Held::copy_of(&buf);
+    // The tables, the stream and the raw bits' length, written where they are kept.
+    let head = Held::filled(buf.len() + stream.len() + 4, |out| {
+        let (tables, rest) = out.split_at_mut(buf.len());
+        tables.copy_from_slice(&buf);
+        let (coded, len) = rest.split_at_mut(stream.len());
+        stream.write(coded);
+        len.copy_from_slice(&(bits_len as u32).to_le_bytes());
+    });
     CHUNK.set(buf);
     ResidualBytes {
         head,
@@ -415,8 +418,8 @@ fn residual_chunk(
 }
 
 thread_local! {
-    /// Per-thread buffer a residual chunk is written into before it is kept (as a
-    /// [`Held`] copy of exactly its size): reused memory, no page faults.
+    /// Per-thread buffer a residual chunk's header and tables are written into before
+    /// they are kept with its coded stream: reused memory, no allocation per chunk.
     static CHUNK: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
