@@ -465,8 +465,8 @@ struct SubHist {
 }
 
 /// Codes the AVX2 analysis stores before it counts them (a run read back from L1).
-/// Counted group by group as they are made, from the vector, the increments wait on the
-/// vector work and take twice as long.
+/// Counted group by group as they were made, from the vector, the whole pass took 3.4
+/// instead of 3.0 ns per word (with u16 counts, on the AMD core above).
 const COUNT_RUN: usize = 2048;
 
 impl SubHist {
