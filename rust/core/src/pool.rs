@@ -133,13 +133,7 @@ pub enum Held {
 impl Held {
     /// A copy of `bytes`.
     pub fn copy_of(bytes: &[u8]) -> Held {
-        if bytes.len() >= MIN_BYTES && limit() > 0 {
-            if let Some(mut b) = Buffer::new(bytes.len()) {
-                b.as_mut_slice().copy_from_slice(bytes);
-                return Held::Pooled(b);
-            }
-        }
-        Held::Heap(bytes.to_vec())
+        Held::filled(bytes.len(), |out| out.copy_from_slice(bytes))
     }
 
     /// `len` bytes that `fill` writes (every one of them): in place, not a copy of bytes

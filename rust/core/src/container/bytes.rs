@@ -10,6 +10,24 @@ pub struct Writer {
     buf: Vec<u8>,
 }
 
+/// The bytes of `words` in memory: their little-endian bytes on this target.
+#[cfg(target_endian = "little")]
+fn u16_bytes(words: &[u16]) -> &[u8] {
+    // SAFETY: a u16 has no padding and its bytes in memory are its little-endian bytes
+    // on this target; the view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 2 * words.len()) }
+}
+
+/// Writes `words` little-endian into `out` (exactly two bytes per word).
+pub fn u16s_into(words: &[u16], out: &mut [u8]) {
+    #[cfg(target_endian = "little")]
+    out.copy_from_slice(u16_bytes(words));
+    #[cfg(not(target_endian = "little"))]
+    for (d, w) in out.chunks_exact_mut(2).zip(words) {
+        d.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
 impl Writer {
     /// A writer appending to `buf` after clearing it (reuses its memory).
     pub fn reusing(mut buf: Vec<u8>) -> Writer {
@@ -57,25 +75,9 @@ impl Writer {
     /// A slice of u16 words, little-endian.
     pub fn u16s(&mut self, words: &[u16]) {
         #[cfg(target_endian = "little")]
-        {
-            // SAFETY: a u16 has no padding and its bytes in memory are its little-endian
-            // bytes on this target; the view covers exactly the slice.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), 2 * words.len()) };
-            self.buf.extend_from_slice(bytes);
-        }
+        self.buf.extend_from_slice(u16_bytes(words));
         #[cfg(not(target_endian = "little"))]
-        self.u16s_swapped(words);
-    }
-
-    /// [`Writer::u16s`] word by word (big-endian targets).
-    #[cfg(not(target_endian = "little"))]
-    fn u16s_swapped(&mut self, words: &[u16]) {
-        let start = self.buf.len();
-        self.buf.resize(start + words.len() * 2, 0);
-        for (d, w) in self.buf[start..].chunks_exact_mut(2).zip(words) {
-            d.copy_from_slice(&w.to_le_bytes());
-        }
+        u16s_into(words, self.extend_zeroed(2 * words.len()));
     }
     /// `n` more bytes, zeroed, for the caller to fill in place.
     pub fn extend_zeroed(&mut self, n: usize) -> &mut [u8] {

@@ -95,42 +95,6 @@ impl<B: Room> BitWriter<B> {
         (self.acc, self.fill, self.pos) = (acc, fill, pos);
     }
 
-    /// Appends `vals[i]` (its low `ns[i]` <= 64 bits, higher bits zero) for each `i`: for
-    /// values of more than 56 bits (e.g. two short ones merged), which [`Self::put_run`]
-    /// cannot take. Inside the run the accumulator holds up to 63 bits and is stored whole
-    /// (8 bytes) at every value, moving on by 8 bytes when full, branch-free.
-    #[inline(always)]
-    pub fn put_wide_run(&mut self, vals: &[u64], ns: &[u32]) {
-        let count = vals.len().min(ns.len());
-        let out = self.room(8 * count + 16);
-        let (mut acc, mut fill, mut pos) = (self.acc, self.fill, self.pos);
-        for (&v, &n) in vals.iter().zip(ns) {
-            assert!(n <= 64, "{n} bits in one value");
-            debug_assert!(n == 64 || v >> n == 0);
-            acc |= v << fill;
-            // SAFETY: `room` made 8 bytes per value (each moves `pos` by at most 8) plus
-            // the 8 of this store available from the starting position.
-            unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
-            let total = fill + n;
-            let full = total >> 6;
-            pos += 8 * full as usize;
-            // The bits of `v` that did not fit (none when `fill` is 0).
-            acc = if full == 1 {
-                (v >> 1) >> (63 - fill)
-            } else {
-                acc
-            };
-            fill = total & 63;
-        }
-        // Back to whole bytes out and fewer than 8 bits held.
-        // SAFETY: within the room made above (8 bytes past the last value's position).
-        unsafe { std::ptr::write_unaligned(out.add(pos) as *mut u64, acc.to_le()) };
-        let bytes = fill >> 3;
-        pos += bytes as usize;
-        acc = if bytes == 0 { acc } else { acc >> (8 * bytes) };
-        (self.acc, self.fill, self.pos) = (acc, fill & 7, pos);
-    }
-
     /// The write position, the held bits and their count (fewer than 8), for a caller
     /// that packs whole words itself ([`BitWriter::resume`] takes them back).
     pub(crate) fn suspend(&self) -> (usize, u64, u32) {
@@ -178,6 +142,61 @@ impl<B: Room> BitWriter<B> {
     pub fn into_packed(mut self) -> (B, usize) {
         let end = self.packed().len();
         (self.out, end)
+    }
+}
+
+/// A [`BitWriter`]'s state taken out into registers for a hot loop that appends values
+/// of up to 64 bits (e.g. two short ones merged), which [`BitWriter::put_run`] cannot
+/// take: the accumulator holds up to 63 bits and is stored whole (8 bytes) at every
+/// value, moving on by 8 bytes when full, branch-free. [`WideBits::finish`] hands the
+/// state back; the writer must not be used in between.
+pub(crate) struct WideBits {
+    /// Start of the writer's buffer, with room for the values announced.
+    out: *mut u8,
+    /// Byte position of the word being filled, its bits, and how many (below 64).
+    pos: usize,
+    acc: u64,
+    fill: u32,
+}
+
+impl WideBits {
+    /// Takes over `bw`'s state, making room for `values` more values (each moves the
+    /// position by at most 8 bytes; the last store and [`BitWriter::resume`]'s need 8).
+    pub(crate) fn take<B: Room>(bw: &mut BitWriter<B>, values: usize) -> WideBits {
+        let (pos, acc, fill) = bw.suspend();
+        WideBits {
+            out: bw.room_at(pos, 8 * values + 8),
+            pos,
+            acc,
+            fill,
+        }
+    }
+
+    /// Appends the low `n` (<= 64) bits of `v` (higher bits zero).
+    ///
+    /// # Safety
+    /// At most the `values` given to [`WideBits::take`] are appended, and the writer is
+    /// not used (its buffer not moved) before [`WideBits::finish`].
+    #[inline(always)]
+    pub(crate) unsafe fn put(&mut self, v: u64, n: u32) {
+        debug_assert!(n <= 64 && (n == 64 || v >> n == 0));
+        self.acc |= v << self.fill;
+        std::ptr::write_unaligned(self.out.add(self.pos) as *mut u64, self.acc.to_le());
+        let total = self.fill + n;
+        let full = total >> 6;
+        self.pos += 8 * full as usize;
+        // The bits of `v` that did not fit (none when `fill` is 0).
+        self.acc = if full == 1 {
+            (v >> 1) >> (63 - self.fill)
+        } else {
+            self.acc
+        };
+        self.fill = total & 63;
+    }
+
+    /// Hands the state back to `bw` (the writer it was taken from).
+    pub(crate) fn finish<B: Room>(self, bw: &mut BitWriter<B>) {
+        bw.resume(self.pos, self.acc, self.fill);
     }
 }
 
@@ -286,17 +305,25 @@ mod tests {
                 w.put(v, n);
             }
             let bytes = w.finish();
-            // Merged in pairs (up to 64 bits each) through `put_wide_run`: the same bytes.
+            // Merged in pairs (up to 64 bits each) through `WideBits`, taken and handed
+            // back at every pair: the same bytes.
             let mut wide = BitWriter::with_capacity(0);
             for pair in vals.chunks(2) {
                 let (v, n) = pair.iter().rev().fold((0u64, 0u32), |(a, m), &(v, n)| {
                     ((a.checked_shl(n).unwrap_or(0)) | v, m + n)
                 });
-                if n <= 64 {
-                    wide.put_wide_run(&[v], &[n]);
-                } else {
-                    wide.put_wide_run(&[pair[0].0, pair[1].0], &[pair[0].1, pair[1].1]);
+                let mut wb = WideBits::take(&mut wide, 2);
+                // SAFETY: at most the two values announced; `wide` is untouched until
+                // `finish`.
+                unsafe {
+                    if n <= 64 {
+                        wb.put(v, n);
+                    } else {
+                        wb.put(pair[0].0, pair[0].1);
+                        wb.put(pair[1].0, pair[1].1);
+                    }
                 }
+                wb.finish(&mut wide);
             }
             prop_assert_eq!(wide.packed(), &bytes[..]);
             prop_assert_eq!(&wide.finish()[..], &bytes[..]);

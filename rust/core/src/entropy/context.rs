@@ -28,7 +28,7 @@ pub fn encode(symbols: &[u8], ctx: &[u8], tables: &[Option<FreqTable>], w: &mut 
 /// caller can count and code them in one pass). Panics as [`encode`] does.
 pub fn encode_codes(codes: &[u16], sym_bits: u32, tables: &[Option<FreqTable>], w: &mut Writer) {
     let stream = code_stream(codes, sym_bits, tables);
-    stream.write(w.extend_zeroed(stream.len()));
+    stream.write(w.extend_zeroed(stream.byte_len()));
 }
 
 /// A coded stream, as [`encode_codes`] writes it: the lanes' final states, then the coded
@@ -41,17 +41,12 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Its length in bytes.
-    pub fn len(&self) -> usize {
+    /// Its length in bytes (never 0: it holds the lanes' states).
+    pub fn byte_len(&self) -> usize {
         4 * LANES + 4 + 2 * (self.words.len() - self.pos)
     }
 
-    /// Whether it has no bytes (never: it holds the lanes' states).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// Writes its bytes into `out` (exactly [`Self::len`] of them).
+    /// Writes its bytes into `out` (exactly [`Self::byte_len`] of them).
     pub fn write(&self, out: &mut [u8]) {
         let (states, rest) = out.split_at_mut(4 * LANES);
         for (d, s) in states.chunks_exact_mut(4).zip(self.x) {
@@ -59,18 +54,7 @@ impl Stream {
         }
         let coded = &self.words[self.pos..];
         rest[..4].copy_from_slice(&(coded.len() as u32).to_le_bytes());
-        let out = &mut rest[4..];
-        if cfg!(target_endian = "little") {
-            // SAFETY: a u16 has no padding and its bytes in memory are its little-endian
-            // bytes on this target; the view covers exactly the slice.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(coded.as_ptr().cast::<u8>(), 2 * coded.len()) };
-            out.copy_from_slice(bytes);
-        } else {
-            for (d, w) in out.chunks_exact_mut(2).zip(coded) {
-                d.copy_from_slice(&w.to_le_bytes());
-            }
-        }
+        crate::container::bytes::u16s_into(coded, &mut rest[4..]);
     }
 }
 

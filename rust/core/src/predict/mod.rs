@@ -402,10 +402,10 @@ fn residual_chunk(
     let (bits, bits_len) = a.bits.expect("packed raw bits").into_packed();
     let buf = w.into_inner();
     // The tables, the stream and the raw bits' length, written where they are kept.
-    let head = Held::filled(buf.len() + stream.len() + 4, |out| {
+    let head = Held::filled(buf.len() + stream.byte_len() + 4, |out| {
         let (tables, rest) = out.split_at_mut(buf.len());
         tables.copy_from_slice(&buf);
-        let (coded, len) = rest.split_at_mut(stream.len());
+        let (coded, len) = rest.split_at_mut(stream.byte_len());
         stream.write(coded);
         len.copy_from_slice(&(bits_len as u32).to_le_bytes());
     });

@@ -4,7 +4,7 @@
 use super::encode::{BlockHashes, SYM_BITS};
 use super::simd512::side_codes16;
 use super::CONTEXTS;
-use crate::entropy::bits::BitWriter;
+use crate::entropy::bits::{BitWriter, WideBits};
 use crate::pool::Buffer;
 use std::arch::x86_64::*;
 
@@ -287,32 +287,23 @@ unsafe fn bit_length(z: __m256i) -> __m256i {
 }
 
 /// Raw bits of residuals merged in pairs (up to 62 bits each) and packed as each group
-/// is made, the writer's state in registers: the serial steps (two per pair, as in
-/// [`BitWriter::put_wide_run`]) overlap the vector work of the groups around them, where
-/// a buffer written out in runs left them alone on the critical path.
+/// is made, the writer's state in registers ([`WideBits`]): the serial steps overlap the
+/// vector work of the groups around them, where a buffer written out in runs left them
+/// alone on the critical path.
 struct Pairs {
-    /// Start of the writer's buffer, with room for every value of the chunk.
-    out: *mut u8,
-    /// Byte position of the word being filled, its bits, and how many (below 64).
-    pos: usize,
-    acc: u64,
-    fill: u32,
+    bits: WideBits,
 }
 
 impl Pairs {
-    /// Takes over `bw`'s state, making room for `words` values of at most 31 bits (a pair
-    /// moves the position by at most 8 bytes).
+    /// Takes over `bw`'s state, making room for the pairs of `words` values.
     fn new(bw: &mut BitWriter<Buffer>, words: usize) -> Pairs {
-        let (pos, acc, fill) = bw.suspend();
         Pairs {
-            out: bw.room_at(pos, 4 * words + 16),
-            pos,
-            acc,
-            fill,
+            bits: WideBits::take(bw, words.div_ceil(2)),
         }
     }
 
-    /// Appends 8 values `lv` of `kv` bits (32-bit lanes, in order).
+    /// Appends 8 values `lv` of `kv` bits (32-bit lanes, in order): at most once per 8
+    /// of the `words` made room for, the writer untouched until [`Pairs::finish`].
     #[inline(always)]
     unsafe fn push(&mut self, lv: __m256i, kv: __m256i) {
         let low32 = _mm256_set1_epi64x(0xffff_ffff);
@@ -330,33 +321,17 @@ impl Pairs {
             _mm256_castsi256_si128(merged),
             _mm256_extracti128_si256::<1>(merged),
         );
-        self.put(_mm_cvtsi128_si64(lo) as u64, lens & 0xff);
-        self.put(_mm_extract_epi64::<1>(lo) as u64, lens >> 8 & 0xff);
-        self.put(_mm_cvtsi128_si64(hi) as u64, lens >> 16 & 0xff);
-        self.put(_mm_extract_epi64::<1>(hi) as u64, lens >> 24);
-    }
-
-    /// Appends the low `n` (<= 64) bits of `v` (higher bits zero): the step of
-    /// [`BitWriter::put_wide_run`].
-    #[inline(always)]
-    unsafe fn put(&mut self, v: u64, n: u32) {
-        self.acc |= v << self.fill;
-        std::ptr::write_unaligned(self.out.add(self.pos) as *mut u64, self.acc.to_le());
-        let total = self.fill + n;
-        let full = total >> 6;
-        self.pos += 8 * full as usize;
-        // The bits of `v` that did not fit (none when `fill` is 0).
-        self.acc = if full == 1 {
-            (v >> 1) >> (63 - self.fill)
-        } else {
-            self.acc
-        };
-        self.fill = total & 63;
+        self.bits.put(_mm_cvtsi128_si64(lo) as u64, lens & 0xff);
+        self.bits
+            .put(_mm_extract_epi64::<1>(lo) as u64, lens >> 8 & 0xff);
+        self.bits
+            .put(_mm_cvtsi128_si64(hi) as u64, lens >> 16 & 0xff);
+        self.bits.put(_mm_extract_epi64::<1>(hi) as u64, lens >> 24);
     }
 
     /// Hands the state back to `bw`.
     fn finish(self, bw: &mut BitWriter<Buffer>) {
-        bw.resume(self.pos, self.acc, self.fill);
+        self.bits.finish(bw);
     }
 }
 
