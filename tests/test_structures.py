@@ -8,6 +8,7 @@ import pathlib
 import pickle
 import re
 import warnings
+from collections import OrderedDict
 
 import pytest
 
@@ -15,6 +16,7 @@ torch = pytest.importorskip("torch")
 
 import fastckpt  # noqa: E402
 from _helpers import assert_same_tensor, assert_same_tree, examples  # noqa: E402
+from fastckpt import _tree  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -291,6 +293,7 @@ def test_encode_deterministic_hypothesis(obj):
     assert fastckpt.encode(obj) == fastckpt.encode(obj, threads=1)
 
 
+
 # --------------------------------------------------------------------------------------
 # unsupported values
 # --------------------------------------------------------------------------------------
@@ -409,3 +412,66 @@ def test_package_source_has_no_pickle():
     assert sources, f"no python sources found under {pkg}"
     offenders = [str(p) for p in sources if _PICKLE_USE.search(p.read_text(encoding="utf-8"))]
     assert not offenders, f"pickle / torch.save / torch.load used in {offenders}"
+
+
+# --------------------------------------------------------------------------------------
+# the names a decode looks its reference's tensors up by
+# --------------------------------------------------------------------------------------
+
+def _packed_tensors(obj):
+    packer = _tree.Packer()
+    packer.pack(obj)
+    return packer.tensors
+
+
+def _same_leaves(obj):
+    """`_tree.leaves` finds the tensors `Packer` stores, in order, under the same names."""
+    expected = [(name, id(t)) for name, t in _packed_tensors(obj)]
+    assert [(name, id(t)) for name, t in _tree.leaves(obj)] == expected
+
+
+def _with_metadata(pair):
+    d, meta = pair
+    out = OrderedDict(d)
+    out._metadata = meta  # what torch's state_dict() sets
+    return out
+
+
+# Trees whose tensors sit in every kind of container, under names that collide: keys with
+# the separator, int and str keys that print alike, sets of (hashable) tensors, an
+# OrderedDict's `_metadata`, a tensor at the root.
+colliding_keys = st.sampled_from(["a", "a/b", "b", "1", 1, "", "tensor", "a~2"])
+tensor_trees = st.recursive(
+    st.one_of(small_tensors, scalar_leaves),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.lists(children, max_size=4).map(tuple),
+        st.dictionaries(colliding_keys, children, max_size=4),
+        st.dictionaries(st.just("a"), children, max_size=1).map(
+            lambda d: {"a": {"b": d.get("a")}, "a/b": d.get("a")}),
+        st.tuples(st.dictionaries(colliding_keys, children, max_size=3), children).map(
+            _with_metadata),
+        st.frozensets(small_tensors, max_size=3),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=examples(150))
+@given(st.one_of(trees, tensor_trees))
+def test_leaves_name_tensors_as_packer_does(obj):
+    _same_leaves(obj)
+
+
+def test_leaves_of_a_training_checkpoint(trained):
+    model, opt = trained
+    _same_leaves({"model": model.state_dict(), "optim": opt.state_dict(), "step": 3})
+
+
+@pytest.mark.parametrize("bad", [{"x": [Custom()]}, {torch.zeros(1): 1}, {(1, Custom()): 2}])
+def test_leaves_refuse_what_packer_refuses(bad):
+    with pytest.raises(fastckpt.UnsupportedError) as packed:
+        _packed_tensors(bad)
+    with pytest.raises(fastckpt.UnsupportedError) as walked:
+        _tree.leaves(bad)
+    assert str(walked.value) == str(packed.value)

@@ -59,19 +59,18 @@ def _leaves_by_name(reference: Any) -> dict[str, Any]:
     object of the same structure (not converted: see `_raw_by_name`)."""
     if reference is None:
         return {}
-    packer = _tree.Packer()
-    packer.pack(reference)
-    return dict(packer.tensors)
+    return dict(_tree.leaves(reference))
 
 
 def _raw_by_name(reference: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
     """Flattens a reference object into {tensor name: (dtype, shape, raw bytes)}, with the
     same names `encode` gives the tensors of an object of the same structure. Each raw view
     keeps its tensor alive through its numpy base."""
-    if reference is None:
-        return {}
-    specs, _structure, _owners = _prepare(reference)
-    return {name: (dtype, shape, raw) for name, dtype, shape, _tag, raw in specs}
+    out = {}
+    for name, leaf in _leaves_by_name(reference).items():
+        dtype, shape, _tag, raw, _owner = _tensors.to_raw(leaf)
+        out[name] = (dtype, list(shape), raw)
+    return out
 
 
 def _references(specs, reference: Any, reference_id: str, tensor_references=None):

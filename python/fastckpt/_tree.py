@@ -2,7 +2,8 @@
 
 `pack` walks a nested object (dicts, lists, tuples, scalars, tensors), replaces each tensor
 by a `TensorRef` and each host-specific value (torch.dtype, OrderedDict, set, ...) by an
-`Ext`; `unpack` reverses it. Tensor names are the '/'-joined key paths.
+`Ext`; `unpack` reverses it. Tensor names are the '/'-joined key paths. `leaves` finds
+the tensors and their names alone (how a decode finds its reference's tensors).
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ class Packer:
     def __init__(self) -> None:
         self.tensors: list[tuple[str, Any]] = []
         self._names: set[str] = set()
-        torch = _torch()
         # Looked up once per call, not once per value (a state dict has hundreds).
-        self._tensor_types = (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
+        self._tensor_types = _tensor_types()
 
     def pack(self, obj: Any, path: tuple = ()) -> Any:
         """Converts `obj` (found at `path`) into the core's representation."""
@@ -63,14 +63,87 @@ class Packer:
         return self.pack(key, path)
 
     def _tensor(self, obj: Any, path: tuple) -> Any:
-        name = "/".join(map(str, path)) or "tensor"
-        unique, k = name, 1
-        while unique in self._names:
-            k += 1
-            unique = f"{name}~{k}"
-        self._names.add(unique)
-        self.tensors.append((unique, obj))
+        self.tensors.append((_unique_name(path, self._names), obj))
         return _core.TensorRef(len(self.tensors) - 1)
+
+
+def _tensor_types() -> tuple[type, ...]:
+    """The types stored as tensors: numpy arrays, and torch tensors where torch is loaded."""
+    torch = _torch()
+    return (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
+
+
+def _unique_name(path: tuple, names: set[str]) -> str:
+    """A tensor's name: its '/'-joined key path ("tensor" at the root), with "~2", "~3",
+    ... appended while that is taken; the name is added to `names`."""
+    name = "/".join(map(str, path)) or "tensor"
+    unique, k = name, 1
+    while unique in names:
+        k += 1
+        unique = f"{name}~{k}"
+    names.add(unique)
+    return unique
+
+
+class Leaves:
+    """The tensors of a structure under the names `Packer` gives them, in the same order,
+    found without converting anything: what a decode needs of its reference object (a
+    reference's tensors are looked up by name), at a fraction of a `Packer` walk's cost.
+    Raises `UnsupportedError` where `Packer` does."""
+
+    def __init__(self) -> None:
+        self.tensors: list[tuple[str, Any]] = []
+        self._names: set[str] = set()
+        self._tensor_types = _tensor_types()
+        self._packer = Packer()
+
+    def walk(self, obj: Any, path: tuple = ()) -> None:
+        """Visits `obj` (found at `path`) as `Packer.pack` does."""
+        if isinstance(obj, self._tensor_types):
+            self.tensors.append((_unique_name(path, self._names), obj))
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                if type(k) not in _PLAIN_TYPES:
+                    self._key(k, path)
+                self._child(v, (*path, k))
+            if isinstance(obj, OrderedDict):
+                self._child(getattr(obj, "_metadata", None), (*path, "_metadata"))
+        elif isinstance(obj, (list, tuple)) and not _is_ext(obj):
+            for i, v in enumerate(obj):
+                self._child(v, (*path, i))
+        elif isinstance(obj, (set, frozenset)):
+            for v in obj:
+                self._child(v, path)
+        elif type(obj) not in _PLAIN_TYPES:
+            # Leaves with no tensors inside: checked (and refused) as `Packer` does.
+            self._packer.pack(obj, path)
+
+    def _child(self, v: Any, path: tuple) -> None:
+        """`walk` of a container's value, skipping plain values (most of them) cheaply."""
+        if type(v) in _PLAIN_TYPES:
+            return
+        if isinstance(v, self._tensor_types):
+            self.tensors.append((_unique_name(path, self._names), v))
+        else:
+            self.walk(v, path)
+
+    def _key(self, key: Any, path: tuple) -> None:
+        if is_tensor(key):
+            raise UnsupportedError(f"{'/'.join(map(str, path))}: tensors cannot be dict keys")
+        self.walk(key, path)
+
+
+def leaves(obj: Any) -> list[tuple[str, Any]]:
+    """`(name, tensor)` of every tensor of `obj`, as `Packer` names them (see `Leaves`)."""
+    walker = Leaves()
+    walker.walk(obj)
+    return walker.tensors
+
+
+def _is_ext(obj: Any) -> bool:
+    """Whether a list or tuple is a leaf `Packer` stores as an `Ext` (a torch.Size)."""
+    torch = _torch()
+    return torch is not None and isinstance(obj, torch.Size)
 
 
 def _ext(obj: Any, pack: Callable[[Any], Any]) -> Any:
