@@ -24,6 +24,20 @@ the bits below the leading 1 are raw either way) given
 and the savings over ``exponent`` in bits per word. Order-0 entropies of the whole tensor:
 a lower bound for an adaptive coder with those contexts, so a saving is an upper bound of
 what such a context would gain.
+
+A second table asks the same of better *predictions* (a reference other than w_0 itself):
+the whole residual's bits per word (symbol under the exponent context of the prediction,
+plus the raw bits below the leading 1) against
+
+* ``previous``: w_0, what the coder predicts from;
+* ``extrapolated``: ``w_0 + a (w_0 - w_-1)``, a second-order prediction from two references;
+* ``adam m1``: ``w_0 + c u_1``, ``u = m / (sqrt(v) + 1e-8)`` the Adam direction in w_1's own
+  checkpoint;
+* ``adam m1, m0``: ``w_0 + c_1 u_1 + c_0 u_0``, with w_0's checkpoint's direction as well;
+
+each computed in float32 with the coefficients fitted per tensor by least squares on the
+true change (an oracle's choice, which a coder would store per tensor: optimistic by a few
+bytes per tensor).
 """
 
 from __future__ import annotations
@@ -126,6 +140,51 @@ def probe(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[float, float
     return base, previous, adam, words
 
 
+def residual_bits(cur: np.ndarray, prediction: np.ndarray) -> float:
+    """Bits of the residual of ``cur`` against ``prediction`` (float32 words): its symbol
+    order-0 under the prediction's exponent context, plus the raw bits below the leading 1."""
+    z = residual(cur, prediction)
+    n = bit_length(z)
+    e = ((prediction.view(np.uint32) >> 23) & 0xFF).astype(np.int64)
+    context = np.clip(e.max() - e, 0, 15)
+    return conditional_entropy(n * 2 + (z & 1), context) + float(np.maximum(n - 1, 0).sum())
+
+
+def adam_direction(state: dict) -> np.ndarray:
+    """``m / (sqrt(v) + 1e-8)`` per word, in float64."""
+    m, v = (state[k].numpy().ravel().astype(np.float64) for k in ("exp_avg", "exp_avg_sq"))
+    return m / (np.sqrt(v) + 1e-8)
+
+
+def fitted(w0: np.ndarray, change: np.ndarray, *inputs: np.ndarray) -> np.ndarray:
+    """``w0 + sum(c_i x_i)`` in float32, the ``c_i`` the least-squares fit of ``change``."""
+    x = np.stack(inputs, 1)
+    coef = np.linalg.lstsq(x, change, rcond=None)[0]
+    step = sum(np.float32(c) * i.astype(np.float32) for c, i in zip(coef, inputs))
+    return (w0 + step).astype(np.float32)
+
+
+def predictors(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[np.ndarray, int]:
+    """Residual bits against the four predictions of the module doc (summed over the
+    tensors that have Adam state in both checkpoints), and the words counted."""
+    bits = np.zeros(4)
+    words = 0
+    s1, s0 = adam_state(cur), adam_state(ref)
+    for name, t in cur["model"].items():
+        models = (cur["model"], ref["model"], prev["model"])
+        if (t.dtype != torch.float32 or t.numel() < min_size or name not in s1
+                or name not in s0 or any(name not in x for x in models)):
+            continue
+        w1, w0, wm = (x[name].numpy().ravel() for x in models)
+        change = w1.astype(np.float64) - w0
+        u1, u0 = adam_direction(s1[name]), adam_direction(s0[name])
+        refs = (w0, fitted(w0, change, w0.astype(np.float64) - wm), fitted(w0, change, u1),
+                fitted(w0, change, u1, u0))
+        bits += [residual_bits(w1, r) for r in refs]
+        words += w1.size
+    return bits, words
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir")
@@ -140,6 +199,14 @@ def main() -> None:
         pair = f"{os.path.basename(files[i - 1])} -> {os.path.basename(files[i])}"
         cells = [base, previous, base - previous, adam, base - adam]
         print(f"| {pair} | " + " | ".join(f"{c / words:.3f}" for c in cells) + " |")
+    print()
+    print("| pair | previous bits/word | extrapolated | adam m1 | adam m1, m0 | best saving |")
+    print("|---|---|---|---|---|---|")
+    for i in range(2, len(files)):
+        bits, words = predictors(load[i - 2], load[i - 1], load[i], args.min_size)
+        pair = f"{os.path.basename(files[i - 1])} -> {os.path.basename(files[i])}"
+        cells = " | ".join(f"{b / words:.3f}" for b in bits)
+        print(f"| {pair} | {cells} | {(1 - bits[1:].min() / bits[0]) * 100:.1f}% |")
 
 
 if __name__ == "__main__":
