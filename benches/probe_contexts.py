@@ -31,8 +31,9 @@ plus the raw bits below the leading 1) against
 
 * ``previous``: w_0, what the coder predicts from;
 * ``extrapolated``: ``w_0 + a (w_0 - w_-1)``, a second-order prediction from two references;
-* ``adam m1``: ``w_0 + c u_1``, ``u = m / (sqrt(v) + 1e-8)`` the Adam direction in w_1's own
-  checkpoint;
+* ``adam m0``: ``w_0 + c u_0``, ``u = m / (sqrt(v) + 1e-8)`` the Adam direction in w_0's
+  checkpoint (the reference's: a decoder has it before decoding anything);
+* ``adam m1``: ``w_0 + c u_1``, the Adam direction in w_1's own checkpoint;
 * ``adam m1, m0``: ``w_0 + c_1 u_1 + c_0 u_0``, with w_0's checkpoint's direction as well;
 
 each computed in float32 with the coefficients fitted per tensor by least squares on the
@@ -165,9 +166,9 @@ def fitted(w0: np.ndarray, change: np.ndarray, *inputs: np.ndarray) -> np.ndarra
 
 
 def predictors(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[np.ndarray, int]:
-    """Residual bits against the four predictions of the module doc (summed over the
+    """Residual bits against the five predictions of the module doc (summed over the
     tensors that have Adam state in both checkpoints), and the words counted."""
-    bits = np.zeros(4)
+    bits = np.zeros(5)
     words = 0
     s1, s0 = adam_state(cur), adam_state(ref)
     for name, t in cur["model"].items():
@@ -178,8 +179,8 @@ def predictors(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[np.ndar
         w1, w0, wm = (x[name].numpy().ravel() for x in models)
         change = w1.astype(np.float64) - w0
         u1, u0 = adam_direction(s1[name]), adam_direction(s0[name])
-        refs = (w0, fitted(w0, change, w0.astype(np.float64) - wm), fitted(w0, change, u1),
-                fitted(w0, change, u1, u0))
+        refs = (w0, fitted(w0, change, w0.astype(np.float64) - wm), fitted(w0, change, u0),
+                fitted(w0, change, u1), fitted(w0, change, u1, u0))
         bits += [residual_bits(w1, r) for r in refs]
         words += w1.size
     return bits, words
@@ -200,8 +201,9 @@ def main() -> None:
         cells = [base, previous, base - previous, adam, base - adam]
         print(f"| {pair} | " + " | ".join(f"{c / words:.3f}" for c in cells) + " |")
     print()
-    print("| pair | previous bits/word | extrapolated | adam m1 | adam m1, m0 | best saving |")
-    print("|---|---|---|---|---|---|")
+    print("| pair | previous bits/word | extrapolated | adam m0 | adam m1 | adam m1, m0 "
+          "| best saving |")
+    print("|---|---|---|---|---|---|---|")
     for i in range(2, len(files)):
         bits, words = predictors(load[i - 2], load[i - 1], load[i], args.min_size)
         pair = f"{os.path.basename(files[i - 1])} -> {os.path.basename(files[i])}"
