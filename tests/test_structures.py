@@ -268,12 +268,21 @@ small_tensors = st.builds(
     st.integers(0, 20),
     st.sampled_from([torch.float32, torch.bfloat16, torch.int8, torch.bool]),
 )
+
+
+def containers(children, keys, size: int) -> list:
+    """Lists, tuples and dicts (keys from `keys`) of up to `size` `children`."""
+    return [
+        st.lists(children, max_size=size),
+        st.lists(children, max_size=size).map(tuple),
+        st.dictionaries(keys, children, max_size=size),
+    ]
+
+
 trees = st.recursive(
     st.one_of(scalar_leaves, small_tensors),
     lambda children: st.one_of(
-        st.lists(children, max_size=5),
-        st.lists(children, max_size=5).map(tuple),
-        st.dictionaries(dict_keys, children, max_size=5),
+        *containers(children, dict_keys, 5),
         st.frozensets(hashable_leaves, max_size=5),
         st.sets(hashable_leaves, max_size=5),
     ),
@@ -444,9 +453,7 @@ colliding_keys = st.sampled_from(["a", "a/b", "b", "1", 1, "", "tensor", "a~2"])
 tensor_trees = st.recursive(
     st.one_of(small_tensors, scalar_leaves),
     lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.lists(children, max_size=4).map(tuple),
-        st.dictionaries(colliding_keys, children, max_size=4),
+        *containers(children, colliding_keys, 4),
         st.dictionaries(st.just("a"), children, max_size=1).map(
             lambda d: {"a": {"b": d.get("a")}, "a/b": d.get("a")}),
         st.tuples(st.dictionaries(colliding_keys, children, max_size=3), children).map(

@@ -58,13 +58,18 @@ class Packer:
     def _key(self, key: Any, path: tuple) -> Any:
         if type(key) is str:
             return key
-        if is_tensor(key):
-            raise UnsupportedError(f"{'/'.join(map(str, path))}: tensors cannot be dict keys")
+        _refuse_tensor_key(key, path)
         return self.pack(key, path)
 
     def _tensor(self, obj: Any, path: tuple) -> Any:
         self.tensors.append((_unique_name(path, self._names), obj))
         return _core.TensorRef(len(self.tensors) - 1)
+
+
+def _refuse_tensor_key(key: Any, path: tuple) -> None:
+    """Raises `UnsupportedError` if the dict key `key` (of the dict at `path`) is a tensor."""
+    if is_tensor(key):
+        raise UnsupportedError(f"{'/'.join(map(str, path))}: tensors cannot be dict keys")
 
 
 def _tensor_types() -> tuple[type, ...]:
@@ -128,8 +133,7 @@ class Leaves:
             self.walk(v, path)
 
     def _key(self, key: Any, path: tuple) -> None:
-        if is_tensor(key):
-            raise UnsupportedError(f"{'/'.join(map(str, path))}: tensors cannot be dict keys")
+        _refuse_tensor_key(key, path)
         self.walk(key, path)
 
 
