@@ -74,6 +74,13 @@ def residual(cur: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.where(d >= 0, 2 * d, -2 * d - 1)
 
 
+def exponent_context(reference: np.ndarray) -> np.ndarray:
+    """The coder's context of each float32 reference word: its exponent below the
+    tensor's largest, capped at 15."""
+    e = ((reference.view(np.uint32) >> 23) & 0xFF).astype(np.int64)
+    return np.clip(e.max() - e, 0, 15)
+
+
 def conditional_entropy(symbol: np.ndarray, *context: np.ndarray) -> float:
     """Total bits of ``symbol`` coded order-0 per distinct ``context`` value."""
 
@@ -130,8 +137,7 @@ def probe(prev: dict, ref: dict, cur: dict, min_size: int) -> tuple[float, float
         w1, w0, wm = (x[name].numpy().ravel() for x in models)
         z = residual(w1, w0)
         symbol = bit_length(z) * 2 + (z & 1)
-        e = ((w0.view(np.uint32) >> 23) & 0xFF).astype(np.int64)
-        exponent = np.clip(e.max() - e, 0, 15)
+        exponent = exponent_context(w0)
         alone = conditional_entropy(symbol, exponent)
         base += alone
         previous += conditional_entropy(symbol, exponent, bit_length(residual(w0, wm)))
@@ -146,9 +152,8 @@ def residual_bits(cur: np.ndarray, prediction: np.ndarray) -> float:
     order-0 under the prediction's exponent context, plus the raw bits below the leading 1."""
     z = residual(cur, prediction)
     n = bit_length(z)
-    e = ((prediction.view(np.uint32) >> 23) & 0xFF).astype(np.int64)
-    context = np.clip(e.max() - e, 0, 15)
-    return conditional_entropy(n * 2 + (z & 1), context) + float(np.maximum(n - 1, 0).sum())
+    symbol_bits = conditional_entropy(n * 2 + (z & 1), exponent_context(prediction))
+    return symbol_bits + float(np.maximum(n - 1, 0).sum())
 
 
 def adam_direction(state: dict) -> np.ndarray:
