@@ -187,7 +187,7 @@ def test_second_moment_takes_contexts_from_first_moment():
 
 def test_reader_specs_agree_with_tensors():
     """The lean per-tensor tuples decoding reads say what `tensors()` says: names, dtypes,
-    shapes, tags, references, side tensors and near-lossless flags."""
+    shapes, tags, references, side tensors, near-lossless flags and Adam directions."""
     from fastckpt import _core
 
     prev, cur = _embedding_run()
@@ -200,7 +200,7 @@ def test_reader_specs_agree_with_tensors():
             (t["name"], t["dtype"], tuple(t["shape"]), t["tag"],
              None if t["reference"] is None else (t["reference"]["checkpoint"],
                                                   t["reference"]["tensor"]),
-             t["side"], t["lossy"])
+             t["side"], t["lossy"], t["direction"])
             for t in reader.tensors()
         ] == reader.specs()
     specs = {s[0]: s for s in _core.Reader(np.frombuffer(predicted, dtype=np.uint8)).specs()}

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _core, _memory, _tensors, _tree, lossy
+from . import _adam, _core, _memory, _tensors, _tree, lossy
 from ._memory import set_pool_limit
 from .errors import (
     CorruptCheckpoint,
@@ -62,24 +62,34 @@ def _leaves_by_name(reference: Any) -> dict[str, Any]:
     return dict(_tree.leaves(reference))
 
 
-def _raw_by_name(reference: Any) -> dict[str, tuple[str, list[int], np.ndarray]]:
-    """Flattens a reference object into {tensor name: (dtype, shape, raw bytes)}, with the
-    same names `encode` gives the tensors of an object of the same structure. Each raw view
-    keeps its tensor alive through its numpy base."""
+def _raw_by_name(leaves: dict[str, Any]) -> dict[str, tuple[str, list[int], np.ndarray]]:
+    """Converts a reference's tensors by name (`_leaves_by_name`) into {tensor name:
+    (dtype, shape, raw bytes)}. Each raw view keeps its tensor alive through its numpy
+    base."""
     out = {}
-    for name, leaf in _leaves_by_name(reference).items():
+    for name, leaf in leaves.items():
         dtype, shape, _tag, raw, _owner = _tensors.to_raw(leaf)
         out[name] = (dtype, list(shape), raw)
     return out
 
 
-def _references(specs, reference: Any, reference_id: str, tensor_references=None):
-    """Pairs each tensor with the same-named tensor of `reference` (same dtype and shape),
-    or with its entry in `tensor_references`, as the core's `references` argument; None
-    without a reference."""
+def _coding_references(specs, reference: Any, reference_id: str, tensor_references,
+                       lossy_specs, threads):
+    """The core's `references` and `directions` arguments: each tensor paired with the
+    same-named tensor of `reference` (same dtype and shape), or its Adam-direction
+    prediction where that fits much better (`_adam`), or with its entry in
+    `tensor_references`; None without a reference."""
     if tensor_references:
-        return _explicit_references(specs, tensor_references)
-    refs = _raw_by_name(reference)
+        return _explicit_references(specs, tensor_references), None
+    leaves = _leaves_by_name(reference)
+    refs = _references(specs, leaves, reference_id)
+    return _adam.directed(specs, refs, leaves, lossy_specs, threads)
+
+
+def _references(specs, leaves: dict[str, Any], reference_id: str):
+    """Pairs each tensor with the same-named tensor of the reference `leaves` (same dtype
+    and shape); None without a reference."""
+    refs = _raw_by_name(leaves)
     if not refs:
         return None
     paired = []
@@ -160,10 +170,11 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
     errors never accumulate along a chain; `Store` does that for you.
     """
     specs, structure, _owners = _prepare(obj)
-    refs = _references(specs, reference, reference_id, tensor_references)
     lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
+    refs, directions = _coding_references(specs, reference, reference_id, tensor_references,
+                                          lossy_specs, threads)
     return _core.encode(specs, structure, threads, chunk_bytes, None, refs, lossy_specs,
-                        sides=_sides(specs, refs))
+                        sides=_sides(specs, refs), directions=directions)
 
 
 def _as_array(data: Any) -> np.ndarray:
@@ -205,17 +216,27 @@ class _RefLookup:
     walked once for its tensors' names, and a tensor is turned into raw bytes only when a
     decoded tensor asks for it (tensors stored standalone need no reference)."""
 
-    def __init__(self, reference: Any, references: dict | None) -> None:
+    def __init__(self, reference: Any, references: dict | None, threads=None) -> None:
         self.one = _leaves_by_name(reference)
         self.objects = references or {}
         self.flat: dict[str, dict] = {}
         self.raw: dict[tuple[str | None, str], Any] = {}
+        self.threads = threads
 
-    def get(self, ref: tuple[str, str] | None):
-        """The raw bytes of reference `(checkpoint id, tensor name)`, or None."""
+    def get(self, ref: tuple[str, str] | None, direction: tuple | None = None):
+        """The raw bytes of reference `(checkpoint id, tensor name)`, or None; with an
+        Adam `direction` `(m, v, step)`, the prediction made from it and its moments."""
         if not ref:
             return None
         cid, tensor = ref
+        if direction is None:
+            return self._raw(cid, tensor)
+        w0, m, v = (self._raw(cid, name) for name in (tensor, direction[0], direction[1]))
+        if w0 is None or m is None or v is None:
+            return None
+        return _adam.rebuild(w0, m, v, direction[2], self.threads)
+
+    def _raw(self, cid: str, tensor: str):
         key = (cid if cid in self.objects else None, tensor)
         if key in self.raw:
             return self.raw[key]
@@ -231,7 +252,7 @@ class _RefLookup:
 
 
 # Fields of `_core.Reader.specs()` tuples.
-_NAME, _DTYPE, _SHAPE, _TAG, _REFERENCE, _SIDE, _LOSSY = range(7)
+_NAME, _DTYPE, _SHAPE, _TAG, _REFERENCE, _SIDE, _LOSSY, _DIRECTION = range(8)
 
 
 def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int], device: str,
@@ -242,7 +263,7 @@ def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int]
     `copies` (CPU only), a second, independent copy of each returned tensor is appended
     to it, written by the decoder while each chunk is in cache. `trusted`: the references
     are known to be right (a store's own decodes), so they are not hashed first."""
-    refs = _RefLookup(reference, references)
+    refs = _RefLookup(reference, references, threads)
     wanted = len(indices)
     sides = {specs[i][_SIDE] for i in indices} - {None}
     if sides:
@@ -250,7 +271,8 @@ def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int]
         indices = list(indices) + sorted({names[s] for s in sides} - set(indices))
     if copies is None:
         arrays = reader.decode_arrays(indices, threads,
-                                      [refs.get(specs[i][_REFERENCE]) for i in indices], trusted)
+                                      [refs.get(specs[i][_REFERENCE], specs[i][_DIRECTION])
+                                       for i in indices], trusted)
         wrapper, finish = _tensors.wrapper, _tensors.finish
         tensors = [wrapper(specs[i][_DTYPE], specs[i][_TAG])(a)
                    for a, i in zip(arrays[:wanted], indices[:wanted])]
@@ -264,7 +286,7 @@ def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int]
         obj, buf = empty(t[_DTYPE], t[_SHAPE], t[_TAG], device)
         outs.append(obj)
         bufs.append(buf)
-        ref_bufs.append(refs.get(t[_REFERENCE]))
+        ref_bufs.append(refs.get(t[_REFERENCE], t[_DIRECTION]))
         if copies is not None and k < wanted:
             twin, twin_buf = empty(t[_DTYPE], t[_SHAPE], t[_TAG], "cpu")
             twins.append(twin)
@@ -339,25 +361,27 @@ def _save(obj: Any, path: PathLike, twin: list | None, *, reference: Any = None,
     the CPU, containers as a decode rebuilds them) whose bytes the encoder writes as it
     reads each chunk: what a store keeps as the next save's reference."""
     specs, structure, _owners = _prepare(obj)
-    refs = _references(specs, reference, reference_id, tensor_references)
     lossy_specs = lossy.specs(specs, lossy.resolve(mode, error_bound, policy))
+    refs, directions = _coding_references(specs, reference, reference_id, tensor_references,
+                                          lossy_specs, threads)
     made = None if twin is None else [_tensors.empty(dtype, tuple(shape), tag, "cpu")
                                       for _name, dtype, shape, tag, _raw in specs]
     copies = None if made is None else [buf for _t, buf in made]
-    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs, lossy_specs, copies)
+    _atomic_encode(specs, structure, path, threads, chunk_bytes, refs, lossy_specs, copies,
+                   directions)
     if twin is not None:
         twin.append(_tree.unpack(structure, [t for t, _buf in made]))
 
 
 def _atomic_encode(specs, structure, path: PathLike, threads, chunk_bytes, refs=None,
-                   lossy_specs=None, copies=None) -> None:
+                   lossy_specs=None, copies=None, directions=None) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastckpt-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         _core.encode(specs, structure, threads, chunk_bytes, tmp, refs, lossy_specs,
-                     sides=_sides(specs, refs), copies=copies)
+                     sides=_sides(specs, refs), copies=copies, directions=directions)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

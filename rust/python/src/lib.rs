@@ -3,10 +3,11 @@
 
 mod arrays;
 mod dedup;
+mod direction;
 
 use fastckpt_core::{
-    container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions, Error, Header, LossySpec,
-    RefIn, TensorIn, Value,
+    container::format::Direction, container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions,
+    Error, Header, LossySpec, RefIn, TensorIn, Value,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
@@ -269,6 +270,8 @@ fn copy_slices<'a>(
 type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
 /// (checkpoint id, tensor name, raw bytes) of a reference tensor.
 type RefArg<'py> = (String, String, PyReadonlyArray1<'py, u8>);
+/// (first moment name, second moment name, step) of an Adam-direction reference.
+type DirectionArg = (String, String, f64);
 /// (class, error bound, prune fraction, non-negative, relative bound) of a near-lossless
 /// tensor.
 type LossyArg = (String, f64, f64, bool, bool);
@@ -277,11 +280,12 @@ type LossyArg = (String, f64, f64, bool, bool);
 /// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from,
 /// `lossy` with a `(class, error_bound, prune, nonneg)` near-lossless spec, `sides` with
 /// the index of a sibling tensor whose words give a predicted tensor its contexts,
-/// `copies` with a uint8 array that receives a copy of the tensor's bytes.
+/// `directions` with the `(m, v, step)` of a reference that is an Adam-direction
+/// prediction (`direction_predict`) rather than the named tensor, `copies` with a uint8 array that receives a copy of the tensor's bytes.
 /// Returns the file as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
 #[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None,
-                    lossy=None, sparse_block=None, sides=None, copies=None))]
+                    lossy=None, sparse_block=None, sides=None, copies=None, directions=None))]
 #[allow(clippy::too_many_arguments)]
 fn encode(
     py: Python<'_>,
@@ -295,17 +299,20 @@ fn encode(
     sparse_block: Option<u32>,
     sides: Option<Vec<Option<usize>>>,
     copies: Option<Vec<Option<PyReadwriteArray1<'_, u8>>>>,
+    directions: Option<Vec<Option<DirectionArg>>>,
 ) -> PyResult<Option<Py<PyBytes>>> {
     let structure = to_value(structure, 0)?;
     let references = references.unwrap_or_default();
     let lossy = lossy.unwrap_or_default();
     let sides = sides.unwrap_or_default();
-    if (!references.is_empty() && references.len() != tensors.len())
-        || (!lossy.is_empty() && lossy.len() != tensors.len())
-        || (!sides.is_empty() && sides.len() != tensors.len())
+    let directions = directions.unwrap_or_default();
+    let paired = |n: usize| n == 0 || n == tensors.len();
+    if ![references.len(), lossy.len(), sides.len(), directions.len()]
+        .into_iter()
+        .all(paired)
     {
         return Err(PyValueError::new_err(
-            "references, lossy and sides must pair one-to-one with tensors",
+            "references, lossy, sides and directions must pair one-to-one with tensors",
         ));
     }
     let mut inputs = Vec::with_capacity(tensors.len());
@@ -317,6 +324,11 @@ fn encode(
                 checkpoint: checkpoint.clone(),
                 tensor: tensor.clone(),
                 data: r.as_slice()?,
+                direction: directions
+                    .get(k)
+                    .cloned()
+                    .flatten()
+                    .map(|(m, v, step)| Direction { m, v, step }),
             }),
             _ => None,
         };
@@ -428,8 +440,10 @@ impl Reader {
     }
 
     /// What decoding needs of each tensor, as one tuple per tensor (cheaper to build than
-    /// `tensors()`'s dicts): `(name, dtype, shape, tag, reference, side, lossy)`, with
-    /// `reference` `(checkpoint, tensor)` or None and `side` the side tensor's name or None.
+    /// `tensors()`'s dicts): `(name, dtype, shape, tag, reference, side, lossy,
+    /// direction)`, with `reference` `(checkpoint, tensor)` or None, `side` the side
+    /// tensor's name or None and `direction` an Adam-direction reference's `(m, v, step)`
+    /// or None.
     #[allow(clippy::type_complexity)]
     fn specs<'py>(
         &self,
@@ -443,6 +457,7 @@ impl Reader {
             Option<(&str, &str)>,
             Option<&str>,
             bool,
+            Option<DirectionArg>,
         )>,
     > {
         self.header
@@ -459,6 +474,7 @@ impl Reader {
                         .map(|r| (r.checkpoint.as_str(), r.tensor.as_str())),
                     t.side(),
                     t.is_lossy(),
+                    t.direction().map(|d| (d.m, d.v, d.step)),
                 ))
             })
             .collect()
@@ -479,6 +495,7 @@ impl Reader {
                 d.set_item("lossy", t.is_lossy())?;
                 d.set_item("params", from_value(py, &t.params)?)?;
                 d.set_item("side", t.side())?;
+                d.set_item("direction", t.direction().map(|d| (d.m, d.v, d.step)))?;
                 match &t.reference {
                     Some(r) => {
                         let rd = PyDict::new(py);
@@ -627,6 +644,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         fastckpt_core::container::MIN_PREDICTED_WORDS,
     )?;
     dedup::register(m)?;
+    direction::register(m)?;
     m.add("FORMAT_VERSION", fastckpt_core::container::format::MAJOR)?;
     m.add("FORMAT_MINOR", fastckpt_core::container::format::MINOR)?;
     m.add(

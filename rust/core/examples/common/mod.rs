@@ -75,6 +75,7 @@ pub fn pair_inputs<'a>(
                     checkpoint: "prev".into(),
                     tensor: name.clone(),
                     data: r,
+                    direction: None,
                 });
             let side = name
                 .strip_suffix("_sq")

@@ -193,6 +193,7 @@ fn encode_seed(
                 checkpoint: "seed-previous".into(),
                 tensor: t.name.clone(),
                 data,
+                direction: None,
             }),
             lossy: lossy.cloned(),
             side: None,

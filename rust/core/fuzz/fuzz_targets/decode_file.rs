@@ -177,6 +177,7 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
                     checkpoint: r.checkpoint.clone(),
                     tensor: r.tensor.clone(),
                     data,
+                    direction: None,
                 }),
             lossy: None,
             side: None,

@@ -21,13 +21,14 @@ pub const MAGIC: &[u8; 8] = b"\x89FCKPT\r\n";
 /// Format major version this build writes and reads.
 pub const MAJOR: u16 = 1;
 /// Format minor version this build writes when a file has coded byte planes, i.e. a
-/// tensor of [`Codec::Planes`], [`Codec::Predicted`] or [`Codec::Quantized`] (1.5:
+/// tensor of [`Codec::Planes`], [`Codec::Predicted`] or [`Codec::Quantized`] (1.6:
+/// predicted tensors may have an Adam-direction reference, params `{"adam": ...}`; 1.5:
 /// residual chunks may have a sampled base exponent, kind 5; 1.4: pair
 /// coded planes may have wide tables, mode 4; 1.3: planes
 /// may be pair coded, mode 3, and residual chunks may be token chunks, kind 3; 1.2:
 /// residual chunks may have scaled context tables, chunk kind 2); 1 when it uses only [`Codec::Same`] (1.1); files without any of them are
 /// written as 1.0, readable by every 1.x reader.
-pub const MINOR: u16 = 5;
+pub const MINOR: u16 = 6;
 /// Bytes before the header.
 pub const PREFIX_LEN: usize = 24;
 /// Largest chunk a reader accepts, in raw bytes.
@@ -72,6 +73,55 @@ impl Codec {
 
 /// Key of a predicted tensor's params naming its side tensor ([`TensorEntry::side`]).
 pub const SIDE_KEY: &str = "side";
+
+/// Key of a predicted tensor's params giving its Adam-direction reference
+/// ([`TensorEntry::direction`]).
+pub const DIRECTION_KEY: &str = "adam";
+
+/// An Adam-direction reference (format 1.6, [`crate::predict::direction`]): the residual
+/// was taken against `w0 + step * m / (sqrt(v) + eps)`, with `w0` the [`Reference`]
+/// tensor and `m`, `v` its optimizer moments in the same checkpoint. The reference's
+/// `raw_hash` is then the hash of that prediction, so a wrong `w0`, `m`, `v` is caught.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Direction {
+    /// Name of the first moment (`exp_avg`) in the reference checkpoint.
+    pub m: String,
+    /// Name of the second moment (`exp_avg_sq`) in the reference checkpoint.
+    pub v: String,
+    /// The fitted step (within [`crate::predict::direction::valid_step`]).
+    pub step: f64,
+}
+
+impl Direction {
+    /// The params value: `[m, v, step]`.
+    pub fn to_value(&self) -> Value {
+        Value::List(vec![
+            Value::Str(self.m.clone()),
+            Value::Str(self.v.clone()),
+            Value::Float(self.step),
+        ])
+    }
+
+    /// Reads the params value, checking its shape and step.
+    fn from_value(v: &Value) -> Result<Direction> {
+        let bad = || Error::Format("an adam reference is [m name, v name, valid step]".into());
+        let Value::List(items) = v else {
+            return Err(bad());
+        };
+        match items.as_slice() {
+            [Value::Str(m), Value::Str(v), Value::Float(step)]
+                if crate::predict::direction::valid_step(*step) =>
+            {
+                Ok(Direction {
+                    m: m.clone(),
+                    v: v.clone(),
+                    step: *step,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
 
 /// Where a tensor was predicted from: decoding needs that tensor, checked by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,11 +200,24 @@ impl TensorEntry {
     /// The sibling tensor of this checkpoint whose words give a predicted tensor's
     /// contexts (format 1.3: params `{"side": name}`); decoding needs it decoded first.
     pub fn side(&self) -> Option<&str> {
+        match self.predicted_param(SIDE_KEY) {
+            Some(Value::Str(name)) => Some(name),
+            _ => None,
+        }
+    }
+    /// The Adam-direction reference of a predicted tensor (format 1.6: params
+    /// `{"adam": [m, v, step]}`), validated on parse.
+    pub fn direction(&self) -> Option<Direction> {
+        self.predicted_param(DIRECTION_KEY)
+            .and_then(|v| Direction::from_value(v).ok())
+    }
+    /// The value under `key` in a predicted tensor's params map.
+    fn predicted_param(&self, key: &str) -> Option<&Value> {
         match (&self.codec, &self.params) {
-            (Codec::Predicted, Value::Map(items)) => match items.as_slice() {
-                [(Value::Str(k), Value::Str(name))] if k == SIDE_KEY => Some(name),
-                _ => None,
-            },
+            (Codec::Predicted, Value::Map(items)) => items
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -303,6 +366,32 @@ impl Header {
     }
 }
 
+/// Checks a predicted tensor's params: None, or a map of distinct keys [`SIDE_KEY`]
+/// (a tensor name) and [`DIRECTION_KEY`] (a valid [`Direction`]).
+fn check_predicted_params(params: &Value) -> Result<()> {
+    let bad = || Error::Format("a predicted tensor's params hold only its side and adam".into());
+    let items = match params {
+        Value::None => return Ok(()),
+        Value::Map(items) if !items.is_empty() => items,
+        _ => return Err(bad()),
+    };
+    let mut seen = Vec::new();
+    for (k, v) in items {
+        match (k, v) {
+            (Value::Str(k), Value::Str(_)) if k == SIDE_KEY => {}
+            (Value::Str(k), v) if k == DIRECTION_KEY => {
+                Direction::from_value(v)?;
+            }
+            _ => return Err(bad()),
+        }
+        if seen.contains(&k) {
+            return Err(bad());
+        }
+        seen.push(k);
+    }
+    Ok(())
+}
+
 /// Checks every side tensor: another tensor of the file, of the same dtype, shape and
 /// chunking, without a side of its own (so one decoding pass before serves them all).
 fn check_sides(tensors: &[TensorEntry]) -> Result<()> {
@@ -416,11 +505,7 @@ fn read_tensor(r: &mut Reader, offset: &mut u64) -> Result<TensorEntry> {
                 != 0.0
         }
         Codec::Predicted => {
-            let side_only = matches!(&params, Value::Map(items)
-                if matches!(items.as_slice(), [(Value::Str(k), Value::Str(_))] if k == SIDE_KEY));
-            if params != Value::None && !side_only {
-                return Err(ctx("a predicted tensor's params name only its side".into()));
-            }
+            check_predicted_params(&params).map_err(|e| ctx(e.to_string()))?;
             true
         }
         other => other.needs_reference(),

@@ -76,8 +76,12 @@ pub struct RefIn<'a> {
     pub checkpoint: String,
     /// Its name in that checkpoint.
     pub tensor: String,
-    /// Its raw bytes (same length as the tensor's).
+    /// Its raw bytes (same length as the tensor's). With a `direction`, the prediction
+    /// [`crate::predict::direction::predict`] made from the named tensor and moments.
     pub data: &'a [u8],
+    /// Set when `data` is an Adam-direction prediction rather than the named tensor
+    /// itself (lossless float32 tensors only): stored, so a decoder can remake it.
+    pub direction: Option<format::Direction>,
 }
 
 /// Encoder settings.
@@ -351,7 +355,10 @@ pub fn content_hash(data: &[u8], dtype: DType, chunk_bytes: usize) -> u128 {
 
 /// Whether `t` is exactly its (non-empty) reference: then it is stored as [`Codec::Same`].
 fn is_same(t: &TensorIn) -> bool {
-    !t.data.is_empty() && t.reference.as_ref().is_some_and(|r| r.data == t.data)
+    !t.data.is_empty()
+        && t.reference
+            .as_ref()
+            .is_some_and(|r| r.direction.is_none() && r.data == t.data)
 }
 
 /// Encodes `tensors` and the `structure` that refers to them by index.
@@ -568,17 +575,13 @@ fn coded_entry<'a>(
     offset: &mut u64,
     chunks: &mut Vec<ChunkBytes<'a>>,
 ) -> TensorEntry {
-    let params = match (lossy, side) {
-        (Some(lp), _) => lp.params(&parts),
-        (None, Some(name)) if parts.iter().any(|c| c.side) => Value::Map(vec![(
-            Value::Str(format::SIDE_KEY.to_owned()),
-            Value::Str(name.to_owned()),
-        )]),
-        _ => Value::None,
-    };
     // A tensor none of whose chunks used its reference is stored standalone (its chunks
     // without the kind byte), so it decodes without the reference.
     let predicted = parts.iter().any(|c| c.predicted);
+    let params = match lossy {
+        Some(lp) => lp.params(&parts),
+        None => predicted_params(t, side.filter(|_| parts.iter().any(|c| c.side)), predicted),
+    };
     if !predicted {
         for c in parts.iter_mut() {
             if let ChunkBytes::Planes { kind_byte, .. } = &mut c.bytes {
@@ -617,6 +620,27 @@ fn coded_entry<'a>(
         params,
         chunks: list,
         ..new_entry(t, codec, chunk_words, raw_hash)
+    }
+}
+
+/// A lossless tensor's params: its side tensor's name if a chunk used it, and its
+/// Adam-direction reference if a chunk was predicted.
+fn predicted_params(t: &TensorIn, side: Option<&str>, predicted: bool) -> Value {
+    let mut items = Vec::new();
+    if let Some(name) = side {
+        items.push((
+            Value::Str(format::SIDE_KEY.to_owned()),
+            Value::Str(name.to_owned()),
+        ));
+    }
+    let direction = t.reference.as_ref().and_then(|r| r.direction.as_ref());
+    if let Some(d) = direction.filter(|_| predicted) {
+        items.push((Value::Str(format::DIRECTION_KEY.to_owned()), d.to_value()));
+    }
+    if items.is_empty() {
+        Value::None
+    } else {
+        Value::Map(items)
     }
 }
 
@@ -872,6 +896,22 @@ fn check_side(t: &TensorIn, s: usize, tensors: &[TensorIn]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that an Adam-direction reference is on a lossless float32 tensor, with a
+/// valid step.
+fn check_direction(t: &TensorIn) -> Result<()> {
+    let Some(d) = t.reference.as_ref().and_then(|r| r.direction.as_ref()) else {
+        return Ok(());
+    };
+    let bad = |m: &str| Error::InvalidArgument(format!("{:?}: adam reference {m}", t.name));
+    if t.dtype != DType::F32 || t.lossy.is_some() {
+        return Err(bad("needs a lossless float32 tensor"));
+    }
+    if !crate::predict::direction::valid_step(d.step) {
+        return Err(bad(&format!("step {} out of range", d.step)));
+    }
+    Ok(())
+}
+
 fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
     let mut names = std::collections::HashSet::new();
     for t in tensors {
@@ -908,6 +948,7 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
         if let Some(s) = t.side {
             check_side(t, s, tensors)?;
         }
+        check_direction(t)?;
         if let Some(l) = &t.lossy {
             if !(l.error_bound.is_finite() && l.error_bound >= 0.0) {
                 return Err(Error::InvalidArgument(format!(
@@ -1367,6 +1408,7 @@ mod tests {
                 checkpoint: "base".into(),
                 tensor: "w".into(),
                 data: d,
+                direction: None,
             }),
             lossy: None,
             side: None,

@@ -36,6 +36,7 @@
 mod choice;
 mod contexts;
 mod decode;
+pub mod direction;
 mod encode;
 mod fused;
 mod side;
