@@ -231,9 +231,16 @@ class _RefLookup:
         cid, tensor = ref
         if direction is None:
             return self._raw(cid, tensor)
-        w0, m, v = (self._raw(cid, name) for name in (tensor, direction[0], direction[1]))
-        if w0 is None or m is None or v is None:
+        w0 = self._raw(cid, tensor)
+        if w0 is None:
             return None
+        m, v = (self._raw(cid, name) for name in direction[:2])
+        missing = [name for name, raw in zip(direction[:2], (m, v)) if raw is None]
+        if missing:
+            raise ReferenceMismatch(
+                f"{tensor!r} of checkpoint {cid!r} is predicted along its Adam direction, which "
+                f"needs the optimizer state {missing[0]!r} of that checkpoint: pass the whole "
+                "checkpoint (model and optimizer) as the reference")
         return _adam.rebuild(w0, m, v, direction[2], self.threads)
 
     def _raw(self, cid: str, tensor: str):

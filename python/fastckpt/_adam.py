@@ -12,7 +12,8 @@ Weights are paired with their moments from the reference's structure alone: opti
 state entries `.../state/<i>/exp_avg` (with `exp_avg_sq`) in index order, matched with the
 float32 tensors outside the optimizer of the same shape, in order, where both lists have
 the same length (param groups such as "no weight decay" reorder the state, but keep each
-shape's tensors in model order). A wrong pairing only costs ratio: the fit rejects it.
+shape's tensors in model order); a tied weight's second entry (same memory) is skipped, as
+the optimizer holds one state for it. A wrong pairing only costs ratio: the fit rejects it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from . import _core, _memory, _tensors
 #: at 0.5 the residual keeps half the energy, ~0.5 bit fewer per word, where computing
 #: the prediction costs about what decoding ~0.2 bit of a word does.
 MIN_R2 = 0.5
-#: Words sampled for the fit that decides (the step comes from the same sample).
-SAMPLE_WORDS = 1 << 16
+#: Words sampled (two blocks) for the fit that decides: small, so that models whose
+#: weights do not follow the direction (a from-scratch GPT) pay a few us per tensor.
+SAMPLE_WORDS = 1 << 13
+#: Words sampled for the step of a tensor that passes (its error then costs < 0.01 bit).
+STEP_WORDS = 1 << 18
 
 _STEPS = _core.DIRECTION_STEPS
 _STATE = re.compile(r"^(?P<opt>(?:.*/)?)state/(?P<i>\d+)/exp_avg$")
@@ -40,12 +44,23 @@ def _is_f32(leaf: Any) -> bool:
     return str(getattr(leaf, "dtype", "")).endswith("float32")
 
 
+def _memory_key(leaf: Any) -> tuple:
+    """What identifies a tensor's memory: tied weights (a language model's embedding and
+    output layer) are two state-dict entries over one parameter and one optimizer state."""
+    if isinstance(leaf, np.ndarray):
+        return (leaf.__array_interface__["data"][0], leaf.shape, leaf.strides)
+    if not hasattr(leaf, "untyped_storage"):
+        return (id(leaf),)
+    return (leaf.untyped_storage().data_ptr(), leaf.storage_offset(), tuple(leaf.shape),
+            leaf.stride())
+
+
 def moments(leaves: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """{weight name: (exp_avg name, exp_avg_sq name)} for the float32 tensors of one
     checkpoint (its leaves by name, in order) that pair with Adam moments (module doc)."""
     states, prefixes = [], set()
     for name, leaf in leaves.items():
-        hit = _STATE.match(name)
+        hit = _STATE.match(name) if name.endswith("/exp_avg") else None
         v = name + "_sq"
         if hit and v in leaves and _is_f32(leaf) and _is_f32(leaves[v]):
             states.append((hit["opt"], int(hit["i"]), name, v, tuple(leaf.shape)))
@@ -56,14 +71,29 @@ def moments(leaves: dict[str, Any]) -> dict[str, tuple[str, str]]:
     for _opt, _i, m, v, shape in sorted(states, key=lambda s: (s[0], s[1])):
         by_shape[shape].append((m, v))
     weights: dict[tuple, list] = defaultdict(list)
+    optimizers = tuple(prefixes)
     for name, leaf in leaves.items():
-        if _is_f32(leaf) and not any(name.startswith(p) for p in prefixes):
+        if not name.startswith(optimizers) and _is_f32(leaf):
             weights[tuple(leaf.shape)].append(name)
     paired = {}
     for shape, mv in by_shape.items():
-        if len(weights[shape]) == len(mv):
-            paired.update(zip(weights[shape], mv))
+        names = weights[shape]
+        if len(names) > len(mv):
+            names = _untied(names, leaves)
+        if len(names) == len(mv):
+            paired.update(zip(names, mv))
     return paired
+
+
+def _untied(names: list[str], leaves: dict[str, Any]) -> list[str]:
+    """`names` without the later entries of tied weights (same memory)."""
+    seen, out = set(), []
+    for name in names:
+        key = _memory_key(leaves[name])
+        if key not in seen:
+            out.append(name)
+        seen.add(key)
+    return out
 
 
 def _raw(leaf: Any) -> np.ndarray:
@@ -72,7 +102,7 @@ def _raw(leaf: Any) -> np.ndarray:
 
 def directed(specs, refs, leaves: dict[str, Any], lossy_specs, threads=None):
     """Replaces the reference of each lossless float32 tensor whose change the Adam
-    direction explains (fit R^2 >= MIN_R2) with its Adam-direction prediction. `refs` are
+    direction explains (sampled fit R^2 >= MIN_R2) with its Adam-direction prediction. `refs` are
     `_references`' (checkpoint id, name, raw) per spec, `leaves` the reference's tensors
     by name. Returns (refs, directions): the core's `references` and `directions`."""
     pairs = moments(leaves) if refs else {}
@@ -90,8 +120,12 @@ def directed(specs, refs, leaves: dict[str, Any], lossy_specs, threads=None):
         m, v = _raw(leaves[mv[0]]), _raw(leaves[mv[1]])
         if m.nbytes != raw.nbytes or v.nbytes != raw.nbytes:
             continue
-        step, r2 = _core.direction_fit(ref[2], raw, m, v, SAMPLE_WORDS, threads)
-        if r2 < MIN_R2 or not _STEPS[0] <= abs(step) <= _STEPS[1]:
+        # One thread: the sample is small, and waking the pool costs more than it.
+        _step, r2 = _core.direction_fit(ref[2], raw, m, v, SAMPLE_WORDS, 1)
+        if r2 < MIN_R2:
+            continue
+        step, _r2 = _core.direction_fit(ref[2], raw, m, v, STEP_WORDS, threads)
+        if not _STEPS[0] <= abs(step) <= _STEPS[1]:
             continue
         out = _memory.fresh(raw.nbytes)
         _core.direction_predict(ref[2], m, v, step, out, threads)

@@ -59,6 +59,7 @@ def encode(
     sparse_block: int | None = None,
     sides: Sequence[int | None] | None = None,
     copies: Sequence[npt.NDArray[np.uint8] | None] | None = None,
+    directions: Sequence[tuple[str, str, float] | None] | None = None,
 ) -> bytes | None:
     """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
     file bytes, or writes and fsyncs `path` and returns None. `references[k]` is
@@ -67,7 +68,9 @@ def encode(
     `sparse_block` is the block size of near-lossless block-sparse packing; `sides[k]` is
     the index of a sibling tensor whose words give predicted tensor k its contexts;
     `copies[k]`, a writable uint8 array of tensor k's size, receives a copy of its bytes
-    (written chunk by chunk as each is encoded)."""
+    (written chunk by chunk as each is encoded); `directions[k]` = (m name, v name, step)
+    says that `references[k]`'s bytes are the Adam-direction prediction
+    (`direction_predict`) from the named tensor and those moments."""
 
 class Reader:
     """A parsed checkpoint over a uint8 array."""
@@ -77,9 +80,11 @@ class Reader:
         """The structure with TensorRef / Ext placeholders."""
     def specs(
         self,
-    ) -> list[tuple[str, str, tuple[int, ...], str, tuple[str, str] | None, str | None, bool]]:
+    ) -> list[tuple[str, str, tuple[int, ...], str, tuple[str, str] | None, str | None, bool,
+                    tuple[str, str, float] | None]]:
         """What decoding needs, one tuple per tensor: (name, dtype, shape, tag, reference
-        as (checkpoint, tensor) or None, side tensor's name or None, lossy)."""
+        as (checkpoint, tensor) or None, side tensor's name or None, lossy, Adam direction
+        as (m name, v name, step) or None)."""
     def tensors(self) -> list[dict[str, Any]]:
         """Per tensor: name, dtype, shape, tag, codec ("planes", "predicted", "quantized"),
         lossy, params (the near-lossless plan and what the encoder measured, else None),
@@ -125,6 +130,23 @@ def estimate_standalone(dtype_name: str, data: npt.NDArray[np.uint8]) -> int:
 def estimate_predicted(dtype_name: str, data: npt.NDArray[np.uint8],
                        reference: npt.NDArray[np.uint8]) -> int:
     """Estimated coded bytes of `data` predicted from `reference` (0: an exact copy)."""
+
+DIRECTION_EPS: float
+DIRECTION_STEPS: tuple[float, float]
+
+def direction_fit(w0: npt.NDArray[np.uint8], w1: npt.NDArray[np.uint8],
+                  m: npt.NDArray[np.uint8], v: npt.NDArray[np.uint8],
+                  sample_words: int | None = None,
+                  threads: int | None = None) -> tuple[float, float]:
+    """(step, r2): the least-squares step of `w1 - w0` on `m / (sqrt(v) + eps)` and the
+    share of the change it explains (raw float32 bytes, equal lengths), over about
+    `sample_words` words in evenly spaced blocks, or all."""
+
+def direction_predict(w0: npt.NDArray[np.uint8], m: npt.NDArray[np.uint8],
+                      v: npt.NDArray[np.uint8], step: float, out: npt.NDArray[np.uint8],
+                      threads: int | None = None) -> None:
+    """Writes the Adam-direction prediction `w0 + step * m / (sqrt(v) + eps)` into `out`
+    (raw float32 bytes, equal lengths), bit-identical on every machine."""
 
 IndexEntry = tuple[str, str, str, int, str, int]
 

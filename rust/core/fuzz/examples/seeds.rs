@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use fastckpt_core::codec::{decode_chunk, encode_chunk};
 use fastckpt_core::container::bytes::{Reader, Writer};
-use fastckpt_core::container::format::Codec;
+use fastckpt_core::container::format::{Codec, Direction};
 use fastckpt_core::entropy::freq::{histogram, FreqTable};
 use fastckpt_core::entropy::rans;
 use fastckpt_core::{
@@ -193,7 +193,13 @@ fn encode_seed(
                 checkpoint: "seed-previous".into(),
                 tensor: t.name.clone(),
                 data,
-                direction: None,
+                // An Adam-direction reference's params in the header (the core decodes
+                // against whatever reference it is given; only the header differs).
+                direction: (lossy.is_none() && t.name == "layer.weight").then(|| Direction {
+                    m: "state/0/exp_avg".into(),
+                    v: "state/0/exp_avg_sq".into(),
+                    step: -1e-3,
+                }),
             }),
             lossy: lossy.cloned(),
             side: None,

@@ -1632,6 +1632,113 @@ mod tests {
         assert!(encode(&missing, &structure, &opts).is_err());
     }
 
+    /// An Adam-direction reference is recorded in the params, decodes
+    /// with the prediction as the reference, and is refused on a lossy or non-float32
+    /// tensor, with a bad step, and in a header with malformed params.
+    #[test]
+    fn adam_direction_is_recorded_and_checked() {
+        use crate::predict::direction;
+        let mut rng = crate::testing::Lcg(5);
+        let n = 40_000usize;
+        let f = |v: Vec<f32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let w0 = f((0..n).map(|_| rng.centered() * 0.05).collect());
+        let m = f((0..n).map(|_| rng.centered() * 1e-3).collect());
+        let v = f((0..n).map(|_| 1e-7 * (1.5 + rng.centered())).collect());
+        let mut p = vec![0u8; w0.len()];
+        direction::predict(&w0, &m, &v, -1e-4, &mut p);
+        let w1: Vec<u8> = p
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i % 4 == 0 { b ^ 3 } else { *b })
+            .collect();
+        let adam = format::Direction {
+            m: "opt/m".into(),
+            v: "opt/v".into(),
+            step: -1e-4,
+        };
+        let mut t = tensor("w", &w1, Some(&p));
+        t.reference.as_mut().unwrap().direction = Some(adam.clone());
+        let bytes = file(&[t.clone()]);
+        let ck = Checkpoint::parse(&bytes).unwrap();
+        let entry = &ck.tensors()[0];
+        assert_eq!(
+            (entry.codec, entry.direction()),
+            (Codec::Predicted, Some(adam.clone()))
+        );
+        assert_eq!(
+            entry.reference.as_ref().unwrap().raw_hash,
+            content_hash(&p, DType::F32, 4096)
+        );
+        let mut out = vec![0u8; w1.len()];
+        ck.decode_with(vec![(0, &mut out, Some(&p))], None).unwrap();
+        assert_eq!(out, w1);
+        let err = ck.decode_with(vec![(0, &mut out, Some(&w0))], None);
+        assert!(matches!(err, Err(Error::Reference(_))), "{err:?}");
+        // Equal to its prediction: still predicted (a "same" tensor has no params).
+        let mut same = tensor("w", &p, Some(&p));
+        same.reference.as_mut().unwrap().direction = Some(adam.clone());
+        let ck_bytes = file(&[same]);
+        assert_eq!(
+            Checkpoint::parse(&ck_bytes).unwrap().tensors()[0].codec,
+            Codec::Predicted
+        );
+        // Refused inputs.
+        let structure = Value::List(vec![Value::Tensor(0)]);
+        let opts = EncodeOptions::default();
+        let mut lossy = t.clone();
+        lossy.lossy = Some(LossySpec {
+            class: "weights".into(),
+            error_bound: 0.01,
+            prune: 0.0,
+            nonneg: false,
+            relative: false,
+        });
+        let mut wide = t.clone();
+        wide.dtype = DType::F64;
+        wide.shape = vec![n as u64 / 2];
+        let mut zero = t.clone();
+        zero.reference
+            .as_mut()
+            .unwrap()
+            .direction
+            .as_mut()
+            .unwrap()
+            .step = 0.0;
+        for bad in [lossy, wide, zero] {
+            let err = encode(&[bad], &structure, &opts).err();
+            assert!(matches!(err, Some(Error::InvalidArgument(_))), "{err:?}");
+        }
+        // Malformed params in a header.
+        let s = |x: &str| Value::Str(x.into());
+        let good = adam.to_value();
+        for params in [
+            Value::Map(vec![(s("adam"), Value::List(vec![s("m"), s("v")]))]),
+            Value::Map(vec![(
+                s("adam"),
+                Value::List(vec![s("m"), s("v"), Value::Float(f64::NAN)]),
+            )]),
+            Value::Map(vec![(
+                s("adam"),
+                Value::List(vec![s("m"), s("v"), Value::Float(1e30)]),
+            )]),
+            Value::Map(vec![(
+                s("adam"),
+                Value::List(vec![s("m"), Value::Int(1), Value::Float(1.0)]),
+            )]),
+            Value::Map(vec![(s("adam"), good.clone()), (s("adam"), good.clone())]),
+            Value::Map(vec![(s("adam"), good.clone()), (s("other"), good.clone())]),
+            Value::Map(vec![]),
+            good.clone(),
+        ] {
+            let (mut header, data) = Header::parse(&bytes).unwrap();
+            header.tensors[0].params = params.clone();
+            let mut edited = header.to_prefix_bytes();
+            edited.extend_from_slice(data);
+            let err = Checkpoint::parse(&edited).unwrap_err();
+            assert!(matches!(err, Error::Format(_)), "{params:?}: {err:?}");
+        }
+    }
+
     /// With trusted references, the right ones decode; a wrong one is still an error, never
     /// other data: a checksum error for a predicted tensor, a reference error for a
     /// tensor stored as its reference.

@@ -86,49 +86,112 @@ fn predict_block(w0: &[u8], m: &[u8], v: &[u8], step: f32, out: &mut [u8]) {
     }
 }
 
-/// [`predict_block`] eight words at a time: the same operations in the same order, so
-/// the same bits (elementwise IEEE operations do not depend on the vector width).
+/// Eight words at a time: the scalar operations in the same order, so the same bits
+/// (elementwise IEEE operations do not depend on the vector width).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn predict_block_avx2(w0: &[u8], m: &[u8], v: &[u8], step: f32, out: &mut [u8]) {
+mod avx2 {
+    use super::{EPS, TINY};
     use std::arch::x86_64::*;
-    let body = w0.len() / 32 * 32;
-    let exponent = _mm256_set1_epi32(0x7f80_0000);
-    let sign = _mm256_set1_epi32(i32::MIN);
-    let zero = _mm256_setzero_si256();
-    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-    let (tiny, eps, stepv) = (
-        _mm256_set1_ps(TINY),
-        _mm256_set1_ps(EPS),
-        _mm256_set1_ps(step),
-    );
-    // SAFETY (both closures): reads 32 bytes at `i + 32 <= body <= len`.
-    let raw = |s: &[u8], i: usize| _mm256_loadu_si256(s.as_ptr().add(i) as *const __m256i);
-    let load = |x: __m256i| {
-        let subnormal = _mm256_cmpeq_epi32(_mm256_and_si256(x, exponent), zero);
-        _mm256_castsi256_ps(_mm256_blendv_epi8(x, _mm256_and_si256(x, sign), subnormal))
-    };
-    let tame = |x: __m256| {
-        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(x, abs), tiny);
-        _mm256_andnot_ps(small, x)
-    };
-    for i in (0..body).step_by(32) {
-        let w = raw(w0, i);
-        let den = tame(_mm256_add_ps(_mm256_sqrt_ps(load(raw(v, i))), eps));
-        let u = tame(_mm256_div_ps(load(raw(m, i)), den));
-        let p = tame(_mm256_add_ps(load(w), tame(_mm256_mul_ps(stepv, u))));
-        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(p, p);
-        let p = _mm256_blendv_ps(p, _mm256_castsi256_ps(w), nan);
-        _mm256_storeu_ps(out.as_mut_ptr().add(i) as *mut f32, p);
+
+    /// Eight raw words at byte `i` of `s` (`i + 32 <= s.len()`, checked).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn raw(s: &[u8], i: usize) -> __m256i {
+        let bytes = &s[i..i + 32];
+        // SAFETY: `bytes` holds the 32 bytes read (unaligned load).
+        unsafe { _mm256_loadu_si256(bytes.as_ptr() as *const __m256i) }
     }
-    predict_block(&w0[body..], &m[body..], &v[body..], step, &mut out[body..]);
+
+    /// [`super::load`]: subnormals flushed by their bits.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn flushed(x: __m256i) -> __m256 {
+        let exponent = _mm256_and_si256(x, _mm256_set1_epi32(0x7f80_0000));
+        let subnormal = _mm256_cmpeq_epi32(exponent, _mm256_setzero_si256());
+        let signed_zero = _mm256_and_si256(x, _mm256_set1_epi32(i32::MIN));
+        _mm256_castsi256_ps(_mm256_blendv_epi8(x, signed_zero, subnormal))
+    }
+
+    /// [`super::tame`]: 0 below `TINY`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn tame(x: __m256) -> __m256 {
+        let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX)));
+        _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(abs, _mm256_set1_ps(TINY)), x)
+    }
+
+    /// [`super::direction`] of the eight words at byte `i`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn direction(m: &[u8], v: &[u8], i: usize) -> __m256 {
+        let den = tame(_mm256_add_ps(
+            _mm256_sqrt_ps(flushed(raw(v, i))),
+            _mm256_set1_ps(EPS),
+        ));
+        tame(_mm256_div_ps(flushed(raw(m, i)), den))
+    }
+
+    /// [`super::predict_block`].
+    #[target_feature(enable = "avx2")]
+    pub(super) fn predict_block(w0: &[u8], m: &[u8], v: &[u8], step: f32, out: &mut [u8]) {
+        let body = w0.len() / 32 * 32;
+        let stepv = _mm256_set1_ps(step);
+        for (i, o) in (0..body).step_by(32).zip(out.chunks_exact_mut(32)) {
+            let w = raw(w0, i);
+            let p = tame(_mm256_add_ps(
+                flushed(w),
+                tame(_mm256_mul_ps(stepv, direction(m, v, i))),
+            ));
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(p, p);
+            let p = _mm256_blendv_ps(p, _mm256_castsi256_ps(w), nan);
+            // SAFETY: `o` holds the 32 bytes written (unaligned store).
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr() as *mut f32, p) };
+        }
+        super::predict_block(&w0[body..], &m[body..], &v[body..], step, &mut out[body..]);
+    }
+
+    /// [`super::sums`] in float64 lanes (the additions in another order than the scalar
+    /// loop's: a fit only guides the encoder, which stores its step).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn sums(w0: &[u8], w1: &[u8], m: &[u8], v: &[u8]) -> [f64; 3] {
+        let body = w0.len() / 32 * 32;
+        let wide = |x: __m256| {
+            (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
+            )
+        };
+        let finite =
+            |x: __m256d| _mm256_cmp_pd::<_CMP_EQ_OQ>(_mm256_sub_pd(x, x), _mm256_setzero_pd());
+        let mut acc = [_mm256_setzero_pd(); 3];
+        for i in (0..body).step_by(32) {
+            let (a0, a1) = wide(flushed(raw(w0, i)));
+            let (b0, b1) = wide(flushed(raw(w1, i)));
+            let (u0, u1) = wide(direction(m, v, i));
+            for (d, u) in [(_mm256_sub_pd(b0, a0), u0), (_mm256_sub_pd(b1, a1), u1)] {
+                let keep = _mm256_and_pd(finite(d), finite(u));
+                let (d, u) = (_mm256_and_pd(d, keep), _mm256_and_pd(u, keep));
+                acc[0] = _mm256_add_pd(acc[0], _mm256_mul_pd(d, u));
+                acc[1] = _mm256_add_pd(acc[1], _mm256_mul_pd(u, u));
+                acc[2] = _mm256_add_pd(acc[2], _mm256_mul_pd(d, d));
+            }
+        }
+        let mut out = super::sums_scalar(&w0[body..], &w1[body..], &m[body..], &v[body..]);
+        for (o, a) in out.iter_mut().zip(acc) {
+            let mut lanes = [0.0f64; 4];
+            // SAFETY: `lanes` holds the four doubles stored.
+            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), a) };
+            *o += lanes.iter().sum::<f64>();
+        }
+        out
+    }
 }
 
 fn predict_dispatch(w0: &[u8], m: &[u8], v: &[u8], step: f32, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { predict_block_avx2(w0, m, v, step, out) };
+        return unsafe { avx2::predict_block(w0, m, v, step, out) };
     }
     predict_block(w0, m, v, step, out)
 }
@@ -159,6 +222,16 @@ pub struct Fit {
 
 /// Sums `(d.u, u.u, d.d)` over one block, skipping words with non-finite terms.
 fn sums(w0: &[u8], w1: &[u8], m: &[u8], v: &[u8]) -> [f64; 3] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { avx2::sums(w0, w1, m, v) };
+    }
+    sums_scalar(w0, w1, m, v)
+}
+
+/// [`sums`] one word at a time.
+fn sums_scalar(w0: &[u8], w1: &[u8], m: &[u8], v: &[u8]) -> [f64; 3] {
     let mut s = [0.0f64; 3];
     let words = w0.chunks_exact(4).zip(w1.chunks_exact(4));
     for ((w0, w1), (m, v)) in words.zip(m.chunks_exact(4).zip(v.chunks_exact(4))) {
@@ -345,6 +418,19 @@ mod tests {
             assert!(f.r2 > 0.999, "{f:?}");
         }
         let none = fit(&bytes(&w0), &bytes(&w0), &bytes(&m), &bytes(&v), None);
+        // The vector sums agree with the scalar ones (up to the order of additions), with
+        // non-finite words skipped.
+        let mut w1 = floats(&w1);
+        w1[3] = f32::NAN;
+        w1[n - 2] = f32::INFINITY;
+        let args = (bytes(&w0), bytes(&w1), bytes(&m), bytes(&v));
+        let (a, b) = (
+            sums(&args.0, &args.1, &args.2, &args.3),
+            sums_scalar(&args.0, &args.1, &args.2, &args.3),
+        );
+        for k in 0..3 {
+            assert!((a[k] - b[k]).abs() <= 1e-9 * b[k].abs(), "{a:?} {b:?}");
+        }
         assert_eq!(none, Fit { step: 0.0, r2: 0.0 });
     }
 }
