@@ -10,6 +10,7 @@ import copy
 import fastckpt
 import numpy as np
 import pytest
+from _helpers import examples
 from fastckpt import _adam, _core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,7 +44,7 @@ f32_arrays = hnp.arrays(
 
 @given(f32_arrays, st.data(),
        st.sampled_from([1e-12, -3e-5, 1e-3, 7.0, -1e12]))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_prediction_matches_numpy_formula(w0, data, step):
     n = len(w0)
     m = data.draw(hnp.arrays(np.float32, n, elements=st.floats(width=32)))
@@ -119,7 +120,7 @@ def test_unrelated_change_keeps_the_plain_prediction():
 
 
 @given(st.data())
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_with_any_values(data):
     """Whatever the weights and moments hold (NaN, Inf, subnormals, -0.0, odd sizes), a
     tensor coded against its Adam-direction prediction decodes bit-exactly."""
@@ -223,3 +224,14 @@ def test_trained_model_round_trip():
     assert _bits_equal(back, cur)
     info = {t["name"]: t for t in fastckpt.inspect(data)["tensors"]}
     assert info["model/emb.weight"]["direction"] is not None
+
+
+def test_cli_inspect_shows_the_direction(tmp_path, capsys):
+    from fastckpt.__main__ import main
+
+    prev, cur = _adam_pair()
+    path = tmp_path / "x.fckpt"
+    fastckpt.save(cur, path, reference=prev)
+    assert main(["inspect", str(path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "model/emb.weight" in x)
+    assert "predicted [adam direction, step -0.0003" in line

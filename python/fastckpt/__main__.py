@@ -30,8 +30,14 @@ def _inspect(args: argparse.Namespace) -> int:
     for t in info["tensors"]:
         ratio = t["compressed_bytes"] / max(t["raw_bytes"], 1)
         print(f"  {t['name']:<60} {t['dtype']:<10} {str(list(t['shape'])):<16} {ratio:.4f} "
-              f"{t['codec']}{_lossy_note(t)}")
+              f"{t['codec']}{_direction_note(t)}{_lossy_note(t)}")
     return 0
+
+
+def _direction_note(t: dict) -> str:
+    """A predicted tensor coded against its Adam-direction prediction: the step."""
+    d = t.get("direction")
+    return f" [adam direction, step {d[2]:.4g}]" if d else ""
 
 
 def _lossy_note(t: dict) -> str:
