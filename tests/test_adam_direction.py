@@ -155,6 +155,10 @@ def test_wrong_or_missing_moments_raise(monkeypatch):
         fastckpt.decode(data, reference=bad)
     with pytest.raises(fastckpt.ReferenceMismatch, match="optim/state/0/exp_avg"):
         fastckpt.decode(data, reference={"model": prev["model"]})
+    short = copy.deepcopy(prev)
+    short["optim"]["state"][0]["exp_avg_sq"] = short["optim"]["state"][0]["exp_avg_sq"][:-1]
+    with pytest.raises(fastckpt.ReferenceMismatch, match="differs in size"):
+        fastckpt.decode(data, reference=short)
 
 
 def test_lossy_tensors_never_take_a_direction():

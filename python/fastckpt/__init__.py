@@ -241,7 +241,12 @@ class _RefLookup:
                 f"{tensor!r} of checkpoint {cid!r} is predicted along its Adam direction, which "
                 f"needs the optimizer state {missing[0]!r} of that checkpoint: pass the whole "
                 "checkpoint (model and optimizer) as the reference")
-        return _adam.rebuild(w0, m, v, direction[2], self.threads)
+        p = _adam.rebuild(w0, m, v, direction[2], self.threads)
+        if p is None:
+            raise ReferenceMismatch(
+                f"{tensor!r} of checkpoint {cid!r} is predicted along its Adam direction, but "
+                f"its optimizer state {direction[0]!r} / {direction[1]!r} there differs in size")
+        return p
 
     def _raw(self, cid: str, tensor: str):
         key = (cid if cid in self.objects else None, tensor)

@@ -4,7 +4,8 @@
 //! Gaussian weights of the same size, which the bench says. With
 //! FASTCKPT_BENCH_PAIR=PREV.safetensors:CUR.safetensors (two consecutive checkpoints of a
 //! training run, e.g. from `benches/trajectories.py` and `traj_to_safetensors.py`), the
-//! `predicted_checkpoint` group codes CUR predicted from PREV next to CUR standalone.
+//! `predicted_checkpoint` group codes CUR predicted from PREV next to CUR standalone. The
+//! `adam_direction` group times the Adam-direction prediction a decoder rebuilds.
 
 use std::hint::black_box;
 
@@ -321,6 +322,50 @@ fn bench_predicted(c: &mut Criterion) {
     }
 }
 
+/// The Adam-direction prediction a decoder rebuilds before decoding a tensor coded along it
+/// (`predict::direction`), next to copying the same bytes: on the largest fp32 tensor
+/// (MiniLM's word embeddings) as `w0`, with moments made from other weights of it (their
+/// values only steer the special-value paths, which real moments rarely take).
+fn bench_direction(c: &mut Criterion, sets: &[Set]) {
+    use fastckpt_core::predict::direction;
+    let Some((_, _, tensors)) = sets.iter().find(|s| s.1 == DType::F32) else {
+        return;
+    };
+    let w0 = &tensors.iter().max_by_key(|t| t.1.len()).unwrap().1;
+    let floats: Vec<f32> = w0
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let n = floats.len();
+    let m: Vec<u8> = (0..n)
+        .flat_map(|i| (floats[(i * 7 + 3) % n] * 1e-3).to_le_bytes())
+        .collect();
+    let v: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            let g = floats[(i * 13 + 5) % n] * 1e-3;
+            (g * g + 1e-12).to_le_bytes()
+        })
+        .collect();
+    let mut out = vec![0u8; w0.len()];
+    let mut g = c.benchmark_group("adam_direction");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(w0.len() as u64));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        g.bench_function(BenchmarkId::new("predict", threads), |b| {
+            b.iter(|| pool.install(|| direction::predict(w0, &m, &v, -1e-4, &mut out)))
+        });
+        g.bench_function(BenchmarkId::new("fit_sampled_8k", threads), |b| {
+            b.iter(|| pool.install(|| direction::fit(w0, &out, &m, &v, Some(1 << 13))))
+        });
+    }
+    g.bench_function("copy_w0", |b| b.iter(|| out.copy_from_slice(black_box(w0))));
+}
+
 fn benches(c: &mut Criterion) {
     let sets = datasets();
     if std::env::var_os("FASTCKPT_BENCH_ONLY_SPARSE").is_some() {
@@ -330,6 +375,7 @@ fn benches(c: &mut Criterion) {
     bench_chunk(c, &sets);
     bench_checkpoint(c, &sets);
     bench_sparse(c, &sets);
+    bench_direction(c, &sets);
     bench_predicted(c);
 }
 
