@@ -26,9 +26,11 @@ import numpy as np
 
 from . import _core, _memory, _tensors
 
-#: Least share of a tensor's change the direction must explain (R^2, sampled) to be used:
-#: at 0.5 the residual keeps half the energy, ~0.5 bit fewer per word, where computing
-#: the prediction costs about what decoding ~0.2 bit of a word does.
+#: Least share of a tensor's change the direction must explain (R^2, sampled) to be used.
+#: Rebuilding the prediction costs a decoder ~1.25 ns per word on one AVX2 core (a third
+#: of decoding the word); at R^2 0.5 the residual keeps half the energy, ~0.5 bit fewer per
+#: word. Lower thresholds did not pay on MiniLM (R^2 >= 0.3: 0.25% smaller checkpoint, ~20%
+#: slower decode; benches/README.md "Session 23").
 MIN_R2 = 0.5
 #: Words sampled (two blocks) for the fit that decides: small, so that models whose
 #: weights do not follow the direction (a from-scratch GPT) pay a few us per tensor.
@@ -102,9 +104,9 @@ def _raw(leaf: Any) -> np.ndarray:
 
 def directed(specs, refs, leaves: dict[str, Any], lossy_specs, threads=None):
     """Replaces the reference of each lossless float32 tensor whose change the Adam
-    direction explains (sampled fit R^2 >= MIN_R2) with its Adam-direction prediction. `refs` are
-    `_references`' (checkpoint id, name, raw) per spec, `leaves` the reference's tensors
-    by name. Returns (refs, directions): the core's `references` and `directions`."""
+    direction explains (sampled fit R^2 >= MIN_R2) with its Adam-direction prediction.
+    `refs` are `_references`' (checkpoint id, name, raw) per spec, `leaves` the reference's
+    tensors by name. Returns (refs, directions): the core's `references` and `directions`."""
     pairs = moments(leaves) if refs else {}
     if not pairs:
         return refs, None
@@ -115,23 +117,27 @@ def directed(specs, refs, leaves: dict[str, Any], lossy_specs, threads=None):
         lossless = lossy_specs is None or lossy_specs[k] is None
         if mv is None or dtype != "float32" or not lossless:
             continue
-        if raw.nbytes // 4 < _core.MIN_PREDICTED_WORDS:
-            continue
         m, v = _raw(leaves[mv[0]]), _raw(leaves[mv[1]])
-        if m.nbytes != raw.nbytes or v.nbytes != raw.nbytes:
-            continue
-        # One thread: the sample is small, and waking the pool costs more than it.
-        _step, r2 = _core.direction_fit(ref[2], raw, m, v, SAMPLE_WORDS, 1)
-        if r2 < MIN_R2:
-            continue
-        step, _r2 = _core.direction_fit(ref[2], raw, m, v, STEP_WORDS, threads)
-        if not _STEPS[0] <= abs(step) <= _STEPS[1]:
-            continue
-        out = _memory.fresh(raw.nbytes)
-        _core.direction_predict(ref[2], m, v, step, out, threads)
-        refs[k] = (ref[0], ref[1], out)
-        directions[k] = (mv[0], mv[1], step)
+        step = _fitted_step(ref[2], raw, m, v, threads)
+        if step is not None:
+            refs[k] = (ref[0], ref[1], rebuild(ref[2], m, v, step, threads))
+            directions[k] = (mv[0], mv[1], step)
     return refs, (directions if any(directions) else None)
+
+
+def _fitted_step(w0: np.ndarray, w1: np.ndarray, m: np.ndarray, v: np.ndarray,
+                 threads=None) -> float | None:
+    """The step along the direction for coding `w1` against `w0` (raw float32 bytes), or
+    None where it does not pay: too few words, a sampled R^2 below MIN_R2, a step a file
+    cannot store."""
+    if w1.nbytes // 4 < _core.MIN_PREDICTED_WORDS or not m.nbytes == v.nbytes == w1.nbytes:
+        return None
+    # One thread: the sample is small, and waking the pool costs more than it.
+    _step, r2 = _core.direction_fit(w0, w1, m, v, SAMPLE_WORDS, 1)
+    if r2 < MIN_R2:
+        return None
+    step, _r2 = _core.direction_fit(w0, w1, m, v, STEP_WORDS, threads)
+    return step if _STEPS[0] <= abs(step) <= _STEPS[1] else None
 
 
 def rebuild(w0: np.ndarray, m: np.ndarray, v: np.ndarray, step: float,
