@@ -200,6 +200,14 @@ def test_moments_pair_weights_by_shape_in_order_across_param_groups():
     got = _adam.moments(leaves)
     assert "model/a.weight" not in got and "model/b.weight" not in got
     assert got["model/c.weight"][0] == "optim/state/2/exp_avg"
+    # Tied weights (one array under two names, one optimizer state) pair once.
+    tied = z(6, 4)
+    leaves = {"model/emb": tied, "model/head": tied, "model/other": z(6, 4)[:, :],
+              "optim/state/0/exp_avg": z(6, 4), "optim/state/0/exp_avg_sq": z(6, 4),
+              "optim/state/1/exp_avg": z(6, 4), "optim/state/1/exp_avg_sq": z(6, 4)}
+    got = _adam.moments(leaves)
+    assert got == {"model/emb": ("optim/state/0/exp_avg", "optim/state/0/exp_avg_sq"),
+                   "model/other": ("optim/state/1/exp_avg", "optim/state/1/exp_avg_sq")}
     assert _adam.moments({"w": z(3)}) == {}
     assert _adam.moments({"state/0/exp_avg": z(3), "state/0/exp_avg_sq": z(3)}) == {}
 

@@ -51,10 +51,11 @@ def _memory_key(leaf: Any) -> tuple:
     output layer) are two state-dict entries over one parameter and one optimizer state."""
     if isinstance(leaf, np.ndarray):
         return (leaf.__array_interface__["data"][0], leaf.shape, leaf.strides)
-    if not hasattr(leaf, "untyped_storage"):
+    try:
+        return (leaf.untyped_storage().data_ptr(), leaf.storage_offset(), tuple(leaf.shape),
+                leaf.stride())
+    except (AttributeError, RuntimeError, NotImplementedError):  # sparse, meta, not torch
         return (id(leaf),)
-    return (leaf.untyped_storage().data_ptr(), leaf.storage_offset(), tuple(leaf.shape),
-            leaf.stride())
 
 
 def moments(leaves: dict[str, Any]) -> dict[str, tuple[str, str]]:
