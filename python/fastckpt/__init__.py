@@ -155,7 +155,10 @@ def encode(obj: Any, *, reference: Any = None, reference_id: str = "reference",
     With `reference` (e.g. the previous checkpoint of the same run), each tensor that has a
     same-named tensor of the same dtype and shape there is coded as a residual against it,
     where that is smaller (tensors of fewer than `_core.MIN_PREDICTED_WORDS` elements,
-    such as biases, stay standalone); decoding then needs the same reference. `reference_id` is
+    such as biases, stay standalone); decoding then needs the same reference. When the
+    reference holds an optimizer state, a float32 weight whose change follows Adam's
+    direction is coded against `w + step * m / (sqrt(v) + eps)` from its moments there
+    (`inspect()`'s "direction"; see `fastckpt._adam`). `reference_id` is
     stored to say which checkpoint that was. `tensor_references` instead names a reference
     per tensor, from any checkpoints: `{name: (checkpoint_id, tensor_name, tensor)}`; a
     tensor equal to its reference is stored as just the reference (codec "same").
