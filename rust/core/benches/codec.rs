@@ -357,7 +357,7 @@ fn bench_direction(c: &mut Criterion, sets: &[Set]) {
             .build()
             .unwrap();
         g.bench_function(BenchmarkId::new("predict", threads), |b| {
-            b.iter(|| pool.install(|| direction::predict(w0, &m, &v, -1e-4, &mut out)))
+            b.iter(|| pool.install(|| direction::predict(w0, &m, &v, -1e-4, &mut out).unwrap()))
         });
     }
     g.bench_function("copy_w0", |b| b.iter(|| out.copy_from_slice(black_box(w0))));
@@ -366,7 +366,7 @@ fn bench_direction(c: &mut Criterion, sets: &[Set]) {
     // sample, not the tensor).
     let mut g = c.benchmark_group("adam_direction_fit");
     g.bench_function("sampled_8k", |b| {
-        b.iter(|| direction::fit(w0, black_box(&out), &m, &v, Some(1 << 13)))
+        b.iter(|| direction::fit(w0, black_box(&out), &m, &v, Some(1 << 13)).unwrap())
     });
 }
 

@@ -3,21 +3,10 @@
 
 use fastckpt_core::parallel;
 use fastckpt_core::predict::direction;
-use fastckpt_core::Error;
 use numpy::{PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::prelude::*;
 
 use crate::to_py;
-
-/// Checks that float32 byte buffers pair one-to-one.
-fn same_lengths(lens: &[usize]) -> Result<(), Error> {
-    if !lens[0].is_multiple_of(4) || lens.iter().any(|&n| n != lens[0]) {
-        return Err(Error::InvalidArgument(format!(
-            "float32 buffers of equal length expected, got {lens:?} bytes"
-        )));
-    }
-    Ok(())
-}
 
 /// `(step, r2)`: the least-squares step of `w1 - w0` on `m / (sqrt(v) + eps)` and the
 /// share of the change it explains (raw float32 bytes, equal lengths), over about
@@ -35,8 +24,7 @@ fn direction_fit(
 ) -> PyResult<(f64, f64)> {
     let (w0, w1, m, v) = (w0.as_slice()?, w1.as_slice()?, m.as_slice()?, v.as_slice()?);
     py.detach(|| {
-        same_lengths(&[w0.len(), w1.len(), m.len(), v.len()])?;
-        let f = parallel::install(threads, || direction::fit(w0, w1, m, v, sample_words))?;
+        let f = parallel::install(threads, || direction::fit(w0, w1, m, v, sample_words))??;
         Ok((f.step, f.r2))
     })
     .map_err(|e| to_py(py, e))
@@ -57,14 +45,8 @@ fn direction_predict(
 ) -> PyResult<()> {
     let (w0, m, v) = (w0.as_slice()?, m.as_slice()?, v.as_slice()?);
     let out = out.as_slice_mut()?;
-    py.detach(|| {
-        same_lengths(&[w0.len(), m.len(), v.len(), out.len()])?;
-        if !direction::valid_step(step) {
-            return Err(Error::InvalidArgument(format!("step {step} out of range")));
-        }
-        parallel::install(threads, || direction::predict(w0, m, v, step, out))
-    })
-    .map_err(|e| to_py(py, e))
+    py.detach(|| parallel::install(threads, || direction::predict(w0, m, v, step, out))?)
+        .map_err(|e| to_py(py, e))
 }
 
 /// Adds this module's functions to `_core`.

@@ -1645,7 +1645,7 @@ mod tests {
         let m = f((0..n).map(|_| rng.centered() * 1e-3).collect());
         let v = f((0..n).map(|_| 1e-7 * (1.5 + rng.centered())).collect());
         let mut p = vec![0u8; w0.len()];
-        direction::predict(&w0, &m, &v, -1e-4, &mut p);
+        direction::predict(&w0, &m, &v, -1e-4, &mut p).unwrap();
         let w1: Vec<u8> = p
             .iter()
             .enumerate()

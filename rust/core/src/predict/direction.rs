@@ -16,6 +16,7 @@
 //! correctly rounded IEEE one. A NaN result takes the weight's own bits (NaN payloads
 //! differ between CPUs). Round-to-nearest is assumed.
 
+use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 /// Adam's `eps` in the direction `m / (sqrt(v) + eps)` (PyTorch's default).
@@ -196,17 +197,32 @@ fn predict_dispatch(w0: &[u8], m: &[u8], v: &[u8], step: f32, out: &mut [u8]) {
     predict_block(w0, m, v, step, out)
 }
 
+/// Checks that float32 word buffers (little-endian bytes) pair one-to-one.
+fn check_words(lens: &[usize]) -> Result<()> {
+    if !lens[0].is_multiple_of(4) || lens.iter().any(|&n| n != lens[0]) {
+        return Err(Error::InvalidArgument(format!(
+            "float32 buffers of equal length expected, got {lens:?} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the predicted float32 words `w0 + step * m / (sqrt(v) + eps)` into `out`
 /// (little-endian bytes; every slice of the same length, a multiple of 4), in parallel
 /// in the current rayon pool, with `step` rounded to float32. Bit-identical on every
-/// machine (see the module doc).
-pub fn predict(w0: &[u8], m: &[u8], v: &[u8], step: f64, out: &mut [u8]) {
-    assert!(w0.len().is_multiple_of(4) && [m.len(), v.len(), out.len()] == [w0.len(); 3]);
+/// machine (see the module doc). Unequal lengths or a step outside [`valid_step`] are
+/// an [`Error::InvalidArgument`].
+pub fn predict(w0: &[u8], m: &[u8], v: &[u8], step: f64, out: &mut [u8]) -> Result<()> {
+    check_words(&[w0.len(), m.len(), v.len(), out.len()])?;
+    if !valid_step(step) {
+        return Err(Error::InvalidArgument(format!("step {step} out of range")));
+    }
     let (b, step) = (4 * BLOCK, step as f32);
     out.par_chunks_mut(b)
         .zip(w0.par_chunks(b))
         .zip(m.par_chunks(b).zip(v.par_chunks(b)))
         .for_each(|((o, w), (m, v))| predict_dispatch(w, m, v, step, o));
+    Ok(())
 }
 
 /// How well the Adam direction explains a tensor's change `w1 - w0`.
@@ -252,9 +268,10 @@ const SAMPLE_BLOCK: usize = 4096;
 /// Fits `w1 ~ w0 + step * u` by least squares (float32 words as little-endian bytes,
 /// every slice of the same length), over all words, or with `sample_words` over about
 /// that many in evenly spaced blocks (an encoder's quick look: a tensor that does not
-/// fit costs little). Deterministic: blocks are summed in order.
-pub fn fit(w0: &[u8], w1: &[u8], m: &[u8], v: &[u8], sample_words: Option<usize>) -> Fit {
-    assert!(w0.len().is_multiple_of(4) && [w1.len(), m.len(), v.len()] == [w0.len(); 3]);
+/// fit costs little). Deterministic: blocks are summed in order. Unequal lengths are an
+/// [`Error::InvalidArgument`].
+pub fn fit(w0: &[u8], w1: &[u8], m: &[u8], v: &[u8], sample_words: Option<usize>) -> Result<Fit> {
+    check_words(&[w0.len(), w1.len(), m.len(), v.len()])?;
     let words = w0.len() / 4;
     let (b, starts): (usize, Vec<usize>) = match sample_words {
         Some(s) if s < words => {
@@ -276,12 +293,12 @@ pub fn fit(w0: &[u8], w1: &[u8], m: &[u8], v: &[u8], sample_words: Option<usize>
         .iter()
         .fold([0.0; 3], |a, s| [a[0] + s[0], a[1] + s[1], a[2] + s[2]]);
     if !(uu > 0.0 && dd > 0.0 && du.is_finite() && uu.is_finite() && dd.is_finite()) {
-        return Fit { step: 0.0, r2: 0.0 };
+        return Ok(Fit { step: 0.0, r2: 0.0 });
     }
-    Fit {
+    Ok(Fit {
         step: du / uu,
         r2: (du * du / (uu * dd)).clamp(0.0, 1.0),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -345,11 +362,23 @@ mod tests {
             let m: Vec<f32> = words.iter().map(|w| w.1).collect();
             let v: Vec<f32> = words.iter().map(|w| w.2).collect();
             let mut out = vec![0u8; 4 * words.len()];
-            predict(&bytes(&w0), &bytes(&m), &bytes(&v), step, &mut out);
+            predict(&bytes(&w0), &bytes(&m), &bytes(&v), step, &mut out).unwrap();
             for (k, got) in floats(&out).iter().enumerate() {
                 prop_assert_eq!(got.to_bits(), reference_word(w0[k], m[k], v[k], step));
             }
         }
+    }
+
+    #[test]
+    fn unequal_lengths_and_bad_steps_are_refused() {
+        let (a, mut out) = (vec![0u8; 8], vec![0u8; 8]);
+        let bad = |r: Result<()>| matches!(r, Err(Error::InvalidArgument(_)));
+        assert!(bad(predict(&a, &a, &a[..4], 1e-3, &mut out)));
+        assert!(bad(predict(&a[..6], &a[..6], &a[..6], 1e-3, &mut out[..6])));
+        for step in [0.0, f64::NAN, f64::INFINITY, 1e13, -1e-13] {
+            assert!(bad(predict(&a, &a, &a, step, &mut out)), "{step}");
+        }
+        assert!(bad(fit(&a, &a, &a, &a[..4], None).map(|_| ())));
     }
 
     #[test]
@@ -358,7 +387,7 @@ mod tests {
         let m = [1e-30f32, 1.0, -0.0, 1e-39, f32::INFINITY];
         let v = [1.0f32, 1.0, 4.0, 1e-40, f32::INFINITY];
         let mut out = vec![0u8; 20];
-        predict(&bytes(&w0), &bytes(&m), &bytes(&v), 1e-3, &mut out);
+        predict(&bytes(&w0), &bytes(&m), &bytes(&v), 1e-3, &mut out).unwrap();
         let got = floats(&out);
         assert!(got.iter().all(|x| !x.is_subnormal()));
         assert_eq!(got[1].to_bits(), f32::NAN.to_bits()); // the weight's own NaN
@@ -411,13 +440,13 @@ mod tests {
         let v: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 + 1.0) * 1e-8).collect();
         let w0: Vec<f32> = (0..n).map(|i| (i as f32).sin() * 0.05).collect();
         let mut w1 = vec![0u8; 4 * n];
-        predict(&bytes(&w0), &bytes(&m), &bytes(&v), -2e-4, &mut w1);
+        predict(&bytes(&w0), &bytes(&m), &bytes(&v), -2e-4, &mut w1).unwrap();
         for sample in [None, Some(5000), Some(1)] {
-            let f = fit(&bytes(&w0), &w1, &bytes(&m), &bytes(&v), sample);
+            let f = fit(&bytes(&w0), &w1, &bytes(&m), &bytes(&v), sample).unwrap();
             assert!((f.step / -2e-4 - 1.0).abs() < 1e-3, "{f:?}");
             assert!(f.r2 > 0.999, "{f:?}");
         }
-        let none = fit(&bytes(&w0), &bytes(&w0), &bytes(&m), &bytes(&v), None);
+        let none = fit(&bytes(&w0), &bytes(&w0), &bytes(&m), &bytes(&v), None).unwrap();
         // The vector sums agree with the scalar ones (up to the order of additions), with
         // non-finite words skipped.
         let mut w1 = floats(&w1);
