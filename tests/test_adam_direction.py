@@ -132,7 +132,7 @@ def test_round_trip_with_any_values(data):
     w1 = data.draw(hnp.arrays(np.float32, n, elements=elems))
     step = data.draw(st.sampled_from([1e-12, -2e-4, 0.5, 1e12]))
     prev, cur = _checkpoint(w0, m, v), _checkpoint(w1, m, v)
-    specs = fastckpt._prepare(cur)[0]
+    specs, structure, _owners = fastckpt._prepare(cur)
     # Force the direction whatever the fit says, to cover every value.
     out = np.empty(4 * n, dtype=np.uint8)
     _core.direction_predict(w0.view(np.uint8), m.view(np.uint8), v.view(np.uint8), step, out)
@@ -140,8 +140,7 @@ def test_round_trip_with_any_values(data):
     directions = [("optim/state/0/exp_avg", "optim/state/0/exp_avg_sq", step)
                   if s[0] == "model/emb.weight" else None for s in specs]
     core_refs = fastckpt._explicit_references(specs, refs)
-    blob = _core.encode(specs, fastckpt._prepare(cur)[1], None, None, None, core_refs,
-                        directions=directions)
+    blob = _core.encode(specs, structure, None, None, None, core_refs, directions=directions)
     assert _bits_equal(fastckpt.decode(blob, references={"prev": prev}), cur)
 
 

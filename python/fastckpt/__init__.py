@@ -82,14 +82,14 @@ def _coding_references(specs, reference: Any, reference_id: str, tensor_referenc
     if tensor_references:
         return _explicit_references(specs, tensor_references), None
     leaves = _leaves_by_name(reference)
-    refs = _references(specs, leaves, reference_id)
-    return _adam.directed(specs, refs, leaves, lossy_specs, threads)
+    raws = _raw_by_name(leaves)
+    refs = _references(specs, raws, reference_id)
+    return _adam.directed(specs, refs, leaves, raws, lossy_specs, threads)
 
 
-def _references(specs, leaves: dict[str, Any], reference_id: str):
-    """Pairs each tensor with the same-named tensor of the reference `leaves` (same dtype
-    and shape); None without a reference."""
-    refs = _raw_by_name(leaves)
+def _references(specs, refs: dict[str, tuple[str, list[int], np.ndarray]], reference_id: str):
+    """Pairs each tensor with the same-named tensor of the reference (`refs`, from
+    `_raw_by_name`; same dtype and shape); None without a reference."""
     if not refs:
         return None
     paired = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _memory, _tensors
+from . import _core, _memory
 
 #: Least share of a tensor's change the direction must explain (R^2, sampled) to be used.
 #: Rebuilding the prediction costs a decoder ~1.25 ns per word on one AVX2 core (a third
@@ -99,15 +99,14 @@ def _untied(names: list[str], leaves: dict[str, Any]) -> list[str]:
     return out
 
 
-def _raw(leaf: Any) -> np.ndarray:
-    return _tensors.to_raw(leaf)[3]
-
-
-def directed(specs, refs, leaves: dict[str, Any], lossy_specs, threads=None):
+def directed(specs, refs, leaves: dict[str, Any], raws: dict[str, tuple], lossy_specs,
+             threads=None):
     """Replaces the reference of each lossless float32 tensor whose change the Adam
     direction explains (sampled fit R^2 >= MIN_R2) with its Adam-direction prediction.
     `refs` are `_references`' (checkpoint id, name, raw) per spec, `leaves` the reference's
-    tensors by name. Returns (refs, directions): the core's `references` and `directions`."""
+    tensors by name and `raws` the same converted ((dtype, shape, raw) by name, as
+    `_references` read them). Returns (refs, directions): the core's `references` and
+    `directions`."""
     pairs = moments(leaves) if refs else {}
     if not pairs:
         return refs, None
@@ -118,7 +117,7 @@ def directed(specs, refs, leaves: dict[str, Any], lossy_specs, threads=None):
         lossless = lossy_specs is None or lossy_specs[k] is None
         if mv is None or dtype != "float32" or not lossless:
             continue
-        m, v = _raw(leaves[mv[0]]), _raw(leaves[mv[1]])
+        m, v = raws[mv[0]][2], raws[mv[1]][2]
         step = _fitted_step(ref[2], raw, m, v, threads)
         if step is not None:
             refs[k] = (ref[0], ref[1], rebuild(ref[2], m, v, step, threads))
