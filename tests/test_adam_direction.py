@@ -133,15 +133,25 @@ def test_round_trip_with_any_values(data):
     step = data.draw(st.sampled_from([1e-12, -2e-4, 0.5, 1e12]))
     prev, cur = _checkpoint(w0, m, v), _checkpoint(w1, m, v)
     specs, structure, _owners = fastckpt._prepare(cur)
-    # Force the direction whatever the fit says, to cover every value.
-    out = np.empty(4 * n, dtype=np.uint8)
-    _core.direction_predict(w0.view(np.uint8), m.view(np.uint8), v.view(np.uint8), step, out)
-    refs = {"model/emb.weight": ("prev", "model/emb.weight", out)}
-    directions = [("optim/state/0/exp_avg", "optim/state/0/exp_avg_sq", step)
+    # Force the direction whatever the fit says, to cover every value; chunks of 256
+    # words, each coded against its share of the prediction.
+    raw_m, raw_v = m.view(np.uint8), v.view(np.uint8)
+    refs = {"model/emb.weight": ("prev", "model/emb.weight", w0.view(np.uint8))}
+    directions = [("optim/state/0/exp_avg", "optim/state/0/exp_avg_sq", step, raw_m, raw_v)
                   if s[0] == "model/emb.weight" else None for s in specs]
     core_refs = fastckpt._explicit_references(specs, refs)
-    blob = _core.encode(specs, structure, None, None, None, core_refs, directions=directions)
+    blob = _core.encode(specs, structure, None, 1024, None, core_refs, directions=directions)
     assert _bits_equal(fastckpt.decode(blob, references={"prev": prev}), cur)
+    # The same chunks as coding against the whole prediction made beforehand.
+    out = np.empty(4 * n, dtype=np.uint8)
+    _core.direction_predict(w0.view(np.uint8), raw_m, raw_v, step, out)
+    whole = fastckpt._explicit_references(specs, {"model/emb.weight": ("prev", "x", out)})
+    # (Unless the tensor equals the prediction: then it is stored as "same" against it.)
+    plain = _core.encode(specs, structure, None, 1024, None, whole)
+    if fastckpt.inspect(plain)["tensors"][0]["codec"] == "predicted":
+        coded = sum(t["compressed_bytes"] for t in fastckpt.inspect(blob)["tensors"])
+        assert coded == sum(t["compressed_bytes"] for t in fastckpt.inspect(plain)["tensors"])
+        assert blob[-coded:] == plain[-coded:]  # the data section ends the file
 
 
 def test_wrong_or_missing_moments_raise(monkeypatch):

@@ -84,7 +84,7 @@ def _coding_references(specs, reference: Any, reference_id: str, tensor_referenc
     leaves = _leaves_by_name(reference)
     raws = _raw_by_name(leaves)
     refs = _references(specs, raws, reference_id)
-    return _adam.directed(specs, refs, leaves, raws, lossy_specs, threads)
+    return refs, _adam.directed(specs, refs, leaves, raws, lossy_specs, threads)
 
 
 def _references(specs, refs: dict[str, tuple[str, list[int], np.ndarray]], reference_id: str):
@@ -219,24 +219,22 @@ class _RefLookup:
     walked once for its tensors' names, and a tensor is turned into raw bytes only when a
     decoded tensor asks for it (tensors stored standalone need no reference)."""
 
-    def __init__(self, reference: Any, references: dict | None, threads=None) -> None:
+    def __init__(self, reference: Any, references: dict | None) -> None:
         self.one = _leaves_by_name(reference)
         self.objects = references or {}
         self.flat: dict[str, dict] = {}
         self.raw: dict[tuple[str | None, str], Any] = {}
-        self.threads = threads
 
     def get(self, ref: tuple[str, str] | None, direction: tuple | None = None):
         """The raw bytes of reference `(checkpoint id, tensor name)`, or None; with an
-        Adam `direction` `(m, v, step)`, the prediction made from it and its moments."""
+        Adam `direction` `(m, v, step)`, the tuple `(raw, raw m, raw v)` of it and its
+        moments, which the decoder makes the prediction from (and checks)."""
         if not ref:
             return None
         cid, tensor = ref
-        if direction is None:
-            return self._raw(cid, tensor)
         w0 = self._raw(cid, tensor)
-        if w0 is None:
-            return None
+        if direction is None or w0 is None:
+            return w0
         m, v = (self._raw(cid, name) for name in direction[:2])
         missing = [name for name, raw in zip(direction[:2], (m, v)) if raw is None]
         if missing:
@@ -244,12 +242,7 @@ class _RefLookup:
                 f"{tensor!r} of checkpoint {cid!r} is predicted along its Adam direction, which "
                 f"needs the optimizer state {missing[0]!r} of that checkpoint: pass the whole "
                 "checkpoint (model and optimizer) as the reference")
-        p = _adam.rebuild(w0, m, v, direction[2], self.threads)
-        if p is None:
-            raise ReferenceMismatch(
-                f"{tensor!r} of checkpoint {cid!r} is predicted along its Adam direction, but "
-                f"its optimizer state {direction[0]!r} / {direction[1]!r} there differs in size")
-        return p
+        return w0, m, v
 
     def _raw(self, cid: str, tensor: str):
         key = (cid if cid in self.objects else None, tensor)
@@ -278,7 +271,7 @@ def _decode_tensors(reader: _core.Reader, specs: list[tuple], indices: list[int]
     `copies` (CPU only), a second, independent copy of each returned tensor is appended
     to it, written by the decoder while each chunk is in cache. `trusted`: the references
     are known to be right (a store's own decodes), so they are not hashed first."""
-    refs = _RefLookup(reference, references, threads)
+    refs = _RefLookup(reference, references)
     wanted = len(indices)
     sides = {specs[i][_SIDE] for i in indices} - {None}
     if sides:

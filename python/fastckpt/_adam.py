@@ -4,8 +4,9 @@ In a fine-tune, Adam moves each weight along nearly the same direction step afte
 `m / (sqrt(v) + eps)` from the moments saved beside the weights. Where a tensor's change
 since the reference follows that direction closely, the encoder predicts the tensor as
 `w0 + step * m / (sqrt(v) + eps)` instead of `w0` (the core's `predict::direction`
-computes it bit-identically on every machine) and the file records `(m, v, step)`, so
-the decoder rebuilds the same prediction from the reference. On all-MiniLM-L6-v2's word
+computes it bit-identically on every machine, chunk by chunk where it codes each chunk)
+and the file records `(m, v, step)`, so the decoder makes the same prediction from the
+reference and its moments. On all-MiniLM-L6-v2's word
 embeddings this codes ~17% fewer bytes.
 
 Weights are paired with their moments from the reference's structure alone: optimizer
@@ -24,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _memory
+from . import _core
 
 #: Least share of a tensor's change the direction must explain (R^2, sampled) to be used.
-#: Rebuilding the prediction costs a decoder ~1.25 ns per word on one AVX2 core (a third
-#: of decoding the word); at R^2 0.5 the residual keeps half the energy, ~0.5 bit fewer per
+#: Making the prediction costs a decoder ~1 ns per word on one AVX2 core (a third of
+#: decoding the word); at R^2 0.5 the residual keeps half the energy, ~0.5 bit fewer per
 #: word. Lower thresholds did not pay on MiniLM (R^2 >= 0.3: 0.25% smaller checkpoint, ~20%
 #: slower decode; benches/README.md "Session 23").
 MIN_R2 = 0.5
@@ -101,16 +102,15 @@ def _untied(names: list[str], leaves: dict[str, Any]) -> list[str]:
 
 def directed(specs, refs, leaves: dict[str, Any], raws: dict[str, tuple], lossy_specs,
              threads=None):
-    """Replaces the reference of each lossless float32 tensor whose change the Adam
-    direction explains (sampled fit R^2 >= MIN_R2) with its Adam-direction prediction.
-    `refs` are `_references`' (checkpoint id, name, raw) per spec, `leaves` the reference's
-    tensors by name and `raws` the same converted ((dtype, shape, raw) by name, as
-    `_references` read them). Returns (refs, directions): the core's `references` and
-    `directions`."""
+    """The core's `directions` for `refs` (`_references`' (checkpoint id, name, raw) per
+    spec): `(m name, v name, step, m raw, v raw)` for each lossless float32 tensor whose
+    change the Adam direction explains (sampled fit R^2 >= MIN_R2), None for the others,
+    or None if no tensor has one. `leaves` are the reference's tensors by name and `raws`
+    the same converted ((dtype, shape, raw) by name, as `_references` read them)."""
     pairs = moments(leaves) if refs else {}
     if not pairs:
-        return refs, None
-    refs, directions = list(refs), [None] * len(refs)
+        return None
+    directions = [None] * len(refs)
     for k, (_name, dtype, _shape, _tag, raw) in enumerate(specs):
         ref = refs[k]
         mv = pairs.get(ref[1]) if ref is not None else None
@@ -120,9 +120,8 @@ def directed(specs, refs, leaves: dict[str, Any], raws: dict[str, tuple], lossy_
         m, v = raws[mv[0]][2], raws[mv[1]][2]
         step = _fitted_step(ref[2], raw, m, v, threads)
         if step is not None:
-            refs[k] = (ref[0], ref[1], rebuild(ref[2], m, v, step, threads))
-            directions[k] = (mv[0], mv[1], step)
-    return refs, (directions if any(directions) else None)
+            directions[k] = (mv[0], mv[1], step, m, v)
+    return directions if any(directions) else None
 
 
 def _fitted_step(w0: np.ndarray, w1: np.ndarray, m: np.ndarray, v: np.ndarray,
@@ -138,14 +137,3 @@ def _fitted_step(w0: np.ndarray, w1: np.ndarray, m: np.ndarray, v: np.ndarray,
         return None
     step, _r2 = _core.direction_fit(w0, w1, m, v, STEP_WORDS, threads)
     return step if _STEPS[0] <= abs(step) <= _STEPS[1] else None
-
-
-def rebuild(w0: np.ndarray, m: np.ndarray, v: np.ndarray, step: float,
-            threads=None) -> np.ndarray | None:
-    """The Adam-direction prediction a file records as `(m, v, step)`, from the raw bytes
-    of the reference checkpoint's weight and moments; None if their sizes differ."""
-    if not m.nbytes == v.nbytes == w0.nbytes:
-        return None
-    out = _memory.fresh(w0.nbytes)
-    _core.direction_predict(w0, m, v, step, out, threads)
-    return out

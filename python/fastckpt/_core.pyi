@@ -47,6 +47,10 @@ def pooled_bytes() -> int:
     """Bytes of unused buffers the pool keeps now."""
 
 TensorSpec = tuple[str, str, Sequence[int], str, npt.NDArray[np.uint8]]
+Raw = npt.NDArray[np.uint8]
+#: A decoder's reference: raw bytes, or (raw bytes, raw m, raw v) for a tensor with an
+#: Adam-direction reference.
+DecodeRef = Raw | tuple[Raw, Raw, Raw]
 
 def encode(
     tensors: Sequence[TensorSpec],
@@ -59,7 +63,7 @@ def encode(
     sparse_block: int | None = None,
     sides: Sequence[int | None] | None = None,
     copies: Sequence[npt.NDArray[np.uint8] | None] | None = None,
-    directions: Sequence[tuple[str, str, float] | None] | None = None,
+    directions: Sequence[tuple[str, str, float, Raw, Raw] | None] | None = None,
 ) -> bytes | None:
     """Encodes (name, dtype, shape, tag, uint8 array) tensors and a structure; returns the
     file bytes, or writes and fsyncs `path` and returns None. `references[k]` is
@@ -68,9 +72,10 @@ def encode(
     `sparse_block` is the block size of near-lossless block-sparse packing; `sides[k]` is
     the index of a sibling tensor whose words give predicted tensor k its contexts;
     `copies[k]`, a writable uint8 array of tensor k's size, receives a copy of its bytes
-    (written chunk by chunk as each is encoded); `directions[k]` = (m name, v name, step)
-    says that `references[k]`'s bytes are the Adam-direction prediction
-    (`direction_predict`) from the named tensor and those moments."""
+    (written chunk by chunk as each is encoded); `directions[k]` = (m name, v name, step,
+    raw m, raw v) codes tensor k against the Adam-direction prediction
+    (`direction_predict`) of `references[k]`'s bytes and those moments, made chunk by
+    chunk as each is coded, and records the names and step."""
 
 class Reader:
     """A parsed checkpoint over a uint8 array."""
@@ -95,12 +100,13 @@ class Reader:
         indices: Sequence[int],
         outputs: Sequence[npt.NDArray[np.uint8]],
         threads: int | None = None,
-        references: Sequence[npt.NDArray[np.uint8] | None] | None = None,
+        references: Sequence[DecodeRef | None] | None = None,
         copies: Sequence[npt.NDArray[np.uint8] | None] | None = None,
         trusted: bool = False,
     ) -> None:
         """Decodes tensors `indices[k]` into the writable uint8 arrays `outputs[k]`;
-        `references[k]` is the reference's raw bytes for a tensor that has one;
+        `references[k]` is the reference's raw bytes for a tensor that has one (with an
+        Adam direction: (raw bytes, raw m, raw v), the moments the file names);
         `copies[k]`, when given, receives a second copy of the decoded bytes (written
         chunk by chunk while each is in cache); references are hashed only
         when a chunk fails its output check, to raise `ReferenceMismatch` for a wrong one;
@@ -109,7 +115,7 @@ class Reader:
         self,
         indices: Sequence[int],
         threads: int | None = None,
-        references: Sequence[npt.NDArray[np.uint8] | None] | None = None,
+        references: Sequence[DecodeRef | None] | None = None,
         trusted: bool = False,
     ) -> list[npt.NDArray[Any]]:
         """Decodes tensors `indices[k]` into new arrays, returned in that order: of each

@@ -31,6 +31,7 @@ pub mod sparse;
 mod testing;
 
 pub use container::format::{Header, TensorEntry};
+pub use container::refs::{AdamIn, RefBytes};
 pub use container::value::Value;
 pub use container::{
     encode, encode_copied, Checkpoint, DecodeJob, EncodeOptions, Encoded, LossySpec, RefIn,

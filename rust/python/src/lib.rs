@@ -6,8 +6,8 @@ mod dedup;
 mod direction;
 
 use fastckpt_core::{
-    container::format::Direction, container::DEFAULT_CHUNK_BYTES, Checkpoint, DType, EncodeOptions,
-    Error, Header, LossySpec, RefIn, TensorIn, Value,
+    container::format::Direction, container::DEFAULT_CHUNK_BYTES, AdamIn, Checkpoint, DType,
+    EncodeOptions, Error, Header, LossySpec, RefBytes, RefIn, TensorIn, Value,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
@@ -270,8 +270,42 @@ fn copy_slices<'a>(
 type TensorArg<'py> = (String, String, Vec<u64>, String, PyReadonlyArray1<'py, u8>);
 /// (checkpoint id, tensor name, raw bytes) of a reference tensor.
 type RefArg<'py> = (String, String, PyReadonlyArray1<'py, u8>);
-/// (first moment name, second moment name, step) of an Adam-direction reference.
-type DirectionArg = (String, String, f64);
+/// (first moment name, second moment name, step, first moment's raw bytes, second
+/// moment's raw bytes) of an Adam-direction reference.
+type DirectionArg<'py> = (
+    String,
+    String,
+    f64,
+    PyReadonlyArray1<'py, u8>,
+    PyReadonlyArray1<'py, u8>,
+);
+
+/// A decoder's reference: the reference tensor's raw bytes, or `(raw bytes, m, v)` with
+/// the raw moments of a tensor that has an Adam-direction reference.
+#[derive(FromPyObject)]
+enum DecodeRef<'py> {
+    Adam(
+        (
+            PyReadonlyArray1<'py, u8>,
+            PyReadonlyArray1<'py, u8>,
+            PyReadonlyArray1<'py, u8>,
+        ),
+    ),
+    Raw(PyReadonlyArray1<'py, u8>),
+}
+
+impl DecodeRef<'_> {
+    /// The core's view of the reference.
+    fn bytes(&self) -> PyResult<RefBytes<'_>> {
+        Ok(match self {
+            DecodeRef::Raw(r) => RefBytes::from(r.as_slice()?),
+            DecodeRef::Adam((w, m, v)) => RefBytes {
+                data: w.as_slice()?,
+                moments: Some((m.as_slice()?, v.as_slice()?)),
+            },
+        })
+    }
+}
 /// (class, error bound, prune fraction, non-negative, relative bound) of a near-lossless
 /// tensor.
 type LossyArg = (String, f64, f64, bool, bool);
@@ -280,8 +314,10 @@ type LossyArg = (String, f64, f64, bool, bool);
 /// optionally pairs each tensor with a `(checkpoint, name, uint8 array)` to predict from,
 /// `lossy` with a `(class, error_bound, prune, nonneg)` near-lossless spec, `sides` with
 /// the index of a sibling tensor whose words give a predicted tensor its contexts,
-/// `directions` with the `(m, v, step)` of a reference that is an Adam-direction
-/// prediction (`direction_predict`) rather than the named tensor, `copies` with a uint8 array that receives a copy of the tensor's bytes.
+/// `directions` with the `(m name, v name, step, m bytes, v bytes)` of an Adam-direction
+/// reference (the tensor is coded against `direction_predict` of its reference and
+/// these moments, made chunk by chunk), `copies` with a uint8 array that receives a copy
+/// of the tensor's bytes.
 /// Returns the file as bytes, or writes it to `path` (fsynced) and returns None.
 #[pyfunction]
 #[pyo3(signature = (tensors, structure, threads=None, chunk_bytes=None, path=None, references=None,
@@ -299,7 +335,7 @@ fn encode(
     sparse_block: Option<u32>,
     sides: Option<Vec<Option<usize>>>,
     copies: Option<Vec<Option<PyReadwriteArray1<'_, u8>>>>,
-    directions: Option<Vec<Option<DirectionArg>>>,
+    directions: Option<Vec<Option<DirectionArg<'_>>>>,
 ) -> PyResult<Option<Py<PyBytes>>> {
     let structure = to_value(structure, 0)?;
     let references = references.unwrap_or_default();
@@ -324,11 +360,18 @@ fn encode(
                 checkpoint: checkpoint.clone(),
                 tensor: tensor.clone(),
                 data: r.as_slice()?,
-                direction: directions
-                    .get(k)
-                    .cloned()
-                    .flatten()
-                    .map(|(m, v, step)| Direction { m, v, step }),
+                direction: match directions.get(k) {
+                    Some(Some((m, v, step, m_raw, v_raw))) => Some(AdamIn {
+                        recorded: Direction {
+                            m: m.clone(),
+                            v: v.clone(),
+                            step: *step,
+                        },
+                        m: m_raw.as_slice()?,
+                        v: v_raw.as_slice()?,
+                    }),
+                    _ => None,
+                },
             }),
             _ => None,
         };
@@ -457,7 +500,7 @@ impl Reader {
             Option<(&str, &str)>,
             Option<&str>,
             bool,
-            Option<DirectionArg>,
+            Option<(String, String, f64)>,
         )>,
     > {
         self.header
@@ -515,7 +558,8 @@ impl Reader {
     }
 
     /// Decodes tensors `indices[k]` into the uint8 arrays `outputs[k]` (exact raw sizes);
-    /// `references[k]`, when given, is the raw reference of a predicted tensor;
+    /// `references[k]`, when given, is the raw reference of a predicted tensor (with an
+    /// Adam-direction reference, the tuple `(raw reference, raw m, raw v)`);
     /// `copies[k]`, when given, receives a second copy of the decoded bytes; `trusted`
     /// skips hashing the references even when a chunk fails (see `trust_references`).
     #[pyo3(signature = (indices, outputs, threads=None, references=None, copies=None, trusted=false))]
@@ -526,7 +570,7 @@ impl Reader {
         indices: Vec<usize>,
         mut outputs: Vec<PyReadwriteArray1<'_, u8>>,
         threads: Option<usize>,
-        references: Option<Vec<Option<PyReadonlyArray1<'_, u8>>>>,
+        references: Option<Vec<Option<DecodeRef<'_>>>>,
         copies: Option<Vec<Option<PyReadwriteArray1<'_, u8>>>>,
         trusted: bool,
     ) -> PyResult<()> {
@@ -545,7 +589,7 @@ impl Reader {
         let mut jobs = Vec::with_capacity(outputs.len());
         for (k, (i, out)) in indices.into_iter().zip(outputs.iter_mut()).enumerate() {
             let reference = match references.get(k) {
-                Some(Some(r)) => Some(r.as_slice()?),
+                Some(Some(r)) => Some(r.bytes()?),
                 _ => None,
             };
             jobs.push((i, out.as_slice_mut()?, reference));
@@ -565,7 +609,7 @@ impl Reader {
         py: Python<'py>,
         indices: Vec<usize>,
         threads: Option<usize>,
-        references: Option<Vec<Option<PyReadonlyArray1<'py, u8>>>>,
+        references: Option<Vec<Option<DecodeRef<'py>>>>,
         trusted: bool,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let references = references.unwrap_or_default();
@@ -601,7 +645,7 @@ impl Reader {
                 unsafe { std::slice::from_raw_parts_mut(ptr, nbytes) }
             };
             let reference = match references.get(k) {
-                Some(Some(r)) => Some(r.as_slice()?),
+                Some(Some(r)) => Some(r.bytes()?),
                 _ => None,
             };
             jobs.push((i, out, reference));

@@ -115,7 +115,7 @@ pub fn decode_pair(
         .iter_mut()
         .zip(cur.keys())
         .enumerate()
-        .map(|(i, (b, name))| (i, b.as_mut_slice(), prev.get(name).map(|r| &r[..])))
+        .map(|(i, (b, name))| (i, b.as_mut_slice(), prev.get(name).map(|r| r[..].into())))
         .collect();
     ck.decode_with(jobs, Some(threads)).unwrap();
 }

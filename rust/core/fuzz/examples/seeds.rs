@@ -18,12 +18,13 @@ use fastckpt_core::container::format::{Codec, Direction};
 use fastckpt_core::entropy::freq::{histogram, FreqTable};
 use fastckpt_core::entropy::rans;
 use fastckpt_core::{
-    encode, predict, Checkpoint, DType, EncodeOptions, LossySpec, RefIn, TensorIn, Value,
+    encode, predict, AdamIn, Checkpoint, DType, EncodeOptions, LossySpec, RefBytes, RefIn,
+    TensorIn, Value,
 };
 
 #[path = "../fuzz_targets/common/mod.rs"]
 mod common;
-use common::{reference_for, Rng};
+use common::{moments_for, reference_for, Rng};
 
 /// `n` uniformly random bytes.
 fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
@@ -181,9 +182,18 @@ fn encode_seed(
     chunk_bytes: usize,
     lossy: Option<&LossySpec>,
 ) -> Vec<u8> {
+    // "layer.weight" (lossless) takes an Adam-direction reference, its moments made from
+    // their names as the references are.
+    let adam = |t: &T| lossy.is_none() && t.name == "layer.weight" && t.reference.is_some();
+    let (m_name, v_name) = ("state/0/exp_avg", "state/0/exp_avg_sq");
+    let moments: Vec<Option<(Vec<u8>, Vec<u8>)>> = ts
+        .iter()
+        .map(|t| adam(t).then(|| moments_for(m_name, v_name, t.data.len())))
+        .collect();
     let ins: Vec<TensorIn> = ts
         .iter()
-        .map(|t| TensorIn {
+        .zip(&moments)
+        .map(|(t, mv)| TensorIn {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
@@ -193,12 +203,14 @@ fn encode_seed(
                 checkpoint: "seed-previous".into(),
                 tensor: t.name.clone(),
                 data,
-                // An Adam-direction reference's params in the header (the core decodes
-                // against whatever reference it is given; only the header differs).
-                direction: (lossy.is_none() && t.name == "layer.weight").then(|| Direction {
-                    m: "state/0/exp_avg".into(),
-                    v: "state/0/exp_avg_sq".into(),
-                    step: -1e-3,
+                direction: mv.as_ref().map(|(m, v)| AdamIn {
+                    recorded: Direction {
+                        m: m_name.into(),
+                        v: v_name.into(),
+                        step: -1e-3,
+                    },
+                    m,
+                    v,
                 }),
             }),
             lossy: lossy.cloned(),
@@ -220,7 +232,11 @@ fn encode_seed(
         let rf = ck.tensors()[i]
             .reference
             .as_ref()
-            .and(t.reference.as_deref());
+            .and(t.reference.as_deref())
+            .map(|data| RefBytes {
+                data,
+                moments: moments[i].as_ref().map(|(m, v)| (&m[..], &v[..])),
+            });
         ck.decode_with(vec![(i, &mut out, rf)], Some(1))
             .expect("seed tensor must decode");
         assert!(

@@ -22,11 +22,12 @@
 
 mod common;
 
-use common::{peak_heap, reference_for, Counting};
+use common::{moments_for, peak_heap, reference_for, Counting};
 use fastckpt_core::container::bytes::Writer;
 use fastckpt_core::container::format::PREFIX_LEN;
 use fastckpt_core::{
-    encode, hash, Checkpoint, EncodeOptions, Error, Header, RefIn, TensorEntry, TensorIn, Value,
+    encode, hash, Checkpoint, EncodeOptions, Error, Header, RefBytes, RefIn, TensorEntry, TensorIn,
+    Value,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -53,6 +54,25 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A reference offered to the decoder: the reference tensor's bytes and, for a tensor
+/// with an Adam-direction reference, the moments it names.
+type Offered = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
+
+/// The reference offered for tensor `t` (predicted tensors only), with its moments.
+fn offered(t: &TensorEntry) -> Option<Offered> {
+    let raw = t.raw_bytes() as usize;
+    let moments = t.direction().map(|d| moments_for(&d.m, &d.v, raw));
+    reference(t).map(|r| (r, moments))
+}
+
+/// The core's view of an offered reference.
+fn ref_bytes(o: &Offered) -> RefBytes<'_> {
+    RefBytes {
+        data: &o.0,
+        moments: o.1.as_ref().map(|(m, v)| (&m[..], &v[..])),
+    }
+}
 
 /// The reference offered for tensor `t` (predicted tensors only).
 fn reference(t: &TensorEntry) -> Option<Vec<u8>> {
@@ -82,12 +102,12 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
             decoded.push(None);
             continue;
         }
-        let rf = reference(t);
+        let rf = offered(t);
         let (out, heap) = peak_heap(|| match &rf {
             None => ck.decode_tensor(i, Some(1)),
             Some(rf) => {
                 let mut out = vec![0u8; raw as usize];
-                ck.decode_with(vec![(i, &mut out, Some(rf))], Some(1))
+                ck.decode_with(vec![(i, &mut out, Some(ref_bytes(rf)))], Some(1))
                     .map(|()| out)
             }
         });
@@ -134,7 +154,7 @@ fn check_file(file: &[u8]) -> Result<(), Error> {
 
 /// All decodable tensors in one `decode_with` call on two threads: same bytes.
 fn check_parallel_decode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
-    let refs: Vec<Option<Vec<u8>>> = ck.tensors().iter().map(reference).collect();
+    let refs: Vec<Option<Offered>> = ck.tensors().iter().map(offered).collect();
     let mut bufs: Vec<(usize, Vec<u8>)> = decoded
         .iter()
         .enumerate()
@@ -142,7 +162,7 @@ fn check_parallel_decode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
         .collect();
     let jobs = bufs
         .iter_mut()
-        .map(|(i, b)| (*i, b.as_mut_slice(), refs[*i].as_deref()))
+        .map(|(i, b)| (*i, b.as_mut_slice(), refs[*i].as_ref().map(ref_bytes)))
         .collect();
     ck.decode_with(jobs, Some(2))
         .expect("tensors that decode one by one must decode together");
@@ -206,7 +226,7 @@ fn check_reencode(ck: &Checkpoint, decoded: &[Option<Vec<u8>>]) {
             .reference
             .as_ref()
             .map(|_| t.reference.as_ref().unwrap().data);
-        back.decode_with(vec![(i, &mut out, rf)], Some(1))
+        back.decode_with(vec![(i, &mut out, rf.map(RefBytes::from))], Some(1))
             .expect("re-encoded tensor must decode");
         assert!(
             out == t.data,

@@ -3,6 +3,7 @@
 
 pub mod bytes;
 pub mod format;
+pub mod refs;
 pub mod value;
 
 use std::borrow::Cow;
@@ -23,6 +24,7 @@ use crate::predict;
 use crate::quant::{self, Plan};
 use crate::relquant;
 use format::{ChunkEntry, Codec, Header, TensorEntry};
+use refs::{AdamIn, RefBytes, RefChunk, RefSource};
 use value::Value;
 
 /// Default chunk size in raw bytes: big enough that per-chunk tables cost < 0.05%, small
@@ -76,12 +78,19 @@ pub struct RefIn<'a> {
     pub checkpoint: String,
     /// Its name in that checkpoint.
     pub tensor: String,
-    /// Its raw bytes (same length as the tensor's). With a `direction`, the prediction
-    /// [`crate::predict::direction::predict`] made from the named tensor and moments.
+    /// Its raw bytes (same length as the tensor's).
     pub data: &'a [u8],
-    /// Set when `data` is an Adam-direction prediction rather than the named tensor
-    /// itself (lossless float32 tensors only): stored, so a decoder can remake it.
-    pub direction: Option<format::Direction>,
+    /// Set to code the tensor against the Adam-direction prediction made from `data` and
+    /// these moments instead of `data` itself (lossless float32 tensors only): recorded
+    /// in the file, so a decoder given the same tensors makes the same prediction.
+    pub direction: Option<AdamIn<'a>>,
+}
+
+impl<'a> RefIn<'a> {
+    /// What the tensor is coded against, chunk by chunk.
+    fn source(&self) -> RefSource<'a> {
+        RefSource::encoding(self.data, self.direction.as_ref())
+    }
 }
 
 /// Encoder settings.
@@ -525,7 +534,7 @@ fn hash_missing_references<'a>(
                 let (t, chunk) = (&tensors[i], plans[i].0);
                 if let Some(r) = &t.reference {
                     let range = k * chunk..((k + 1) * chunk).min(r.data.len());
-                    c.ref_hash = Some(hash::h128(&r.data[range]));
+                    c.ref_hash = Some(r.source().chunk(range).with(hash::h128));
                 }
             })
     })?;
@@ -635,7 +644,8 @@ fn predicted_params(t: &TensorIn, side: Option<&str>, predicted: bool) -> Value 
     }
     let direction = t.reference.as_ref().and_then(|r| r.direction.as_ref());
     if let Some(d) = direction.filter(|_| predicted) {
-        items.push((Value::Str(format::DIRECTION_KEY.to_owned()), d.to_value()));
+        let value = d.recorded.to_value();
+        items.push((Value::Str(format::DIRECTION_KEY.to_owned()), value));
     }
     if items.is_empty() {
         Value::None
@@ -850,9 +860,11 @@ fn encode_one<'a>(
             }
         }
         Some(r) => {
-            let rc = &r.data[range.clone()];
-            let sc = side.map(|s| &s[range]);
-            let c = predict::encode_chunk_hashed(raw, rc, sc, t.dtype);
+            let sc = side.map(|s| &s[range.clone()]);
+            let c = r
+                .source()
+                .chunk(range)
+                .with(|rc| predict::encode_chunk_hashed(raw, rc, sc, t.dtype));
             CodedChunk {
                 side: c.coded.is_side(),
                 predicted: c.coded.is_residual(),
@@ -896,8 +908,8 @@ fn check_side(t: &TensorIn, s: usize, tensors: &[TensorIn]) -> Result<()> {
     Ok(())
 }
 
-/// Checks that an Adam-direction reference is on a lossless float32 tensor, with a
-/// valid step.
+/// Checks that an Adam-direction reference is on a lossless float32 tensor, with
+/// moments of the tensor's size and a valid step.
 fn check_direction(t: &TensorIn) -> Result<()> {
     let Some(d) = t.reference.as_ref().and_then(|r| r.direction.as_ref()) else {
         return Ok(());
@@ -906,8 +918,11 @@ fn check_direction(t: &TensorIn) -> Result<()> {
     if t.dtype != DType::F32 || t.lossy.is_some() {
         return Err(bad("needs a lossless float32 tensor"));
     }
-    if !crate::predict::direction::valid_step(d.step) {
-        return Err(bad(&format!("step {} out of range", d.step)));
+    if d.m.len() != t.data.len() || d.v.len() != t.data.len() {
+        return Err(bad("moments differ in size from the tensor"));
+    }
+    if !crate::predict::direction::valid_step(d.recorded.step) {
+        return Err(bad(&format!("step {} out of range", d.recorded.step)));
     }
     Ok(())
 }
@@ -984,8 +999,9 @@ fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {
     }
 }
 
-/// One decode request: tensor index, output buffer, and the reference's raw bytes if any.
-pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>);
+/// One decode request: tensor index, output buffer, and the reference if any (its raw
+/// bytes, with the moments of an Adam-direction reference: [`RefBytes`]).
+pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<RefBytes<'a>>);
 
 /// A second buffer that receives a copy of a job's decoded bytes ([`Checkpoint::decode_copied`]).
 type CopyBuf<'a> = Option<&'a mut [u8]>;
@@ -995,7 +1011,7 @@ type CopyBuf<'a> = Option<&'a mut [u8]>;
 type SideJob<'a> = (
     usize,
     &'a mut [u8],
-    Option<&'a [u8]>,
+    Option<RefBytes<'a>>,
     Option<&'a [u8]>,
     CopyBuf<'a>,
 );
@@ -1006,17 +1022,13 @@ type ChunkJob<'a, 'b> = (
     &'a TensorEntry,
     &'a ChunkEntry,
     (&'b mut [u8], CopyBuf<'b>),
-    (Option<&'b [u8]>, Option<&'b [u8]>),
+    (Option<RefChunk<'b>>, Option<&'b [u8]>),
     Option<&'b Plan>,
 );
 
-/// Checks that `data` is the reference the tensor was encoded against.
-fn check_reference(t: &TensorEntry, r: &format::Reference, data: &[u8]) -> Result<()> {
-    let hashes: Vec<u128> = data
-        .par_chunks(t.chunk_raw_bytes())
-        .map(hash::h128)
-        .collect();
-    if format::tensor_hash(t.chunk_words, hashes) != r.raw_hash {
+/// Checks that `source` is the reference the tensor was encoded against.
+fn check_reference(t: &TensorEntry, r: &format::Reference, source: &RefSource) -> Result<()> {
+    if source.tensor_hash(t.chunk_raw_bytes(), t.chunk_words) != r.raw_hash {
         return Err(Error::Reference(format!(
             "tensor {:?}: the reference given is not {:?} of checkpoint {:?} it was encoded against",
             t.name, r.tensor, r.checkpoint
@@ -1205,13 +1217,14 @@ impl<'a> Checkpoint<'a> {
             }
             let reference = match (&t.reference, reference) {
                 (None, _) => None,
-                (Some(r), Some(data)) if data.len() == out.len() => {
+                (Some(r), Some(given)) if given.data.len() == out.len() => {
+                    let source = RefSource::decoding(t, r, given)?;
                     if t.codec == Codec::Same {
-                        refs.push((t, r, data));
+                        refs.push((t, r, source));
                     } else if self.check_references {
-                        unchecked.push((t, r, data));
+                        unchecked.push((t, r, source));
                     }
-                    Some(data)
+                    Some(source)
                 }
                 (Some(r), _) => {
                     return Err(Error::Reference(format!(
@@ -1220,16 +1233,17 @@ impl<'a> Checkpoint<'a> {
                     )))
                 }
             };
-            if let (Codec::Same, Some(data)) = (t.codec, reference) {
-                copies.push((out, data));
-                copies.extend(copy.map(|c| (c, data)));
+            if let (Codec::Same, Some(source)) = (t.codec, reference) {
+                // (A same tensor has no Adam direction: its reference is its bytes.)
+                copies.push((out, source.data()));
+                copies.extend(copy.map(|c| (c, source.data())));
                 continue;
             }
             let step = t.chunk_raw_bytes();
             let mut copy_chunks = copy.map(|c| c.chunks_mut(step));
             for (k, (c, dst)) in t.chunks.iter().zip(out.chunks_mut(step)).enumerate() {
                 let at = k * step..k * step + dst.len();
-                let rc = reference.map(|d| &d[at.clone()]);
+                let rc = reference.map(|source| source.chunk(at.clone()));
                 let sc = side.map(|d| &d[at]);
                 let cc = copy_chunks.as_mut().and_then(Iterator::next);
                 work.push((t, c, (dst, cc), (rc, sc), plan.as_ref()));
@@ -1238,7 +1252,7 @@ impl<'a> Checkpoint<'a> {
         if !refs.is_empty() || !copies.is_empty() {
             parallel::install(threads, || {
                 refs.par_iter()
-                    .try_for_each(|(t, r, data)| check_reference(t, r, data))?;
+                    .try_for_each(|(t, r, source)| check_reference(t, r, source))?;
                 // A same tensor is its reference, whose hash (= the tensor's) was just
                 // checked.
                 copies
@@ -1259,7 +1273,7 @@ impl<'a> Checkpoint<'a> {
             parallel::install(threads, || {
                 unchecked
                     .par_iter()
-                    .try_for_each(|(t, r, data)| check_reference(t, r, data))
+                    .try_for_each(|(t, r, source)| check_reference(t, r, source))
             })??;
         }
         decoded
@@ -1284,10 +1298,14 @@ impl<'a> Checkpoint<'a> {
         let (Some(rca), Some(rcb)) = (predicted(&a), predicted(&b)) else {
             return self.one_by_one([a, b].into_iter().chain(jobs));
         };
-        let [ra, rb] = predict::decode_two_side_hashed(
-            (self.coded(a.1), rca, a.3 .1, a.0.dtype, &mut *a.2 .0),
-            (self.coded(b.1), rcb, b.3 .1, b.0.dtype, &mut *b.2 .0),
-        );
+        let [ra, rb] = rca.with(|rca| {
+            rcb.with(|rcb| {
+                predict::decode_two_side_hashed(
+                    (self.coded(a.1), rca, a.3 .1, a.0.dtype, &mut *a.2 .0),
+                    (self.coded(b.1), rcb, b.3 .1, b.0.dtype, &mut *b.2 .0),
+                )
+            })
+        });
         self.finish_chunk(a, ra)?;
         self.finish_chunk(b, rb)
     }
@@ -1327,8 +1345,12 @@ impl<'a> Checkpoint<'a> {
         let (t, c, (dst, _), (reference, side), plan) = job;
         let comp = self.coded(c);
         match (plan, reference) {
-            (Some(plan), rc) => lossy::decode_chunk(comp, *rc, t.dtype, plan, dst).map(|_| None),
-            (None, Some(rc)) => predict::decode_chunk_side_hashed(comp, rc, *side, t.dtype, dst),
+            (Some(plan), rc) => refs::with_chunk(*rc, |rc| {
+                lossy::decode_chunk(comp, rc, t.dtype, plan, dst).map(|_| None)
+            }),
+            (None, Some(rc)) => {
+                rc.with(|rc| predict::decode_chunk_side_hashed(comp, rc, *side, t.dtype, dst))
+            }
             (None, None) => codec::decode_chunk_hashed(comp, t.dtype, dst).map(Some),
         }
     }
@@ -1360,7 +1382,7 @@ fn standalone(job: &ChunkJob<'_, '_>) -> bool {
 }
 
 /// The reference of a chunk job that decodes with the prediction codec (not lossy).
-fn predicted<'b>(job: &ChunkJob<'_, 'b>) -> Option<&'b [u8]> {
+fn predicted<'b>(job: &ChunkJob<'_, 'b>) -> Option<RefChunk<'b>> {
     job.3 .0.filter(|_| job.4.is_none())
 }
 
@@ -1439,9 +1461,10 @@ mod tests {
         assert_eq!(x.raw_hash, content_hash(&a, DType::F32, 4096));
         assert_eq!(y.codec, Codec::Predicted);
         let mut out = vec![0u8; a.len()];
-        ck.decode_with(vec![(0, &mut out, Some(&a))], None).unwrap();
+        ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&a[..])))], None)
+            .unwrap();
         assert_eq!(out, a);
-        let err = ck.decode_with(vec![(0, &mut out, Some(&b))], None);
+        let err = ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&b[..])))], None);
         assert!(matches!(err, Err(Error::Reference(_))));
         assert!(matches!(
             ck.decode_into(vec![(0, &mut out)], None),
@@ -1481,7 +1504,8 @@ mod tests {
         assert!(kinds[0] != predict::KIND_STANDALONE && kinds[2] != predict::KIND_STANDALONE);
         assert_eq!(ty.codec, Codec::Planes);
         let mut out = vec![0u8; x.len()];
-        ck.decode_with(vec![(0, &mut out, Some(&r))], None).unwrap();
+        ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&r[..])))], None)
+            .unwrap();
         assert_eq!(out, x);
         ck.decode_into(vec![(1, &mut out)], None).unwrap();
         assert_eq!(out, y);
@@ -1519,7 +1543,7 @@ mod tests {
             assert_eq!(t.reference.is_some(), predicted);
             let mut out = vec![0u8; x.len()];
             let reference = predicted.then_some(&r[..]);
-            ck.decode_with(vec![(0, &mut out, reference)], None)
+            ck.decode_with(vec![(0, &mut out, reference.map(RefBytes::from))], None)
                 .unwrap();
             assert_eq!(out, x);
         }
@@ -1556,13 +1580,14 @@ mod tests {
         let recorded = t.reference.as_ref().expect("a reference").raw_hash;
         assert_eq!(recorded, content_hash(&r, DType::F32, 4 * words));
         let mut out = vec![0u8; x.len()];
-        ck.decode_with(vec![(0, &mut out, Some(&r))], None).unwrap();
+        ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&r[..])))], None)
+            .unwrap();
         assert_eq!(out, x);
         // A reference wrong where a residual chunk uses it is named as such (by the hash
         // that covers the standalone chunk's reference too).
         let mut wrong = r.clone();
         wrong[7] ^= 1;
-        let err = ck.decode_with(vec![(0, &mut out, Some(&wrong))], None);
+        let err = ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&wrong[..])))], None);
         assert!(matches!(err, Err(Error::Reference(_))), "{err:?}");
     }
 
@@ -1600,10 +1625,16 @@ mod tests {
         assert_eq!(ck.tensors()[1].side(), Some("m"));
         assert_eq!(ck.tensors()[0].side(), None);
         let (mut a, mut b) = (vec![0u8; m.len()], vec![0u8; v1.len()]);
-        ck.decode_with(vec![(1, &mut b, Some(&v0)), (0, &mut a, Some(&m0))], None)
-            .unwrap();
+        ck.decode_with(
+            vec![
+                (1, &mut b, Some(RefBytes::from(&v0[..]))),
+                (0, &mut a, Some(RefBytes::from(&m0[..]))),
+            ],
+            None,
+        )
+        .unwrap();
         assert_eq!((a.as_slice(), b.as_slice()), (m.as_slice(), v1.as_slice()));
-        let alone = ck.decode_with(vec![(1, &mut b, Some(&v0))], None);
+        let alone = ck.decode_with(vec![(1, &mut b, Some(RefBytes::from(&v0[..])))], None);
         assert!(matches!(alone, Err(Error::InvalidArgument(_))));
         // A header naming a missing side, the tensor itself, or extra params is refused.
         for params in [("side", "nope"), ("side", "v"), ("sides", "m")] {
@@ -1632,9 +1663,12 @@ mod tests {
         assert!(encode(&missing, &structure, &opts).is_err());
     }
 
-    /// An Adam-direction reference is recorded in the params, decodes
-    /// with the prediction as the reference, and is refused on a lossy or non-float32
-    /// tensor, with a bad step, and in a header with malformed params.
+    /// An Adam-direction reference is recorded in the params and decodes from the
+    /// reference and its moments, each chunk against its share of the prediction (the
+    /// reference hash is that of the prediction); missing, resized or wrong moments are
+    /// errors, as are moments offered for a tensor without a direction. It is refused on a
+    /// lossy or non-float32 tensor, with a bad step or moments of another size, and in a
+    /// header with malformed params.
     #[test]
     fn adam_direction_is_recorded_and_checked() {
         use crate::predict::direction;
@@ -1656,27 +1690,62 @@ mod tests {
             v: "opt/v".into(),
             step: -1e-4,
         };
-        let mut t = tensor("w", &w1, Some(&p));
-        t.reference.as_mut().unwrap().direction = Some(adam.clone());
+        let adam_in = AdamIn {
+            recorded: adam.clone(),
+            m: &m,
+            v: &v,
+        };
+        let mut t = tensor("w", &w1, Some(&w0));
+        t.reference.as_mut().unwrap().direction = Some(adam_in.clone());
         let bytes = file(&[t.clone()]);
+        // Coding against the whole prediction made beforehand gives the same chunks.
+        let whole = file(&[tensor("w", &w1, Some(&p))]);
+        assert_eq!(
+            Header::parse(&bytes).unwrap().1,
+            Header::parse(&whole).unwrap().1
+        );
         let ck = Checkpoint::parse(&bytes).unwrap();
         let entry = &ck.tensors()[0];
         assert_eq!(
             (entry.codec, entry.direction()),
             (Codec::Predicted, Some(adam.clone()))
         );
+        assert!(entry.chunks.len() > 10, "{} chunks", entry.chunks.len());
         assert_eq!(
             entry.reference.as_ref().unwrap().raw_hash,
             content_hash(&p, DType::F32, 4096)
         );
+        let with = |data: &'static [u8], mv: Option<(&'static [u8], &'static [u8])>| {
+            Some(RefBytes { data, moments: mv })
+        };
+        let leak = |b: &Vec<u8>| -> &'static [u8] { Box::leak(b.clone().into_boxed_slice()) };
+        let (w0s, ms, vs, ps) = (leak(&w0), leak(&m), leak(&v), leak(&p));
         let mut out = vec![0u8; w1.len()];
-        ck.decode_with(vec![(0, &mut out, Some(&p))], None).unwrap();
+        ck.decode_with(vec![(0, &mut out, with(w0s, Some((ms, vs))))], Some(2))
+            .unwrap();
         assert_eq!(out, w1);
-        let err = ck.decode_with(vec![(0, &mut out, Some(&w0))], None);
-        assert!(matches!(err, Err(Error::Reference(_))), "{err:?}");
+        for (given, untrusted) in [
+            (with(w0s, None), false),                 // no moments
+            (with(w0s, Some((ms, &vs[4..]))), false), // resized
+            (with(w0s, Some((vs, ms))), true),        // wrong: swapped
+            (with(ps, Some((ms, vs))), true),         // wrong: the prediction as the weight
+        ] {
+            let err = ck.decode_with(vec![(0, &mut out, given)], None);
+            assert!(matches!(err, Err(Error::Reference(_))), "{err:?}");
+            if untrusted {
+                let ck = Checkpoint::parse(&bytes).unwrap().trust_references();
+                let err = ck.decode_with(vec![(0, &mut out, given)], None);
+                assert!(err.is_err(), "trusted: {err:?}");
+            }
+        }
+        // Moments for a tensor without a direction are a caller's mistake.
+        let plain = file(&[tensor("w", &w1, Some(&w0))]);
+        let ck = Checkpoint::parse(&plain).unwrap();
+        let err = ck.decode_with(vec![(0, &mut out, with(w0s, Some((ms, vs))))], None);
+        assert!(matches!(err, Err(Error::InvalidArgument(_))), "{err:?}");
         // Equal to its prediction: still predicted (a "same" tensor has no params).
-        let mut same = tensor("w", &p, Some(&p));
-        same.reference.as_mut().unwrap().direction = Some(adam.clone());
+        let mut same = tensor("w", &p, Some(&w0));
+        same.reference.as_mut().unwrap().direction = Some(adam_in.clone());
         let ck_bytes = file(&[same]);
         assert_eq!(
             Checkpoint::parse(&ck_bytes).unwrap().tensors()[0].codec,
@@ -1697,14 +1766,18 @@ mod tests {
         wide.dtype = DType::F64;
         wide.shape = vec![n as u64 / 2];
         let mut zero = t.clone();
-        zero.reference
+        let d = zero.reference.as_mut().unwrap().direction.as_mut().unwrap();
+        d.recorded.step = 0.0;
+        let mut short = t.clone();
+        short
+            .reference
             .as_mut()
             .unwrap()
             .direction
             .as_mut()
             .unwrap()
-            .step = 0.0;
-        for bad in [lossy, wide, zero] {
+            .v = &v[4..];
+        for bad in [lossy, wide, zero, short] {
             let err = encode(&[bad], &structure, &opts).err();
             assert!(matches!(err, Some(Error::InvalidArgument(_))), "{err:?}");
         }
@@ -1753,16 +1826,18 @@ mod tests {
         let f = file(&[tensor("same", &a, Some(&a)), tensor("pred", &b, Some(&a))]);
         let ck = Checkpoint::parse(&f).unwrap().trust_references();
         let mut out = vec![0u8; a.len()];
-        ck.decode_with(vec![(1, &mut out, Some(&a))], None).unwrap();
+        ck.decode_with(vec![(1, &mut out, Some(RefBytes::from(&a[..])))], None)
+            .unwrap();
         assert_eq!(out, b);
-        ck.decode_with(vec![(0, &mut out, Some(&a))], None).unwrap();
+        ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&a[..])))], None)
+            .unwrap();
         assert_eq!(out, a);
-        let pred = ck.decode_with(vec![(1, &mut out, Some(&wrong))], None);
+        let pred = ck.decode_with(vec![(1, &mut out, Some(RefBytes::from(&wrong[..])))], None);
         assert!(matches!(pred, Err(Error::Checksum(_))), "{pred:?}");
-        let same = ck.decode_with(vec![(0, &mut out, Some(&wrong))], None);
+        let same = ck.decode_with(vec![(0, &mut out, Some(RefBytes::from(&wrong[..])))], None);
         assert!(matches!(same, Err(Error::Reference(_))), "{same:?}");
         let checked = Checkpoint::parse(&f).unwrap();
-        let pred = checked.decode_with(vec![(1, &mut out, Some(&wrong))], None);
+        let pred = checked.decode_with(vec![(1, &mut out, Some(RefBytes::from(&wrong[..])))], None);
         assert!(matches!(pred, Err(Error::Reference(_))), "{pred:?}");
     }
 
@@ -1825,8 +1900,8 @@ mod tests {
         };
         let jobs = vec![
             (0, &mut o0[..], None),
-            (1, &mut o1[..], Some(&a[..])),
-            (2, &mut o2[..], Some(&a[..])),
+            (1, &mut o1[..], Some(RefBytes::from(&a[..]))),
+            (2, &mut o2[..], Some(RefBytes::from(&a[..]))),
         ];
         let [c0, _, c2] = &mut copies[..] else {
             unreachable!()
@@ -1852,7 +1927,7 @@ mod tests {
         let plain = ck.decode_copied(vec![(0, &mut out, None)], vec![Some(&mut copy[..])], None);
         assert!(plain.is_ok() && copy == a);
         let pred = ck.decode_copied(
-            vec![(1, &mut out, Some(&a[..]))],
+            vec![(1, &mut out, Some(RefBytes::from(&a[..])))],
             vec![Some(&mut copy[..])],
             None,
         );
@@ -1994,7 +2069,7 @@ mod tests {
             .unwrap();
         assert_eq!((a.as_slice(), b.as_slice()), (data.as_slice(), small));
         let mut p = vec![0u8; close.len()];
-        ck.decode_with(vec![(2, &mut p, Some(&data))], Some(2))
+        ck.decode_with(vec![(2, &mut p, Some(RefBytes::from(&data[..])))], Some(2))
             .unwrap();
         assert_eq!(p, close);
     }

@@ -213,16 +213,54 @@ fn check_words(lens: &[usize]) -> Result<()> {
 /// machine (see the module doc). Unequal lengths or a step outside [`valid_step`] are
 /// an [`Error::InvalidArgument`].
 pub fn predict(w0: &[u8], m: &[u8], v: &[u8], step: f64, out: &mut [u8]) -> Result<()> {
-    check_words(&[w0.len(), m.len(), v.len(), out.len()])?;
-    if !valid_step(step) {
-        return Err(Error::InvalidArgument(format!("step {step} out of range")));
-    }
+    Inputs { w0, m, v, step }.check()?;
+    check_words(&[w0.len(), out.len()])?;
     let (b, step) = (4 * BLOCK, step as f32);
     out.par_chunks_mut(b)
         .zip(w0.par_chunks(b))
         .zip(m.par_chunks(b).zip(v.par_chunks(b)))
         .for_each(|((o, w), (m, v))| predict_dispatch(w, m, v, step, o));
     Ok(())
+}
+
+/// The inputs of one tensor's Adam-direction prediction: the reference weight `w0`, its
+/// moments `m` and `v` (float32 little-endian bytes, equal lengths) and the step. Coders
+/// take it instead of a whole prediction and make each chunk's share of it where they
+/// code the chunk ([`Inputs::predict_chunk`]), so no tensor-sized buffer is written and
+/// read back.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The reference weight.
+    pub w0: &'a [u8],
+    /// Its first moment (`exp_avg`).
+    pub m: &'a [u8],
+    /// Its second moment (`exp_avg_sq`).
+    pub v: &'a [u8],
+    /// The step along the direction (applied as a float32).
+    pub step: f64,
+}
+
+impl Inputs<'_> {
+    /// Checks that the three buffers pair one-to-one as float32 words and that the step
+    /// is storable ([`Error::InvalidArgument`] otherwise).
+    pub fn check(&self) -> Result<()> {
+        check_words(&[self.w0.len(), self.m.len(), self.v.len()])?;
+        if !valid_step(self.step) {
+            return Err(Error::InvalidArgument(format!(
+                "step {} out of range",
+                self.step
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the prediction of the words at bytes `at` into `out` (same length), in the
+    /// calling thread: the same bits as [`predict`] gives there. The caller has checked
+    /// the inputs ([`Inputs::check`]); `at` must lie within them, on word boundaries.
+    pub fn predict_chunk(&self, at: std::ops::Range<usize>, out: &mut [u8]) {
+        let (w0, m, v) = (&self.w0[at.clone()], &self.m[at.clone()], &self.v[at]);
+        predict_dispatch(w0, m, v, self.step as f32, out);
+    }
 }
 
 /// How well the Adam direction explains a tensor's change `w1 - w0`.

@@ -86,6 +86,15 @@ impl Rng {
     }
 }
 
+/// The moments `(m, v)` an Adam-direction reference names, `len` bytes each, made like
+/// every reference from their names alone ([`reference_for`], float32).
+pub fn moments_for(m: &str, v: &str, len: usize) -> (Vec<u8>, Vec<u8>) {
+    (
+        reference_for(m, DType::F32, len),
+        reference_for(v, DType::F32, len),
+    )
+}
+
 /// The reference tensor of a predicted tensor: `len` bytes of `dtype` determined by the
 /// tensor's name alone (weight-like floats, small integers). The seed generator encodes
 /// predicted tensors against it, so `decode_file` can offer the right reference for seeds
