@@ -170,6 +170,20 @@ def test_wrong_or_missing_moments_raise(monkeypatch):
         fastckpt.decode(data, reference=short)
 
 
+def test_read_tensor_makes_the_prediction_from_the_reference(tmp_path):
+    """One tensor read alone, threads 1 or 2, over chunks smaller than the tensor: each
+    chunk decodes against its share of the prediction, from the caller's buffers (never
+    changed)."""
+    prev, cur = _adam_pair()
+    before = copy.deepcopy(prev)
+    data = fastckpt.encode(cur, reference=prev, chunk_bytes=4096)
+    assert fastckpt.inspect(data)["tensors"][0]["chunks"] > 10
+    for threads in (1, 2):
+        w = fastckpt.read_tensor(data, "model/emb.weight", reference=prev, threads=threads)
+        assert np.array_equal(w.view(np.uint32), cur["model"]["emb.weight"].view(np.uint32))
+    assert _bits_equal(prev, before)
+
+
 def test_lossy_tensors_never_take_a_direction():
     prev, cur = _adam_pair()
     data = fastckpt.encode(cur, reference=prev, mode="near_lossless", error_bound=1e-3)
