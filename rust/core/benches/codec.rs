@@ -5,7 +5,8 @@
 //! FASTCKPT_BENCH_PAIR=PREV.safetensors:CUR.safetensors (two consecutive checkpoints of a
 //! training run, e.g. from `benches/trajectories.py` and `traj_to_safetensors.py`), the
 //! `predicted_checkpoint` group codes CUR predicted from PREV next to CUR standalone. The
-//! `adam_direction` group times the Adam-direction prediction a decoder rebuilds.
+//! `adam_direction` group times the Adam-direction prediction, whole and chunk by chunk
+//! as the coders make it.
 
 use std::hint::black_box;
 
@@ -322,8 +323,9 @@ fn bench_predicted(c: &mut Criterion) {
     }
 }
 
-/// The Adam-direction prediction a decoder rebuilds before decoding a tensor coded along it
-/// (`predict::direction`), next to copying the same bytes: on the largest fp32 tensor
+/// The Adam-direction prediction of a tensor coded along it (`predict::direction`): whole
+/// (`predict`) and chunk by chunk into one reused buffer, as the coders make it, next to
+/// copying the same bytes: on the largest fp32 tensor
 /// (MiniLM's word embeddings) as `w0`, with moments made from other weights of it (their
 /// values only steer the special-value paths, which real moments rarely take).
 fn bench_direction(c: &mut Criterion, sets: &[Set]) {
@@ -360,6 +362,25 @@ fn bench_direction(c: &mut Criterion, sets: &[Set]) {
             b.iter(|| pool.install(|| direction::predict(w0, &m, &v, -1e-4, &mut out).unwrap()))
         });
     }
+    // What the coders do instead: each chunk's share, made into one chunk-sized buffer
+    // that stays in cache for the chunk's coder (one thread).
+    let inputs = direction::Inputs {
+        w0,
+        m: &m,
+        v: &v,
+        step: -1e-4,
+    };
+    let chunk = fastckpt_core::container::DEFAULT_CHUNK_BYTES;
+    let mut scratch = vec![0u8; chunk];
+    g.bench_function("predict_by_chunk", |b| {
+        b.iter(|| {
+            for start in (0..w0.len()).step_by(chunk) {
+                let end = (start + chunk).min(w0.len());
+                inputs.predict_chunk(start..end, &mut scratch[..end - start]);
+                black_box(&scratch);
+            }
+        })
+    });
     g.bench_function("copy_w0", |b| b.iter(|| out.copy_from_slice(black_box(w0))));
     g.finish();
     // The encoder's look at a tensor: a fit on an 8K-word sample (time only: it reads a
