@@ -107,11 +107,6 @@ impl<'a> RefSource<'a> {
         })
     }
 
-    /// Whether the reference is an Adam-direction prediction.
-    pub fn is_adam(&self) -> bool {
-        self.adam.is_some()
-    }
-
     /// The reference's bytes (not the prediction made from them).
     pub fn data(&self) -> &'a [u8] {
         self.data
@@ -170,5 +165,52 @@ pub fn with_chunk<R>(chunk: Option<RefChunk>, f: impl FnOnce(Option<&[u8]>) -> R
     match chunk {
         None => f(None),
         Some(c) => c.with(|bytes| f(Some(bytes))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunk by chunk, at any chunk size (odd ones too), an Adam source gives the words of
+    /// the whole prediction and its hash; a plain source gives its own bytes.
+    #[test]
+    fn chunks_are_slices_of_the_whole_prediction() {
+        let mut rng = crate::testing::Lcg(11);
+        let n = 5_003usize;
+        let f = |v: Vec<f32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let w0 = f((0..n).map(|_| rng.centered()).collect());
+        let m = f((0..n).map(|_| rng.centered() * 1e-3).collect());
+        let v = f((0..n).map(|_| 1e-7 * (1.5 + rng.centered())).collect());
+        let mut whole = vec![0u8; w0.len()];
+        direction::predict(&w0, &m, &v, 2e-4, &mut whole).unwrap();
+        let recorded = format::Direction {
+            m: "m".into(),
+            v: "v".into(),
+            step: 2e-4,
+        };
+        let adam = AdamIn {
+            recorded,
+            m: &m,
+            v: &v,
+        };
+        for chunk in [4, 4 * 7, 4096, 4 * n] {
+            for (source, expect) in [
+                (RefSource::encoding(&w0, Some(&adam)), &whole),
+                (RefSource::encoding(&w0, None), &w0),
+            ] {
+                let mut got = Vec::new();
+                for start in (0..w0.len()).step_by(chunk) {
+                    let at = start..(start + chunk).min(w0.len());
+                    source.chunk(at).with(|b| got.extend_from_slice(b));
+                }
+                assert_eq!(&got, expect, "chunk {chunk}");
+                let words = (chunk / 4) as u64;
+                assert_eq!(
+                    source.tensor_hash(chunk, words),
+                    super::super::content_hash(expect, crate::dtype::DType::F32, chunk)
+                );
+            }
+        }
     }
 }
