@@ -909,22 +909,19 @@ fn check_side(t: &TensorIn, s: usize, tensors: &[TensorIn]) -> Result<()> {
 }
 
 /// Checks that an Adam-direction reference is on a lossless float32 tensor, with
-/// moments of the tensor's size and a valid step.
+/// moments of the reference's size (checked to be the tensor's) and a valid step.
 fn check_direction(t: &TensorIn) -> Result<()> {
-    let Some(d) = t.reference.as_ref().and_then(|r| r.direction.as_ref()) else {
+    let Some(r) = t.reference.as_ref().filter(|r| r.direction.is_some()) else {
         return Ok(());
     };
     let bad = |m: &str| Error::InvalidArgument(format!("{:?}: adam reference {m}", t.name));
     if t.dtype != DType::F32 || t.lossy.is_some() {
         return Err(bad("needs a lossless float32 tensor"));
     }
-    if d.m.len() != t.data.len() || d.v.len() != t.data.len() {
-        return Err(bad("moments differ in size from the tensor"));
-    }
-    if !crate::predict::direction::valid_step(d.recorded.step) {
-        return Err(bad(&format!("step {} out of range", d.recorded.step)));
-    }
-    Ok(())
+    r.source().check().map_err(|e| match e {
+        Error::InvalidArgument(m) => bad(&m),
+        other => other,
+    })
 }
 
 fn check_inputs(tensors: &[TensorIn], structure: &Value) -> Result<()> {

@@ -107,6 +107,12 @@ impl<'a> RefSource<'a> {
         })
     }
 
+    /// Checks the inputs of an Adam-direction prediction, if any
+    /// ([`direction::Inputs::check`]: moments of the reference's size, a valid step).
+    pub fn check(&self) -> Result<()> {
+        self.adam.as_ref().map_or(Ok(()), direction::Inputs::check)
+    }
+
     /// The reference's bytes (not the prediction made from them).
     pub fn data(&self) -> &'a [u8] {
         self.data
